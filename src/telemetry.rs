@@ -1,0 +1,23 @@
+//! Logging: one `env_logger` set up once (`RUST_LOG` picks the level, `info` by default), with log
+//! lines carrying key-value fields. Phone numbers reach logs only through `PhoneNumber`, whose `Display`
+//! masks them; secrets only through `config::Secret`, whose `Debug` prints nothing.
+
+use std::{error::Error, fmt::Write};
+
+/// Starts the logger; a second call (tests start many applications) is a no-op.
+pub fn init() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// `outer: cause: root cause`, for one log line that tells the whole story.
+pub fn error_chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
