@@ -1,0 +1,151 @@
+//! `MessageContent`: the text of a message, 1 to `CONTENT_MAX_CHARS` characters (characters, not bytes,
+//! as SMS counts them). It also knows how an SMS network will carry it: GSM-7 when every character is in
+//! the GSM 03.38 alphabet, UCS-2 otherwise (Turkish ş, ğ, ı…), and how many segments that takes.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// GSM 03.38 basic alphabet: one septet each.
+const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
+¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+/// GSM 03.38 extension table: an escape plus the character, two septets each.
+const GSM7_EXTENSION: &str = "\u{0C}^{}\\[~]|€";
+
+const GSM7_SINGLE_SEGMENT: usize = 160;
+const GSM7_CONCATENATED_SEGMENT: usize = 153;
+const UCS2_SINGLE_SEGMENT: usize = 70;
+const UCS2_CONCATENATED_SEGMENT: usize = 67;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContent(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} characters, got {got}")]
+    TooLong { max: usize, got: usize },
+}
+
+/// How an SMS network encodes the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// 7-bit GSM alphabet: 160 characters in one segment.
+    Gsm7,
+    /// UTF-16: 70 characters in one segment.
+    Ucs2,
+}
+
+impl MessageContent {
+    pub fn parse(raw: &str, max_chars: usize) -> Result<Self, ContentError> {
+        if raw.trim().is_empty() {
+            return Err(ContentError::Empty);
+        }
+        let chars = raw.chars().count();
+        if chars > max_chars {
+            return Err(ContentError::TooLong {
+                max: max_chars,
+                got: chars,
+            });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        Encoding::of(&self.0)
+    }
+
+    /// How many SMS segments the network sends for this content.
+    pub fn segments(&self) -> usize {
+        segments_of(&self.0)
+    }
+}
+
+impl Encoding {
+    /// The encoding of any text, valid content or not (a stored row may predate the current limit).
+    pub fn of(text: &str) -> Self {
+        if text
+            .chars()
+            .all(|c| GSM7_BASIC.contains(c) || GSM7_EXTENSION.contains(c))
+        {
+            Self::Gsm7
+        } else {
+            Self::Ucs2
+        }
+    }
+}
+
+/// How many SMS segments the network sends for any text.
+pub fn segments_of(text: &str) -> usize {
+    let (units, single, concatenated) = match Encoding::of(text) {
+        Encoding::Gsm7 => {
+            let septets = text
+                .chars()
+                .map(|c| if GSM7_EXTENSION.contains(c) { 2 } else { 1 })
+                .sum();
+            (septets, GSM7_SINGLE_SEGMENT, GSM7_CONCATENATED_SEGMENT)
+        }
+        Encoding::Ucs2 => (
+            text.encode_utf16().count(),
+            UCS2_SINGLE_SEGMENT,
+            UCS2_CONCATENATED_SEGMENT,
+        ),
+    };
+    if units <= single {
+        1
+    } else {
+        units.div_ceil(concatenated)
+    }
+}
+
+impl AsRef<str> for MessageContent {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_characters_not_bytes() {
+        let turkish = "ş".repeat(160); // 320 bytes
+        assert!(MessageContent::parse(&turkish, 160).is_ok());
+        assert_eq!(
+            MessageContent::parse(&"a".repeat(161), 160),
+            Err(ContentError::TooLong { max: 160, got: 161 })
+        );
+    }
+
+    #[test]
+    fn blank_content_is_rejected() {
+        assert_eq!(MessageContent::parse("", 160), Err(ContentError::Empty));
+        assert_eq!(MessageContent::parse(" \n ", 160), Err(ContentError::Empty));
+    }
+
+    #[test]
+    fn plain_text_is_gsm7_and_turkish_letters_need_ucs2() {
+        let plain = MessageContent::parse("Insider - Project", 160).unwrap();
+        assert_eq!(plain.encoding(), Encoding::Gsm7);
+        let turkish = MessageContent::parse("Güzel bir gün, şimdi", 160).unwrap();
+        assert_eq!(turkish.encoding(), Encoding::Ucs2);
+    }
+
+    #[test]
+    fn segments_follow_the_sms_limits() {
+        let segments = |s: &str| MessageContent::parse(s, 1000).unwrap().segments();
+        assert_eq!(segments(&"a".repeat(160)), 1);
+        assert_eq!(segments(&"a".repeat(161)), 2);
+        assert_eq!(segments(&"a".repeat(306)), 2);
+        assert_eq!(segments(&"a".repeat(307)), 3);
+        // Extension characters take two septets.
+        assert_eq!(segments(&"€".repeat(80)), 1);
+        assert_eq!(segments(&"€".repeat(81)), 2);
+        assert_eq!(segments(&"ş".repeat(70)), 1);
+        assert_eq!(segments(&"ş".repeat(71)), 2);
+        assert_eq!(segments(&"ş".repeat(134)), 2);
+        assert_eq!(segments(&"ş".repeat(135)), 3);
+    }
+}

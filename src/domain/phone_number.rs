@@ -1,0 +1,130 @@
+//! `PhoneNumber`: an E.164 number (`+` then 8–15 digits, no leading zero). Its `Debug` and `Display` mask
+//! the middle digits, so a log line that prints one cannot leak it; `as_ref` gives the digits to whoever
+//! must send them.
+
+use std::fmt;
+
+const MIN_DIGITS: usize = 8;
+const MAX_DIGITS: usize = 15;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct PhoneNumber(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneNumberError {
+    #[error("must start with + and the country code")]
+    MissingPlus,
+    #[error("may hold only digits after the +, with optional spaces or dashes")]
+    NotDigits,
+    #[error("must have {MIN_DIGITS} to {MAX_DIGITS} digits, got {0}")]
+    WrongLength(usize),
+    #[error("a country code never starts with 0")]
+    LeadingZero,
+}
+
+impl PhoneNumber {
+    /// Accepts `+90 555-111 11 11` and stores `+905551111111`.
+    pub fn parse(raw: &str) -> Result<Self, PhoneNumberError> {
+        let digits_part = raw.trim().strip_prefix('+').ok_or(PhoneNumberError::MissingPlus)?;
+        let mut digits = String::with_capacity(MAX_DIGITS);
+        for c in digits_part.chars() {
+            match c {
+                '0'..='9' => digits.push(c),
+                ' ' | '-' => {}
+                _ => return Err(PhoneNumberError::NotDigits),
+            }
+        }
+        if !(MIN_DIGITS..=MAX_DIGITS).contains(&digits.len()) {
+            return Err(PhoneNumberError::WrongLength(digits.len()));
+        }
+        if digits.starts_with('0') {
+            return Err(PhoneNumberError::LeadingZero);
+        }
+        Ok(Self(format!("+{digits}")))
+    }
+
+    /// `+90555****11`: the country and area prefix and the last two digits, never the whole number.
+    pub fn masked(&self) -> String {
+        mask(&self.0)
+    }
+}
+
+/// Masks any string that may hold a phone number; the domain type and the sent list share it.
+pub fn mask(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    let digits = chars.iter().filter(|c| c.is_ascii_digit()).count();
+    // Show at most 5 leading digits and always hide at least 4, so short numbers stay hidden too.
+    let shown_head = digits.saturating_sub(6).min(5);
+    let head_len = chars.len() - digits + shown_head;
+    let tail_len = if digits >= 6 { 2 } else { 0 };
+    let head: String = chars.iter().take(head_len.min(chars.len())).collect();
+    let tail: String = chars[chars.len().saturating_sub(tail_len)..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+impl AsRef<str> for PhoneNumber {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber({})", self.masked())
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spaces_and_dashes_are_dropped() {
+        let number = PhoneNumber::parse(" +90 555-111 11 11 ").unwrap();
+        assert_eq!(number.as_ref(), "+905551111111");
+    }
+
+    #[test]
+    fn invalid_numbers_say_why() {
+        assert_eq!(PhoneNumber::parse("905551111111"), Err(PhoneNumberError::MissingPlus));
+        assert_eq!(PhoneNumber::parse("+90555abc1111"), Err(PhoneNumberError::NotDigits));
+        assert_eq!(PhoneNumber::parse("+1234567"), Err(PhoneNumberError::WrongLength(7)));
+        assert_eq!(
+            PhoneNumber::parse("+1234567890123456"),
+            Err(PhoneNumberError::WrongLength(16))
+        );
+        assert_eq!(PhoneNumber::parse("+0905551111111"), Err(PhoneNumberError::LeadingZero));
+        assert_eq!(PhoneNumber::parse(""), Err(PhoneNumberError::MissingPlus));
+    }
+
+    #[test]
+    fn every_valid_length_parses() {
+        for len in MIN_DIGITS..=MAX_DIGITS {
+            let raw = format!("+{}", "9".repeat(len));
+            assert_eq!(PhoneNumber::parse(&raw).unwrap().as_ref(), raw);
+        }
+    }
+
+    #[test]
+    fn printing_masks_the_number() {
+        let number = PhoneNumber::parse("+905551111111").unwrap();
+        assert_eq!(number.to_string(), "+90555****11");
+        assert_eq!(format!("{number:?}"), "PhoneNumber(+90555****11)");
+    }
+
+    #[test]
+    fn a_masked_number_never_shows_more_than_seven_digits() {
+        for len in MIN_DIGITS..=MAX_DIGITS {
+            let raw = format!("+{}", "7".repeat(len));
+            let masked = PhoneNumber::parse(&raw).unwrap().masked();
+            let shown = masked.chars().filter(char::is_ascii_digit).count();
+            assert!(shown <= 7 && shown + 4 <= len, "{raw} -> {masked}");
+        }
+    }
+}
