@@ -1,0 +1,117 @@
+//! The message store: every state a message can be in, and the only transitions between them.
+//!
+//! ```text
+//!                 claim_due                 mark_sent_if_claimed
+//!   ┌─────────┐ ───────────▶ ┌─────────┐ ───────────────────────▶ ┌──────┐
+//!   │ pending │              │ sending │                          │ sent │
+//!   └─────────┘ ◀─────────── └─────────┘ ───────────────────────▶ ┌────────┐
+//!        ▲     retry_later_if_claimed │    mark_failed_if_claimed  │ failed │
+//!        └────────────────────────────┘                            └────────┘
+//!              rescue_expired_leases (lease ran out: the sender died or hung)
+//! ```
+//!
+//! A claim moves due `pending` rows to `sending` with a fresh token, an owner and a lease expiry, in one
+//! committed statement; no transaction is ever held across the HTTP call. Every transition out of
+//! `sending` is fenced on `status = 'sending' AND lease_token = <the claim's token>` and reports whether
+//! it changed the row, so a late or repeated result can never overwrite a newer state: once a rescued row
+//! is claimed again, the old claim's writes match nothing. `sent` and `failed` are final.
+//!
+//! Only this module speaks SQL; `postgres.rs` holds every statement.
+
+mod postgres;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+pub use postgres::PostgresStore;
+use uuid::Uuid;
+
+use crate::domain::{Message, NewMessage, ProviderMessageId};
+
+/// One claim on one message: the proof a sender must show to move the message on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub message_id: Uuid,
+    pub token: Uuid,
+    /// The attempt this claim is, counting from 1.
+    pub attempt: u32,
+}
+
+/// A row just claimed, with its fields as stored: another system may have inserted them, so they are
+/// validated by the fetcher before anything is sent.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub claim: Claim,
+    pub phone_number: String,
+    pub content: String,
+}
+
+/// Where the sent list resumes: the last item of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentCursor {
+    pub sent_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// The queue as an operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueStats {
+    pub pending: u64,
+    pub oldest_pending_age: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database failed while {action}")]
+    Database {
+        action: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the database schema could not be migrated")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("message {id} holds a value the service cannot read: {problem}")]
+    CorruptRow { id: Uuid, problem: String },
+}
+
+/// The seam between the dispatcher and its database.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Applies pending migrations; safe to run from several instances at once.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Answers when the database does.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Enqueues a validated message as `pending`, due now.
+    async fn insert(&self, message: &NewMessage) -> Result<Message, StoreError>;
+
+    async fn get(&self, id: Uuid) -> Result<Option<Message>, StoreError>;
+
+    /// `sending` rows whose lease expired go back to `pending`, due now. Returns their ids.
+    async fn rescue_expired_leases(&self) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Claims up to `limit` due `pending` rows, oldest first, for `owner` during `lease`; `sending` now.
+    /// Rows claimed by another instance at the same moment are skipped, never shared.
+    async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError>;
+
+    /// `sending` → `sent`, if `claim` still holds the row. Returns whether it did.
+    async fn mark_sent_if_claimed(
+        &self,
+        claim: &Claim,
+        provider_message_id: Option<&ProviderMessageId>,
+        sent_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// `sending` → `pending`, due after `delay`, if `claim` still holds the row. Returns whether it did.
+    async fn retry_later_if_claimed(&self, claim: &Claim, delay: Duration, error: &str) -> Result<bool, StoreError>;
+
+    /// `sending` → `failed`, if `claim` still holds the row. Returns whether it did.
+    async fn mark_failed_if_claimed(&self, claim: &Claim, error: &str) -> Result<bool, StoreError>;
+
+    /// Sent messages, newest first, after `cursor` when given.
+    async fn list_sent(&self, limit: u32, cursor: Option<SentCursor>) -> Result<Vec<Message>, StoreError>;
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+}

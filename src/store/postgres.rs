@@ -1,0 +1,290 @@
+//! Every SQL statement the service runs against Postgres, one function per transition of `store/mod.rs`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use uuid::Uuid;
+
+use super::{Claim, ClaimedMessage, MessageStore, QueueStats, SentCursor, StoreError};
+use crate::domain::{Message, MessageStatus, NewMessage, ProviderMessageId};
+
+/// Columns of a full message row, in `MessageRow` order.
+macro_rules! message_columns {
+    () => {
+        "id, phone_number, content, status, attempts, next_attempt_at, provider_message_id, last_error, \
+         created_at, updated_at, sent_at"
+    };
+}
+
+const MAX_CONNECTIONS: u32 = 10;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// A pool that connects on first use, so the service starts (and reports not ready) while the
+    /// database is down.
+    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy(url)
+            .map_err(db("parsing DATABASE_URL"))?;
+        Ok(Self { pool })
+    }
+}
+
+fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Database { action, source }
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: Uuid,
+    phone_number: String,
+    content: String,
+    status: String,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    provider_message_id: Option<String>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<MessageRow> for Message {
+    type Error = StoreError;
+
+    fn try_from(row: MessageRow) -> Result<Self, Self::Error> {
+        let corrupt = |problem: String| StoreError::CorruptRow { id: row.id, problem };
+        let status = row
+            .status
+            .parse::<MessageStatus>()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let attempts = u32::try_from(row.attempts).map_err(|e| corrupt(format!("attempts: {e}")))?;
+        Ok(Message {
+            id: row.id,
+            to: row.phone_number,
+            content: row.content,
+            status,
+            attempts,
+            next_attempt_at: row.next_attempt_at,
+            provider_message_id: row.provider_message_id,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            sent_at: row.sent_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: Uuid,
+    seq: i64,
+    lease_token: Uuid,
+    attempts: i32,
+    phone_number: String,
+    content: String,
+}
+
+#[async_trait]
+impl MessageStore for PostgresStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx takes a Postgres advisory lock, so replicas starting together migrate once.
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migrate)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db("answering a ping"))
+    }
+
+    async fn insert(&self, message: &NewMessage) -> Result<Message, StoreError> {
+        let row: MessageRow = sqlx::query_as(concat!(
+            "INSERT INTO messages (phone_number, content) VALUES ($1, $2) RETURNING ",
+            message_columns!()
+        ))
+        .bind(message.to.as_ref())
+        .bind(message.content.as_ref())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("inserting a message"))?;
+        row.try_into()
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Message>, StoreError> {
+        let row: Option<MessageRow> =
+            sqlx::query_as(concat!("SELECT ", message_columns!(), " FROM messages WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a message"))?;
+        row.map(Message::try_from).transpose()
+    }
+
+    async fn rescue_expired_leases(&self) -> Result<Vec<Uuid>, StoreError> {
+        sqlx::query_scalar(
+            "UPDATE messages
+                SET status = 'pending', next_attempt_at = now(),
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                    last_error = 'lease expired before a result was recorded', updated_at = now()
+              WHERE status = 'sending' AND lease_expires_at < now()
+          RETURNING id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("rescuing expired leases"))
+    }
+
+    async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
+        // SKIP LOCKED: two instances claiming at once each take different rows instead of waiting.
+        // The claim commits on its own; nothing holds a lock while the provider is called.
+        let mut rows: Vec<ClaimedRow> = sqlx::query_as(
+            "WITH due AS (
+                 SELECT id FROM messages
+                  WHERE status = 'pending' AND next_attempt_at <= now()
+                  ORDER BY next_attempt_at, seq
+                  LIMIT $1
+                    FOR UPDATE SKIP LOCKED
+             )
+             UPDATE messages m
+                SET status = 'sending', attempts = m.attempts + 1,
+                    lease_owner = $2, lease_token = gen_random_uuid(),
+                    lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+               FROM due
+              WHERE m.id = due.id
+          RETURNING m.id, m.lease_token, m.attempts, m.phone_number, m.content, m.seq",
+        )
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("claiming due messages"))?;
+        // RETURNING does not keep the CTE's order; restore oldest first.
+        rows.sort_by_key(|row| row.seq);
+        rows.into_iter()
+            .map(|row| {
+                let attempt = u32::try_from(row.attempts).map_err(|e| StoreError::CorruptRow {
+                    id: row.id,
+                    problem: format!("attempts: {e}"),
+                })?;
+                Ok(ClaimedMessage {
+                    claim: Claim {
+                        message_id: row.id,
+                        token: row.lease_token,
+                        attempt,
+                    },
+                    phone_number: row.phone_number,
+                    content: row.content,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_sent_if_claimed(
+        &self,
+        claim: &Claim,
+        provider_message_id: Option<&ProviderMessageId>,
+        sent_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE messages
+                SET status = 'sent', provider_message_id = $3, sent_at = $4, last_error = NULL,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+              WHERE id = $1 AND status = 'sending' AND lease_token = $2",
+        )
+        .bind(claim.message_id)
+        .bind(claim.token)
+        .bind(provider_message_id.map(AsRef::as_ref))
+        .bind(sent_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db("marking a message sent"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn retry_later_if_claimed(&self, claim: &Claim, delay: Duration, error: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE messages
+                SET status = 'pending', next_attempt_at = now() + make_interval(secs => $3), last_error = $4,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+              WHERE id = $1 AND status = 'sending' AND lease_token = $2",
+        )
+        .bind(claim.message_id)
+        .bind(claim.token)
+        .bind(delay.as_secs_f64())
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(db("scheduling a retry"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn mark_failed_if_claimed(&self, claim: &Claim, error: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE messages
+                SET status = 'failed', last_error = $3,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+              WHERE id = $1 AND status = 'sending' AND lease_token = $2",
+        )
+        .bind(claim.message_id)
+        .bind(claim.token)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(db("marking a message failed"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn list_sent(&self, limit: u32, cursor: Option<SentCursor>) -> Result<Vec<Message>, StoreError> {
+        // Keyset pagination on (sent_at, id): stable when many rows share a sent_at, and served by
+        // messages_sent_idx whichever page is asked for.
+        let query = match cursor {
+            None => sqlx::query_as::<_, MessageRow>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = 'sent' ORDER BY sent_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(i64::from(limit)),
+            Some(cursor) => sqlx::query_as::<_, MessageRow>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = 'sent' AND (sent_at, id) < ($2, $3)
+                  ORDER BY sent_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(i64::from(limit))
+            .bind(cursor.sent_at)
+            .bind(cursor.id),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db("listing sent messages"))?;
+        rows.into_iter().map(Message::try_from).collect()
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let (pending, oldest_age_seconds): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
+               FROM messages WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("counting pending messages"))?;
+        Ok(QueueStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_pending_age: oldest_age_seconds.map(|s| Duration::from_secs_f64(s.max(0.0))),
+        })
+    }
+}
