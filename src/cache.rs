@@ -1,0 +1,151 @@
+//! The Redis cache of sent messages.
+//!
+//! Key `message:<message uuid>` holds JSON `{"messageId": "<provider id>", "sentAt": "<RFC 3339>"}` and
+//! expires after `REDIS_TTL`. The key is our id, not the provider's: provider ids may repeat. The
+//! database stays the source of truth; the cache is optional, so every failure here is reported to the
+//! caller to log and count, and never stops a send.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts, redis};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::Secret;
+
+/// No cache call may hold up a send or a request for longer than this.
+const CACHE_TIMEOUT: Duration = Duration::from_secs(1);
+const POOL_SIZE: usize = 8;
+
+/// What is cached for a sent message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentRecord {
+    pub message_id: String,
+    pub sent_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("REDIS_URL is not a valid Redis URL")]
+    Config(#[source] deadpool_redis::CreatePoolError),
+    #[error("could not get a Redis connection")]
+    Pool(#[source] deadpool_redis::PoolError),
+    #[error("Redis failed while {action}")]
+    Command {
+        action: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("Redis did not answer within {CACHE_TIMEOUT:?} while {0}")]
+    Timeout(&'static str),
+    #[error("a cached value could not be encoded or decoded")]
+    Json(#[source] serde_json::Error),
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    pool: Option<Pool>,
+    ttl: Duration,
+}
+
+impl Cache {
+    /// A cache on `url`, or a disabled one when there is none. Connects lazily: a Redis that is down at
+    /// start-up only shows in `/readyz` and the logs.
+    pub fn new(url: Option<&Secret>, ttl: Duration) -> Result<Self, CacheError> {
+        let pool = url
+            .map(|url| {
+                let mut config = deadpool_redis::Config::from_url(url.expose());
+                config.pool = Some(PoolConfig {
+                    max_size: POOL_SIZE,
+                    timeouts: Timeouts {
+                        wait: Some(CACHE_TIMEOUT),
+                        create: Some(CACHE_TIMEOUT),
+                        recycle: Some(CACHE_TIMEOUT),
+                    },
+                    ..PoolConfig::default()
+                });
+                config.create_pool(Some(Runtime::Tokio1)).map_err(CacheError::Config)
+            })
+            .transpose()?;
+        Ok(Self { pool, ttl })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// `SET message:<id> <record> EX <ttl>`; does nothing when the cache is off.
+    pub async fn put_sent(&self, id: Uuid, record: &SentRecord) -> Result<(), CacheError> {
+        let Some(pool) = &self.pool else { return Ok(()) };
+        let value = serde_json::to_string(record).map_err(CacheError::Json)?;
+        let action = "writing a sent message";
+        with_timeout(action, async {
+            let mut conn = pool.get().await.map_err(CacheError::Pool)?;
+            redis::cmd("SET")
+                .arg(key(id))
+                .arg(value)
+                .arg("EX")
+                .arg(self.ttl.as_secs().max(1))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|source| CacheError::Command { action, source })
+        })
+        .await
+    }
+
+    /// The cached records of `ids`, in order, `None` where a key is missing; all `None` when off.
+    pub async fn get_sent_many(&self, ids: &[Uuid]) -> Result<Vec<Option<SentRecord>>, CacheError> {
+        let Some(pool) = self.pool.as_ref().filter(|_| !ids.is_empty()) else {
+            return Ok(vec![None; ids.len()]);
+        };
+        let action = "reading sent messages";
+        let values: Vec<Option<String>> = with_timeout(action, async {
+            let mut conn = pool.get().await.map_err(CacheError::Pool)?;
+            redis::cmd("MGET")
+                .arg(ids.iter().map(|id| key(*id)).collect::<Vec<_>>())
+                .query_async(&mut conn)
+                .await
+                .map_err(|source| CacheError::Command { action, source })
+        })
+        .await?;
+        values
+            .into_iter()
+            .map(|value| {
+                value
+                    .map(|v| serde_json::from_str(&v).map_err(CacheError::Json))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// `Ok(None)` when the cache is off, `Ok(Some(()))` when Redis answers.
+    pub async fn ping(&self) -> Result<Option<()>, CacheError> {
+        let Some(pool) = &self.pool else { return Ok(None) };
+        let action = "answering a ping";
+        with_timeout(action, async {
+            let mut conn = pool.get().await.map_err(CacheError::Pool)?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|source| CacheError::Command { action, source })
+        })
+        .await
+        .map(|_| Some(()))
+    }
+}
+
+/// The Redis key of a sent message.
+pub fn key(id: Uuid) -> String {
+    format!("message:{id}")
+}
+
+async fn with_timeout<T>(
+    action: &'static str,
+    fut: impl Future<Output = Result<T, CacheError>>,
+) -> Result<T, CacheError> {
+    tokio::time::timeout(CACHE_TIMEOUT, fut)
+        .await
+        .map_err(|_| CacheError::Timeout(action))?
+}
