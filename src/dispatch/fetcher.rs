@@ -1,0 +1,210 @@
+//! `FetcherActor`: on each `Tick`, rescues expired leases, claims what the free send slots can take,
+//! fails claimed rows that do not validate, and hands the rest to the webhook actors in turn.
+//!
+//! It keeps the count of claims not yet recorded (`in_flight`); the persister frees a slot per result.
+//! Capping that count at `BATCH_SIZE` is what keeps ticks from piling up behind a slow provider, and
+//! keeps a claimed message from waiting in memory while its lease runs out.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::messages::{Deliver, GetInFlight, SlotFreed, Tick, TickReport, TickSkipped};
+use crate::{
+    config::Settings,
+    domain::{MessageContent, PhoneNumber},
+    metrics::Metrics,
+    store::{ClaimedMessage, MessageStore, StoreError},
+    telemetry::error_chain,
+};
+
+pub struct FetcherActor {
+    store: Arc<dyn MessageStore>,
+    webhooks: Vec<Recipient<Deliver>>,
+    next_webhook: usize,
+    rules: ClaimRules,
+    metrics: Metrics,
+    in_flight: usize,
+    claiming: bool,
+}
+
+/// What a claim may take and how its rows are judged.
+#[derive(Debug, Clone)]
+pub struct ClaimRules {
+    pub owner: String,
+    pub batch_size: u32,
+    pub lease: std::time::Duration,
+    pub content_max_chars: usize,
+}
+
+impl ClaimRules {
+    pub fn new(settings: &Settings, owner: String) -> Self {
+        Self {
+            owner,
+            batch_size: settings.batch_size.get(),
+            lease: settings.lease,
+            content_max_chars: settings.content_max_chars.get(),
+        }
+    }
+}
+
+/// One tick's claim: what to send and what was set aside.
+struct ClaimedBatch {
+    rescued: usize,
+    deliveries: Vec<Deliver>,
+    invalid: usize,
+}
+
+impl FetcherActor {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        webhooks: Vec<Recipient<Deliver>>,
+        rules: ClaimRules,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            store,
+            webhooks,
+            next_webhook: 0,
+            rules,
+            metrics,
+            in_flight: 0,
+            claiming: false,
+        }
+    }
+
+    fn hand_out(&mut self, delivery: Deliver) {
+        // The pool is never empty: `dispatch::start` builds at least one webhook actor.
+        if let Some(webhook) = self.webhooks.get(self.next_webhook % self.webhooks.len().max(1)) {
+            self.next_webhook = self.next_webhook.wrapping_add(1);
+            self.in_flight += 1;
+            webhook.do_send(delivery);
+        }
+    }
+}
+
+/// Rescue, claim, validate: the database side of a tick, without the actor.
+async fn claim_batch(store: &dyn MessageStore, rules: &ClaimRules, limit: u32) -> Result<ClaimedBatch, StoreError> {
+    let rescued = store.rescue_expired_leases().await?;
+    for id in &rescued {
+        log::warn!(message_id:% = id; "lease expired before a result was recorded: message back to pending");
+    }
+    let claimed = store.claim_due(limit, &rules.owner, rules.lease).await?;
+    let mut batch = ClaimedBatch {
+        rescued: rescued.len(),
+        deliveries: Vec::with_capacity(claimed.len()),
+        invalid: 0,
+    };
+    for message in claimed {
+        match validate(&message, rules.content_max_chars) {
+            Ok(delivery) => batch.deliveries.push(delivery),
+            Err(reason) => {
+                batch.invalid += 1;
+                let claim = message.claim;
+                log::warn!(message_id:% = claim.message_id; "claimed message is invalid, failing it: {reason}");
+                // If this write fails the lease expires, the row is claimed again and judged again.
+                if let Err(error) = store.mark_failed_if_claimed(&claim, &reason).await {
+                    log::error!(message_id:% = claim.message_id; "could not fail an invalid message: {}", error_chain(&error));
+                }
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// Rows may come from plain SQL inserts, so they are parsed here exactly as the API parses a request.
+fn validate(message: &ClaimedMessage, content_max_chars: usize) -> Result<Deliver, String> {
+    let to = PhoneNumber::parse(&message.phone_number).map_err(|e| format!("invalid phone_number: {e}"))?;
+    let content =
+        MessageContent::parse(&message.content, content_max_chars).map_err(|e| format!("invalid content: {e}"))?;
+    Ok(Deliver {
+        claim: message.claim,
+        to,
+        content,
+    })
+}
+
+impl Actor for FetcherActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Tick> for FetcherActor {
+    type Result = ResponseActFuture<Self, TickReport>;
+
+    fn handle(&mut self, _: Tick, _: &mut Self::Context) -> Self::Result {
+        let skipped = |reason| {
+            Box::pin(actix::fut::ready(TickReport {
+                skipped: Some(reason),
+                ..TickReport::default()
+            }))
+        };
+        if self.claiming {
+            log::debug!("tick skipped: the previous claim has not returned");
+            return skipped(TickSkipped::ClaimInProgress);
+        }
+        let free_slots = (self.rules.batch_size as usize).saturating_sub(self.in_flight);
+        if free_slots == 0 {
+            log::debug!(in_flight = self.in_flight; "tick skipped: every send slot is taken");
+            return skipped(TickSkipped::NoFreeSlot);
+        }
+        let limit = u32::try_from(free_slots).unwrap_or(self.rules.batch_size);
+        self.claiming = true;
+        let store = Arc::clone(&self.store);
+        let rules = self.rules.clone();
+        Box::pin(
+            async move { claim_batch(store.as_ref(), &rules, limit).await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    act.claiming = false;
+                    match result {
+                        Ok(batch) => {
+                            act.metrics.leases_rescued_total.inc_by(batch.rescued as u64);
+                            act.metrics
+                                .sends_total
+                                .with_label_values(&["invalid"])
+                                .inc_by(batch.invalid as u64);
+                            let report = TickReport {
+                                rescued: batch.rescued,
+                                claimed: batch.deliveries.len() + batch.invalid,
+                                invalid: batch.invalid,
+                                skipped: None,
+                            };
+                            if report.claimed > 0 || report.rescued > 0 {
+                                log::info!(
+                                    claimed = report.claimed, invalid = report.invalid, rescued = report.rescued;
+                                    "tick claimed messages"
+                                );
+                            }
+                            batch.deliveries.into_iter().for_each(|delivery| act.hand_out(delivery));
+                            report
+                        }
+                        Err(error) => {
+                            act.metrics.tick_errors_total.inc();
+                            log::error!("tick failed, will try again next tick: {}", error_chain(&error));
+                            TickReport {
+                                skipped: Some(TickSkipped::StoreError),
+                                ..TickReport::default()
+                            }
+                        }
+                    }
+                }),
+        )
+    }
+}
+
+impl Handler<SlotFreed> for FetcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: SlotFreed, _: &mut Self::Context) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+}
+
+impl Handler<GetInFlight> for FetcherActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: GetInFlight, _: &mut Self::Context) -> usize {
+        // A claim under way counts as one: a drain must not finish while rows are being claimed.
+        self.in_flight + usize::from(self.claiming)
+    }
+}

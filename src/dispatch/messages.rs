@@ -1,0 +1,93 @@
+//! Every message the dispatch actors exchange, with who sends it and why.
+
+use std::time::Duration;
+
+use actix::Message;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    domain::{MessageContent, PhoneNumber},
+    provider::Outcome,
+    store::Claim,
+};
+
+/// Scheduler → fetcher, once per `INTERVAL` while running (and by tests, to run one tick now):
+/// rescue expired leases, then claim what the free send slots can take and hand it to the webhooks.
+#[derive(Debug, Message)]
+#[rtype(result = "TickReport")]
+pub struct Tick;
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub rescued: usize,
+    pub claimed: usize,
+    pub invalid: usize,
+    /// Set when the tick claimed nothing on purpose or could not.
+    pub skipped: Option<TickSkipped>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickSkipped {
+    /// The previous tick's claim has not returned yet: ticks never pile up.
+    ClaimInProgress,
+    /// Every send slot is taken: claiming more would only age leases in memory.
+    NoFreeSlot,
+    /// The database failed; logged and counted.
+    StoreError,
+}
+
+/// Fetcher → one webhook actor: POST this claimed, validated message to the provider.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub claim: Claim,
+    pub to: PhoneNumber,
+    pub content: MessageContent,
+}
+
+/// Webhook actor → persister: the provider's answer to one `Deliver`, to be recorded under its claim.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DeliveryFinished {
+    pub claim: Claim,
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+/// Persister → fetcher: the result of a claim is recorded (or the claim was lost), so its send slot is
+/// free again.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SlotFreed;
+
+/// API or start-up → scheduler: tick now, then every `INTERVAL`. Idempotent.
+#[derive(Debug, Message)]
+#[rtype(result = "SchedulerState")]
+pub struct StartSending;
+
+/// API or shutdown → scheduler: claim nothing more; sends in flight finish and are recorded. Idempotent.
+#[derive(Debug, Message)]
+#[rtype(result = "SchedulerState")]
+pub struct StopSending;
+
+/// API → scheduler: how it stands.
+#[derive(Debug, Message)]
+#[rtype(result = "SchedulerState")]
+pub struct GetSchedulerState;
+
+/// API or shutdown → fetcher: how many claimed messages are not yet recorded.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct GetInFlight;
+
+/// How the scheduler stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulerState {
+    pub running: bool,
+    pub interval: Duration,
+    pub batch_size: u32,
+    pub last_tick_at: Option<DateTime<Utc>>,
+    /// `None` while stopped.
+    pub next_tick_at: Option<DateTime<Utc>>,
+}

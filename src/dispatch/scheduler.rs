@@ -1,0 +1,117 @@
+//! `SchedulerActor`: our own ticker (no cron). While running it sends `Tick` to the fetcher at once and
+//! then every `INTERVAL`; stopped, it sends nothing. It never waits for a tick's work: the fetcher skips
+//! a tick that would overlap the previous one, so a slow provider or database cannot pile ticks up.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use super::messages::{GetSchedulerState, SchedulerState, StartSending, StopSending, Tick};
+use crate::metrics::Metrics;
+
+pub struct SchedulerActor {
+    interval: Duration,
+    batch_size: u32,
+    autostart: bool,
+    fetcher: Recipient<Tick>,
+    metrics: Metrics,
+    timer: Option<SpawnHandle>,
+    last_tick_at: Option<DateTime<Utc>>,
+}
+
+impl SchedulerActor {
+    pub fn new(
+        interval: Duration,
+        batch_size: u32,
+        autostart: bool,
+        fetcher: Recipient<Tick>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            interval,
+            batch_size,
+            autostart,
+            fetcher,
+            metrics,
+            timer: None,
+            last_tick_at: None,
+        }
+    }
+
+    fn start_ticking(&mut self, ctx: &mut Context<Self>) {
+        if self.timer.is_some() {
+            return;
+        }
+        log::info!(interval:? = self.interval, batch_size = self.batch_size; "sending started");
+        self.tick();
+        self.timer = Some(ctx.run_interval(self.interval, |act, _| act.tick()));
+        self.metrics.scheduler_running.set(1);
+    }
+
+    fn stop_ticking(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+            self.metrics.scheduler_running.set(0);
+            log::info!("sending stopped: no new claims; sends in flight finish");
+        }
+    }
+
+    fn tick(&mut self) {
+        self.last_tick_at = Some(Utc::now());
+        // The report is for tests and operators; the scheduler does not wait for it.
+        self.fetcher.do_send(Tick);
+    }
+
+    fn state(&self) -> SchedulerState {
+        let running = self.timer.is_some();
+        let next_tick_at = self
+            .last_tick_at
+            .filter(|_| running)
+            .and_then(|last| chrono::Duration::from_std(self.interval).ok().map(|i| last + i));
+        SchedulerState {
+            running,
+            interval: self.interval,
+            batch_size: self.batch_size,
+            last_tick_at: self.last_tick_at,
+            next_tick_at,
+        }
+    }
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.metrics.scheduler_running.set(0);
+        if self.autostart {
+            self.start_ticking(ctx);
+        }
+    }
+}
+
+impl Handler<StartSending> for SchedulerActor {
+    type Result = MessageResult<StartSending>;
+
+    fn handle(&mut self, _: StartSending, ctx: &mut Self::Context) -> Self::Result {
+        self.start_ticking(ctx);
+        MessageResult(self.state())
+    }
+}
+
+impl Handler<StopSending> for SchedulerActor {
+    type Result = MessageResult<StopSending>;
+
+    fn handle(&mut self, _: StopSending, ctx: &mut Self::Context) -> Self::Result {
+        self.stop_ticking(ctx);
+        MessageResult(self.state())
+    }
+}
+
+impl Handler<GetSchedulerState> for SchedulerActor {
+    type Result = MessageResult<GetSchedulerState>;
+
+    fn handle(&mut self, _: GetSchedulerState, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state())
+    }
+}
