@@ -1,0 +1,141 @@
+//! The one mapping from errors to HTTP. Bad input gets a 4xx naming what is wrong; anything unexpected
+//! gets an opaque 500 (or 503 when the database is unreachable) and its cause chain is logged once, here.
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    error::{JsonPayloadError, PathError, QueryPayloadError},
+    http::StatusCode,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{dispatch::PipelineError, store::StoreError, telemetry::error_chain};
+
+/// Every error the API returns has this shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code for programs.
+    #[schema(example = "invalid_field")]
+    pub error: &'static str,
+    /// What went wrong, for people.
+    #[schema(example = "to: must start with + and the country code")]
+    pub message: String,
+    /// The request field at fault, for `invalid_field`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "to")]
+    pub field: Option<&'static str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{field}: {message}")]
+    InvalidField { field: &'static str, message: String },
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the request body must be sent as Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("no message has id {0}")]
+    MessageNotFound(Uuid),
+    #[error("no route matches this method and path")]
+    NoRoute,
+    #[error("the database is unavailable; try again shortly")]
+    DatabaseUnavailable(#[source] StoreError),
+    #[error("the service failed unexpectedly")]
+    Unexpected(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidField { .. } => "invalid_field",
+            Self::MalformedBody(_) => "malformed_body",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::MessageNotFound(_) => "message_not_found",
+            Self::NoRoute => "no_route",
+            Self::DatabaseUnavailable(_) => "database_unavailable",
+            Self::Unexpected(_) => "internal_error",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::Database {
+                source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+                ..
+            } => Self::DatabaseUnavailable(error),
+            _ => Self::Unexpected(Box::new(error)),
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(error: PipelineError) -> Self {
+        Self::Unexpected(Box::new(error))
+    }
+}
+
+impl From<JsonPayloadError> for ApiError {
+    fn from(error: JsonPayloadError) -> Self {
+        match error {
+            JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
+                Self::BodyTooLarge(limit)
+            }
+            JsonPayloadError::ContentType => Self::UnsupportedMediaType,
+            JsonPayloadError::Deserialize(e) => Self::MalformedBody(format!("the request body is not valid JSON: {e}")),
+            other => Self::MalformedBody(format!("the request body could not be read: {other}")),
+        }
+    }
+}
+
+impl From<QueryPayloadError> for ApiError {
+    fn from(error: QueryPayloadError) -> Self {
+        Self::MalformedBody(format!("the query string could not be read: {error}"))
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(error: PathError) -> Self {
+        Self::MalformedBody(format!("the path could not be read: {error}"))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidField { .. } | Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MessageNotFound(_) | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            log::error!(status = status.as_u16(); "request failed: {}", error_chain(self));
+        }
+        HttpResponse::build(status).json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            field: match self {
+                Self::InvalidField { field, .. } => Some(field),
+                _ => None,
+            },
+        })
+    }
+}

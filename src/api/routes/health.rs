@@ -1,0 +1,78 @@
+//! Liveness and readiness.
+
+use actix_web::{HttpResponse, get, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{api::AppState, telemetry::error_chain};
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthResponse {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// The process is up.
+///
+/// Answers 200 as long as the HTTP server runs; it checks nothing else.
+#[utoipa::path(tag = "health", responses((status = 200, description = "Alive", body = HealthResponse)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(HealthResponse { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadinessResponse {
+    /// `ready` when the database answers, else `not_ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// `up` or `down`.
+    #[schema(example = "up")]
+    database: &'static str,
+    /// `up`, `down` or `disabled` (no `REDIS_URL`). The cache is optional: `down` keeps the service ready.
+    #[schema(example = "up")]
+    cache: &'static str,
+}
+
+/// The service can do its work.
+///
+/// 200 when the database answers, 503 when it does not. Redis is reported but optional: with Redis down
+/// messages are still sent, so readiness stays 200.
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = ReadinessResponse),
+        (status = 503, description = "The database does not answer", body = ReadinessResponse,
+         example = json!({"status": "not_ready", "database": "down", "cache": "up"})),
+    )
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let (database, cache) = futures_util::future::join(state.store.ping(), state.cache.ping()).await;
+    let database = match database {
+        Ok(()) => "up",
+        Err(error) => {
+            log::warn!("readiness: database is down: {}", error_chain(&error));
+            "down"
+        }
+    };
+    let cache = match cache {
+        Ok(Some(())) => "up",
+        Ok(None) => "disabled",
+        Err(error) => {
+            log::warn!("readiness: cache is down: {}", error_chain(&error));
+            "down"
+        }
+    };
+    let ready = database == "up";
+    let body = ReadinessResponse {
+        status: if ready { "ready" } else { "not_ready" },
+        database,
+        cache,
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

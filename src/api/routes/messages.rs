@@ -1,0 +1,297 @@
+//! Enqueueing a message, reading one, and the sent list.
+
+use actix_web::{HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    api::{
+        AppState,
+        error::{ApiError, ErrorBody},
+    },
+    domain::{Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, segments_of},
+    store::SentCursor,
+};
+
+const SENT_LIMIT_DEFAULT: u32 = 20;
+const SENT_LIMIT_MAX: u32 = 100;
+
+/// A message to enqueue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"to": "+905551111111", "content": "Insider - Project"}))]
+pub struct CreateMessageRequest {
+    /// E.164 phone number: `+` then 8 to 15 digits; spaces and dashes are accepted and dropped.
+    #[schema(example = "+905551111111")]
+    pub to: String,
+    /// 1 to `CONTENT_MAX_CHARS` (default 160) characters; characters, not bytes.
+    #[schema(example = "Insider - Project")]
+    pub content: String,
+}
+
+impl CreateMessageRequest {
+    /// Reads the body field by field, so an error can name the field at fault.
+    fn from_json(body: &Value) -> Result<Self, ApiError> {
+        let Value::Object(fields) = body else {
+            return Err(ApiError::MalformedBody(
+                "the request body must be a JSON object".to_owned(),
+            ));
+        };
+        let text = |name: &'static str| match fields.get(name) {
+            None | Some(Value::Null) => Err(ApiError::invalid(name, "is required")),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(ApiError::invalid(name, "must be a string")),
+        };
+        Ok(Self {
+            to: text("to")?,
+            content: text("content")?,
+        })
+    }
+
+    fn parse(self, content_max_chars: usize) -> Result<NewMessage, ApiError> {
+        Ok(NewMessage {
+            to: PhoneNumber::parse(&self.to).map_err(|e| ApiError::invalid("to", e.to_string()))?,
+            content: MessageContent::parse(&self.content, content_max_chars)
+                .map_err(|e| ApiError::invalid("content", e.to_string()))?,
+        })
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageResponse {
+    #[schema(example = "0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11")]
+    id: Uuid,
+    #[schema(example = "+905551111111")]
+    to: String,
+    #[schema(example = "Insider - Project")]
+    content: String,
+    status: MessageStatus,
+    /// How the SMS network will encode the content.
+    encoding: Encoding,
+    /// How many SMS segments the content takes.
+    #[schema(example = 1)]
+    segments: usize,
+    /// Attempts so far, counting the one in progress.
+    #[schema(example = 0)]
+    attempts: u32,
+    /// When a pending message becomes due.
+    next_attempt_at: DateTime<Utc>,
+    /// The provider's id, once sent.
+    #[schema(example = "67f2f8a8-ea58-4ed0-a6f9-ff217df4d849")]
+    provider_message_id: Option<String>,
+    /// Why the last attempt did not succeed.
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+}
+
+impl From<Message> for MessageResponse {
+    fn from(m: Message) -> Self {
+        Self {
+            encoding: Encoding::of(&m.content),
+            segments: segments_of(&m.content),
+            id: m.id,
+            to: m.to,
+            content: m.content,
+            status: m.status,
+            attempts: m.attempts,
+            next_attempt_at: m.next_attempt_at,
+            provider_message_id: m.provider_message_id,
+            last_error: m.last_error,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            sent_at: m.sent_at,
+        }
+    }
+}
+
+/// Enqueue a message.
+///
+/// The message is stored `pending` and goes out on a coming tick.
+#[utoipa::path(
+    tag = "messages",
+    request_body = CreateMessageRequest,
+    responses(
+        (status = 201, description = "Stored, pending", body = MessageResponse),
+        (status = 400, description = "A field is missing or invalid, or the body is not JSON", body = ErrorBody,
+         example = json!({"error": "invalid_field", "message": "to: must start with + and the country code", "field": "to"})),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+#[post("/messages")]
+pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    let new = CreateMessageRequest::from_json(&body)?.parse(state.content_max_chars)?;
+    let message = state.store.insert(&new).await?;
+    log::info!(message_id:% = message.id, to:% = new.to; "message enqueued");
+    Ok(HttpResponse::Created().json(MessageResponse::from(message)))
+}
+
+/// One message by id.
+#[utoipa::path(
+    tag = "messages",
+    params(("id" = String, Path, description = "The message's UUID")),
+    responses(
+        (status = 200, description = "The message", body = MessageResponse),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+#[get("/messages/{id}")]
+pub async fn get_one(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("id", "must be a UUID"))?;
+    let message = state.store.get(id).await?.ok_or(ApiError::MessageNotFound(id))?;
+    Ok(HttpResponse::Ok().json(MessageResponse::from(message)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SentQuery {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, example = 20)]
+    limit: Option<String>,
+    /// `next_cursor` of the previous page; omit for the first page.
+    cursor: Option<String>,
+}
+
+/// A sent message as the sent list shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentItem {
+    #[schema(example = "0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11")]
+    id: Uuid,
+    #[schema(example = "+905551111111")]
+    to: String,
+    #[schema(example = "Insider - Project")]
+    content: String,
+    sent_at: DateTime<Utc>,
+    /// From the Redis cache when present, else from the database.
+    #[schema(example = "67f2f8a8-ea58-4ed0-a6f9-ff217df4d849")]
+    provider_message_id: Option<String>,
+}
+
+/// One page of the sent list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentPage {
+    items: Vec<SentItem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(example = "1764218460123456_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11")]
+    next_cursor: Option<String>,
+}
+
+/// Sent messages, newest first.
+///
+/// Keyset pagination on (`sent_at`, `id`): pages stay stable while messages keep being sent.
+#[utoipa::path(
+    tag = "messages",
+    params(SentQuery),
+    responses(
+        (status = 200, description = "A page of sent messages", body = SentPage),
+        (status = 400, description = "`limit` or `cursor` is invalid", body = ErrorBody,
+         example = json!({"error": "invalid_field", "message": "limit: must be a whole number from 1 to 100", "field": "limit"})),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+#[get("/messages/sent")]
+pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    // One more than asked tells whether another page exists, so the last page has no cursor.
+    let mut messages = state.store.list_sent(limit + 1, cursor).await?;
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+    let cached = state.cache.get_sent_many(&ids).await.unwrap_or_else(|error| {
+        state.metrics.cache_errors_total.inc();
+        log::warn!(
+            "sent list served without the cache: {}",
+            crate::telemetry::error_chain(&error)
+        );
+        vec![None; ids.len()]
+    });
+    let next_cursor = messages
+        .last()
+        .filter(|_| has_more)
+        .and_then(|m| m.sent_at.map(|sent_at| format_cursor(SentCursor { sent_at, id: m.id })));
+    let items = messages
+        .into_iter()
+        .zip(cached)
+        .filter_map(|(m, cached)| {
+            Some(SentItem {
+                sent_at: m.sent_at?,
+                provider_message_id: cached.map(|c| c.message_id).or(m.provider_message_id),
+                id: m.id,
+                to: m.to,
+                content: m.content,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SentPage { items, next_cursor }))
+}
+
+fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    let Some(raw) = raw else { return Ok(SENT_LIMIT_DEFAULT) };
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|limit| (1..=SENT_LIMIT_MAX).contains(limit))
+        .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {SENT_LIMIT_MAX}")))
+}
+
+/// `<sent_at in µs since the epoch>_<id>`: opaque to clients, readable in a log.
+fn format_cursor(cursor: SentCursor) -> String {
+    format!("{}_{}", cursor.sent_at.timestamp_micros(), cursor.id)
+}
+
+fn parse_cursor(raw: &str) -> Result<SentCursor, ApiError> {
+    let invalid = || ApiError::invalid("cursor", "must be a next_cursor returned by this endpoint");
+    let (micros, id) = raw.split_once('_').ok_or_else(invalid)?;
+    let sent_at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
+    Ok(SentCursor { sent_at, id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips() {
+        let cursor = SentCursor {
+            sent_at: DateTime::from_timestamp_micros(1_764_218_460_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        };
+        assert_eq!(parse_cursor(&format_cursor(cursor)).unwrap(), cursor);
+    }
+
+    #[test]
+    fn broken_cursors_and_limits_name_their_field() {
+        for raw in ["", "abc", "12_notauuid", "x_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11"] {
+            assert!(
+                matches!(parse_cursor(raw), Err(ApiError::InvalidField { field: "cursor", .. })),
+                "{raw}"
+            );
+        }
+        for raw in ["0", "101", "-1", "ten", ""] {
+            assert!(
+                matches!(
+                    parse_limit(Some(raw)),
+                    Err(ApiError::InvalidField { field: "limit", .. })
+                ),
+                "{raw}"
+            );
+        }
+        assert_eq!(parse_limit(None).unwrap(), 20);
+        assert_eq!(parse_limit(Some("100")).unwrap(), 100);
+    }
+}
