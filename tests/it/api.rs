@@ -1,0 +1,395 @@
+//! The HTTP API as a client sees it: every validation path, the sent list, health, metrics and docs.
+
+use actix_web::http::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn a_valid_message_is_stored_pending_with_its_sms_encoding() {
+    let app = TestApp::spawn().await;
+
+    let (status, body) = app
+        .post_json(
+            "/messages",
+            &json!({"to": "+90 555-111 11 11", "content": "Merhaba, nasılsın?"}),
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["to"], "+905551111111");
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["encoding"], "ucs2");
+    assert_eq!(body["segments"], 1);
+    assert_eq!(body["attempts"], 0);
+    let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(app.database.row(id).await.status, "pending");
+
+    let (status, fetched) = app.get(&format!("/messages/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fetched["content"], "Merhaba, nasılsın?");
+
+    app.tick_and_settle().await;
+    let (_, fetched) = app.get(&format!("/messages/{id}")).await;
+    assert_eq!(fetched["status"], "sent");
+    assert_eq!(fetched["attempts"], 1);
+    assert!(fetched["provider_message_id"].is_string() && fetched["sent_at"].is_string());
+}
+
+#[actix_web::test]
+async fn invalid_fields_get_a_400_that_names_the_field() {
+    let app = TestApp::builder().var("CONTENT_MAX_CHARS", "5").spawn().await;
+    let cases = [
+        (json!({"content": "hi"}), "to", "is required"),
+        (json!({"to": null, "content": "hi"}), "to", "is required"),
+        (
+            json!({"to": 905551111111u64, "content": "hi"}),
+            "to",
+            "must be a string",
+        ),
+        (
+            json!({"to": "905551111111", "content": "hi"}),
+            "to",
+            "must start with +",
+        ),
+        (json!({"to": "+90555abc", "content": "hi"}), "to", "only digits"),
+        (json!({"to": "+1234567", "content": "hi"}), "to", "8 to 15 digits"),
+        (json!({"to": "+905551111111"}), "content", "is required"),
+        (
+            json!({"to": "+905551111111", "content": ""}),
+            "content",
+            "must not be empty",
+        ),
+        (
+            json!({"to": "+905551111111", "content": ["hi"]}),
+            "content",
+            "must be a string",
+        ),
+        (
+            json!({"to": "+905551111111", "content": "şşşşşş"}),
+            "content",
+            "at most 5 characters, got 6",
+        ),
+    ];
+    for (body, field, message) in cases {
+        let (status, error) = app.post_json("/messages", &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {error}");
+        assert_eq!(error["error"], "invalid_field", "{body}");
+        assert_eq!(error["field"], field, "{body} -> {error}");
+        let text = error["message"].as_str().unwrap();
+        assert!(
+            text.starts_with(&format!("{field}: ")) && text.contains(message),
+            "{body} -> {text}"
+        );
+    }
+    assert_eq!(
+        app.database.count_with_status("pending").await,
+        0,
+        "nothing invalid was stored"
+    );
+}
+
+#[actix_web::test]
+async fn bodies_that_are_not_a_json_object_get_a_4xx_never_a_500() {
+    let app = TestApp::spawn().await;
+    let cases: [(&str, Vec<u8>, StatusCode, &str); 5] = [
+        (
+            "application/json",
+            b"{\"to\":".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+        ),
+        (
+            "application/json",
+            b"[1,2]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+        ),
+        (
+            "application/json",
+            b"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+        ),
+        (
+            "text/plain",
+            b"hello".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "application/json",
+            format!("{{\"to\":\"+905551111111\",\"content\":\"{}\"}}", "a".repeat(20_000)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (content_type, body, expected, code) in cases {
+        let (status, error) = app.post_raw("/messages", content_type, body).await;
+        assert_eq!(status, expected, "{error}");
+        assert_eq!(error["error"], code);
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+#[actix_web::test]
+async fn unknown_ids_and_routes_are_404_and_bad_ids_400() {
+    let app = TestApp::spawn().await;
+
+    let (status, error) = app.get(&format!("/messages/{}", Uuid::new_v4())).await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("message_not_found"))
+    );
+    let (status, error) = app.get("/messages/not-a-uuid").await;
+    assert_eq!((status, error["field"].as_str()), (StatusCode::BAD_REQUEST, Some("id")));
+    let (status, error) = app.get("/nowhere").await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_route"))
+    );
+}
+
+#[actix_web::test]
+async fn the_sent_list_pages_newest_first_across_equal_send_times() {
+    let app = TestApp::builder().var("BATCH_SIZE", "7").spawn().await;
+    let ids = app.database.insert_many(7).await;
+    app.tick_and_settle().await;
+    // Four share one send time, to prove the keyset tie-break on id.
+    sqlx::query("UPDATE messages SET sent_at = '2026-01-01T00:00:00Z' WHERE id = ANY($1)")
+        .bind(&ids[..4])
+        .execute(&app.database.pool)
+        .await
+        .unwrap();
+    let pending = app.database.insert_raw("+905551111111", "not sent").await;
+
+    let items = app.all_sent(2).await;
+
+    let listed: Vec<Uuid> = items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 7);
+    assert_eq!(distinct(&listed), distinct(&ids));
+    assert!(!listed.contains(&pending));
+    let keys: Vec<(String, Uuid)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["sent_at"].as_str().unwrap().to_owned(),
+                i["id"].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(keys, sorted, "newest first, ties by id");
+    for item in &items {
+        for field in ["id", "to", "content", "sent_at", "provider_message_id"] {
+            assert!(item[field].is_string(), "{field} in {item}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_sent_list_prefers_the_cached_provider_id() {
+    let app = TestApp::spawn().await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+    app.tick_and_settle().await;
+    let from_db = app.database.row(id).await.provider_message_id.unwrap();
+    sqlx::query("UPDATE messages SET provider_message_id = 'stale' WHERE id = $1")
+        .bind(id)
+        .execute(&app.database.pool)
+        .await
+        .unwrap();
+
+    let items = app.all_sent(20).await;
+
+    assert_eq!(items[0]["provider_message_id"], from_db.as_str());
+}
+
+#[actix_web::test]
+async fn sent_list_parameters_out_of_range_get_a_400_naming_them() {
+    let app = TestApp::spawn().await;
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=-5", "limit"),
+        ("cursor=garbage", "cursor"),
+        ("cursor=123_notauuid", "cursor"),
+    ] {
+        let (status, error) = app.get(&format!("/messages/sent?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {error}");
+        assert_eq!(error["field"], field, "{query}");
+    }
+    let (status, page) = app.get("/messages/sent").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({"items": [], "next_cursor": null}));
+}
+
+#[actix_web::test]
+async fn health_and_readiness_report_their_dependencies() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/healthz").await, (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        app.get("/readyz").await,
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "database": "up", "cache": "up"})
+        )
+    );
+
+    let no_redis = TestApp::builder().var("REDIS_URL", "redis://127.0.0.1:1").spawn().await;
+    assert_eq!(
+        no_redis.get("/readyz").await,
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "database": "up", "cache": "down"})
+        ),
+        "Redis is optional"
+    );
+}
+
+#[actix_web::test]
+async fn readiness_is_503_when_the_database_is_gone() {
+    let app = TestApp::spawn().await;
+    let name = app.database.url.rsplit('/').next().unwrap().to_owned();
+    app.database.pool.close().await;
+    let admin = sqlx::PgPool::connect(&admin_database_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let (status, body) = app.get("/readyz").await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["database"], "down");
+    let (status, error) = app
+        .post_json("/messages", &json!({"to": "+905551111111", "content": "x"}))
+        .await;
+    assert!(status.is_server_error(), "{status}");
+    assert!(
+        !error["message"].as_str().unwrap().contains("postgres://"),
+        "no connection details leak"
+    );
+}
+
+#[actix_web::test]
+async fn metrics_expose_the_documented_series() {
+    let app = TestApp::spawn().await;
+    app.database.insert_many(3).await;
+    app.tick_and_settle().await;
+
+    let (status, text) = app.get_text("/metrics").await;
+
+    assert_eq!(status, StatusCode::OK);
+    for series in [
+        "scheduler_running 0",
+        "sends_total{outcome=\"accepted\"} 2",
+        "retries_total 0",
+        "send_duration_seconds_count 2",
+        "messages_pending 1",
+        "oldest_pending_age_seconds",
+        "cache_errors_total 0",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+}
+
+#[actix_web::test]
+async fn the_spec_documents_every_route_and_each_one_is_served() {
+    let app = TestApp::spawn().await;
+    let (status, spec) = app.get("/api-docs/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+
+    let mut operations: Vec<String> = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.push(format!("{} {path}", method.to_uppercase()));
+            assert!(
+                operation["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path}"
+            );
+            assert!(
+                operation["description"].is_string() || operation["summary"].is_string(),
+                "{method} {path}"
+            );
+            let concrete = path.replace("{id}", &Uuid::new_v4().to_string());
+            let (status, body) = if method == "get" {
+                app.get(&concrete).await
+            } else {
+                app.post_json(&concrete, &json!({})).await
+            };
+            assert_ne!(
+                body["error"], "no_route",
+                "{method} {path} is documented but not served ({status})"
+            );
+        }
+    }
+    operations.sort();
+    assert_eq!(
+        operations,
+        [
+            "GET /healthz",
+            "GET /messages/sent",
+            "GET /messages/{id}",
+            "GET /metrics",
+            "GET /readyz",
+            "GET /scheduler",
+            "POST /messages",
+            "POST /scheduler/start",
+            "POST /scheduler/stop",
+        ]
+    );
+    for schema in [
+        "ErrorBody",
+        "MessageResponse",
+        "SentPage",
+        "SchedulerResponse",
+        "CreateMessageRequest",
+    ] {
+        assert!(spec["components"]["schemas"][schema].is_object(), "schema {schema}");
+    }
+}
+
+#[actix_web::test]
+async fn swagger_ui_is_served_and_other_spellings_redirect_to_it() {
+    let app = TestApp::spawn().await;
+    let (status, html) = app.get_text("/swagger-ui/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("swagger"), "{html}");
+
+    let client = awc::Client::builder().disable_redirects().finish();
+    for from in ["/swagger", "/swagger/", "/swagger/index.html", "/swagger-ui"] {
+        let response = client.get(format!("{}{from}", app.address)).send().await.unwrap();
+        assert!(response.status().is_redirection(), "{from}: {}", response.status());
+        let location = response.headers().get("location").unwrap().to_str().unwrap();
+        assert!(location.ends_with("/swagger-ui/"), "{from} -> {location}");
+    }
+}
+
+#[actix_web::test]
+async fn scheduler_state_reports_interval_batch_and_ticks() {
+    let app = TestApp::builder()
+        .var("INTERVAL", "2m")
+        .var("BATCH_SIZE", "3")
+        .spawn()
+        .await;
+    let (status, state) = app.get("/scheduler").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        state,
+        json!({"running": false, "interval_seconds": 120.0, "batch_size": 3, "last_tick_at": null,
+               "next_tick_at": null, "in_flight": 0})
+    );
+    let started = app.post_start().await;
+    assert!(
+        started["last_tick_at"].is_string() && started["next_tick_at"].is_string(),
+        "{started}"
+    );
+    let _: Value = app.post_stop().await;
+}

@@ -1,0 +1,345 @@
+//! A tick's journey: claim, POST, record, cache, and what each provider answer leads to.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn a_tick_sends_batch_size_messages_oldest_first_and_records_them() {
+    let app = TestApp::spawn().await;
+    let ids = app.database.insert_many(3).await;
+
+    let report = app.tick_and_settle().await;
+
+    assert_eq!(report.claimed, 2);
+    for id in &ids[..2] {
+        let row = app.database.row(*id).await;
+        assert_eq!(row.status, "sent");
+        assert_eq!(row.attempts, 1);
+        assert!(row.provider_message_id.is_some() && row.sent_at.is_some());
+        assert!(row.lease_token.is_none(), "the lease is released");
+    }
+    assert_eq!(
+        app.database.row(ids[2]).await.status,
+        "pending",
+        "the youngest waits for the next tick"
+    );
+
+    let requests = app.provider.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    let mut keys: Vec<String> = Vec::new();
+    for request in &requests {
+        assert_eq!(request.url.path(), WEBHOOK_PATH);
+        assert_eq!(request.headers.get("x-ins-auth-key").unwrap(), AUTH_KEY);
+        assert_eq!(request.headers.get("content-type").unwrap(), "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body.as_object().unwrap().len(), 2, "only to and content: {body}");
+        assert!(body["to"].as_str().unwrap().starts_with("+9055500"));
+        assert!(body["content"].as_str().unwrap().starts_with("message "));
+        keys.push(
+            request
+                .headers
+                .get("idempotency-key")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    keys.sort();
+    let mut expected: Vec<String> = ids[..2].iter().map(ToString::to_string).collect();
+    expected.sort();
+    assert_eq!(keys, expected, "the idempotency key is the message id");
+}
+
+#[actix_web::test]
+async fn a_sent_message_is_cached_in_redis_with_its_provider_id_and_time() {
+    let app = TestApp::builder().var("REDIS_TTL", "1h").spawn().await;
+    let id = app.database.insert_raw("+905551111111", "Insider - Project").await;
+
+    app.tick_and_settle().await;
+
+    let row = app.database.row(id).await;
+    let cached = cached(id).await.expect("a cache entry");
+    assert_eq!(cached["messageId"].as_str(), row.provider_message_id.as_deref());
+    let cached_at: chrono::DateTime<chrono::Utc> = cached["sentAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        Some(cached_at),
+        row.sent_at,
+        "cache and database agree on the send time"
+    );
+    let ttl = ttl(id).await;
+    assert!((3500..=3600).contains(&ttl), "REDIS_TTL applies: {ttl}");
+}
+
+#[actix_web::test]
+async fn a_sent_message_is_never_sent_again_on_later_ticks() {
+    let app = TestApp::spawn().await;
+    let ids = app.database.insert_many(2).await;
+
+    for _ in 0..4 {
+        app.tick_and_settle().await;
+    }
+
+    let posts = posts_per_key(&app.provider).await;
+    assert_eq!(posts.len(), 2);
+    assert!(posts.values().all(|&n| n == 1), "{posts:?}");
+    for id in ids {
+        assert_eq!(app.database.row(id).await.attempts, 1);
+    }
+}
+
+#[actix_web::test]
+async fn rows_inserted_between_ticks_go_out_on_a_later_tick() {
+    let app = TestApp::spawn().await;
+    let first = app.database.insert_raw("+905551111111", "first").await;
+    app.tick_and_settle().await;
+    assert_eq!(app.database.row(first).await.status, "sent");
+
+    let second = app.database.insert_raw("+905551111112", "second").await;
+    assert_eq!(app.database.row(second).await.status, "pending");
+    app.tick_and_settle().await;
+
+    assert_eq!(app.database.row(second).await.status, "sent");
+    assert_eq!(posts_per_key(&app.provider).await.len(), 2);
+}
+
+#[actix_web::test]
+async fn a_5xx_puts_the_message_back_and_a_later_attempt_sends_it() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("try later"))
+        .up_to_n_times(1)
+        .mount(&provider)
+        .await;
+    accept_all(&provider, Duration::ZERO).await;
+    let provider = std::sync::Arc::new(provider);
+    let app = TestApp::builder().provider(&provider).spawn().await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+
+    app.tick_and_settle().await;
+    let row = app.database.row(id).await;
+    assert_eq!(row.status, "pending");
+    assert!(row.next_attempt_at > chrono::Utc::now(), "the retry waits its delay");
+    assert!(row.last_error.unwrap().contains("503"));
+
+    app.tick_and_settle().await;
+    assert_eq!(
+        app.database.row(id).await.status,
+        "pending",
+        "not due yet: nothing claimed"
+    );
+
+    app.database.make_due(id).await;
+    app.tick_and_settle().await;
+    let row = app.database.row(id).await;
+    assert_eq!(row.status, "sent");
+    assert_eq!(row.attempts, 2);
+    assert_eq!(row.last_error, None);
+    assert_eq!(
+        posts_per_key(&app.provider).await[&id.to_string()],
+        2,
+        "same idempotency key both times"
+    );
+    assert_eq!(app.metric("retries_total").await, 1.0);
+}
+
+#[actix_web::test]
+async fn a_429_waits_at_least_its_retry_after() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "120"))
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .spawn()
+        .await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+
+    app.tick_and_settle().await;
+
+    let row = app.database.row(id).await;
+    assert_eq!(row.status, "pending");
+    let wait = row.next_attempt_at - chrono::Utc::now();
+    assert!(wait > chrono::Duration::seconds(110), "waited {wait}");
+}
+
+#[actix_web::test]
+async fn a_4xx_fails_the_message_and_it_is_never_retried() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "bad number"})))
+        .expect(1)
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .spawn()
+        .await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+
+    app.tick_and_settle().await;
+    app.database.make_due(id).await;
+    app.tick_and_settle().await;
+
+    let row = app.database.row(id).await;
+    assert_eq!(row.status, "failed");
+    assert!(row.last_error.unwrap().contains("400"), "the reason is kept");
+    assert_eq!(app.metric("sends_total{outcome=\"rejected\"}").await, 1.0);
+    app.provider.verify().await;
+}
+
+#[actix_web::test]
+async fn a_timeout_is_retried_like_a_5xx() {
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::from_secs(3)).await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("WEBHOOK_TIMEOUT", "300ms")
+        .spawn()
+        .await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+
+    app.tick_and_settle().await;
+
+    let row = app.database.row(id).await;
+    assert_eq!(row.status, "pending");
+    let error = row.last_error.unwrap();
+    let lower = error.to_lowercase();
+    assert!(
+        lower.starts_with("no answer from the provider") && (lower.contains("timeout") || lower.contains("timed out")),
+        "{error}"
+    );
+}
+
+#[actix_web::test]
+async fn an_accepted_message_with_an_odd_body_is_still_sent_and_never_resent() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(202).set_body_string("Accepted!"))
+        .expect(1)
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .spawn()
+        .await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+
+    app.tick_and_settle().await;
+    app.tick_and_settle().await;
+
+    let row = app.database.row(id).await;
+    assert_eq!(row.status, "sent");
+    assert_eq!(row.provider_message_id, None);
+    assert!(cached(id).await.is_none(), "nothing to cache without an id");
+    app.provider.verify().await;
+}
+
+#[actix_web::test]
+async fn invalid_rows_inserted_by_sql_fail_without_being_sent() {
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::ZERO).await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("BATCH_SIZE", "5")
+        .var("CONTENT_MAX_CHARS", "10")
+        .spawn()
+        .await;
+    let bad_phone = app.database.insert_raw("05551111111", "hello").await;
+    let empty = app.database.insert_raw("+905551111111", "   ").await;
+    let too_long = app.database.insert_raw("+905551111111", "eleven char").await;
+    let good = app.database.insert_raw("+90 555 111 11 11", "ok").await;
+
+    let report = app.tick_and_settle().await;
+
+    assert_eq!((report.claimed, report.invalid), (4, 3));
+    for (id, reason) in [(bad_phone, "phone_number"), (empty, "content"), (too_long, "content")] {
+        let row = app.database.row(id).await;
+        assert_eq!(row.status, "failed");
+        assert!(row.last_error.unwrap().contains(reason));
+    }
+    assert_eq!(app.database.row(good).await.status, "sent");
+    let requests = app.provider.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body["to"], "+905551111111", "the number is sent normalised");
+}
+
+#[actix_web::test]
+async fn a_message_whose_lease_expired_is_rescued_and_sent_once() {
+    let app = TestApp::spawn().await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+    // A claim by an instance that died: sending, its lease already over.
+    sqlx::query(
+        "UPDATE messages SET status = 'sending', attempts = 1, lease_owner = 'dead', lease_token = gen_random_uuid(),
+                lease_expires_at = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.database.pool)
+    .await
+    .unwrap();
+
+    let report = app.tick_and_settle().await;
+    app.tick_and_settle().await;
+
+    assert_eq!(report.rescued, 1);
+    let row = app.database.row(id).await;
+    assert_eq!(row.status, "sent");
+    assert_eq!(row.attempts, 2);
+    assert_eq!(posts_per_key(&app.provider).await[&id.to_string()], 1);
+    assert_eq!(app.metric("leases_rescued_total").await, 1.0);
+}
+
+#[actix_web::test]
+async fn a_live_lease_is_left_alone() {
+    let app = TestApp::spawn().await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+    sqlx::query(
+        "UPDATE messages SET status = 'sending', attempts = 1, lease_owner = 'alive', lease_token = gen_random_uuid(),
+                lease_expires_at = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.database.pool)
+    .await
+    .unwrap();
+
+    let report = app.tick_and_settle().await;
+
+    assert_eq!((report.rescued, report.claimed), (0, 0));
+    assert_eq!(app.database.row(id).await.status, "sending");
+    assert!(app.provider.received_requests().await.unwrap().is_empty());
+}
+
+#[actix_web::test]
+async fn with_redis_down_messages_are_still_sent() {
+    let app = TestApp::builder().var("REDIS_URL", "redis://127.0.0.1:1").spawn().await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+
+    app.tick_and_settle().await;
+
+    assert_eq!(app.database.row(id).await.status, "sent");
+    assert_eq!(app.metric("cache_errors_total").await, 1.0);
+    let items = app.all_sent(10).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["provider_message_id"].as_str(),
+        app.database.row(id).await.provider_message_id.as_deref()
+    );
+}
+
+#[actix_web::test]
+async fn without_redis_configured_nothing_is_cached_and_sending_works() {
+    let app = TestApp::builder().without("REDIS_URL").spawn().await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+
+    app.tick_and_settle().await;
+
+    assert_eq!(app.database.row(id).await.status, "sent");
+    assert!(cached(id).await.is_none());
+    assert_eq!(app.metric("cache_errors_total").await, 0.0);
+}

@@ -1,0 +1,427 @@
+//! One harness for every integration test: `TestApp::builder().spawn()` starts the real `Application`
+//! on port 0, on a fresh migrated Postgres database, with Redis, and a wiremock provider in front.
+//! Tests check what a user would see: rows, Redis keys, provider requests and API responses.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
+
+use actix_web::http::StatusCode;
+use deadpool_redis::redis;
+use insider_messaging::{config::Settings, dispatch::Pipeline, startup::Application};
+use serde_json::{Value, json};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers};
+
+pub const WEBHOOK_PATH: &str = "/hook";
+pub const AUTH_KEY: &str = "test-auth-key";
+/// Generous: a wait that times out is a failure, and CI machines are slow.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A database of its own for one test (or for the instances of one test), already migrated.
+#[derive(Clone)]
+pub struct TestDatabase {
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin_url = admin_database_url();
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url)
+            .await
+            .expect("admin connection");
+        let name = format!("it_{}", Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+        let url = format!("{base}/{name}");
+        insider_messaging::startup::migrate(&url)
+            .await
+            .expect("migrations apply");
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("test pool");
+        Self { url, pool }
+    }
+
+    /// Enqueues the way another system would: plain SQL, defaults for everything else.
+    pub async fn insert_raw(&self, phone_number: &str, content: &str) -> Uuid {
+        sqlx::query_scalar("INSERT INTO messages (phone_number, content) VALUES ($1, $2) RETURNING id")
+            .bind(phone_number)
+            .bind(content)
+            .fetch_one(&self.pool)
+            .await
+            .expect("insert message")
+    }
+
+    /// `n` valid messages inserted in order, oldest first.
+    pub async fn insert_many(&self, n: usize) -> Vec<Uuid> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            ids.push(
+                self.insert_raw(&format!("+9055500{i:05}"), &format!("message {i}"))
+                    .await,
+            );
+        }
+        ids
+    }
+
+    pub async fn row(&self, id: Uuid) -> Row {
+        sqlx::query_as(
+            "SELECT status, attempts, provider_message_id, sent_at, last_error, lease_token, next_attempt_at
+               FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .expect("read message row")
+    }
+
+    pub async fn count_with_status(&self, status: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = $1")
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count messages")
+    }
+
+    /// Makes a pending row due now, so a test need not wait out a retry delay.
+    pub async fn make_due(&self, id: Uuid) {
+        sqlx::query("UPDATE messages SET next_attempt_at = now() WHERE id = $1 AND status = 'pending'")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .expect("make message due");
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct Row {
+    pub status: String,
+    pub attempts: i32,
+    pub provider_message_id: Option<String>,
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_error: Option<String>,
+    pub lease_token: Option<Uuid>,
+    pub next_attempt_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Answers like the contract's provider: 202 and a fresh `messageId` per request.
+pub struct AcceptWithFreshId {
+    pub delay: Duration,
+}
+
+impl Respond for AcceptWithFreshId {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        ResponseTemplate::new(202)
+            .set_body_json(json!({"message": "Accepted", "messageId": Uuid::new_v4().to_string()}))
+            .set_delay(self.delay)
+    }
+}
+
+/// Mounts the contract's provider on `server`.
+pub async fn accept_all(server: &MockServer, delay: Duration) {
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path(WEBHOOK_PATH))
+        .respond_with(AcceptWithFreshId { delay })
+        .mount(server)
+        .await;
+}
+
+/// Requests the provider received, counted per `Idempotency-Key`.
+pub async fn posts_per_key(server: &MockServer) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for request in server.received_requests().await.unwrap_or_default() {
+        let key = request
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(none)")
+            .to_owned();
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub struct TestAppBuilder {
+    vars: HashMap<&'static str, String>,
+    database: Option<TestDatabase>,
+    provider: Option<Arc<MockServer>>,
+}
+
+impl TestAppBuilder {
+    /// Sets one environment variable of the app (`INTERVAL`, `BATCH_SIZE`, ...).
+    pub fn var(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.vars.insert(name, value.into());
+        self
+    }
+
+    pub fn without(mut self, name: &'static str) -> Self {
+        self.vars.remove(name);
+        self
+    }
+
+    /// Another instance on the same database (as a second replica would be).
+    pub fn database(mut self, database: &TestDatabase) -> Self {
+        self.database = Some(database.clone());
+        self
+    }
+
+    /// The same provider as another instance.
+    pub fn provider(mut self, provider: &Arc<MockServer>) -> Self {
+        self.provider = Some(Arc::clone(provider));
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        insider_messaging::telemetry::init();
+        let database = match self.database {
+            Some(database) => database,
+            None => TestDatabase::create().await,
+        };
+        let provider = match self.provider {
+            Some(provider) => provider,
+            None => {
+                let server = MockServer::start().await;
+                accept_all(&server, Duration::ZERO).await;
+                Arc::new(server)
+            }
+        };
+        let mut vars = self.vars;
+        vars.insert("DATABASE_URL", database.url.clone());
+        vars.entry("WEBHOOK_URL")
+            .or_insert_with(|| format!("{}{WEBHOOK_PATH}", provider.uri()));
+        let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings are valid");
+        let app = Application::build(settings).await.expect("application builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let pipeline = app.pipeline().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = actix_rt::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            address,
+            database,
+            provider,
+            pipeline,
+            api: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
+            stop: Some(stop),
+            running: Some(running),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database: TestDatabase,
+    pub provider: Arc<MockServer>,
+    pub pipeline: Pipeline,
+    api: awc::Client,
+    stop: Option<oneshot::Sender<()>>,
+    running: Option<actix_rt::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Manual ticks only (a long `INTERVAL`, no autostart), `BATCH_SIZE=2`, Redis on.
+    pub fn builder() -> TestAppBuilder {
+        let vars = HashMap::from([
+            ("REDIS_URL", redis_url()),
+            ("WEBHOOK_AUTH_KEY", AUTH_KEY.to_owned()),
+            ("INTERVAL", "1h".to_owned()),
+            ("BATCH_SIZE", "2".to_owned()),
+            ("AUTOSTART", "false".to_owned()),
+            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("LEASE", "30s".to_owned()),
+            ("WEBHOOK_TIMEOUT", "5s".to_owned()),
+            ("SHUTDOWN_GRACE", "10s".to_owned()),
+        ]);
+        TestAppBuilder {
+            vars,
+            database: None,
+            provider: None,
+        }
+    }
+
+    pub async fn spawn() -> TestApp {
+        Self::builder().spawn().await
+    }
+
+    /// Runs one tick and waits until everything it claimed is recorded.
+    pub async fn tick_and_settle(&self) -> insider_messaging::dispatch::messages::TickReport {
+        let report = self.pipeline.tick_now().await.expect("tick");
+        self.settle().await;
+        report
+    }
+
+    /// Waits until no claim of this instance is in flight.
+    pub async fn settle(&self) {
+        wait_until("sends in flight are recorded", || async {
+            self.pipeline.in_flight().await.expect("in flight") == 0
+        })
+        .await;
+    }
+
+    /// Signals shutdown (as SIGTERM does) and waits for the application to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.running.take() {
+            Some(running) => running.await.expect("application task"),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let mut response = self
+            .api
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("GET");
+        let body = response.body().limit(1 << 20).await.expect("body");
+        (response.status(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let mut response = self
+            .api
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("GET");
+        let body = response.body().limit(8 << 20).await.expect("body");
+        (response.status(), String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let mut response = self
+            .api
+            .post(format!("{}{path}", self.address))
+            .send_json(body)
+            .await
+            .expect("POST");
+        let body = response.body().limit(1 << 20).await.expect("body");
+        (response.status(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// POSTs raw bytes with the given content type.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut response = self
+            .api
+            .post(format!("{}{path}", self.address))
+            .insert_header(("content-type", content_type))
+            .send_body(body)
+            .await
+            .expect("POST");
+        let body = response.body().limit(1 << 20).await.expect("body");
+        (response.status(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub async fn post_start(&self) -> Value {
+        let (status, body) = self.post_json("/scheduler/start", &json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn post_stop(&self) -> Value {
+        let (status, body) = self.post_json("/scheduler/stop", &json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Every page of `GET /messages/sent`, following `next_cursor`.
+    pub async fn all_sent(&self, limit: usize) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/messages/sent?limit={limit}&cursor={c}"),
+                None => format!("/messages/sent?limit={limit}"),
+            };
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let page_items = page["items"].as_array().expect("items").clone();
+            assert!(page_items.len() <= limit);
+            items.extend(page_items);
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return items,
+            }
+        }
+    }
+
+    /// One counter of `GET /metrics`, e.g. `sends_total{outcome="accepted"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get_text("/metrics").await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// `GET message:<id>` in Redis, parsed.
+pub async fn cached(id: Uuid) -> Option<Value> {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let value: Option<String> = redis::cmd("GET")
+        .arg(format!("message:{id}"))
+        .query_async(&mut conn)
+        .await
+        .expect("redis GET");
+    value.map(|v| serde_json::from_str(&v).expect("cached JSON"))
+}
+
+pub async fn ttl(id: Uuid) -> i64 {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    redis::cmd("TTL")
+        .arg(format!("message:{id}"))
+        .query_async(&mut conn)
+        .await
+        .expect("redis TTL")
+}
+
+/// Polls `condition` until it holds; fails the test after `WAIT`.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn distinct(ids: &[Uuid]) -> HashSet<Uuid> {
+    ids.iter().copied().collect()
+}

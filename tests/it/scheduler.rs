@@ -1,0 +1,146 @@
+//! Our own ticker: autostart, pacing, stop and start, and shutdown with sends in flight.
+
+use std::{sync::Arc, time::Duration};
+
+use wiremock::MockServer;
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn with_autostart_sending_begins_by_itself_and_keeps_the_pace() {
+    let database = TestDatabase::create().await;
+    let ids = database.insert_many(6).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "300ms")
+        .spawn()
+        .await;
+
+    wait_until("all six are sent", || async {
+        database.count_with_status("sent").await == 6
+    })
+    .await;
+
+    // Two per tick, oldest first: each pair's sent_at is earlier than the next pair's.
+    let mut sent_at = Vec::new();
+    for id in &ids {
+        sent_at.push(database.row(*id).await.sent_at.unwrap());
+    }
+    for pair in 0..2 {
+        let latest_of_pair = sent_at[pair * 2].max(sent_at[pair * 2 + 1]);
+        let earliest_of_next = sent_at[pair * 2 + 2].min(sent_at[pair * 2 + 3]);
+        assert!(
+            earliest_of_next - latest_of_pair > chrono::Duration::milliseconds(150),
+            "pair {pair} and the next went out on the same tick: {sent_at:?}"
+        );
+    }
+    assert_eq!(app.provider.received_requests().await.unwrap().len(), 6);
+    assert_eq!(app.get("/scheduler").await.1["running"], true);
+}
+
+#[actix_web::test]
+async fn stop_halts_sending_and_start_resumes_it() {
+    let database = TestDatabase::create().await;
+    let app = TestApp::builder()
+        .database(&database)
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "100ms")
+        .spawn()
+        .await;
+
+    let stopped = app.post_stop().await;
+    assert_eq!(stopped["running"], false);
+    assert_eq!(stopped["next_tick_at"], serde_json::Value::Null);
+    assert_eq!(app.metric("scheduler_running").await, 0.0);
+    app.settle().await;
+    let ids = database.insert_many(3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // five intervals: any tick would have sent
+    assert!(
+        app.provider.received_requests().await.unwrap().is_empty(),
+        "no POST while stopped"
+    );
+    assert_eq!(database.count_with_status("pending").await, 3);
+
+    let started = app.post_start().await;
+    assert_eq!(started["running"], true);
+    assert_eq!(started["batch_size"], 2);
+    assert_eq!(started["interval_seconds"], 0.1);
+    assert_eq!(app.post_start().await["running"], true, "start is idempotent");
+    wait_until("the queue drains", || async {
+        database.count_with_status("sent").await == 3
+    })
+    .await;
+    assert_eq!(posts_per_key(&app.provider).await.len(), ids.len());
+    assert_eq!(app.metric("scheduler_running").await, 1.0);
+}
+
+#[actix_web::test]
+async fn ticks_never_claim_more_than_the_free_send_slots() {
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::from_millis(1500)).await;
+    let database = TestDatabase::create().await;
+    database.insert_many(6).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .provider(&Arc::new(provider))
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "50ms")
+        .spawn()
+        .await;
+
+    wait_until("the first two are posted", || async {
+        app.provider.received_requests().await.unwrap().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await; // 14 ticks while the provider is slow
+
+    assert_eq!(
+        app.provider.received_requests().await.unwrap().len(),
+        2,
+        "slow sends hold their slots"
+    );
+    assert_eq!(database.count_with_status("sending").await, 2);
+    assert_eq!(
+        database.count_with_status("pending").await,
+        4,
+        "nothing claimed to wait in memory"
+    );
+}
+
+#[actix_web::test]
+async fn shutdown_waits_for_a_send_in_flight_and_records_it() {
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::from_millis(800)).await;
+    let app = TestApp::builder().provider(&Arc::new(provider)).spawn().await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+    let database = app.database.clone();
+
+    app.pipeline.tick_now().await.unwrap();
+    wait_until("the provider has the request", || async {
+        !app.provider.received_requests().await.unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(database.row(id).await.status, "sending");
+
+    app.shutdown().await.expect("a clean shutdown");
+
+    let row = database.row(id).await;
+    assert_eq!(
+        row.status, "sent",
+        "the answer that arrived during shutdown is recorded"
+    );
+    assert!(row.provider_message_id.is_some());
+}
+
+#[actix_web::test]
+async fn a_shutdown_with_nothing_in_flight_is_prompt() {
+    let app = TestApp::spawn().await;
+    let started = std::time::Instant::now();
+    app.shutdown().await.expect("a clean shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,188 @@
+//! The store's contract: claim order, fencing, lease rescue, no double claim, sent-list pages.
+//! Each body speaks only through `MessageStore`, so any backend can be held to it.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use chrono::{SubsecRound, Utc};
+use futures_util::future::join_all;
+use insider_messaging::{
+    domain::{MessageContent, MessageStatus, NewMessage, PhoneNumber, ProviderMessageId},
+    store::{Claim, MessageStore, SentCursor},
+};
+use uuid::Uuid;
+
+use crate::helpers::TestDatabase;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn postgres_store() -> Arc<dyn MessageStore> {
+    let database = TestDatabase::create().await;
+    insider_messaging::startup::migrate(&database.url).await.expect("store")
+}
+
+async fn enqueue(store: &dyn MessageStore, n: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let message = NewMessage {
+            to: PhoneNumber::parse(&format!("+9055511{i:05}")).unwrap(),
+            content: MessageContent::parse(&format!("message {i}"), 160).unwrap(),
+        };
+        ids.push(store.insert(&message).await.unwrap().id);
+    }
+    ids
+}
+
+fn provider_id() -> ProviderMessageId {
+    ProviderMessageId::parse(&Uuid::new_v4().to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn claims_take_due_messages_oldest_first_up_to_the_limit() {
+    let store = postgres_store().await;
+    let ids = enqueue(store.as_ref(), 5).await;
+
+    let first = store.claim_due(2, "a", LEASE).await.unwrap();
+    let second = store.claim_due(2, "a", LEASE).await.unwrap();
+
+    let claimed: Vec<Uuid> = first.iter().chain(&second).map(|m| m.claim.message_id).collect();
+    assert_eq!(claimed, ids[..4]);
+    assert!(first.iter().all(|m| m.claim.attempt == 1));
+    for id in &ids[..4] {
+        assert_eq!(store.get(*id).await.unwrap().unwrap().status, MessageStatus::Sending);
+    }
+    assert_eq!(store.queue_stats().await.unwrap().pending, 1);
+}
+
+#[tokio::test]
+async fn a_message_waiting_for_a_retry_is_not_claimed_before_it_is_due() {
+    let store = postgres_store().await;
+    let ids = enqueue(store.as_ref(), 1).await;
+    let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+
+    assert!(
+        store
+            .retry_later_if_claimed(&claim, Duration::from_secs(60), "503")
+            .await
+            .unwrap()
+    );
+
+    assert!(store.claim_due(10, "a", LEASE).await.unwrap().is_empty());
+    let message = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(message.status, MessageStatus::Pending);
+    assert_eq!(message.last_error.as_deref(), Some("503"));
+}
+
+#[tokio::test]
+async fn transitions_only_succeed_under_the_claim_that_holds_the_row() {
+    let store = postgres_store().await;
+    enqueue(store.as_ref(), 1).await;
+    let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let forged = Claim {
+        token: Uuid::new_v4(),
+        ..claim
+    };
+    let now = Utc::now().trunc_subsecs(6);
+
+    assert!(!store.mark_sent_if_claimed(&forged, None, now).await.unwrap());
+    assert!(!store.mark_failed_if_claimed(&forged, "x").await.unwrap());
+    assert!(!store.retry_later_if_claimed(&forged, LEASE, "x").await.unwrap());
+    assert!(
+        store
+            .mark_sent_if_claimed(&claim, Some(&provider_id()), now)
+            .await
+            .unwrap()
+    );
+
+    // A repeated or late result of the same claim changes nothing once the row is final.
+    assert!(!store.mark_sent_if_claimed(&claim, None, now).await.unwrap());
+    assert!(!store.retry_later_if_claimed(&claim, LEASE, "late 503").await.unwrap());
+    assert!(!store.mark_failed_if_claimed(&claim, "late 400").await.unwrap());
+    let message = store.get(claim.message_id).await.unwrap().unwrap();
+    assert_eq!(message.status, MessageStatus::Sent);
+    assert_eq!(message.sent_at, Some(now));
+    assert!(message.provider_message_id.is_some());
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_write() {
+    let store = postgres_store().await;
+    let ids = enqueue(store.as_ref(), 2).await;
+    let old = store.claim_due(1, "dead", Duration::from_millis(50)).await.unwrap()[0].claim;
+    let live = store.claim_due(1, "alive", LEASE).await.unwrap()[0].claim;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let rescued = store.rescue_expired_leases().await.unwrap();
+
+    assert_eq!(rescued, vec![ids[0]], "only the expired lease");
+    let new = store.claim_due(1, "b", LEASE).await.unwrap()[0].claim;
+    assert_eq!(new.message_id, old.message_id);
+    assert_eq!(new.attempt, 2);
+    assert_ne!(new.token, old.token);
+    assert!(
+        !store.mark_sent_if_claimed(&old, None, Utc::now()).await.unwrap(),
+        "the old claim is fenced off"
+    );
+    assert!(store.mark_sent_if_claimed(&new, None, Utc::now()).await.unwrap());
+    assert!(store.mark_sent_if_claimed(&live, None, Utc::now()).await.unwrap());
+}
+
+#[tokio::test]
+async fn concurrent_claimers_never_share_a_message() {
+    let store = postgres_store().await;
+    let ids = enqueue(store.as_ref(), 200).await;
+
+    let claimers = (0..8).map(|i| {
+        let store = Arc::clone(&store);
+        async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due(7, &format!("claimer-{i}"), LEASE).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|m| m.claim.message_id));
+            }
+        }
+    });
+    let claimed: Vec<Uuid> = join_all(claimers).await.into_iter().flatten().collect();
+
+    let distinct: HashSet<Uuid> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), 200, "every message claimed exactly once");
+    assert_eq!(distinct, ids.into_iter().collect());
+}
+
+#[tokio::test]
+async fn sent_pages_are_stable_when_many_messages_share_a_sent_at() {
+    let store = postgres_store().await;
+    enqueue(store.as_ref(), 10).await;
+    let same_time = Utc::now().trunc_subsecs(6);
+    for message in store.claim_due(10, "a", LEASE).await.unwrap() {
+        assert!(
+            store
+                .mark_sent_if_claimed(&message.claim, None, same_time)
+                .await
+                .unwrap()
+        );
+    }
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_sent(3, cursor).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().unwrap();
+        cursor = Some(SentCursor {
+            sent_at: last.sent_at.unwrap(),
+            id: last.id,
+        });
+        seen.extend(page.into_iter().map(|m| m.id));
+    }
+
+    assert_eq!(seen.len(), 10);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 10, "no message twice");
+    let mut expected = seen.clone();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, expected, "ties on sent_at are broken by id, newest first");
+}
