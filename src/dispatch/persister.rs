@@ -112,7 +112,7 @@ async fn write_outcome(
             if recorded {
                 log::info!(
                     message_id:% = claim.message_id, attempt = claim.attempt, duration_ms = duration_ms,
-                    provider_message_id:? = provider_message_id.as_ref().map(AsRef::as_ref);
+                    provider_message_id = provider_message_id.as_ref().map_or("none", AsRef::as_ref);
                     "message sent"
                 );
             }
