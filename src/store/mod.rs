@@ -1,13 +1,13 @@
 //! The message store: every state a message can be in, and the only transitions between them.
 //!
 //! ```text
-//!                 claim_due                 mark_sent_if_claimed
-//!   ┌─────────┐ ───────────▶ ┌─────────┐ ───────────────────────▶ ┌──────┐
-//!   │ pending │              │ sending │                          │ sent │
-//!   └─────────┘ ◀─────────── └─────────┘ ───────────────────────▶ ┌────────┐
-//!        ▲     retry_later_if_claimed │    mark_failed_if_claimed  │ failed │
-//!        └────────────────────────────┘                            └────────┘
-//!              rescue_expired_leases (lease ran out: the sender died or hung)
+//!               claim_due                      mark_sent_if_claimed
+//!  ┌─────────┐ ──────────────▶ ┌─────────┐ ─────────────────────────▶ ┌────────┐
+//!  │ pending │                 │ sending │                            │  sent  │  final
+//!  └─────────┘ ◀────────────── └─────────┘ ─────────────────────────▶ ├────────┤
+//!               retry_later_if_claimed      mark_failed_if_claimed    │ failed │  final
+//!               rescue_expired_leases                                 └────────┘
+//!               (the lease ran out: its sender died or hung)
 //! ```
 //!
 //! A claim moves due `pending` rows to `sending` with a fresh token, an owner and a lease expiry, in one
