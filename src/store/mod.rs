@@ -1,30 +1,36 @@
 //! The message store: every state a message can be in, and the only transitions between them.
 //!
 //! ```text
-//!               claim_due                      mark_sent_if_claimed
+//!               claim_due                      mark_sent_unless_final
 //!  ┌─────────┐ ──────────────▶ ┌─────────┐ ─────────────────────────▶ ┌────────┐
 //!  │ pending │                 │ sending │                            │  sent  │  final
 //!  └─────────┘ ◀────────────── └─────────┘ ─────────────────────────▶ ├────────┤
 //!               retry_later_if_claimed      mark_failed_if_claimed    │ failed │  final
-//!               rescue_expired_leases                                 └────────┘
-//!               (the lease ran out: its sender died or hung)
+//!               release_if_claimed                                    └────────┘
+//!               rescue_expired_leases (the lease ran out: its sender died or hung)
 //! ```
 //!
 //! A claim moves due `pending` rows to `sending` with a fresh token, an owner and a lease expiry, in one
 //! committed statement; no transaction is ever held across the HTTP call. Every transition out of
-//! `sending` is fenced on `status = 'sending' AND lease_token = <the claim's token>` and reports whether
-//! it changed the row, so a late or repeated result can never overwrite a newer state: once a rescued row
-//! is claimed again, the old claim's writes match nothing. `sent` and `failed` are final.
+//! `sending` but one is fenced on `status = 'sending' AND lease_token = <the claim's token>` and reports
+//! whether it changed the row, so a late or repeated result can never overwrite a newer state: once a
+//! rescued row is claimed again, the old claim's writes match nothing. The one exception is the
+//! provider's acceptance, fenced only on the row not being final yet: once the provider has a message,
+//! recording that is right whoever holds the row, and it keeps a rescue from sending it again.
+//! `sent` and `failed` are final.
 //!
-//! Only this module speaks SQL; `postgres.rs` holds every statement.
+//! Only this module speaks SQL: `postgres.rs` holds every statement for Postgres (several replicas) and
+//! `sqlite.rs` mirrors it for the embedded file (one instance, or a few processes on one machine).
 
 mod postgres;
+mod sqlite;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 use uuid::Uuid;
 
 use crate::domain::{Message, NewMessage, ProviderMessageId};
@@ -75,6 +81,15 @@ pub enum StoreError {
     CorruptRow { id: Uuid, problem: String },
 }
 
+/// The store for `DATABASE_URL`, chosen by its scheme; it connects on first use.
+pub fn connect(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect_lazy(url)?))
+    } else {
+        Ok(Arc::new(PostgresStore::connect_lazy(url)?))
+    }
+}
+
 /// The seam between the dispatcher and its database.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
@@ -89,15 +104,18 @@ pub trait MessageStore: Send + Sync + 'static {
 
     async fn get(&self, id: Uuid) -> Result<Option<Message>, StoreError>;
 
-    /// `sending` rows whose lease expired go back to `pending`, due now. Returns their ids.
+    /// `sending` rows whose lease expired go back to `pending`, keeping their place in the queue (they
+    /// were due when claimed). Returns their ids.
     async fn rescue_expired_leases(&self) -> Result<Vec<Uuid>, StoreError>;
 
     /// Claims up to `limit` due `pending` rows, oldest first, for `owner` during `lease`; `sending` now.
     /// Rows claimed by another instance at the same moment are skipped, never shared.
     async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError>;
 
-    /// `sending` → `sent`, if `claim` still holds the row. Returns whether it did.
-    async fn mark_sent_if_claimed(
+    /// `pending` or `sending` → `sent`, whoever holds the row now. The provider has the message, and that
+    /// outranks a rescue that happened while the result was on its way: the message is never sent again.
+    /// Returns whether the row changed (`false`: it was already final).
+    async fn mark_sent_unless_final(
         &self,
         claim: &Claim,
         provider_message_id: Option<&ProviderMessageId>,
@@ -109,6 +127,10 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// `sending` → `failed`, if `claim` still holds the row. Returns whether it did.
     async fn mark_failed_if_claimed(&self, claim: &Claim, error: &str) -> Result<bool, StoreError>;
+
+    /// `sending` → `pending`, in its old place, if `claim` still holds the row, and the attempt is not counted:
+    /// for claims given back unsent because sending stopped. Returns whether it did.
+    async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError>;
 
     /// Sent messages, newest first, after `cursor` when given.
     async fn list_sent(&self, limit: u32, cursor: Option<SentCursor>) -> Result<Vec<Message>, StoreError>;

@@ -1,10 +1,13 @@
 //! Every SQL statement the service runs against Postgres, one function per transition of `store/mod.rs`.
 
-use std::time::Duration;
+use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use uuid::Uuid;
 
 use super::{Claim, ClaimedMessage, MessageStore, QueueStats, SentCursor, StoreError};
@@ -20,6 +23,7 @@ macro_rules! message_columns {
 
 const MAX_CONNECTIONS: u32 = 10;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_TIMEOUT: &str = "10s";
 
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -30,11 +34,14 @@ impl PostgresStore {
     /// A pool that connects on first use, so the service starts (and reports not ready) while the
     /// database is down.
     pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        // A statement that hangs (a partitioned network) must fail, or the tick waiting on it never ends.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(db("parsing DATABASE_URL"))?
+            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy(url)
-            .map_err(db("parsing DATABASE_URL"))?;
+            .connect_lazy_with(options);
         Ok(Self { pool })
     }
 }
@@ -138,7 +145,7 @@ impl MessageStore for PostgresStore {
     async fn rescue_expired_leases(&self) -> Result<Vec<Uuid>, StoreError> {
         sqlx::query_scalar(
             "UPDATE messages
-                SET status = 'pending', next_attempt_at = now(),
+                SET status = 'pending',
                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                     last_error = 'lease expired before a result was recorded', updated_at = now()
               WHERE status = 'sending' AND lease_expires_at < now()
@@ -195,7 +202,7 @@ impl MessageStore for PostgresStore {
             .collect()
     }
 
-    async fn mark_sent_if_claimed(
+    async fn mark_sent_unless_final(
         &self,
         claim: &Claim,
         provider_message_id: Option<&ProviderMessageId>,
@@ -203,12 +210,11 @@ impl MessageStore for PostgresStore {
     ) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE messages
-                SET status = 'sent', provider_message_id = $3, sent_at = $4, last_error = NULL,
+                SET status = 'sent', provider_message_id = $2, sent_at = $3, last_error = NULL,
                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-              WHERE id = $1 AND status = 'sending' AND lease_token = $2",
+              WHERE id = $1 AND status IN ('pending', 'sending')",
         )
         .bind(claim.message_id)
-        .bind(claim.token)
         .bind(provider_message_id.map(AsRef::as_ref))
         .bind(sent_at)
         .execute(&self.pool)
@@ -247,6 +253,21 @@ impl MessageStore for PostgresStore {
         .execute(&self.pool)
         .await
         .map_err(db("marking a message failed"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE messages
+                SET status = 'pending', attempts = attempts - 1,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+              WHERE id = $1 AND status = 'sending' AND lease_token = $2",
+        )
+        .bind(claim.message_id)
+        .bind(claim.token)
+        .execute(&self.pool)
+        .await
+        .map_err(db("releasing a claim"))?;
         Ok(result.rows_affected() == 1)
     }
 

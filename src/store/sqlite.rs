@@ -1,0 +1,339 @@
+//! Every SQL statement the service runs against SQLite: `postgres.rs` in SQLite's terms, same names in
+//! the same order.
+//!
+//! SQLite has one writer at a time, so each claim (`UPDATE … WHERE seq IN (SELECT … LIMIT n) RETURNING`)
+//! is atomic without row locks: two processes on one file never claim the same row. Times are INTEGER
+//! microseconds since the epoch and `now` comes from this process's clock.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+};
+use uuid::Uuid;
+
+use super::{Claim, ClaimedMessage, MessageStore, QueueStats, SentCursor, StoreError};
+use crate::domain::{Message, MessageStatus, NewMessage, ProviderMessageId};
+
+macro_rules! message_columns {
+    () => {
+        "id, phone_number, content, status, attempts, next_attempt_at, provider_message_id, last_error, \
+         created_at, updated_at, sent_at"
+    };
+}
+
+/// A writer waits this long for another (another process on the same file) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: u32 = 4;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (and creates, with its folder, when missing) the database file of `url`, in WAL mode.
+    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(db("parsing DATABASE_URL"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|source| StoreError::Database {
+                action: "creating the database folder",
+                source: sqlx::Error::Io(source),
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+}
+
+fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Database { action, source }
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn micros_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: String,
+    phone_number: String,
+    content: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: i64,
+    provider_message_id: Option<String>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    sent_at: Option<i64>,
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(raw).map_err(|e| StoreError::CorruptRow {
+        id: Uuid::nil(),
+        problem: format!("id {raw:?} is not a UUID: {e}"),
+    })
+}
+
+impl TryFrom<MessageRow> for Message {
+    type Error = StoreError;
+
+    fn try_from(row: MessageRow) -> Result<Self, Self::Error> {
+        let id = parse_id(&row.id)?;
+        let corrupt = |problem: String| StoreError::CorruptRow { id, problem };
+        let time = |name: &str, value: i64| {
+            DateTime::from_timestamp_micros(value).ok_or_else(|| corrupt(format!("{name} {value} is out of range")))
+        };
+        Ok(Message {
+            id,
+            status: row
+                .status
+                .parse::<MessageStatus>()
+                .map_err(|e| corrupt(e.to_string()))?,
+            attempts: u32::try_from(row.attempts).map_err(|e| corrupt(format!("attempts: {e}")))?,
+            next_attempt_at: time("next_attempt_at", row.next_attempt_at)?,
+            created_at: time("created_at", row.created_at)?,
+            updated_at: time("updated_at", row.updated_at)?,
+            sent_at: row.sent_at.map(|at| time("sent_at", at)).transpose()?,
+            to: row.phone_number,
+            content: row.content,
+            provider_message_id: row.provider_message_id,
+            last_error: row.last_error,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    id: String,
+    seq: i64,
+    lease_token: String,
+    attempts: i64,
+    phone_number: String,
+    content: String,
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migrate)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db("answering a ping"))
+    }
+
+    async fn insert(&self, message: &NewMessage) -> Result<Message, StoreError> {
+        let row: MessageRow = sqlx::query_as(concat!(
+            "INSERT INTO messages (id, phone_number, content) VALUES (?1, ?2, ?3) RETURNING ",
+            message_columns!()
+        ))
+        .bind(Uuid::new_v4().to_string())
+        .bind(message.to.as_ref())
+        .bind(message.content.as_ref())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("inserting a message"))?;
+        row.try_into()
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Message>, StoreError> {
+        let row: Option<MessageRow> =
+            sqlx::query_as(concat!("SELECT ", message_columns!(), " FROM messages WHERE id = ?1"))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a message"))?;
+        row.map(Message::try_from).transpose()
+    }
+
+    async fn rescue_expired_leases(&self) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE messages
+                SET status = 'pending',
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                    last_error = 'lease expired before a result was recorded', updated_at = ?1
+              WHERE status = 'sending' AND lease_expires_at < ?1
+          RETURNING id",
+        )
+        .bind(micros(Utc::now()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("rescuing expired leases"))?;
+        ids.iter().map(|id| parse_id(id)).collect()
+    }
+
+    async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
+        // One token for the whole claim: fencing matches (id, token), so it is as unique as one per row.
+        let now = micros(Utc::now());
+        let mut rows: Vec<ClaimedRow> = sqlx::query_as(
+            "UPDATE messages
+                SET status = 'sending', attempts = attempts + 1,
+                    lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3 + ?4, updated_at = ?3
+              WHERE seq IN (
+                    SELECT seq FROM messages
+                     WHERE status = 'pending' AND next_attempt_at <= ?3
+                     ORDER BY next_attempt_at, seq
+                     LIMIT ?5)
+          RETURNING id, seq, lease_token, attempts, phone_number, content",
+        )
+        .bind(owner)
+        .bind(Uuid::new_v4().to_string())
+        .bind(now)
+        .bind(micros_of(lease))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("claiming due messages"))?;
+        // RETURNING does not keep the subquery's order; restore oldest first.
+        rows.sort_by_key(|row| row.seq);
+        rows.into_iter()
+            .map(|row| {
+                let id = parse_id(&row.id)?;
+                let corrupt = |problem: String| StoreError::CorruptRow { id, problem };
+                Ok(ClaimedMessage {
+                    claim: Claim {
+                        message_id: id,
+                        token: Uuid::parse_str(&row.lease_token).map_err(|e| corrupt(format!("lease_token: {e}")))?,
+                        attempt: u32::try_from(row.attempts).map_err(|e| corrupt(format!("attempts: {e}")))?,
+                    },
+                    phone_number: row.phone_number,
+                    content: row.content,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_sent_unless_final(
+        &self,
+        claim: &Claim,
+        provider_message_id: Option<&ProviderMessageId>,
+        sent_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE messages
+                SET status = 'sent', provider_message_id = ?2, sent_at = ?3, last_error = NULL,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?4
+              WHERE id = ?1 AND status IN ('pending', 'sending')",
+        )
+        .bind(claim.message_id.to_string())
+        .bind(provider_message_id.map(AsRef::as_ref))
+        .bind(micros(sent_at))
+        .bind(micros(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db("marking a message sent"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn retry_later_if_claimed(&self, claim: &Claim, delay: Duration, error: &str) -> Result<bool, StoreError> {
+        let now = micros(Utc::now());
+        let result = sqlx::query(
+            "UPDATE messages
+                SET status = 'pending', next_attempt_at = ?3 + ?4, last_error = ?5,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?3
+              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
+        )
+        .bind(claim.message_id.to_string())
+        .bind(claim.token.to_string())
+        .bind(now)
+        .bind(micros_of(delay))
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(db("scheduling a retry"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn mark_failed_if_claimed(&self, claim: &Claim, error: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE messages
+                SET status = 'failed', last_error = ?3,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?4
+              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
+        )
+        .bind(claim.message_id.to_string())
+        .bind(claim.token.to_string())
+        .bind(error)
+        .bind(micros(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db("marking a message failed"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError> {
+        let now = micros(Utc::now());
+        let result = sqlx::query(
+            "UPDATE messages
+                SET status = 'pending', attempts = attempts - 1,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?3
+              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
+        )
+        .bind(claim.message_id.to_string())
+        .bind(claim.token.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db("releasing a claim"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn list_sent(&self, limit: u32, cursor: Option<SentCursor>) -> Result<Vec<Message>, StoreError> {
+        let query = match cursor {
+            None => sqlx::query_as::<_, MessageRow>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = 'sent' ORDER BY sent_at DESC, id DESC LIMIT ?1"
+            ))
+            .bind(i64::from(limit)),
+            Some(cursor) => sqlx::query_as::<_, MessageRow>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = 'sent' AND (sent_at, id) < (?2, ?3)
+                  ORDER BY sent_at DESC, id DESC LIMIT ?1"
+            ))
+            .bind(i64::from(limit))
+            .bind(micros(cursor.sent_at))
+            .bind(cursor.id.to_string()),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db("listing sent messages"))?;
+        rows.into_iter().map(Message::try_from).collect()
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let (pending, oldest_created_at): (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), min(created_at) FROM messages WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("counting pending messages"))?;
+        let now = micros(Utc::now());
+        Ok(QueueStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_pending_age: oldest_created_at
+                .map(|created| Duration::from_micros(u64::try_from(now.saturating_sub(created)).unwrap_or(0))),
+        })
+    }
+}
