@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::messages::{Deliver, GetInFlight, SlotFreed, Tick, TickReport, TickSkipped};
+use super::messages::{
+    Deliver, GetInFlight, PauseClaims, ResumeClaims, SlotFreed, Tick, TickReport, TickSkipped, TickSource,
+};
 use crate::{
     config::Settings,
     domain::{MessageContent, PhoneNumber},
@@ -26,6 +28,9 @@ pub struct FetcherActor {
     metrics: Metrics,
     in_flight: usize,
     claiming: bool,
+    /// Set while sending is stopped: scheduled ticks do nothing, and a claim that returns finds its rows
+    /// given back unsent.
+    paused: bool,
 }
 
 /// What a claim may take and how its rows are judged.
@@ -70,6 +75,7 @@ impl FetcherActor {
             metrics,
             in_flight: 0,
             claiming: false,
+            paused: true,
         }
     }
 
@@ -88,6 +94,13 @@ async fn claim_batch(store: &dyn MessageStore, rules: &ClaimRules, limit: u32) -
     let rescued = store.rescue_expired_leases().await?;
     for id in &rescued {
         log::warn!(message_id:% = id; "lease expired before a result was recorded: message back to pending");
+    }
+    if limit == 0 {
+        return Ok(ClaimedBatch {
+            rescued: rescued.len(),
+            deliveries: Vec::new(),
+            invalid: 0,
+        });
     }
     let claimed = store.claim_due(limit, &rules.owner, rules.lease).await?;
     let mut batch = ClaimedBatch {
@@ -131,22 +144,22 @@ impl Actor for FetcherActor {
 impl Handler<Tick> for FetcherActor {
     type Result = ResponseActFuture<Self, TickReport>;
 
-    fn handle(&mut self, _: Tick, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, tick: Tick, _: &mut Self::Context) -> Self::Result {
         let skipped = |reason| {
             Box::pin(actix::fut::ready(TickReport {
                 skipped: Some(reason),
                 ..TickReport::default()
             }))
         };
+        if tick.source == TickSource::Scheduler && self.paused {
+            return skipped(TickSkipped::Paused);
+        }
         if self.claiming {
             log::debug!("tick skipped: the previous claim has not returned");
             return skipped(TickSkipped::ClaimInProgress);
         }
+        // With every slot taken the tick still rescues: leases of dead instances must not wait for ours.
         let free_slots = (self.rules.batch_size as usize).saturating_sub(self.in_flight);
-        if free_slots == 0 {
-            log::debug!(in_flight = self.in_flight; "tick skipped: every send slot is taken");
-            return skipped(TickSkipped::NoFreeSlot);
-        }
         let limit = u32::try_from(free_slots).unwrap_or(self.rules.batch_size);
         self.claiming = true;
         let store = Arc::clone(&self.store);
@@ -154,41 +167,96 @@ impl Handler<Tick> for FetcherActor {
         Box::pin(
             async move { claim_batch(store.as_ref(), &rules, limit).await }
                 .into_actor(self)
-                .map(|result, act, _| {
+                .then(move |result, act, _| {
                     act.claiming = false;
-                    match result {
-                        Ok(batch) => {
-                            act.metrics.leases_rescued_total.inc_by(batch.rescued as u64);
-                            act.metrics
-                                .sends_total
-                                .with_label_values(&["invalid"])
-                                .inc_by(batch.invalid as u64);
-                            let report = TickReport {
-                                rescued: batch.rescued,
-                                claimed: batch.deliveries.len() + batch.invalid,
-                                invalid: batch.invalid,
-                                skipped: None,
-                            };
-                            if report.claimed > 0 || report.rescued > 0 {
-                                log::info!(
-                                    claimed = report.claimed, invalid = report.invalid, rescued = report.rescued;
-                                    "tick claimed messages"
-                                );
-                            }
-                            batch.deliveries.into_iter().for_each(|delivery| act.hand_out(delivery));
-                            report
+                    let (report, unsent) = act.finish_tick(tick.source, limit, result);
+                    let store = Arc::clone(&act.store);
+                    async move {
+                        if !unsent.is_empty() {
+                            release(store.as_ref(), unsent).await;
                         }
-                        Err(error) => {
-                            act.metrics.tick_errors_total.inc();
-                            log::error!("tick failed, will try again next tick: {}", error_chain(&error));
-                            TickReport {
-                                skipped: Some(TickSkipped::StoreError),
-                                ..TickReport::default()
-                            }
-                        }
+                        report
                     }
+                    .into_actor(act)
                 }),
         )
+    }
+}
+
+impl FetcherActor {
+    /// Hands out what a claim returned, or, when sending stopped meanwhile, returns it to be given back.
+    fn finish_tick(
+        &mut self,
+        source: TickSource,
+        limit: u32,
+        result: Result<ClaimedBatch, StoreError>,
+    ) -> (TickReport, Vec<Deliver>) {
+        let batch = match result {
+            Ok(batch) => batch,
+            Err(error) => {
+                self.metrics.tick_errors_total.inc();
+                log::error!("tick failed, will try again next tick: {}", error_chain(&error));
+                let report = TickReport {
+                    skipped: Some(TickSkipped::StoreError),
+                    ..TickReport::default()
+                };
+                return (report, Vec::new());
+            }
+        };
+        self.metrics.leases_rescued_total.inc_by(batch.rescued as u64);
+        self.metrics
+            .sends_total
+            .with_label_values(&["invalid"])
+            .inc_by(batch.invalid as u64);
+        let mut report = TickReport {
+            rescued: batch.rescued,
+            claimed: batch.deliveries.len() + batch.invalid,
+            invalid: batch.invalid,
+            skipped: (limit == 0).then_some(TickSkipped::NoFreeSlot),
+        };
+        if source == TickSource::Scheduler && self.paused {
+            // Sending stopped while this claim ran: give the rows back rather than post them.
+            report.skipped = Some(TickSkipped::Paused);
+            return (report, batch.deliveries);
+        }
+        if report.claimed > 0 || report.rescued > 0 {
+            log::info!(
+                claimed = report.claimed, invalid = report.invalid, rescued = report.rescued;
+                "tick claimed messages"
+            );
+        }
+        batch
+            .deliveries
+            .into_iter()
+            .for_each(|delivery| self.hand_out(delivery));
+        (report, Vec::new())
+    }
+}
+
+/// Gives claimed rows back unsent. A release that fails leaves the row to the rescuer after its lease.
+async fn release(store: &dyn MessageStore, deliveries: Vec<Deliver>) {
+    for delivery in deliveries {
+        let id = delivery.claim.message_id;
+        match store.release_if_claimed(&delivery.claim).await {
+            Ok(_) => log::info!(message_id:% = id; "sending stopped: claim given back unsent"),
+            Err(error) => log::warn!(message_id:% = id; "could not give a claim back: {}", error_chain(&error)),
+        }
+    }
+}
+
+impl Handler<PauseClaims> for FetcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseClaims, _: &mut Self::Context) {
+        self.paused = true;
+    }
+}
+
+impl Handler<ResumeClaims> for FetcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeClaims, _: &mut Self::Context) {
+        self.paused = false;
     }
 }
 

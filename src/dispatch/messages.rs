@@ -11,11 +11,32 @@ use crate::{
     store::Claim,
 };
 
-/// Scheduler → fetcher, once per `INTERVAL` while running (and by tests, to run one tick now):
-/// rescue expired leases, then claim what the free send slots can take and hand it to the webhooks.
+/// Scheduler → fetcher, once per `INTERVAL` while running (and `Pipeline::tick_now`, to run one tick
+/// at once): rescue expired leases, then claim what the free send slots can take and hand it out.
 #[derive(Debug, Message)]
 #[rtype(result = "TickReport")]
-pub struct Tick;
+pub struct Tick {
+    pub source: TickSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickSource {
+    /// The scheduler's timer: skipped while claims are paused.
+    Scheduler,
+    /// Asked for explicitly (tests, operators): runs even while the scheduler is stopped.
+    Manual,
+}
+
+/// Scheduler → fetcher, when sending stops: claim nothing more, and give back unsent what a tick
+/// already under way claims. Sent before the stop is acknowledged, so no POST follows a stop.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PauseClaims;
+
+/// Scheduler → fetcher, when sending starts (before its first tick).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ResumeClaims;
 
 /// What one tick did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +56,8 @@ pub enum TickSkipped {
     NoFreeSlot,
     /// The database failed; logged and counted.
     StoreError,
+    /// Sending is stopped; a scheduled tick that was already queued does nothing.
+    Paused,
 }
 
 /// Fetcher → one webhook actor: POST this claimed, validated message to the provider.
@@ -67,9 +90,12 @@ pub struct SlotFreed;
 pub struct StartSending;
 
 /// API or shutdown → scheduler: claim nothing more; sends in flight finish and are recorded. Idempotent.
+/// With `for_good` (shutdown), later `StartSending`s are refused.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]
-pub struct StopSending;
+pub struct StopSending {
+    pub for_good: bool,
+}
 
 /// API → scheduler: how it stands.
 #[derive(Debug, Message)]

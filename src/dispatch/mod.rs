@@ -21,10 +21,12 @@ use std::{sync::Arc, time::Duration};
 use actix::prelude::*;
 pub use fetcher::{ClaimRules, FetcherActor};
 pub use persister::PersisterActor;
-pub use scheduler::SchedulerActor;
+pub use scheduler::{FetcherControls, SchedulerActor};
 pub use webhook::{WebhookActor, WebhookTarget};
 
-use self::messages::{GetInFlight, GetSchedulerState, SchedulerState, StartSending, StopSending, Tick, TickReport};
+use self::messages::{
+    GetInFlight, GetSchedulerState, SchedulerState, StartSending, StopSending, Tick, TickReport, TickSource,
+};
 use crate::{cache::Cache, config::Settings, metrics::Metrics, store::MessageStore};
 
 /// Webhook actors in the pool. They share one thread (the arbiter's) and each carries many sends at
@@ -85,7 +87,11 @@ pub fn start(
         settings.interval,
         settings.batch_size.get(),
         settings.autostart,
-        fetcher.clone().recipient(),
+        FetcherControls {
+            tick: fetcher.clone().recipient(),
+            pause: fetcher.clone().recipient(),
+            resume: fetcher.clone().recipient(),
+        },
         metrics,
     )
     .start();
@@ -98,7 +104,7 @@ impl Pipeline {
     }
 
     pub async fn stop_sending(&self) -> Result<SchedulerState, PipelineError> {
-        Ok(self.scheduler.send(StopSending).await?)
+        Ok(self.scheduler.send(StopSending { for_good: false }).await?)
     }
 
     pub async fn state(&self) -> Result<SchedulerState, PipelineError> {
@@ -111,13 +117,19 @@ impl Pipeline {
 
     /// Runs one tick now, whether or not the scheduler is running, and reports what it claimed.
     pub async fn tick_now(&self) -> Result<TickReport, PipelineError> {
-        Ok(self.fetcher.send(Tick).await?)
+        Ok(self
+            .fetcher
+            .send(Tick {
+                source: TickSource::Manual,
+            })
+            .await?)
     }
 
-    /// Stops claiming and waits up to `grace` for the sends in flight to be recorded. Returns how many
-    /// were still in flight when it gave up (0 on a clean drain); those are sent again after their lease.
+    /// Stops claiming for good and waits up to `grace` for the sends in flight to be recorded. Returns
+    /// how many were still in flight when it gave up (0 on a clean drain); those are sent again after
+    /// their lease.
     pub async fn drain(&self, grace: Duration) -> Result<usize, PipelineError> {
-        self.stop_sending().await?;
+        self.scheduler.send(StopSending { for_good: true }).await?;
         let deadline = actix_rt::time::Instant::now() + grace;
         loop {
             let in_flight = self.in_flight().await?;

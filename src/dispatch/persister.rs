@@ -107,7 +107,7 @@ async fn write_outcome(
                 log::warn!(message_id:% = claim.message_id; "provider accepted the message but its answer is odd: {problem}");
             }
             let recorded = store
-                .mark_sent_if_claimed(claim, provider_message_id.as_ref(), *sent_at)
+                .mark_sent_unless_final(claim, provider_message_id.as_ref(), *sent_at)
                 .await?;
             if recorded {
                 log::info!(

@@ -7,17 +7,28 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use super::messages::{GetSchedulerState, SchedulerState, StartSending, StopSending, Tick};
+use super::messages::{
+    GetSchedulerState, PauseClaims, ResumeClaims, SchedulerState, StartSending, StopSending, Tick, TickSource,
+};
 use crate::metrics::Metrics;
 
 pub struct SchedulerActor {
     interval: Duration,
     batch_size: u32,
     autostart: bool,
-    fetcher: Recipient<Tick>,
+    fetcher: FetcherControls,
     metrics: Metrics,
     timer: Option<SpawnHandle>,
     last_tick_at: Option<DateTime<Utc>>,
+    /// Set by a shutdown: sending never starts again in this process.
+    shut_down: bool,
+}
+
+/// What the scheduler may tell the fetcher.
+pub struct FetcherControls {
+    pub tick: Recipient<Tick>,
+    pub pause: Recipient<PauseClaims>,
+    pub resume: Recipient<ResumeClaims>,
 }
 
 impl SchedulerActor {
@@ -25,7 +36,7 @@ impl SchedulerActor {
         interval: Duration,
         batch_size: u32,
         autostart: bool,
-        fetcher: Recipient<Tick>,
+        fetcher: FetcherControls,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -36,14 +47,20 @@ impl SchedulerActor {
             metrics,
             timer: None,
             last_tick_at: None,
+            shut_down: false,
         }
     }
 
     fn start_ticking(&mut self, ctx: &mut Context<Self>) {
+        if self.shut_down {
+            log::warn!("sending not started: the service is shutting down");
+            return;
+        }
         if self.timer.is_some() {
             return;
         }
         log::info!(interval:? = self.interval, batch_size = self.batch_size; "sending started");
+        self.fetcher.resume.do_send(ResumeClaims);
         self.tick();
         self.timer = Some(ctx.run_interval(self.interval, |act, _| act.tick()));
         self.metrics.scheduler_running.set(1);
@@ -52,6 +69,7 @@ impl SchedulerActor {
     fn stop_ticking(&mut self, ctx: &mut Context<Self>) {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
+            self.fetcher.pause.do_send(PauseClaims);
             self.metrics.scheduler_running.set(0);
             log::info!("sending stopped: no new claims; sends in flight finish");
         }
@@ -60,7 +78,9 @@ impl SchedulerActor {
     fn tick(&mut self) {
         self.last_tick_at = Some(Utc::now());
         // The report is for tests and operators; the scheduler does not wait for it.
-        self.fetcher.do_send(Tick);
+        self.fetcher.tick.do_send(Tick {
+            source: TickSource::Scheduler,
+        });
     }
 
     fn state(&self) -> SchedulerState {
@@ -102,7 +122,8 @@ impl Handler<StartSending> for SchedulerActor {
 impl Handler<StopSending> for SchedulerActor {
     type Result = MessageResult<StopSending>;
 
-    fn handle(&mut self, _: StopSending, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, stop: StopSending, ctx: &mut Self::Context) -> Self::Result {
+        self.shut_down |= stop.for_good;
         self.stop_ticking(ctx);
         MessageResult(self.state())
     }

@@ -16,6 +16,8 @@ use crate::{
 
 /// Enough for any provider answer we read; a larger body is cut, never buffered whole.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// How long the body of an answer may take once its status line has arrived.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The webhook's address, key and time limit, shared by every actor of the pool.
 #[derive(Clone)]
@@ -60,24 +62,21 @@ async fn post(client: &awc::Client, target: &WebhookTarget, delivery: &Deliver) 
         to: delivery.to.as_ref(),
         content: delivery.content.as_ref(),
     };
-    let exchange = async {
-        let mut response = request.send_json(&body).await.map_err(|e| e.to_string())?;
-        // Truncate so both the DB and the cache agree on the stored time to the microsecond.
-        let answered_at = Utc::now().trunc_subsecs(6);
-        // A 2xx whose body cannot be read is still accepted: the provider has the message.
-        let bytes = response.body().limit(MAX_RESPONSE_BYTES).await.unwrap_or_default();
-        Ok::<_, String>(Outcome::from_response(
-            response.status(),
-            response.headers(),
-            &bytes,
-            answered_at,
-        ))
+    // The time limit covers the request and the status line only: once a 2xx is in hand the provider
+    // has the message, and a slow body must not turn it into a resend.
+    let mut response = match actix_rt::time::timeout(target.timeout, request.send_json(&body)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Outcome::from_transport_error(&error.to_string()),
+        Err(_) => return Outcome::from_transport_error(&format!("timed out after {:?}", target.timeout)),
     };
-    match actix_rt::time::timeout(target.timeout, exchange).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(error)) => Outcome::from_transport_error(&error),
-        Err(_) => Outcome::from_transport_error(&format!("timed out after {:?}", target.timeout)),
-    }
+    // Truncate so both the database and the cache agree on the stored time to the microsecond.
+    let answered_at = Utc::now().trunc_subsecs(6);
+    let bytes = match actix_rt::time::timeout(BODY_TIMEOUT, response.body().limit(MAX_RESPONSE_BYTES)).await {
+        Ok(Ok(bytes)) => bytes,
+        // An unreadable body still leaves a status to act on; a 2xx stays accepted.
+        Ok(Err(_)) | Err(_) => Default::default(),
+    };
+    Outcome::from_response(response.status(), response.headers(), &bytes, answered_at)
 }
 
 impl Actor for WebhookActor {
