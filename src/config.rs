@@ -29,9 +29,13 @@ pub const VARIABLES: &[&str] = &[
     "SHUTDOWN_GRACE",
 ];
 
+/// The embedded default: a file under `./data/`, created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/insider-messaging.db";
+
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `DATABASE_URL` (required): the Postgres database holding the `messages` table.
+    /// `DATABASE_URL` (default `sqlite://data/insider-messaging.db`): where the `messages` table lives.
+    /// `postgres://` for several replicas; `sqlite://` for one instance, with no server to run.
     pub database_url: Secret,
     /// `REDIS_URL` (optional): where sent message ids are cached; unset means no cache.
     pub redis_url: Option<Secret>,
@@ -60,17 +64,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the process environment, after loading `.env` when there is one.
+    /// Reads the process environment (after `load_dotenv`).
     pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is the normal case in production; a malformed one is not silently skipped.
-        if let Err(error) = dotenvy::dotenv()
-            && !error.not_found()
-        {
-            return Err(ConfigError {
-                variable: ".env",
-                problem: format!("could not be read: {error}"),
-            });
-        }
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
@@ -103,14 +98,11 @@ impl Settings {
             }
         };
 
-        let database_url = required("DATABASE_URL", "a Postgres URL such as postgres://user@host:5432/db")?;
-        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
-            return Err(ConfigError {
-                variable: "DATABASE_URL",
-                problem: "expected a URL starting with postgres:// or postgresql://".to_owned(),
-            });
-        }
-        let webhook_url = required("WEBHOOK_URL", "the provider's http(s) URL")?;
+        let database_url = database_url_from_lookup(&lookup)?;
+        let webhook_url = required(
+            "WEBHOOK_URL",
+            "the provider's http(s) URL (or try `insider-messaging demo`, which brings a stand-in provider)",
+        )?;
         parse_http_url(&webhook_url).map_err(|problem| ConfigError {
             variable: "WEBHOOK_URL",
             problem,
@@ -137,7 +129,7 @@ impl Settings {
         };
 
         let settings = Settings {
-            database_url: Secret::new(database_url),
+            database_url,
             redis_url: var("REDIS_URL").map(Secret::new),
             webhook_url,
             webhook_auth_key: var("WEBHOOK_AUTH_KEY").map(Secret::new),
@@ -193,6 +185,41 @@ impl Settings {
         }
         warnings
     }
+}
+
+/// Loads `.env` into the environment when there is one; variables already set win. Called first thing,
+/// so that `RUST_LOG` in `.env` reaches the logger too.
+pub fn load_dotenv() -> Result<(), ConfigError> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        // A missing .env is the normal case in production; a malformed one is not silently skipped.
+        Err(error) if error.not_found() => Ok(()),
+        Err(error) => Err(ConfigError {
+            variable: ".env",
+            problem: format!("could not be read: {error}"),
+        }),
+    }
+}
+
+/// `DATABASE_URL` alone, for commands that need nothing else (`migrate`).
+pub fn database_url_from_env() -> Result<Secret, ConfigError> {
+    database_url_from_lookup(|name| std::env::var(name).ok())
+}
+
+fn database_url_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+    let url = lookup("DATABASE_URL")
+        .filter(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    if !["postgres://", "postgresql://", "sqlite:"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        return Err(ConfigError {
+            variable: "DATABASE_URL",
+            problem: "expected a URL starting with postgres://, postgresql:// or sqlite://".to_owned(),
+        });
+    }
+    Ok(Secret::new(url))
 }
 
 /// A value that must never reach a log line or an error body: `Debug` and `Display` print a placeholder.
@@ -312,9 +339,17 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_required_variable_says_what_to_set() {
+    fn a_missing_webhook_url_points_at_the_demo() {
         let error = Settings::from_lookup(|_| None).unwrap_err().to_string();
-        assert!(error.starts_with("DATABASE_URL is required"), "{error}");
+        assert!(error.starts_with("WEBHOOK_URL is required"), "{error}");
+        assert!(error.contains("insider-messaging demo"), "{error}");
+    }
+
+    #[test]
+    fn the_database_defaults_to_the_embedded_file() {
+        let s =
+            Settings::from_lookup(|name| (name == "WEBHOOK_URL").then(|| "http://127.0.0.1:9/".to_owned())).unwrap();
+        assert_eq!(s.database_url.expose(), DEFAULT_DATABASE_URL);
     }
 
     #[test]

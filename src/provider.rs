@@ -122,7 +122,11 @@ fn parse_message_id(body: &[u8]) -> Result<ProviderMessageId, String> {
 }
 
 fn body_excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+    // Control characters (a NUL above all, which Postgres refuses in text) never reach the database.
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let text = text.trim();
     if text.is_empty() {
         return "(empty body)".to_owned();
@@ -235,6 +239,23 @@ mod tests {
             panic!("{o:?}")
         };
         assert_eq!((retry_after, status), (Some(Duration::from_secs(7)), Some(429)));
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_reason() {
+        let o = outcome(500, &[], "bad\u{0}thing\r\n");
+        let Outcome::RetryLater { reason, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        let o = outcome(202, &[], r#"{"messageId":"a\u0000b"}"#);
+        let Outcome::Accepted {
+            provider_message_id, ..
+        } = o
+        else {
+            panic!("{o:?}")
+        };
+        assert!(provider_message_id.is_none());
     }
 
     #[test]

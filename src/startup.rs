@@ -13,7 +13,7 @@ use crate::{
     config::Settings,
     dispatch::{self, Pipeline},
     metrics::Metrics,
-    store::{MessageStore, PostgresStore},
+    store::{self, MessageStore},
 };
 
 pub struct Application {
@@ -118,9 +118,9 @@ pub async fn migrated_store(settings: &Settings) -> anyhow::Result<Arc<dyn Messa
 
 /// Applies the migrations to the database at `url` and returns the store on it.
 pub async fn migrate(url: &str) -> anyhow::Result<Arc<dyn MessageStore>> {
-    let store = PostgresStore::connect_lazy(url).context("DATABASE_URL is not a usable Postgres URL")?;
+    let store = store::connect(url).context("DATABASE_URL is not a usable database URL")?;
     store.migrate().await.context("applying database migrations")?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -25,6 +25,8 @@ pub enum ContentError {
     Empty,
     #[error("must be at most {max} characters, got {got}")]
     TooLong { max: usize, got: usize },
+    #[error("must not contain control characters other than line breaks and tabs")]
+    ControlCharacters,
 }
 
 /// How an SMS network encodes the content.
@@ -41,6 +43,9 @@ impl MessageContent {
     pub fn parse(raw: &str, max_chars: usize) -> Result<Self, ContentError> {
         if raw.trim().is_empty() {
             return Err(ContentError::Empty);
+        }
+        if raw.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            return Err(ContentError::ControlCharacters);
         }
         let chars = raw.chars().count();
         if chars > max_chars {
@@ -123,6 +128,19 @@ mod tests {
     fn blank_content_is_rejected() {
         assert_eq!(MessageContent::parse("", 160), Err(ContentError::Empty));
         assert_eq!(MessageContent::parse(" \n ", 160), Err(ContentError::Empty));
+    }
+
+    #[test]
+    fn control_characters_are_rejected_but_line_breaks_kept() {
+        assert_eq!(
+            MessageContent::parse("a\u{0}b", 160),
+            Err(ContentError::ControlCharacters)
+        );
+        assert_eq!(
+            MessageContent::parse("a\u{7}b", 160),
+            Err(ContentError::ControlCharacters)
+        );
+        assert!(MessageContent::parse("line one\r\nline two\tend", 160).is_ok());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum ProviderMessageIdError {
     Empty,
     #[error("is longer than {MAX_LEN} characters")]
     TooLong,
+    #[error("contains control characters")]
+    ControlCharacters,
 }
 
 impl ProviderMessageId {
@@ -24,6 +26,9 @@ impl ProviderMessageId {
         }
         if trimmed.chars().count() > MAX_LEN {
             return Err(ProviderMessageIdError::TooLong);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ProviderMessageIdError::ControlCharacters);
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -60,5 +65,9 @@ mod tests {
             Err(ProviderMessageIdError::TooLong)
         );
         assert!(ProviderMessageId::parse(&"x".repeat(255)).is_ok());
+        assert_eq!(
+            ProviderMessageId::parse("a\u{0}b"),
+            Err(ProviderMessageIdError::ControlCharacters)
+        );
     }
 }

@@ -18,6 +18,8 @@ use crate::{
 
 const SENT_LIMIT_DEFAULT: u32 = 20;
 const SENT_LIMIT_MAX: u32 = 100;
+/// 9999-12-31T23:59:59Z in microseconds.
+const CURSOR_MAX_MICROS: i64 = 253_402_300_799_000_000;
 
 /// A message to enqueue.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -252,9 +254,11 @@ fn format_cursor(cursor: SentCursor) -> String {
 fn parse_cursor(raw: &str) -> Result<SentCursor, ApiError> {
     let invalid = || ApiError::invalid("cursor", "must be a next_cursor returned by this endpoint");
     let (micros, id) = raw.split_once('_').ok_or_else(invalid)?;
+    // Bounded to what any backend stores (1970 to 9999), so a forged cursor is a 400, not a 500.
     let sent_at = micros
         .parse::<i64>()
         .ok()
+        .filter(|micros| (0..=CURSOR_MAX_MICROS).contains(micros))
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(invalid)?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
@@ -276,7 +280,14 @@ mod tests {
 
     #[test]
     fn broken_cursors_and_limits_name_their_field() {
-        for raw in ["", "abc", "12_notauuid", "x_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11"] {
+        for raw in [
+            "",
+            "abc",
+            "12_notauuid",
+            "x_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
+            "-300000000000000000_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
+            "999999999999999999_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
+        ] {
             assert!(
                 matches!(parse_cursor(raw), Err(ApiError::InvalidField { field: "cursor", .. })),
                 "{raw}"
