@@ -159,7 +159,7 @@ async fn the_sent_list_pages_newest_first_across_equal_send_times() {
     // Four share one send time, to prove the keyset tie-break on id.
     sqlx::query("UPDATE messages SET sent_at = '2026-01-01T00:00:00Z' WHERE id = ANY($1)")
         .bind(&ids[..4])
-        .execute(&app.database.pool)
+        .execute(app.database.pg())
         .await
         .unwrap();
     let pending = app.database.insert_raw("+905551111111", "not sent").await;
@@ -200,7 +200,7 @@ async fn the_sent_list_prefers_the_cached_provider_id() {
     let from_db = app.database.row(id).await.provider_message_id.unwrap();
     sqlx::query("UPDATE messages SET provider_message_id = 'stale' WHERE id = $1")
         .bind(id)
-        .execute(&app.database.pool)
+        .execute(app.database.pg())
         .await
         .unwrap();
 
@@ -219,6 +219,10 @@ async fn sent_list_parameters_out_of_range_get_a_400_naming_them() {
         ("limit=-5", "limit"),
         ("cursor=garbage", "cursor"),
         ("cursor=123_notauuid", "cursor"),
+        (
+            "cursor=-300000000000000000_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
+            "cursor",
+        ),
     ] {
         let (status, error) = app.get(&format!("/messages/sent?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {error}");
@@ -256,7 +260,7 @@ async fn health_and_readiness_report_their_dependencies() {
 async fn readiness_is_503_when_the_database_is_gone() {
     let app = TestApp::spawn().await;
     let name = app.database.url.rsplit('/').next().unwrap().to_owned();
-    app.database.pool.close().await;
+    app.database.pg().close().await;
     let admin = sqlx::PgPool::connect(&admin_database_url()).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
         .execute(&admin)

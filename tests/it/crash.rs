@@ -22,7 +22,7 @@ fn serve(database: &TestDatabase, provider: &MockServer, lease: &str) -> Child {
         .env("INTERVAL", "100ms")
         .env("BATCH_SIZE", "4")
         .env("LEASE", lease)
-        .env("WEBHOOK_TIMEOUT", "1s")
+        .env("WEBHOOK_TIMEOUT", "60s")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -38,7 +38,8 @@ async fn a_process_killed_mid_send_loses_nothing_and_posts_at_most_once_more() {
     // Slow enough that the kill lands while all four requests are open.
     accept_all(&provider, Duration::from_secs(30)).await;
 
-    let mut first = serve(&database, &provider, "2s");
+    // A short lease so the restart need not wait long; the kill comes well within it.
+    let mut first = serve(&database, &provider, "5s");
     wait_until("all four are in flight", || async {
         provider.received_requests().await.unwrap().len() == 4
     })

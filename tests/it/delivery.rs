@@ -280,7 +280,7 @@ async fn a_message_whose_lease_expired_is_rescued_and_sent_once() {
                 lease_expires_at = now() - interval '1 second' WHERE id = $1",
     )
     .bind(id)
-    .execute(&app.database.pool)
+    .execute(app.database.pg())
     .await
     .unwrap();
 
@@ -304,7 +304,7 @@ async fn a_live_lease_is_left_alone() {
                 lease_expires_at = now() + interval '1 minute' WHERE id = $1",
     )
     .bind(id)
-    .execute(&app.database.pool)
+    .execute(app.database.pg())
     .await
     .unwrap();
 

@@ -5,15 +5,22 @@
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
+    path::PathBuf,
     sync::Arc,
     time::Duration,
 };
 
 use actix_web::http::StatusCode;
 use deadpool_redis::redis;
-use insider_messaging::{config::Settings, dispatch::Pipeline, startup::Application};
+use insider_messaging::{
+    config::Settings,
+    dispatch::Pipeline,
+    domain::{MessageContent, NewMessage, PhoneNumber},
+    startup::Application,
+    store::MessageStore,
+};
 use serde_json::{Value, json};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{PgPool, SqlitePool, postgres::PgPoolOptions};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers};
@@ -31,14 +38,62 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// A database of its own for one test (or for the instances of one test), already migrated.
+/// A database of its own for one test (or for the instances of one test), already migrated, and
+/// removed when the last handle on it is dropped.
 #[derive(Clone)]
 pub struct TestDatabase {
     pub url: String,
-    pub pool: PgPool,
+    pub store: Arc<dyn MessageStore>,
+    pool: Pool,
+    _cleanup: Arc<Cleanup>,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Drops the test's database (or deletes its file) once no test code holds it any more.
+enum Cleanup {
+    Postgres { name: String },
+    Sqlite { path: PathBuf },
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        match self {
+            Cleanup::Sqlite { path } => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Cleanup::Postgres { name } => {
+                // Drop runs outside any runtime the test may still be inside: use a thread of its own.
+                let name = name.clone();
+                let dropped = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
+                    runtime.block_on(async {
+                        let admin = PgPool::connect(&admin_database_url()).await.ok()?;
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&admin)
+                        .await
+                        .ok()
+                    })
+                });
+                let _ = dropped.join();
+            }
+        }
+    }
 }
 
 impl TestDatabase {
+    /// A fresh Postgres database.
     pub async fn create() -> Self {
         let admin_url = admin_database_url();
         let admin = PgPoolOptions::new()
@@ -52,9 +107,10 @@ impl TestDatabase {
             .await
             .expect("create test database");
         admin.close().await;
+        let cleanup = Arc::new(Cleanup::Postgres { name: name.clone() });
         let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
         let url = format!("{base}/{name}");
-        insider_messaging::startup::migrate(&url)
+        let store = insider_messaging::startup::migrate(&url)
             .await
             .expect("migrations apply");
         let pool = PgPoolOptions::new()
@@ -62,7 +118,37 @@ impl TestDatabase {
             .connect(&url)
             .await
             .expect("test pool");
-        Self { url, pool }
+        Self {
+            url,
+            store,
+            pool: Pool::Postgres(pool),
+            _cleanup: cleanup,
+        }
+    }
+
+    /// A fresh SQLite file.
+    pub async fn sqlite() -> Self {
+        let path = std::env::temp_dir().join(format!("insider-it-{}.db", Uuid::new_v4().simple()));
+        let cleanup = Arc::new(Cleanup::Sqlite { path: path.clone() });
+        let url = format!("sqlite://{}", path.display());
+        let store = insider_messaging::startup::migrate(&url)
+            .await
+            .expect("migrations apply");
+        let pool = SqlitePool::connect(&url).await.expect("test pool");
+        Self {
+            url,
+            store,
+            pool: Pool::Sqlite(pool),
+            _cleanup: cleanup,
+        }
+    }
+
+    /// The Postgres pool, for statements only Postgres tests run.
+    pub fn pg(&self) -> &PgPool {
+        match &self.pool {
+            Pool::Postgres(pool) => pool,
+            Pool::Sqlite(_) => panic!("this helper needs a Postgres test database"),
+        }
     }
 
     /// Enqueues the way another system would: plain SQL, defaults for everything else.
@@ -70,19 +156,20 @@ impl TestDatabase {
         sqlx::query_scalar("INSERT INTO messages (phone_number, content) VALUES ($1, $2) RETURNING id")
             .bind(phone_number)
             .bind(content)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pg())
             .await
             .expect("insert message")
     }
 
-    /// `n` valid messages inserted in order, oldest first.
+    /// `n` valid messages enqueued in order through the store, oldest first (any backend).
     pub async fn insert_many(&self, n: usize) -> Vec<Uuid> {
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
-            ids.push(
-                self.insert_raw(&format!("+9055500{i:05}"), &format!("message {i}"))
-                    .await,
-            );
+            let message = NewMessage {
+                to: PhoneNumber::parse(&format!("+9055500{i:05}")).expect("valid number"),
+                content: MessageContent::parse(&format!("message {i}"), 160).expect("valid content"),
+            };
+            ids.push(self.store.insert(&message).await.expect("insert message").id);
         }
         ids
     }
@@ -93,24 +180,27 @@ impl TestDatabase {
                FROM messages WHERE id = $1",
         )
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pg())
         .await
         .expect("read message row")
     }
 
+    /// Messages in `status` (any backend).
     pub async fn count_with_status(&self, status: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = $1")
-            .bind(status)
-            .fetch_one(&self.pool)
-            .await
-            .expect("count messages")
+        assert!(status.chars().all(|c| c.is_ascii_lowercase()), "a status name");
+        let sql = format!("SELECT count(*) FROM messages WHERE status = '{status}'");
+        match &self.pool {
+            Pool::Postgres(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await,
+            Pool::Sqlite(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await,
+        }
+        .expect("count messages")
     }
 
     /// Makes a pending row due now, so a test need not wait out a retry delay.
     pub async fn make_due(&self, id: Uuid) {
         sqlx::query("UPDATE messages SET next_attempt_at = now() WHERE id = $1 AND status = 'pending'")
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.pg())
             .await
             .expect("make message due");
     }
@@ -372,12 +462,13 @@ impl TestApp {
         }
     }
 
-    /// One counter of `GET /metrics`, e.g. `sends_total{outcome="accepted"}`.
+    /// One series of `GET /metrics`, e.g. `sends_total{outcome="accepted"}`; fails the test when absent.
     pub async fn metric(&self, series: &str) -> f64 {
         let (_, text) = self.get_text("/metrics").await;
         text.lines()
-            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
-            .unwrap_or(0.0)
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The store's contract: claim order, fencing, lease rescue, no double claim, sent-list pages.
-//! Each body speaks only through `MessageStore`, so any backend can be held to it.
+//! Each body speaks only through `MessageStore`, and `contract!` runs every one of them against each
+//! backend: `store::postgres::<name>` and `store::sqlite::<name>`.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -11,14 +12,41 @@ use insider_messaging::{
 };
 use uuid::Uuid;
 
-use crate::helpers::TestDatabase;
-
 const LEASE: Duration = Duration::from_secs(30);
 
-async fn postgres_store() -> Arc<dyn MessageStore> {
-    let database = TestDatabase::create().await;
-    insider_messaging::startup::migrate(&database.url).await.expect("store")
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let database = crate::helpers::TestDatabase::create().await;
+                    super::$test(std::sync::Arc::clone(&database.store)).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let database = crate::helpers::TestDatabase::sqlite().await;
+                    super::$test(std::sync::Arc::clone(&database.store)).await;
+                }
+            )*
+        }
+    };
 }
+
+contract!(
+    claims_take_due_messages_oldest_first_up_to_the_limit,
+    a_message_waiting_for_a_retry_is_not_claimed_before_it_is_due,
+    transitions_out_of_sending_only_succeed_under_the_claim_that_holds_the_row,
+    an_acceptance_is_recorded_even_after_the_claim_was_lost_and_final_states_stay_final,
+    an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_write,
+    a_released_claim_is_due_again_without_spending_an_attempt,
+    concurrent_claimers_never_share_a_message,
+    sent_pages_are_stable_when_many_messages_share_a_sent_at,
+);
 
 async fn enqueue(store: &dyn MessageStore, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
@@ -36,9 +64,7 @@ fn provider_id() -> ProviderMessageId {
     ProviderMessageId::parse(&Uuid::new_v4().to_string()).unwrap()
 }
 
-#[tokio::test]
-async fn claims_take_due_messages_oldest_first_up_to_the_limit() {
-    let store = postgres_store().await;
+async fn claims_take_due_messages_oldest_first_up_to_the_limit(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 5).await;
 
     let first = store.claim_due(2, "a", LEASE).await.unwrap();
@@ -53,9 +79,7 @@ async fn claims_take_due_messages_oldest_first_up_to_the_limit() {
     assert_eq!(store.queue_stats().await.unwrap().pending, 1);
 }
 
-#[tokio::test]
-async fn a_message_waiting_for_a_retry_is_not_claimed_before_it_is_due() {
-    let store = postgres_store().await;
+async fn a_message_waiting_for_a_retry_is_not_claimed_before_it_is_due(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 1).await;
     let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
 
@@ -72,40 +96,87 @@ async fn a_message_waiting_for_a_retry_is_not_claimed_before_it_is_due() {
     assert_eq!(message.last_error.as_deref(), Some("503"));
 }
 
-#[tokio::test]
-async fn transitions_only_succeed_under_the_claim_that_holds_the_row() {
-    let store = postgres_store().await;
-    enqueue(store.as_ref(), 1).await;
-    let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+async fn transitions_out_of_sending_only_succeed_under_the_claim_that_holds_the_row(store: Arc<dyn MessageStore>) {
+    enqueue(store.as_ref(), 2).await;
+    let claims = store.claim_due(2, "a", LEASE).await.unwrap();
+    let (claim, other) = (claims[0].claim, claims[1].claim);
     let forged = Claim {
         token: Uuid::new_v4(),
         ..claim
     };
-    let now = Utc::now().trunc_subsecs(6);
 
-    assert!(!store.mark_sent_if_claimed(&forged, None, now).await.unwrap());
     assert!(!store.mark_failed_if_claimed(&forged, "x").await.unwrap());
     assert!(!store.retry_later_if_claimed(&forged, LEASE, "x").await.unwrap());
+    assert!(!store.release_if_claimed(&forged).await.unwrap());
+    assert_eq!(
+        store.get(claim.message_id).await.unwrap().unwrap().status,
+        MessageStatus::Sending
+    );
+
+    assert!(store.mark_failed_if_claimed(&claim, "400").await.unwrap());
+    assert!(
+        !store.mark_failed_if_claimed(&claim, "400 again").await.unwrap(),
+        "reported once"
+    );
+    assert!(store.retry_later_if_claimed(&other, LEASE, "503").await.unwrap());
+    assert!(
+        !store.release_if_claimed(&other).await.unwrap(),
+        "the claim ended with the retry"
+    );
+}
+
+async fn an_acceptance_is_recorded_even_after_the_claim_was_lost_and_final_states_stay_final(
+    store: Arc<dyn MessageStore>,
+) {
+    enqueue(store.as_ref(), 2).await;
+    let old = store.claim_due(1, "slow", Duration::from_millis(50)).await.unwrap()[0].claim;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.rescue_expired_leases().await.unwrap();
+    let new = store.claim_due(1, "b", LEASE).await.unwrap()[0].claim;
+    assert_eq!(new.message_id, old.message_id);
+    let now = Utc::now().trunc_subsecs(6);
+
+    // The provider accepted the old claim's POST: that wins, and the new claim's results are fenced off.
     assert!(
         store
-            .mark_sent_if_claimed(&claim, Some(&provider_id()), now)
+            .mark_sent_unless_final(&old, Some(&provider_id()), now)
             .await
             .unwrap()
     );
-
-    // A repeated or late result of the same claim changes nothing once the row is final.
-    assert!(!store.mark_sent_if_claimed(&claim, None, now).await.unwrap());
-    assert!(!store.retry_later_if_claimed(&claim, LEASE, "late 503").await.unwrap());
-    assert!(!store.mark_failed_if_claimed(&claim, "late 400").await.unwrap());
-    let message = store.get(claim.message_id).await.unwrap().unwrap();
+    assert!(!store.retry_later_if_claimed(&new, LEASE, "late 503").await.unwrap());
+    assert!(!store.mark_failed_if_claimed(&new, "late 400").await.unwrap());
+    assert!(
+        !store.mark_sent_unless_final(&new, None, Utc::now()).await.unwrap(),
+        "recorded once"
+    );
+    let message = store.get(old.message_id).await.unwrap().unwrap();
     assert_eq!(message.status, MessageStatus::Sent);
     assert_eq!(message.sent_at, Some(now));
     assert!(message.provider_message_id.is_some());
+
+    // A failed message is final too.
+    let failed = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    assert!(store.mark_failed_if_claimed(&failed, "400").await.unwrap());
+    assert!(!store.mark_sent_unless_final(&failed, None, Utc::now()).await.unwrap());
+    assert_eq!(
+        store.get(failed.message_id).await.unwrap().unwrap().status,
+        MessageStatus::Failed
+    );
 }
 
-#[tokio::test]
-async fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_write() {
-    let store = postgres_store().await;
+async fn a_released_claim_is_due_again_without_spending_an_attempt(store: Arc<dyn MessageStore>) {
+    let ids = enqueue(store.as_ref(), 1).await;
+    let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+
+    assert!(store.release_if_claimed(&claim).await.unwrap());
+
+    let message = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!((message.status, message.attempts), (MessageStatus::Pending, 0));
+    let again = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    assert_eq!((again.message_id, again.attempt), (ids[0], 1));
+}
+
+async fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_write(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 2).await;
     let old = store.claim_due(1, "dead", Duration::from_millis(50)).await.unwrap()[0].claim;
     let live = store.claim_due(1, "alive", LEASE).await.unwrap()[0].claim;
@@ -119,16 +190,18 @@ async fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_write() {
     assert_eq!(new.attempt, 2);
     assert_ne!(new.token, old.token);
     assert!(
-        !store.mark_sent_if_claimed(&old, None, Utc::now()).await.unwrap(),
+        !store.retry_later_if_claimed(&old, LEASE, "late").await.unwrap(),
         "the old claim is fenced off"
     );
-    assert!(store.mark_sent_if_claimed(&new, None, Utc::now()).await.unwrap());
-    assert!(store.mark_sent_if_claimed(&live, None, Utc::now()).await.unwrap());
+    assert!(
+        !store.mark_failed_if_claimed(&old, "late").await.unwrap(),
+        "the old claim is fenced off"
+    );
+    assert!(store.mark_sent_unless_final(&new, None, Utc::now()).await.unwrap());
+    assert!(store.mark_sent_unless_final(&live, None, Utc::now()).await.unwrap());
 }
 
-#[tokio::test]
-async fn concurrent_claimers_never_share_a_message() {
-    let store = postgres_store().await;
+async fn concurrent_claimers_never_share_a_message(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 200).await;
 
     let claimers = (0..8).map(|i| {
@@ -151,15 +224,13 @@ async fn concurrent_claimers_never_share_a_message() {
     assert_eq!(distinct, ids.into_iter().collect());
 }
 
-#[tokio::test]
-async fn sent_pages_are_stable_when_many_messages_share_a_sent_at() {
-    let store = postgres_store().await;
+async fn sent_pages_are_stable_when_many_messages_share_a_sent_at(store: Arc<dyn MessageStore>) {
     enqueue(store.as_ref(), 10).await;
     let same_time = Utc::now().trunc_subsecs(6);
     for message in store.claim_due(10, "a", LEASE).await.unwrap() {
         assert!(
             store
-                .mark_sent_if_claimed(&message.claim, None, same_time)
+                .mark_sent_unless_final(&message.claim, None, same_time)
                 .await
                 .unwrap()
         );
