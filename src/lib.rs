@@ -6,9 +6,11 @@
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod metrics;
+pub mod mock_provider;
 pub mod provider;
 pub mod startup;
 pub mod store;

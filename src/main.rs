@@ -1,9 +1,15 @@
-//! The `insider-messaging` binary: `serve` (the default), `migrate` or `openapi`.
+//! The `insider-messaging` binary: `serve` (the default), `demo`, `mock-provider`, `migrate`, `openapi`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use insider_messaging::{api::docs::ApiDoc, config::Settings, startup, telemetry};
+use insider_messaging::{
+    api::docs::ApiDoc,
+    config::{self, Settings},
+    demo,
+    mock_provider::{MockProvider, MockProviderConfig},
+    startup, telemetry,
+};
 use utoipa::OpenApi;
 
 #[derive(Parser)]
@@ -17,6 +23,11 @@ struct Cli {
 enum Command {
     /// Run the dispatcher and its HTTP API (the default). Configured by environment variables.
     Serve,
+    /// Try it with nothing installed: the dispatcher on the embedded database, a stand-in provider and
+    /// sample messages.
+    Demo,
+    /// Run only the stand-in provider, for tests, load runs and the compose demo.
+    MockProvider(MockProviderConfig),
     /// Apply database migrations to DATABASE_URL and exit.
     Migrate,
     /// Print the OpenAPI document (the one served at /api-docs/openapi.json) and exit.
@@ -26,17 +37,31 @@ enum Command {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // First, so that RUST_LOG in .env reaches the logger.
+    let dotenv = config::load_dotenv();
     telemetry::init();
+    if let Err(error) = dotenv {
+        eprintln!("configuration error: {error}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => match settings() {
+        Command::Serve => match Settings::from_env() {
             Ok(settings) => serve(settings).await,
-            Err(code) => return code,
+            Err(error) => return configuration_error(error),
         },
-        Command::Migrate => match settings() {
-            Ok(settings) => startup::migrated_store(&settings)
+        Command::Demo => demo::run(startup::shutdown_signal()).await,
+        Command::MockProvider(config) => match MockProvider::start(config) {
+            Ok(provider) => {
+                provider.run_until(startup::shutdown_signal()).await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
+        Command::Migrate => match config::database_url_from_env() {
+            Ok(url) => startup::migrate(url.expose())
                 .await
                 .map(|_| log::info!("migrations applied")),
-            Err(code) => return code,
+            Err(error) => return configuration_error(error),
         },
         Command::Openapi => ApiDoc::openapi()
             .to_pretty_json()
@@ -52,12 +77,10 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The settings, or the exit code after printing the one line that names the bad variable.
-fn settings() -> Result<Settings, ExitCode> {
-    Settings::from_env().map_err(|error| {
-        eprintln!("configuration error: {error}");
-        ExitCode::from(2)
-    })
+/// The one line that names the bad variable, and exit code 2.
+fn configuration_error(error: config::ConfigError) -> ExitCode {
+    eprintln!("configuration error: {error}");
+    ExitCode::from(2)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

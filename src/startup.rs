@@ -20,6 +20,7 @@ pub struct Application {
     port: u16,
     server: Server,
     pipeline: Pipeline,
+    store: Arc<dyn MessageStore>,
     shutdown_grace: Duration,
 }
 
@@ -43,7 +44,7 @@ impl Application {
         let pipeline = dispatch::start(&settings, owner, Arc::clone(&store), cache.clone(), metrics.clone());
 
         let state = web::Data::new(AppState {
-            store,
+            store: Arc::clone(&store),
             cache,
             pipeline: pipeline.clone(),
             metrics,
@@ -68,6 +69,7 @@ impl Application {
             port: address.port(),
             server,
             pipeline,
+            store,
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -79,6 +81,10 @@ impl Application {
 
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
+    }
+
+    pub fn store(&self) -> Arc<dyn MessageStore> {
+        Arc::clone(&self.store)
     }
 
     /// Serves until `shutdown` resolves, then stops claiming, waits up to `SHUTDOWN_GRACE` for sends in

@@ -1,9 +1,12 @@
-//! The integration suite, one binary: real Postgres and Redis, wiremock as the provider.
+//! The integration suite, one binary: real Postgres, SQLite and Redis; wiremock as the provider where a
+//! test needs exact control of its answers, the built-in stand-in where the service runs as a user would.
 
 mod api;
 mod concurrency;
 mod crash;
 mod delivery;
+mod demo;
 mod helpers;
+mod mock_provider;
 mod scheduler;
 mod store;

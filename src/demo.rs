@@ -1,0 +1,121 @@
+//! `insider-messaging demo`: the whole service on one machine with nothing installed. It starts the
+//! stand-in provider on a free port, the dispatcher on the embedded SQLite default pointed at it (any
+//! variable set in the environment still wins), enqueues sample messages into an empty database, and
+//! reports progress until Ctrl-C.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+
+use crate::{
+    config::Settings,
+    domain::{MessageContent, NewMessage, PhoneNumber},
+    mock_provider::{MockProvider, MockProviderConfig},
+    startup::Application,
+    store::MessageStore,
+};
+
+/// The demo's pace: a pair every second, so progress shows within seconds.
+const DEMO_DEFAULTS: &[(&str, &str)] = &[
+    ("INTERVAL", "1s"),
+    ("BATCH_SIZE", "2"),
+    ("HTTP_ADDR", "127.0.0.1:8080"),
+    ("WEBHOOK_AUTH_KEY", "demo-key"),
+];
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+const SAMPLES: &[(&str, &str)] = &[
+    ("+905551111111", "Insider - Project"),
+    ("+905551111112", "Your code is 4821"),
+    ("+905551111113", "Kargonuz yola çıktı"),
+    ("+44 7700 900123", "Your table for two is booked at 19:30"),
+    ("+1-202-555-0143", "Flash sale: 20% off until midnight"),
+    ("+4915112345678", "Ihr Paket kommt heute"),
+];
+
+pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let auth_key = std::env::var("WEBHOOK_AUTH_KEY").unwrap_or_else(|_| "demo-key".to_owned());
+    let provider = MockProvider::start(MockProviderConfig {
+        auth_key: Some(auth_key),
+        latency: Duration::from_millis(50),
+        ..MockProviderConfig::default()
+    })?;
+    let webhook_url = format!("{}/sms", provider.url());
+    let settings = Settings::from_lookup(|name| {
+        if name == "WEBHOOK_URL" {
+            return Some(webhook_url.clone());
+        }
+        std::env::var(name).ok().or_else(|| {
+            DEMO_DEFAULTS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    })
+    .context("demo settings")?;
+    let content_max_chars = settings.content_max_chars.get();
+
+    let app = Application::build(settings).await?;
+    let store = app.store();
+    let enqueued = enqueue_samples(store.as_ref(), content_max_chars).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    println!(
+        "demo: the dispatcher is at {base} with a stand-in provider at {}",
+        provider.url()
+    );
+    println!("demo: Swagger UI {base}/swagger-ui/  ·  sent list {base}/messages/sent  ·  Ctrl-C stops");
+    if enqueued > 0 {
+        println!("demo: enqueued {enqueued} sample messages; they go out two per second");
+    } else {
+        println!("demo: the database already holds messages: nothing new enqueued, nothing resent");
+    }
+
+    let provider = Arc::new(provider);
+    let progress = actix_rt::spawn(report_progress(Arc::clone(&store), Arc::clone(&provider)));
+    let result = app.run_until(shutdown).await;
+    progress.abort();
+    let stats = provider.stats();
+    println!(
+        "demo: stopped. The provider received {} POSTs this run ({} duplicates); the data stays in the database.",
+        stats.received, stats.duplicates
+    );
+    result
+}
+
+/// Samples go into an empty database only, so a restart sends nothing again.
+async fn enqueue_samples(store: &dyn MessageStore, content_max_chars: usize) -> anyhow::Result<usize> {
+    let empty = store.queue_stats().await?.pending == 0 && store.list_sent(1, None).await?.is_empty();
+    if !empty {
+        return Ok(0);
+    }
+    for (to, content) in SAMPLES {
+        let message = NewMessage {
+            to: PhoneNumber::parse(to).context("a sample phone number")?,
+            content: MessageContent::parse(content, content_max_chars).context("a sample content")?,
+        };
+        store.insert(&message).await?;
+    }
+    Ok(SAMPLES.len())
+}
+
+async fn report_progress(store: Arc<dyn MessageStore>, provider: Arc<MockProvider>) {
+    let mut last = None;
+    loop {
+        actix_rt::time::sleep(PROGRESS_EVERY).await;
+        let pending = match store.queue_stats().await {
+            Ok(stats) => stats.pending,
+            Err(error) => {
+                log::warn!("demo: could not read the queue: {error}");
+                continue;
+            }
+        };
+        let stats = provider.stats();
+        let now = (pending, stats.accepted);
+        if last != Some(now) {
+            println!(
+                "demo: pending {pending} · accepted by the provider this run {} · duplicates {}",
+                stats.accepted, stats.duplicates
+            );
+            last = Some(now);
+        }
+    }
+}
