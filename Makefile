@@ -1,0 +1,38 @@
+# Entry points for people and CI. `make test` is the whole suite; `.ci/run` runs `make lint` and `make test`.
+
+# The suite needs a real Postgres (a role that may create databases: each test gets its own) and Redis.
+# Override either on the command line or in the environment, e.g. `make test TEST_REDIS_URL=redis://host:6380`.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+TEST_REDIS_URL ?= redis://127.0.0.1:6379
+export TEST_DATABASE_URL TEST_REDIS_URL
+
+.PHONY: build run demo test lint fmt migrate
+
+## build: the optimised binary, target/release/insider-messaging
+build:
+	cargo build --release
+
+## run: the service, configured by the environment and .env (see .env.example)
+run:
+	cargo run --release -- serve
+
+## demo: the service on the embedded database with a stand-in provider and sample messages
+demo:
+	cargo run -- demo
+
+## test: every test target (unit and integration) against TEST_DATABASE_URL and TEST_REDIS_URL
+test:
+	cargo test --all-targets
+
+## lint: formatting check, then clippy with every warning an error
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## fmt: format the code in place
+fmt:
+	cargo fmt --all
+
+## migrate: apply the migrations to DATABASE_URL and exit (`serve` also applies them at start-up)
+migrate:
+	cargo run -- migrate
