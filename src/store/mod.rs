@@ -53,11 +53,20 @@ pub struct ClaimedMessage {
     pub content: String,
 }
 
-/// Where the sent list resumes: the last item of the previous page.
+/// Where a list resumes: the sort time and id of the last item of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SentCursor {
-    pub sent_at: DateTime<Utc>,
+pub struct PageCursor {
+    /// `sent_at` in the sent list, the time of failure in the failed list.
+    pub at: DateTime<Utc>,
     pub id: Uuid,
+}
+
+/// What happened in one minute, for the console's chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinuteActivity {
+    pub minute: DateTime<Utc>,
+    pub sent: u64,
+    pub failed: u64,
 }
 
 /// The queue as an operator sees it.
@@ -133,7 +142,14 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError>;
 
     /// Sent messages, newest first, after `cursor` when given.
-    async fn list_sent(&self, limit: u32, cursor: Option<SentCursor>) -> Result<Vec<Message>, StoreError>;
+    async fn list_sent(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError>;
+
+    /// Failed messages (the dead letters), most recent failure first, after `cursor` when given.
+    async fn list_failed(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError>;
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+
+    /// Messages sent and failed per minute since `since`, oldest minute first; minutes with neither are
+    /// left out.
+    async fn activity_since(&self, since: DateTime<Utc>) -> Result<Vec<MinuteActivity>, StoreError>;
 }

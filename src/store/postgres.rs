@@ -10,7 +10,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Claim, ClaimedMessage, MessageStore, QueueStats, SentCursor, StoreError};
+use super::{Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, StoreError};
 use crate::domain::{Message, MessageStatus, NewMessage, ProviderMessageId};
 
 /// Columns of a full message row, in `MessageRow` order.
@@ -271,7 +271,7 @@ impl MessageStore for PostgresStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn list_sent(&self, limit: u32, cursor: Option<SentCursor>) -> Result<Vec<Message>, StoreError> {
+    async fn list_sent(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError> {
         // Keyset pagination on (sent_at, id): stable when many rows share a sent_at, and served by
         // messages_sent_idx whichever page is asked for.
         let query = match cursor {
@@ -288,10 +288,35 @@ impl MessageStore for PostgresStore {
                   ORDER BY sent_at DESC, id DESC LIMIT $1"
             ))
             .bind(i64::from(limit))
-            .bind(cursor.sent_at)
+            .bind(cursor.at)
             .bind(cursor.id),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db("listing sent messages"))?;
+        rows.into_iter().map(Message::try_from).collect()
+    }
+
+    async fn list_failed(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError> {
+        let query = match cursor {
+            None => sqlx::query_as::<_, MessageRow>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(i64::from(limit)),
+            Some(cursor) => sqlx::query_as::<_, MessageRow>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = 'failed' AND (updated_at, id) < ($2, $3)
+                  ORDER BY updated_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(i64::from(limit))
+            .bind(cursor.at)
+            .bind(cursor.id),
+        };
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing failed messages"))?;
         rows.into_iter().map(Message::try_from).collect()
     }
 
@@ -307,5 +332,28 @@ impl MessageStore for PostgresStore {
             pending: u64::try_from(pending).unwrap_or(0),
             oldest_pending_age: oldest_age_seconds.map(|s| Duration::from_secs_f64(s.max(0.0))),
         })
+    }
+
+    async fn activity_since(&self, since: DateTime<Utc>) -> Result<Vec<MinuteActivity>, StoreError> {
+        let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(
+            "SELECT date_trunc('minute', at) AS minute,
+                    count(*) FILTER (WHERE outcome = 'sent'), count(*) FILTER (WHERE outcome = 'failed')
+               FROM (SELECT sent_at AS at, 'sent' AS outcome FROM messages WHERE status = 'sent' AND sent_at >= $1
+                     UNION ALL
+                     SELECT updated_at, 'failed' FROM messages WHERE status = 'failed' AND updated_at >= $1) AS done
+              GROUP BY minute ORDER BY minute",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("counting activity per minute"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(minute, sent, failed)| MinuteActivity {
+                minute,
+                sent: u64::try_from(sent).unwrap_or(0),
+                failed: u64::try_from(failed).unwrap_or(0),
+            })
+            .collect())
     }
 }

@@ -15,7 +15,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Claim, ClaimedMessage, MessageStore, QueueStats, SentCursor, StoreError};
+use super::{Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, StoreError};
 use crate::domain::{Message, MessageStatus, NewMessage, ProviderMessageId};
 
 macro_rules! message_columns {
@@ -301,7 +301,7 @@ impl MessageStore for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn list_sent(&self, limit: u32, cursor: Option<SentCursor>) -> Result<Vec<Message>, StoreError> {
+    async fn list_sent(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError> {
         let query = match cursor {
             None => sqlx::query_as::<_, MessageRow>(concat!(
                 "SELECT ",
@@ -316,10 +316,35 @@ impl MessageStore for SqliteStore {
                   ORDER BY sent_at DESC, id DESC LIMIT ?1"
             ))
             .bind(i64::from(limit))
-            .bind(micros(cursor.sent_at))
+            .bind(micros(cursor.at))
             .bind(cursor.id.to_string()),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db("listing sent messages"))?;
+        rows.into_iter().map(Message::try_from).collect()
+    }
+
+    async fn list_failed(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError> {
+        let query = match cursor {
+            None => sqlx::query_as::<_, MessageRow>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT ?1"
+            ))
+            .bind(i64::from(limit)),
+            Some(cursor) => sqlx::query_as::<_, MessageRow>(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = 'failed' AND (updated_at, id) < (?2, ?3)
+                  ORDER BY updated_at DESC, id DESC LIMIT ?1"
+            ))
+            .bind(i64::from(limit))
+            .bind(micros(cursor.at))
+            .bind(cursor.id.to_string()),
+        };
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing failed messages"))?;
         rows.into_iter().map(Message::try_from).collect()
     }
 
@@ -335,5 +360,33 @@ impl MessageStore for SqliteStore {
             oldest_pending_age: oldest_created_at
                 .map(|created| Duration::from_micros(u64::try_from(now.saturating_sub(created)).unwrap_or(0))),
         })
+    }
+
+    async fn activity_since(&self, since: DateTime<Utc>) -> Result<Vec<MinuteActivity>, StoreError> {
+        const MINUTE: i64 = 60_000_000;
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT at / ?2 * ?2 AS minute, sum(outcome = 'sent'), sum(outcome = 'failed')
+               FROM (SELECT sent_at AS at, 'sent' AS outcome FROM messages WHERE status = 'sent' AND sent_at >= ?1
+                     UNION ALL
+                     SELECT updated_at, 'failed' FROM messages WHERE status = 'failed' AND updated_at >= ?1)
+              GROUP BY minute ORDER BY minute",
+        )
+        .bind(micros(since))
+        .bind(MINUTE)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("counting activity per minute"))?;
+        rows.into_iter()
+            .map(|(minute, sent, failed)| {
+                Ok(MinuteActivity {
+                    minute: DateTime::from_timestamp_micros(minute).ok_or_else(|| StoreError::CorruptRow {
+                        id: Uuid::nil(),
+                        problem: format!("a time of {minute} µs is out of range"),
+                    })?,
+                    sent: u64::try_from(sent).unwrap_or(0),
+                    failed: u64::try_from(failed).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 }

@@ -339,11 +339,13 @@ async fn the_spec_documents_every_route_and_each_one_is_served() {
         operations,
         [
             "GET /healthz",
+            "GET /messages",
             "GET /messages/sent",
             "GET /messages/{id}",
             "GET /metrics",
             "GET /readyz",
             "GET /scheduler",
+            "GET /stats",
             "POST /messages",
             "POST /scheduler/start",
             "POST /scheduler/stop",
@@ -396,4 +398,47 @@ async fn scheduler_state_reports_interval_batch_and_ticks() {
         "{started}"
     );
     let _: Value = app.post_stop().await;
+}
+
+#[actix_web::test]
+async fn dead_letters_are_listed_with_their_reason_and_stats_count_the_last_hour() {
+    let app = TestApp::builder().var("BATCH_SIZE", "5").spawn().await;
+    let bad = app.database.insert_raw("05551111111", "no plus").await;
+    app.database.insert_many(2).await;
+    app.database.insert_raw("+905551111111", "later").await;
+    app.tick_and_settle().await;
+    app.database.insert_raw("+905551111112", "waiting").await;
+
+    let (status, page) = app.get("/messages?status=failed").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], bad.to_string());
+    assert_eq!(items[0]["status"], "failed");
+    assert!(items[0]["last_error"].as_str().unwrap().contains("phone_number"));
+    let (_, sent) = app.get("/messages?status=sent&limit=1").await;
+    assert_eq!(sent["items"].as_array().unwrap().len(), 1);
+    assert!(sent["next_cursor"].is_string(), "three were sent: more than one page");
+
+    let (status, stats) = app.get("/stats").await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["pending"], 1);
+    assert!(stats["oldest_pending_age_seconds"].as_f64().unwrap() >= 0.0);
+    let minutes = stats["per_minute"].as_array().unwrap();
+    let sent: u64 = minutes.iter().map(|m| m["sent"].as_u64().unwrap()).sum();
+    let failed: u64 = minutes.iter().map(|m| m["failed"].as_u64().unwrap()).sum();
+    assert_eq!((sent, failed), (3, 1));
+
+    for (query, field) in [
+        ("", "status"),
+        ("?status=pending", "status"),
+        ("?status=failed&limit=0", "limit"),
+    ] {
+        let (status, error) = app.get(&format!("/messages{query}")).await;
+        assert_eq!(
+            (status, error["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{query}"
+        );
+    }
 }

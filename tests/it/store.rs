@@ -8,7 +8,7 @@ use chrono::{SubsecRound, Utc};
 use futures_util::future::join_all;
 use insider_messaging::{
     domain::{MessageContent, MessageStatus, NewMessage, PhoneNumber, ProviderMessageId},
-    store::{Claim, MessageStore, SentCursor},
+    store::{Claim, MessageStore, PageCursor},
 };
 use uuid::Uuid;
 
@@ -46,6 +46,7 @@ contract!(
     a_released_claim_is_due_again_without_spending_an_attempt,
     concurrent_claimers_never_share_a_message,
     sent_pages_are_stable_when_many_messages_share_a_sent_at,
+    dead_letters_page_newest_failure_first_and_activity_counts_per_minute,
 );
 
 async fn enqueue(store: &dyn MessageStore, n: usize) -> Vec<Uuid> {
@@ -244,8 +245,8 @@ async fn sent_pages_are_stable_when_many_messages_share_a_sent_at(store: Arc<dyn
             break;
         }
         let last = page.last().unwrap();
-        cursor = Some(SentCursor {
-            sent_at: last.sent_at.unwrap(),
+        cursor = Some(PageCursor {
+            at: last.sent_at.unwrap(),
             id: last.id,
         });
         seen.extend(page.into_iter().map(|m| m.id));
@@ -256,4 +257,55 @@ async fn sent_pages_are_stable_when_many_messages_share_a_sent_at(store: Arc<dyn
     let mut expected = seen.clone();
     expected.sort_by(|a, b| b.cmp(a));
     assert_eq!(seen, expected, "ties on sent_at are broken by id, newest first");
+}
+
+async fn dead_letters_page_newest_failure_first_and_activity_counts_per_minute(store: Arc<dyn MessageStore>) {
+    enqueue(store.as_ref(), 5).await;
+    let since = Utc::now() - chrono::Duration::minutes(1);
+    let claims: Vec<Claim> = store
+        .claim_due(5, "a", LEASE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.claim)
+        .collect();
+    let mut failed = Vec::new();
+    for claim in &claims[..3] {
+        assert!(store.mark_failed_if_claimed(claim, "400").await.unwrap());
+        failed.push(claim.message_id);
+        tokio::time::sleep(Duration::from_millis(5)).await; // distinct failure times
+    }
+    for claim in &claims[3..] {
+        assert!(store.mark_sent_unless_final(claim, None, Utc::now()).await.unwrap());
+    }
+
+    let first = store.list_failed(2, None).await.unwrap();
+    let last = first.last().unwrap();
+    let rest = store
+        .list_failed(
+            2,
+            Some(PageCursor {
+                at: last.updated_at,
+                id: last.id,
+            }),
+        )
+        .await
+        .unwrap();
+    let listed: Vec<Uuid> = first.iter().chain(&rest).map(|m| m.id).collect();
+    failed.reverse();
+    assert_eq!(listed, failed, "most recent failure first, across pages");
+    assert!(first.iter().all(|m| m.last_error.as_deref() == Some("400")));
+
+    let activity = store.activity_since(since).await.unwrap();
+    let sent: u64 = activity.iter().map(|m| m.sent).sum();
+    let failed: u64 = activity.iter().map(|m| m.failed).sum();
+    assert_eq!((sent, failed), (2, 3));
+    assert!(activity.iter().all(|m| m.minute.timestamp() % 60 == 0), "whole minutes");
+    assert!(
+        store
+            .activity_since(Utc::now() + chrono::Duration::minutes(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

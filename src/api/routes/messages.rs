@@ -13,7 +13,7 @@ use crate::{
         error::{ApiError, ErrorBody},
     },
     domain::{Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, segments_of},
-    store::SentCursor,
+    store::PageCursor,
 };
 
 const SENT_LIMIT_DEFAULT: u32 = 20;
@@ -217,10 +217,10 @@ pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>)
         );
         vec![None; ids.len()]
     });
-    let next_cursor = messages
-        .last()
-        .filter(|_| has_more)
-        .and_then(|m| m.sent_at.map(|sent_at| format_cursor(SentCursor { sent_at, id: m.id })));
+    let next_cursor = messages.last().filter(|_| has_more).and_then(|m| {
+        m.sent_at
+            .map(|sent_at| format_cursor(PageCursor { at: sent_at, id: m.id }))
+    });
     let items = messages
         .into_iter()
         .zip(cached)
@@ -237,6 +237,70 @@ pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>)
     Ok(HttpResponse::Ok().json(SentPage { items, next_cursor }))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `sent` (newest send first) or `failed` (the dead letters, most recent failure first).
+    #[param(example = "failed")]
+    status: Option<String>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, example = 20)]
+    limit: Option<String>,
+    /// `next_cursor` of the previous page; omit for the first page.
+    cursor: Option<String>,
+}
+
+/// One page of messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    items: Vec<MessageResponse>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(example = "1764218460123456_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11")]
+    next_cursor: Option<String>,
+}
+
+/// Messages in one final state, full records.
+///
+/// `status=sent` lists newest send first; `status=failed` lists the dead letters, most recent failure
+/// first, each with its `last_error`. Keyset pagination, as for the sent list.
+#[utoipa::path(
+    tag = "messages",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePage),
+        (status = 400, description = "`status`, `limit` or `cursor` is invalid", body = ErrorBody,
+         example = json!({"error": "invalid_field", "message": "status: must be sent or failed", "field": "status"})),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+#[get("/messages")]
+pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let status = match query.status.as_deref() {
+        Some("sent") => MessageStatus::Sent,
+        Some("failed") => MessageStatus::Failed,
+        None => return Err(ApiError::invalid("status", "is required: sent or failed")),
+        Some(_) => return Err(ApiError::invalid("status", "must be sent or failed")),
+    };
+    let limit = parse_limit(query.limit.as_deref())?;
+    let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let mut messages = match status {
+        MessageStatus::Failed => state.store.list_failed(limit + 1, cursor).await?,
+        _ => state.store.list_sent(limit + 1, cursor).await?,
+    };
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    let next_cursor = messages.last().filter(|_| has_more).and_then(|m| {
+        let at = if status == MessageStatus::Failed {
+            Some(m.updated_at)
+        } else {
+            m.sent_at
+        };
+        at.map(|at| format_cursor(PageCursor { at, id: m.id }))
+    });
+    let items = messages.into_iter().map(MessageResponse::from).collect();
+    Ok(HttpResponse::Ok().json(MessagePage { items, next_cursor }))
+}
+
 fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
     let Some(raw) = raw else { return Ok(SENT_LIMIT_DEFAULT) };
     raw.trim()
@@ -247,11 +311,11 @@ fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
 }
 
 /// `<sent_at in µs since the epoch>_<id>`: opaque to clients, readable in a log.
-fn format_cursor(cursor: SentCursor) -> String {
-    format!("{}_{}", cursor.sent_at.timestamp_micros(), cursor.id)
+fn format_cursor(cursor: PageCursor) -> String {
+    format!("{}_{}", cursor.at.timestamp_micros(), cursor.id)
 }
 
-fn parse_cursor(raw: &str) -> Result<SentCursor, ApiError> {
+fn parse_cursor(raw: &str) -> Result<PageCursor, ApiError> {
     let invalid = || ApiError::invalid("cursor", "must be a next_cursor returned by this endpoint");
     let (micros, id) = raw.split_once('_').ok_or_else(invalid)?;
     // Bounded to what any backend stores (1970 to 9999), so a forged cursor is a 400, not a 500.
@@ -262,7 +326,7 @@ fn parse_cursor(raw: &str) -> Result<SentCursor, ApiError> {
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(invalid)?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
-    Ok(SentCursor { sent_at, id })
+    Ok(PageCursor { at: sent_at, id })
 }
 
 #[cfg(test)]
@@ -271,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_cursor_round_trips() {
-        let cursor = SentCursor {
+        let cursor = PageCursor {
             sent_at: DateTime::from_timestamp_micros(1_764_218_460_123_456).unwrap(),
             id: Uuid::new_v4(),
         };

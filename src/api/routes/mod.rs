@@ -4,3 +4,4 @@ pub mod health;
 pub mod messages;
 pub mod metrics;
 pub mod sending;
+pub mod stats;
