@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn a_cursor_round_trips() {
         let cursor = PageCursor {
-            sent_at: DateTime::from_timestamp_micros(1_764_218_460_123_456).unwrap(),
+            at: DateTime::from_timestamp_micros(1_764_218_460_123_456).unwrap(),
             id: Uuid::new_v4(),
         };
         assert_eq!(parse_cursor(&format_cursor(cursor)).unwrap(), cursor);
