@@ -12,6 +12,8 @@ use std::{
 
 use awc::http::Uri;
 
+use crate::dispatch::retry::RetryPolicy;
+
 /// Every variable the service reads, in the order the README documents them.
 pub const VARIABLES: &[&str] = &[
     "DATABASE_URL",
@@ -27,6 +29,9 @@ pub const VARIABLES: &[&str] = &[
     "REDIS_TTL",
     "WEBHOOK_TIMEOUT",
     "SHUTDOWN_GRACE",
+    "BACKOFF_MIN",
+    "BACKOFF_MAX",
+    "MAX_RETRIES",
 ];
 
 /// The embedded default: a file under `./data/`, created on first start.
@@ -61,6 +66,12 @@ pub struct Settings {
     pub webhook_timeout: Duration,
     /// `SHUTDOWN_GRACE` (default `20s`): how long shutdown waits for sends in flight.
     pub shutdown_grace: Duration,
+    /// `BACKOFF_MIN` (default `1s`): the wait after a first failed attempt.
+    pub backoff_min: Duration,
+    /// `BACKOFF_MAX` (default `10m`): the longest wait between attempts, `Retry-After` included.
+    pub backoff_max: Duration,
+    /// `MAX_RETRIES` (default `10`): attempts a message gets before it is failed (a dead letter).
+    pub max_retries: NonZeroU32,
 }
 
 impl Settings {
@@ -142,11 +153,25 @@ impl Settings {
             redis_ttl: duration("REDIS_TTL", "7d")?,
             webhook_timeout: duration("WEBHOOK_TIMEOUT", "10s")?,
             shutdown_grace: duration("SHUTDOWN_GRACE", "20s")?,
+            backoff_min: duration("BACKOFF_MIN", "1s")?,
+            backoff_max: duration("BACKOFF_MAX", "10m")?,
+            max_retries: NonZeroU32::new(u32::try_from(number("MAX_RETRIES", 10)?.get()).unwrap_or(u32::MAX))
+                .unwrap_or(NonZeroU32::MIN),
         };
+        if settings.backoff_min > settings.backoff_max {
+            return Err(ConfigError {
+                variable: "BACKOFF_MIN",
+                problem: format!(
+                    "must not exceed BACKOFF_MAX ({})",
+                    humantime::format_duration(settings.backoff_max)
+                ),
+            });
+        }
         for (variable, value) in [
             ("INTERVAL", settings.interval),
             ("LEASE", settings.lease),
             ("WEBHOOK_TIMEOUT", settings.webhook_timeout),
+            ("BACKOFF_MIN", settings.backoff_min),
         ] {
             if value.is_zero() {
                 return Err(ConfigError {
@@ -162,6 +187,14 @@ impl Settings {
             });
         }
         Ok(settings)
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+            max_attempts: self.max_retries,
+        }
     }
 
     /// Combinations that start but invite trouble; start-up logs each as a warning.
@@ -304,6 +337,11 @@ mod tests {
         assert_eq!(s.redis_ttl, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.webhook_timeout, Duration::from_secs(10));
         assert_eq!(s.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(
+            (s.backoff_min, s.backoff_max),
+            (Duration::from_secs(1), Duration::from_secs(600))
+        );
+        assert_eq!(s.max_retries.get(), 10);
         assert!(s.redis_url.is_none());
         assert!(s.risky_combinations().is_empty());
     }
@@ -331,6 +369,8 @@ mod tests {
                 "DATABASE_URL expected a URL starting with postgres://",
             ),
             ("REDIS_TTL", "10ms", "REDIS_TTL expected at least 1s"),
+            ("MAX_RETRIES", "0", "MAX_RETRIES expected a whole number of at least 1"),
+            ("BACKOFF_MIN", "1h", "BACKOFF_MIN must not exceed BACKOFF_MAX"),
         ];
         for (variable, value, expected) in cases {
             let error = settings(&[(variable, value)]).unwrap_err().to_string();

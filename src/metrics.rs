@@ -21,6 +21,8 @@ pub struct Metrics {
     pub sends_total: IntCounterVec,
     /// `retries_total`: messages put back to `pending` for another attempt.
     pub retries_total: IntCounter,
+    /// `dead_letters_total`: messages failed because their attempts were spent.
+    pub dead_letters_total: IntCounter,
     /// `send_duration_seconds`: time from POST to the provider's answer (or timeout).
     pub send_duration_seconds: Histogram,
     /// `messages_pending`: queue depth, read from the database at scrape time.
@@ -51,6 +53,10 @@ impl Metrics {
                 &["outcome"],
             )?,
             retries_total: IntCounter::new("retries_total", "Messages put back to pending for another attempt")?,
+            dead_letters_total: IntCounter::new(
+                "dead_letters_total",
+                "Messages failed because their attempts were spent",
+            )?,
             send_duration_seconds: Histogram::with_opts(
                 HistogramOpts::new("send_duration_seconds", "Time from POST to the provider's answer").buckets(vec![
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -73,10 +79,11 @@ impl Metrics {
             )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(metrics.scheduler_running.clone()),
             Box::new(metrics.sends_total.clone()),
             Box::new(metrics.retries_total.clone()),
+            Box::new(metrics.dead_letters_total.clone()),
             Box::new(metrics.send_duration_seconds.clone()),
             Box::new(metrics.messages_pending.clone()),
             Box::new(metrics.oldest_pending_age_seconds.clone()),

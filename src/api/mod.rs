@@ -46,6 +46,10 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut ServiceConfig) 
             // Before `/messages/{id}`, which would otherwise take "sent" for an id.
             .service(routes::messages::list_sent)
             .service(routes::messages::get_one)
+            // The operator console: a page over the routes above, so it stays out of the OpenAPI document.
+            .service(routes::console::page)
+            .service(routes::console::stylesheet)
+            .service(routes::console::script)
             .configure(docs::configure)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NoRoute)

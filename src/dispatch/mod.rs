@@ -9,10 +9,10 @@
 //! Each actor knows the next stage only by the `Recipient` it was given here. `start` wires them and
 //! returns the `Pipeline` handle that the API and shutdown use.
 
-mod backoff;
 mod fetcher;
 pub mod messages;
 mod persister;
+pub mod retry;
 mod scheduler;
 mod webhook;
 
@@ -62,6 +62,7 @@ pub fn start(
         Arc::clone(&store),
         cache,
         metrics.clone(),
+        settings.retry_policy(),
         fetcher_context.address().recipient(),
     )
     .start();

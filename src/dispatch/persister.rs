@@ -11,8 +11,8 @@ use std::{sync::Arc, time::Duration};
 use actix::prelude::*;
 
 use super::{
-    backoff::retry_delay,
     messages::{DeliveryFinished, SlotFreed},
+    retry::{RetryDecision, RetryPolicy},
 };
 use crate::{
     cache::{Cache, SentRecord},
@@ -29,25 +29,46 @@ pub struct PersisterActor {
     store: Arc<dyn MessageStore>,
     cache: Cache,
     metrics: Metrics,
+    policy: RetryPolicy,
     fetcher: Recipient<SlotFreed>,
 }
 
 impl PersisterActor {
-    pub fn new(store: Arc<dyn MessageStore>, cache: Cache, metrics: Metrics, fetcher: Recipient<SlotFreed>) -> Self {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        cache: Cache,
+        metrics: Metrics,
+        policy: RetryPolicy,
+        fetcher: Recipient<SlotFreed>,
+    ) -> Self {
         Self {
             store,
             cache,
             metrics,
+            policy,
             fetcher,
         }
     }
 }
 
 /// Records one result, retrying the database write until it succeeds.
-async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, finished: &DeliveryFinished) {
+async fn record(
+    store: &dyn MessageStore,
+    cache: &Cache,
+    metrics: &Metrics,
+    policy: &RetryPolicy,
+    finished: &DeliveryFinished,
+) {
+    // One draw per result: a retried write keeps the delay it first chose.
+    let decision = match &finished.outcome {
+        Outcome::RetryLater { retry_after, .. } => {
+            Some(policy.decide(finished.claim.attempt, *retry_after, rand::random()))
+        }
+        _ => None,
+    };
     let mut wait = WRITE_RETRY_MIN;
     let recorded = loop {
-        match write_outcome(store, metrics, finished).await {
+        match write_outcome(store, metrics, finished, decision).await {
             Ok(recorded) => break recorded,
             Err(error) => {
                 metrics.result_write_errors_total.inc();
@@ -90,6 +111,7 @@ async fn write_outcome(
     store: &dyn MessageStore,
     metrics: &Metrics,
     finished: &DeliveryFinished,
+    decision: Option<RetryDecision>,
 ) -> Result<bool, StoreError> {
     let DeliveryFinished {
         claim,
@@ -118,24 +140,33 @@ async fn write_outcome(
             }
             Ok(recorded)
         }
-        Outcome::RetryLater {
-            reason,
-            status,
-            retry_after,
-        } => {
-            let delay = retry_delay(claim.attempt, *retry_after);
-            let recorded = store.retry_later_if_claimed(claim, delay, reason).await?;
-            if recorded {
-                metrics.retries_total.inc();
-                // The reason may quote the provider's body; it goes to the row, not the log.
-                log::warn!(
-                    message_id:% = claim.message_id, attempt = claim.attempt, status:? = status,
-                    duration_ms = duration_ms, retry_in:? = delay;
-                    "send failed, will retry"
-                );
+        Outcome::RetryLater { reason, status, .. } => match decision {
+            Some(RetryDecision::RetryIn(delay)) => {
+                let recorded = store.retry_later_if_claimed(claim, delay, reason).await?;
+                if recorded {
+                    metrics.retries_total.inc();
+                    // The reason may quote the provider's body; it goes to the row, not the log.
+                    log::warn!(
+                        message_id:% = claim.message_id, attempt = claim.attempt, status:? = status,
+                        duration_ms = duration_ms, retry_in:? = delay;
+                        "send failed, will retry"
+                    );
+                }
+                Ok(recorded)
             }
-            Ok(recorded)
-        }
+            Some(RetryDecision::GiveUp) | None => {
+                let reason = format!("gave up after {} attempts: {reason}", claim.attempt);
+                let recorded = store.mark_failed_if_claimed(claim, &reason).await?;
+                if recorded {
+                    metrics.dead_letters_total.inc();
+                    log::warn!(
+                        message_id:% = claim.message_id, attempt = claim.attempt, status:? = status;
+                        "send failed and the attempts are spent: message failed (dead letter)"
+                    );
+                }
+                Ok(recorded)
+            }
+        },
         Outcome::Rejected { reason, status } => {
             let recorded = store.mark_failed_if_claimed(claim, reason).await?;
             if recorded {
@@ -160,8 +191,9 @@ impl Handler<DeliveryFinished> for PersisterActor {
         let store = Arc::clone(&self.store);
         let cache = self.cache.clone();
         let metrics = self.metrics.clone();
+        let policy = self.policy;
         ctx.spawn(
-            async move { record(store.as_ref(), &cache, &metrics, &finished).await }
+            async move { record(store.as_ref(), &cache, &metrics, &policy, &finished).await }
                 .into_actor(self)
                 .map(|(), act, _| act.fetcher.do_send(SlotFreed)),
         );

@@ -343,3 +343,35 @@ async fn without_redis_configured_nothing_is_cached_and_sending_works() {
     assert!(cached(id).await.is_none());
     assert_eq!(app.metric("cache_errors_total").await, 0.0);
 }
+
+#[actix_web::test]
+async fn a_message_that_keeps_failing_becomes_a_dead_letter_after_max_retries() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(3)
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("MAX_RETRIES", "3")
+        .spawn()
+        .await;
+    let id = app.database.insert_raw("+905551111111", "hello").await;
+
+    for _ in 0..4 {
+        app.tick_and_settle().await;
+        app.database.make_due(id).await;
+    }
+
+    let row = app.database.row(id).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("failed", 3));
+    let reason = row.last_error.unwrap();
+    assert!(
+        reason.starts_with("gave up after 3 attempts: provider answered 503"),
+        "{reason}"
+    );
+    assert_eq!(app.metric("retries_total").await, 2.0);
+    assert_eq!(app.metric("dead_letters_total").await, 1.0);
+    app.provider.verify().await;
+}

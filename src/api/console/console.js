@@ -1,0 +1,587 @@
+// The operator console. It reads the JSON API every few seconds and draws what it finds; it keeps no
+// state of its own beyond the last answers. Every value from the API reaches the page through textContent
+// or an SVG attribute, never as markup, so a message's content cannot inject anything. Phone numbers are
+// masked before they reach the page, by the rule the service's logs use.
+//
+// Features the API may grow later show up by themselves: the `breaker` and `replicas` fields of
+// GET /scheduler, and Retry/Cancel buttons once the OpenAPI document lists POST /messages/{id}/retry and
+// /cancel. When the server wants an API key (a 401), the page asks for it once and sends it as X-API-Key.
+
+const REFRESH_MS = 3000;
+const LIST_LIMIT = 8;
+const WINDOW_MINUTES = 60;
+const MINUTE_MS = 60_000;
+const KEY_STORAGE = 'insider-messaging.api-key';
+const SPEC_PATH = '/api-docs/openapi.json';
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  stats: null,
+  running: null,
+  busy: false,
+  /** Bumped by every start/stop, so a refresh that began before it cannot paint the old state back. */
+  actionEpoch: 0,
+  lastSuccessAt: null,
+  /** Set once the key dialog was shown for a 401 on a refresh: asked once, not every few seconds. */
+  keyAsked: false,
+  capabilities: { retry: false, cancel: false },
+};
+
+// ---- Masking -----------------------------------------------------------------------------------------
+
+/**
+ * `+905551111111` → `+90555****11`: the same rule as `mask` in src/domain/phone_number.rs. At most 5
+ * leading digits are shown, never more than (digits − 6), then `****`, then the last 2 characters when
+ * the number has at least 6 digits. Non-digits before the shown digits (the `+`) are kept.
+ */
+export function mask(number) {
+  const chars = Array.from(String(number ?? ''));
+  const digits = chars.filter((c) => c >= '0' && c <= '9').length;
+  const shownHead = Math.min(Math.max(digits - 6, 0), 5);
+  const headLength = Math.min(chars.length - digits + shownHead, chars.length);
+  const tailLength = digits >= 6 ? 2 : 0;
+  return `${chars.slice(0, headLength).join('')}****${chars.slice(chars.length - tailLength).join('')}`;
+}
+
+// ---- The API -----------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.code = body?.error ?? null;
+  }
+}
+
+function storedKey() {
+  try {
+    return sessionStorage.getItem(KEY_STORAGE) || '';
+  } catch {
+    return '';
+  }
+}
+
+function storeKey(key) {
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+  } catch {
+    // Storage refused (a locked-down browser): the key then lives only as long as this page.
+  }
+  memoryKey = key;
+}
+
+let memoryKey = storedKey();
+
+async function api(path, { method = 'GET' } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (memoryKey) headers['X-API-Key'] = memoryKey;
+  let response;
+  try {
+    response = await fetch(path, { method, headers, cache: 'no-store' });
+  } catch {
+    throw new ApiError(0, { message: 'the service does not answer' });
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+/** Runs an action; on a 401 asks for the key once and tries again with it. */
+async function withKey(action) {
+  try {
+    return await action();
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 401) throw error;
+    const key = await askForKey(memoryKey ? 'The server refused this key.' : 'This server needs an API key.');
+    if (!key) throw error;
+    return action();
+  }
+}
+
+// ---- Formatting --------------------------------------------------------------------------------------
+
+const clock = new Intl.DateTimeFormat(undefined, {
+  hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
+});
+const dayAndClock = new Intl.DateTimeFormat(undefined, {
+  month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false,
+});
+const hourMinute = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', hour12: false });
+const count = new Intl.NumberFormat();
+
+/** Seconds as people say them: `500 ms`, `1.5 s`, `42 s`, `3 min 12 s`, `2 h 5 min`, `3 d 4 h`. */
+function formatDuration(seconds) {
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 10) return `${Number(seconds.toFixed(1))} s`;
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  const s = Math.round(seconds);
+  const pair = (big, bigUnit, small, smallUnit) => (small ? `${big} ${bigUnit} ${small} ${smallUnit}` : `${big} ${bigUnit}`);
+  if (s < 3600) return pair(Math.floor(s / 60), 'min', s % 60, 's');
+  if (s < 86400) return pair(Math.floor(s / 3600), 'h', Math.floor((s % 3600) / 60), 'min');
+  return pair(Math.floor(s / 86400), 'd', Math.floor((s % 86400) / 3600), 'h');
+}
+
+function formatRelative(iso) {
+  const seconds = (Date.parse(iso) - Date.now()) / 1000;
+  if (Math.abs(seconds) < 1) return 'now';
+  return seconds > 0 ? `in ${formatDuration(seconds)}` : `${formatDuration(-seconds)} ago`;
+}
+
+/** A time of today as 14:03:07, an older one with its date. */
+function formatWhen(iso) {
+  const at = new Date(iso);
+  return at.toDateString() === new Date().toDateString() ? clock.format(at) : dayAndClock.format(at);
+}
+
+/** Shows a time with how long ago (or how soon) it is; the clock below keeps the second part current. */
+function setTime(element, iso, absent) {
+  if (!iso) {
+    delete element.dataset.at;
+    element.textContent = absent;
+    element.removeAttribute('title');
+    return;
+  }
+  element.dataset.at = iso;
+  element.title = new Date(iso).toISOString();
+  element.textContent = `${formatWhen(iso)} · ${formatRelative(iso)}`;
+}
+
+function tickClock() {
+  for (const element of document.querySelectorAll('[data-at]')) {
+    element.textContent = `${formatWhen(element.dataset.at)} · ${formatRelative(element.dataset.at)}`;
+  }
+  renderFreshness();
+}
+
+// ---- Scheduler ---------------------------------------------------------------------------------------
+
+function renderScheduler(scheduler) {
+  state.running = Boolean(scheduler.running);
+  const pill = $('#scheduler-state');
+  pill.textContent = state.running ? 'Running' : 'Stopped';
+  pill.dataset.running = String(state.running);
+  pill.className = `pill ${state.running ? 'ok' : 'warn'}`;
+  $('#interval').textContent = formatDuration(scheduler.interval_seconds);
+  $('#batch-size').textContent = count.format(scheduler.batch_size);
+  $('#in-flight').textContent = `${count.format(scheduler.in_flight)} of ${count.format(scheduler.batch_size)}`;
+  setTime($('#last-tick'), scheduler.last_tick_at, 'never');
+  setTime($('#next-tick'), scheduler.next_tick_at, state.running ? 'now' : '— (stopped)');
+  renderBreaker(scheduler.breaker);
+  renderReplicas(scheduler.replicas);
+  renderButtons();
+}
+
+/** The provider circuit breaker, once GET /scheduler reports one: a state name, or an object with `state`. */
+function renderBreaker(breaker) {
+  const row = $('#breaker-row');
+  row.hidden = breaker === undefined || breaker === null;
+  if (row.hidden) return;
+  const name = typeof breaker === 'object' ? String(breaker.state ?? 'unknown') : String(breaker);
+  const details = typeof breaker === 'object'
+    ? Object.entries(breaker).filter(([key]) => key !== 'state').map(([key, value]) => `${key}: ${describe(key, value)}`)
+    : [];
+  const value = $('#breaker');
+  value.replaceChildren();
+  const pill = document.createElement('span');
+  const tone = { closed: 'ok', open: 'bad' }[name.toLowerCase()] ?? 'warn';
+  pill.className = `pill ${tone}`;
+  pill.textContent = name.replace(/_/g, ' ');
+  value.append(pill);
+  if (details.length) value.append(` ${details.join(' · ')}`);
+}
+
+/** The replicas, once GET /scheduler lists them: one row each, one column per field they carry. */
+function renderReplicas(replicas) {
+  const card = $('#replicas-card');
+  card.hidden = !Array.isArray(replicas);
+  if (card.hidden) return;
+  const columns = [...new Set(replicas.flatMap((replica) => Object.keys(replica ?? {})))];
+  const head = document.createElement('tr');
+  for (const column of columns) {
+    const th = document.createElement('th');
+    th.textContent = column.replace(/_/g, ' ');
+    head.append(th);
+  }
+  $('#replicas-table thead').replaceChildren(head);
+  $('#replicas-table tbody').replaceChildren(...replicas.map((replica) => row(
+    columns.map((column) => cell(describe(column, replica?.[column]), { label: column.replace(/_/g, ' ') })),
+  )));
+}
+
+/** A field of unknown shape as text; fields named like times read as times. */
+function describe(key, value) {
+  if (value === null || value === undefined) return '—';
+  if (typeof value === 'string' && /(_at|_seen)$/.test(key) && !Number.isNaN(Date.parse(value))) {
+    return `${formatWhen(value)} (${formatRelative(value)})`;
+  }
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+function renderButtons() {
+  $('#start-button').disabled = state.busy || state.running !== false;
+  $('#stop-button').disabled = state.busy || state.running !== true;
+}
+
+function showActionStatus(text, isError = false) {
+  const status = $('#action-status');
+  status.textContent = text;
+  status.classList.toggle('error', isError);
+}
+
+async function setSending(run) {
+  state.busy = true;
+  renderButtons();
+  showActionStatus(run ? 'Starting…' : 'Stopping…');
+  try {
+    const scheduler = await withKey(() => api(run ? '/scheduler/start' : '/scheduler/stop', { method: 'POST' }));
+    state.actionEpoch += 1;
+    renderScheduler(scheduler);
+    showActionStatus(`${run ? 'Started' : 'Stopped'} at ${clock.format(new Date())}`);
+  } catch (error) {
+    showActionStatus(`Could not ${run ? 'start' : 'stop'}: ${error.message}`, true);
+  } finally {
+    state.busy = false;
+    renderButtons();
+  }
+  refresh();
+}
+
+// ---- Queue and chart ---------------------------------------------------------------------------------
+
+function renderStats(stats) {
+  state.stats = stats;
+  const pending = $('#pending');
+  pending.textContent = count.format(stats.pending);
+  pending.dataset.value = String(stats.pending);
+  const oldest = $('#oldest-age');
+  const age = stats.oldest_pending_age_seconds;
+  oldest.textContent = age === null || age === undefined ? '—' : formatDuration(age);
+  oldest.dataset.value = age === null || age === undefined ? '' : String(age);
+  const sum = (field) => stats.per_minute.reduce((total, minute) => total + minute[field], 0);
+  $('#sent-hour').textContent = count.format(sum('sent'));
+  $('#failed-hour').textContent = count.format(sum('failed'));
+  renderChart();
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(name, attributes = {}, text = null) {
+  const element = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
+  if (text !== null) element.textContent = text;
+  return element;
+}
+
+/** The smallest of 2, 4, 10, 20, 40, 100… at or above `value`: an even top, so the midline is whole. */
+function niceTop(value) {
+  for (let scale = 1; ; scale *= 10) {
+    for (const step of [2, 4, 10]) if (step * scale >= value) return step * scale;
+  }
+}
+
+/** Stacked bars, one per minute of the last hour: sent below, failed on top. */
+function renderChart() {
+  const box = $('#chart');
+  const perMinute = state.stats?.per_minute ?? [];
+  const width = Math.max(box.clientWidth, 200);
+  const height = Math.max(box.clientHeight, 120);
+  const pad = { left: 32, right: 8, top: 8, bottom: 22 };
+  const plotWidth = width - pad.left - pad.right;
+  const plotHeight = height - pad.top - pad.bottom;
+
+  // Anchored on the newest minute the server reports when the browser's clock runs behind it.
+  const latest = Math.max(...perMinute.map((minute) => Date.parse(minute.minute)), 0);
+  const end = Math.max(Math.floor(Date.now() / MINUTE_MS) * MINUTE_MS, latest);
+  const slots = Array.from({ length: WINDOW_MINUTES }, (_, i) => ({
+    at: end - (WINDOW_MINUTES - 1 - i) * MINUTE_MS, sent: 0, failed: 0,
+  }));
+  for (const minute of perMinute) {
+    const index = WINDOW_MINUTES - 1 - Math.round((end - Date.parse(minute.minute)) / MINUTE_MS);
+    if (index < 0 || index >= WINDOW_MINUTES) continue;
+    slots[index].sent += minute.sent;
+    slots[index].failed += minute.failed;
+  }
+  const totalSent = slots.reduce((total, slot) => total + slot.sent, 0);
+  const totalFailed = slots.reduce((total, slot) => total + slot.failed, 0);
+  const top = niceTop(Math.max(...slots.map((slot) => slot.sent + slot.failed), 1));
+  const y = (value) => pad.top + plotHeight - (value / top) * plotHeight;
+
+  const chart = svg('svg', {
+    viewBox: `0 0 ${width} ${height}`,
+    role: 'img',
+    'aria-label': `Last hour: ${totalSent} sent, ${totalFailed} failed`,
+    'data-sent': totalSent,
+    'data-failed': totalFailed,
+  });
+  for (const value of [0, top / 2, top]) {
+    chart.append(svg('line', { class: 'gridline', x1: pad.left, x2: width - pad.right, y1: y(value), y2: y(value) }));
+    chart.append(svg('text', { class: 'axis-label', x: pad.left - 6, y: y(value) + 4, 'text-anchor': 'end' }, count.format(value)));
+  }
+  const slotWidth = plotWidth / WINDOW_MINUTES;
+  const barWidth = Math.max(slotWidth * 0.72, 1);
+  slots.forEach((slot, i) => {
+    if (slot.sent + slot.failed === 0) return;
+    const x = pad.left + i * slotWidth + (slotWidth - barWidth) / 2;
+    const group = svg('g', { class: 'slot' });
+    group.append(svg('title', {}, `${hourMinute.format(new Date(slot.at))}: ${slot.sent} sent, ${slot.failed} failed`));
+    if (slot.sent) {
+      group.append(svg('rect', { class: 'bar sent', x, width: barWidth, y: y(slot.sent), height: y(0) - y(slot.sent) }));
+    }
+    if (slot.failed) {
+      const topOfStack = slot.sent + slot.failed;
+      group.append(svg('rect', { class: 'bar failed', x, width: barWidth, y: y(topOfStack), height: y(slot.sent) - y(topOfStack) }));
+    }
+    chart.append(group);
+  });
+  for (const i of [0, 15, 30, 45, WINDOW_MINUTES - 1]) {
+    const last = i === WINDOW_MINUTES - 1;
+    const anchor = i === 0 ? 'start' : last ? 'end' : 'middle';
+    const x = pad.left + (last ? plotWidth : i * slotWidth + slotWidth / 2);
+    const label = last ? 'now' : hourMinute.format(new Date(slots[i].at));
+    chart.append(svg('text', { class: 'axis-label', x, y: height - 6, 'text-anchor': anchor }, label));
+  }
+  if (totalSent + totalFailed === 0) {
+    chart.append(svg('text', { class: 'empty-label', x: pad.left + plotWidth / 2, y: pad.top + plotHeight / 2, 'text-anchor': 'middle' },
+      'Nothing sent or failed in the last hour'));
+  }
+  box.replaceChildren(chart);
+}
+
+// ---- Message lists -----------------------------------------------------------------------------------
+
+function cell(text, { label, className, title } = {}) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  if (label) td.dataset.label = label;
+  if (className) td.className = className;
+  if (title) td.title = title;
+  return td;
+}
+
+function timeCell(iso, label) {
+  return cell(iso ? formatWhen(iso) : '—', { label, className: 'time', title: iso ? new Date(iso).toISOString() : undefined });
+}
+
+function row(cells) {
+  const tr = document.createElement('tr');
+  tr.append(...cells);
+  return tr;
+}
+
+function actionCell(label, id, action, hidden) {
+  const td = cell('', { className: 'action-col' });
+  td.hidden = hidden;
+  if (hidden) return td;
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'button small';
+  button.textContent = label;
+  button.dataset.id = id;
+  button.dataset.action = action;
+  td.append(button);
+  return td;
+}
+
+function renderList(rowsSelector, emptySelector, items, toRow) {
+  $(rowsSelector).replaceChildren(...items.map(toRow));
+  $(emptySelector).hidden = items.length > 0;
+}
+
+function renderSent(page) {
+  renderList('#sent-rows', '#sent-empty', page.items, (item) => row([
+    timeCell(item.sent_at, 'Sent'),
+    cell(mask(item.to), { label: 'To', className: 'mono' }),
+    cell(item.content, { label: 'Content', title: item.content }),
+    cell(item.provider_message_id ?? '—', { label: 'Provider id', className: 'mono', title: item.provider_message_id ?? undefined }),
+  ]));
+}
+
+function renderDead(page) {
+  const noRetry = !state.capabilities.retry;
+  document.querySelector('.dead th.action-col').hidden = noRetry;
+  renderList('#dead-rows', '#dead-empty', page.items, (item) => row([
+    // `failed` is final, so the row's last update is when it failed.
+    timeCell(item.updated_at, 'Failed'),
+    cell(mask(item.to), { label: 'To', className: 'mono' }),
+    cell(item.content, { label: 'Content', title: item.content }),
+    cell(count.format(item.attempts), { label: 'Tries', className: 'number' }),
+    cell(item.last_error ?? '—', { label: 'Last error', className: 'wrap error-text' }),
+    actionCell('Retry', item.id, 'retry', noRetry),
+  ]));
+}
+
+function renderPending(page) {
+  $('#pending-card').hidden = false;
+  renderList('#pending-rows', '#pending-empty', page.items, (item) => row([
+    timeCell(item.next_attempt_at, 'Due'),
+    cell(mask(item.to), { label: 'To', className: 'mono' }),
+    cell(item.content, { label: 'Content', title: item.content }),
+    cell(count.format(item.attempts), { label: 'Tries', className: 'number' }),
+    actionCell('Cancel', item.id, 'cancel', false),
+  ]));
+}
+
+/** Retry (dead letter → pending) or Cancel (pending → cancelled); shown only when the API has them. */
+async function messageAction(button) {
+  const { id, action } = button.dataset;
+  button.disabled = true;
+  try {
+    await withKey(() => api(`/messages/${encodeURIComponent(id)}/${action}`, { method: 'POST' }));
+    showActionStatus(`${action === 'retry' ? 'Queued again' : 'Cancelled'}: ${id.slice(0, 8)}…`);
+  } catch (error) {
+    showActionStatus(`Could not ${action} ${id.slice(0, 8)}…: ${error.message}`, true);
+    button.disabled = false;
+  }
+  refresh();
+}
+
+// ---- Refreshing --------------------------------------------------------------------------------------
+
+function renderFreshness() {
+  const freshness = $('#freshness');
+  if (!state.lastSuccessAt) return;
+  const stale = Date.now() - state.lastSuccessAt > 3 * REFRESH_MS;
+  freshness.classList.toggle('stale', stale);
+  freshness.textContent = stale
+    ? `No answer since ${clock.format(state.lastSuccessAt)}`
+    : `Updated ${clock.format(state.lastSuccessAt)} · every ${REFRESH_MS / 1000} s`;
+}
+
+function showProblems(problems) {
+  const banner = $('#problem');
+  banner.hidden = problems.length === 0;
+  banner.textContent = problems.length ? `Could not read ${problems.join('; ')}` : '';
+}
+
+async function load() {
+  const epoch = state.actionEpoch;
+  const sources = [
+    ['the scheduler', api('/scheduler'), (scheduler) => epoch === state.actionEpoch && renderScheduler(scheduler)],
+    ['the queue', api('/stats'), renderStats],
+    ['the sent list', api(`/messages/sent?limit=${LIST_LIMIT}`), renderSent],
+    ['the dead letters', api(`/messages?status=failed&limit=${LIST_LIMIT}`), renderDead],
+  ];
+  if (state.capabilities.cancel) {
+    sources.push(['the pending messages', api(`/messages?status=pending&limit=${LIST_LIMIT}`), renderPending]);
+  }
+  const results = await Promise.allSettled(sources.map(([, request]) => request));
+  const problems = [];
+  let unauthorized = false;
+  results.forEach((result, i) => {
+    const [name, , render] = sources[i];
+    if (result.status === 'fulfilled') {
+      render(result.value);
+      return;
+    }
+    unauthorized ||= result.reason?.status === 401;
+    problems.push(`${name}: ${result.reason?.message ?? result.reason}`);
+  });
+  if (problems.length < sources.length) state.lastSuccessAt = Date.now();
+  showProblems(problems);
+  renderFreshness();
+  if (unauthorized && !state.keyAsked) {
+    state.keyAsked = true;
+    askForKey('This server needs an API key to show this page.').then((key) => key && refresh());
+  }
+}
+
+let loading = null;
+let reloadAfter = false;
+let timer = null;
+
+/** Loads everything now; a call while a load runs queues one more, so loads never overlap. */
+function refresh() {
+  if (loading) {
+    reloadAfter = true;
+    return loading;
+  }
+  clearTimeout(timer);
+  loading = load().finally(() => {
+    loading = null;
+    if (reloadAfter) {
+      reloadAfter = false;
+      refresh();
+    } else if (!document.hidden) {
+      timer = setTimeout(refresh, REFRESH_MS);
+    }
+  });
+  return loading;
+}
+
+/** The OpenAPI document tells which per-message actions this server has; without it, none are shown. */
+async function detectCapabilities() {
+  try {
+    const paths = (await api(SPEC_PATH))?.paths ?? {};
+    state.capabilities.retry = Boolean(paths['/messages/{id}/retry']?.post);
+    state.capabilities.cancel = Boolean(paths['/messages/{id}/cancel']?.post);
+  } catch {
+    // No spec: the page works without the per-message actions.
+  }
+}
+
+// ---- The API key -------------------------------------------------------------------------------------
+
+let keyRequest = null;
+
+/** Opens the key dialog; resolves with the key saved, or '' when dismissed. One dialog at a time. */
+function askForKey(reason) {
+  if (keyRequest) return keyRequest;
+  const dialog = $('#api-key-dialog');
+  $('#api-key-reason').textContent = `${reason ?? ''} Sent as X-API-Key with every request from this tab, and kept only until the tab closes.`.trim();
+  $('#api-key-input').value = memoryKey;
+  keyRequest = new Promise((resolve) => {
+    const finish = (key) => {
+      dialog.removeEventListener('close', onClose);
+      $('#api-key-form').removeEventListener('submit', onSubmit);
+      if (dialog.open) dialog.close();
+      keyRequest = null;
+      resolve(key);
+    };
+    const onSubmit = (event) => {
+      event.preventDefault();
+      storeKey($('#api-key-input').value.trim());
+      finish(memoryKey);
+    };
+    const onClose = () => finish('');
+    dialog.addEventListener('close', onClose);
+    $('#api-key-form').addEventListener('submit', onSubmit);
+  });
+  dialog.showModal();
+  $('#api-key-input').focus();
+  return keyRequest;
+}
+
+// ---- Start -------------------------------------------------------------------------------------------
+
+function start() {
+  $('#start-button').addEventListener('click', () => setSending(true));
+  $('#stop-button').addEventListener('click', () => setSending(false));
+  for (const rows of ['#dead-rows', '#pending-rows']) {
+    $(rows).addEventListener('click', (event) => {
+      const button = event.target.closest('button[data-action]');
+      if (button) messageAction(button);
+    });
+  }
+  $('#api-key-button').addEventListener('click', () => askForKey('').then((key) => key && refresh()));
+  $('#api-key-cancel').addEventListener('click', () => $('#api-key-dialog').close());
+  $('#api-key-forget').addEventListener('click', () => {
+    storeKey('');
+    $('#api-key-dialog').close();
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) clearTimeout(timer);
+    else refresh();
+  });
+  let resizeFrame = 0;
+  new ResizeObserver(() => {
+    cancelAnimationFrame(resizeFrame);
+    resizeFrame = requestAnimationFrame(renderChart);
+  }).observe($('#chart'));
+  setInterval(tickClock, 1000);
+  detectCapabilities().finally(refresh);
+}
+
+start();
