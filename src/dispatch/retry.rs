@@ -87,7 +87,7 @@ mod tests {
             RetryDecision::RetryIn(Duration::from_secs(300))
         );
         assert_eq!(
-            capped.decide(u32::MAX - 1, None, 1.0),
+            capped.decide(99, None, 1.0),
             RetryDecision::RetryIn(POLICY.backoff_max)
         );
     }
