@@ -32,6 +32,7 @@ pub const VARIABLES: &[&str] = &[
     "BACKOFF_MIN",
     "BACKOFF_MAX",
     "MAX_RETRIES",
+    "API_KEY",
 ];
 
 /// The embedded default: a file under `./data/`, created on first start.
@@ -72,6 +73,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// `MAX_RETRIES` (default `10`): attempts a message gets before it is failed (a dead letter).
     pub max_retries: NonZeroU32,
+    /// `API_KEY` (optional): when set, every route but health, metrics and docs requires it.
+    pub api_key: Option<Secret>,
 }
 
 impl Settings {
@@ -153,6 +156,7 @@ impl Settings {
             redis_ttl: duration("REDIS_TTL", "7d")?,
             webhook_timeout: duration("WEBHOOK_TIMEOUT", "10s")?,
             shutdown_grace: duration("SHUTDOWN_GRACE", "20s")?,
+            api_key: var("API_KEY").map(Secret::new),
             backoff_min: duration("BACKOFF_MIN", "1s")?,
             backoff_max: duration("BACKOFF_MAX", "10m")?,
             max_retries: NonZeroU32::new(u32::try_from(number("MAX_RETRIES", 10)?.get()).unwrap_or(u32::MAX))

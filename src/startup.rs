@@ -3,7 +3,12 @@
 
 use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{App, HttpServer, dev::Server, middleware::Logger, web};
+use actix_web::{
+    App, HttpServer,
+    dev::Server,
+    middleware::{self, Logger},
+    web,
+};
 use anyhow::Context as _;
 use futures_util::future::{Either, select};
 
@@ -49,12 +54,14 @@ impl Application {
             pipeline: pipeline.clone(),
             metrics,
             content_max_chars: settings.content_max_chars.get(),
+            api_key: settings.api_key.clone(),
         });
         let listener = TcpListener::bind(settings.http_addr)
             .with_context(|| format!("HTTP_ADDR {} could not be bound", settings.http_addr))?;
         let address = listener.local_addr().context("reading the bound address")?;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(middleware::from_fn(api::auth::require_api_key))
                 .wrap(Logger::new("%r %s %Dms").exclude("/healthz").exclude("/metrics"))
                 .configure(api::configure(state.clone()))
         })

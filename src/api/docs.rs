@@ -1,7 +1,10 @@
 //! The OpenAPI document, collected from the handlers' annotations, and the Swagger UI that shows it.
 
 use actix_web::{HttpResponse, web};
-use utoipa::OpenApi;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::{error::ErrorBody, routes};
@@ -28,6 +31,7 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
         routes::messages::get_one,
     ),
     components(schemas(ErrorBody)),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "messages", description = "Enqueue messages and read what was sent"),
         (name = "scheduler", description = "Start and stop sending"),
@@ -35,6 +39,26 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
     )
 )]
 pub struct ApiDoc;
+
+/// `API_KEY`, as either header the service accepts; routes that need it name both.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "Required when the service runs with API_KEY set",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 /// Swagger UI at `/swagger-ui/`, the spec at `/api-docs/openapi.json`, and redirects from the other
 /// spellings people try.

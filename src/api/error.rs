@@ -41,6 +41,8 @@ pub enum ApiError {
     MessageNotFound(Uuid),
     #[error("no route matches this method and path")]
     NoRoute,
+    #[error("this route needs the API key: send Authorization: Bearer <key> or X-API-Key: <key>")]
+    Unauthorized,
     #[error("the database is unavailable; try again shortly")]
     DatabaseUnavailable(#[source] StoreError),
     #[error("the service failed unexpectedly")]
@@ -63,6 +65,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MessageNotFound(_) => "message_not_found",
             Self::NoRoute => "no_route",
+            Self::Unauthorized => "unauthorized",
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Unexpected(_) => "internal_error",
         }
@@ -119,6 +122,7 @@ impl ResponseError for ApiError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MessageNotFound(_) | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -129,7 +133,11 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             log::error!(status = status.as_u16(); "request failed: {}", error_chain(self));
         }
-        HttpResponse::build(status).json(ErrorBody {
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(ErrorBody {
             error: self.code(),
             message: self.to_string(),
             field: match self {

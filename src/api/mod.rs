@@ -1,5 +1,6 @@
 //! The HTTP API: the route table, and what every handler shares.
 
+pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod routes;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use actix_web::web::{self, ServiceConfig};
 
 use self::error::ApiError;
-use crate::{cache::Cache, dispatch::Pipeline, metrics::Metrics, store::MessageStore};
+use crate::{cache::Cache, config::Secret, dispatch::Pipeline, metrics::Metrics, store::MessageStore};
 
 /// The largest JSON body accepted: a message is at most a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub metrics: Metrics,
     pub content_max_chars: usize,
+    /// `API_KEY`: required by every route but the open ones (see `auth.rs`) when set.
+    pub api_key: Option<Secret>,
 }
 
 /// The route table. `docs::ApiDoc` lists the same handlers; a test checks that the two agree.

@@ -86,10 +86,7 @@ mod tests {
             capped.decide(40, None, 0.0),
             RetryDecision::RetryIn(Duration::from_secs(300))
         );
-        assert_eq!(
-            capped.decide(99, None, 1.0),
-            RetryDecision::RetryIn(POLICY.backoff_max)
-        );
+        assert_eq!(capped.decide(99, None, 1.0), RetryDecision::RetryIn(POLICY.backoff_max));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! test needs exact control of its answers, the built-in stand-in where the service runs as a user would.
 
 mod api;
+mod auth;
 mod concurrency;
 mod crash;
 mod delivery;

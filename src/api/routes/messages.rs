@@ -115,9 +115,11 @@ impl From<Message> for MessageResponse {
 ///
 /// The message is stored `pending` and goes out on a coming tick.
 #[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
     request_body = CreateMessageRequest,
     responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 201, description = "Stored, pending", body = MessageResponse),
         (status = 400, description = "A field is missing or invalid, or the body is not JSON", body = ErrorBody,
          example = json!({"error": "invalid_field", "message": "to: must start with + and the country code", "field": "to"})),
@@ -136,9 +138,11 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Resul
 
 /// One message by id.
 #[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
     params(("id" = String, Path, description = "The message's UUID")),
     responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 200, description = "The message", body = MessageResponse),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such message", body = ErrorBody),
@@ -190,9 +194,11 @@ pub struct SentPage {
 ///
 /// Keyset pagination on (`sent_at`, `id`): pages stay stable while messages keep being sent.
 #[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
     params(SentQuery),
     responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 200, description = "A page of sent messages", body = SentPage),
         (status = 400, description = "`limit` or `cursor` is invalid", body = ErrorBody,
          example = json!({"error": "invalid_field", "message": "limit: must be a whole number from 1 to 100", "field": "limit"})),
@@ -264,9 +270,11 @@ pub struct MessagePage {
 /// `status=sent` lists newest send first; `status=failed` lists the dead letters, most recent failure
 /// first, each with its `last_error`. Keyset pagination, as for the sent list.
 #[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
     params(ListQuery),
     responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 200, description = "A page of messages", body = MessagePage),
         (status = 400, description = "`status`, `limit` or `cursor` is invalid", body = ErrorBody,
          example = json!({"error": "invalid_field", "message": "status: must be sent or failed", "field": "status"})),

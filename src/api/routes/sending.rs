@@ -6,7 +6,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
-    api::{AppState, error::ApiError},
+    api::{
+        AppState,
+        error::{ApiError, ErrorBody},
+    },
     dispatch::messages::SchedulerState,
 };
 
@@ -45,7 +48,8 @@ async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResp
 /// Start sending.
 ///
 /// Ticks at once, then every `INTERVAL`. Idempotent: starting a running scheduler changes nothing.
-#[utoipa::path(tag = "scheduler", responses((status = 200, description = "Running", body = SchedulerResponse)))]
+#[utoipa::path(security(("api_key" = []), ("bearer" = [])), tag = "scheduler", responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Running", body = SchedulerResponse)))]
 #[post("/scheduler/start")]
 pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let scheduler = state.pipeline.start_sending().await?;
@@ -55,7 +59,8 @@ pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 /// Stop sending.
 ///
 /// No new messages are claimed; sends already in flight finish and are recorded. Idempotent.
-#[utoipa::path(tag = "scheduler", responses((status = 200, description = "Stopped", body = SchedulerResponse)))]
+#[utoipa::path(security(("api_key" = []), ("bearer" = [])), tag = "scheduler", responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Stopped", body = SchedulerResponse)))]
 #[post("/scheduler/stop")]
 pub async fn stop(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let scheduler = state.pipeline.stop_sending().await?;
@@ -63,7 +68,8 @@ pub async fn stop(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 }
 
 /// The scheduler's state.
-#[utoipa::path(tag = "scheduler", responses((status = 200, description = "Current state", body = SchedulerResponse)))]
+#[utoipa::path(security(("api_key" = []), ("bearer" = [])), tag = "scheduler", responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Current state", body = SchedulerResponse)))]
 #[get("/scheduler")]
 pub async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let scheduler = state.pipeline.state().await?;

@@ -41,8 +41,10 @@ pub struct StatsResponse {
 ///
 /// Read from the database, so every replica answers the same.
 #[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
     tag = "health",
     responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 200, description = "The queue and its last hour", body = StatsResponse),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
