@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::{
     config::Settings,
-    domain::{MessageContent, NewMessage, PhoneNumber},
+    domain::{MessageContent, MessageStatus, NewMessage, PhoneNumber},
     mock_provider::{MockProvider, MockProviderConfig},
     startup::Application,
     store::MessageStore,
@@ -83,7 +83,8 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
 
 /// Samples go into an empty database only, so a restart sends nothing again.
 async fn enqueue_samples(store: &dyn MessageStore, content_max_chars: usize) -> anyhow::Result<usize> {
-    let empty = store.queue_stats().await?.pending == 0 && store.list_sent(1, None).await?.is_empty();
+    let empty =
+        store.queue_stats().await?.pending == 0 && store.list_by_status(MessageStatus::Sent, 1, None).await?.is_empty();
     if !empty {
         return Ok(0);
     }

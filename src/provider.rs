@@ -35,6 +35,7 @@ struct AcceptedBody {
 pub enum Outcome {
     /// 2xx: the provider has the message. Final, whatever else the body says.
     Accepted {
+        status: u16,
         provider_message_id: Option<ProviderMessageId>,
         /// Why the id is missing, when it is.
         body_problem: Option<String>,
@@ -69,6 +70,7 @@ impl Outcome {
                 Err(problem) => (None, Some(problem)),
             };
             return Self::Accepted {
+                status: status.as_u16(),
                 provider_message_id,
                 body_problem,
                 sent_at: now,
@@ -95,6 +97,14 @@ impl Outcome {
                 reason,
                 status: status.as_u16(),
             }
+        }
+    }
+
+    /// The provider's HTTP status, when it answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::Accepted { status, .. } | Self::Rejected { status, .. } => Some(*status),
+            Self::RetryLater { status, .. } => *status,
         }
     }
 

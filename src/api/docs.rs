@@ -29,6 +29,8 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
         routes::messages::list,
         routes::messages::list_sent,
         routes::messages::get_one,
+        routes::messages::retry,
+        routes::messages::cancel,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{dispatch::PipelineError, store::StoreError, telemetry::error_chain};
+use crate::{dispatch::PipelineError, domain::MessageStatus, store::StoreError, telemetry::error_chain};
 
 /// Every error the API returns has this shape.
 #[derive(Debug, Serialize, ToSchema)]
@@ -25,6 +25,9 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "to")]
     pub field: Option<&'static str>,
+    /// The message's current state, for `wrong_state`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<MessageStatus>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,12 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("no message has id {0}")]
     MessageNotFound(Uuid),
+    #[error("message {id} is {status}: {rule}")]
+    WrongState {
+        id: Uuid,
+        status: MessageStatus,
+        rule: &'static str,
+    },
     #[error("no route matches this method and path")]
     NoRoute,
     #[error("this route needs the API key: send Authorization: Bearer <key> or X-API-Key: <key>")]
@@ -64,6 +73,7 @@ impl ApiError {
             Self::BodyTooLarge(_) => "body_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MessageNotFound(_) => "message_not_found",
+            Self::WrongState { .. } => "wrong_state",
             Self::NoRoute => "no_route",
             Self::Unauthorized => "unauthorized",
             Self::DatabaseUnavailable(_) => "database_unavailable",
@@ -123,6 +133,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MessageNotFound(_) | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::WrongState { .. } => StatusCode::CONFLICT,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -142,6 +153,10 @@ impl ResponseError for ApiError {
             message: self.to_string(),
             field: match self {
                 Self::InvalidField { field, .. } => Some(field),
+                _ => None,
+            },
+            status: match self {
+                Self::WrongState { status, .. } => Some(*status),
                 _ => None,
             },
         })

@@ -49,6 +49,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut ServiceConfig) 
             // Before `/messages/{id}`, which would otherwise take "sent" for an id.
             .service(routes::messages::list_sent)
             .service(routes::messages::get_one)
+            .service(routes::messages::retry)
+            .service(routes::messages::cancel)
             // The operator console: a page over the routes above, so it stays out of the OpenAPI document.
             .service(routes::console::page)
             .service(routes::console::stylesheet)

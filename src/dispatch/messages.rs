@@ -75,6 +75,7 @@ pub struct Deliver {
 pub struct DeliveryFinished {
     pub claim: Claim,
     pub outcome: Outcome,
+    pub started_at: DateTime<Utc>,
     pub duration: Duration,
 }
 

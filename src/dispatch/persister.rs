@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     cache::{Cache, SentRecord},
+    domain::Attempt,
     metrics::Metrics,
     provider::Outcome,
     store::{MessageStore, StoreError},
@@ -116,14 +117,21 @@ async fn write_outcome(
     let DeliveryFinished {
         claim,
         outcome,
+        started_at,
         duration,
     } = finished;
-    let duration_ms = duration.as_millis() as u64;
+    let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    // History first, keyed by the claim: a retried write records it once, and a result whose claim
+    // was lost still shows in the history that it happened.
+    store
+        .record_attempt(claim, &attempt_of(finished, *started_at, duration_ms))
+        .await?;
     match outcome {
         Outcome::Accepted {
             provider_message_id,
             body_problem,
             sent_at,
+            ..
         } => {
             if let Some(problem) = body_problem {
                 log::warn!(message_id:% = claim.message_id; "provider accepted the message but its answer is odd: {problem}");
@@ -177,6 +185,29 @@ async fn write_outcome(
             }
             Ok(recorded)
         }
+    }
+}
+
+fn attempt_of(finished: &DeliveryFinished, started_at: chrono::DateTime<chrono::Utc>, duration_ms: u64) -> Attempt {
+    let (error, provider_message_id) = match &finished.outcome {
+        Outcome::Accepted {
+            provider_message_id,
+            body_problem,
+            ..
+        } => (
+            body_problem.clone(),
+            provider_message_id.as_ref().map(ToString::to_string),
+        ),
+        Outcome::RetryLater { reason, .. } | Outcome::Rejected { reason, .. } => (Some(reason.clone()), None),
+    };
+    Attempt {
+        attempt: finished.claim.attempt,
+        started_at,
+        duration_ms,
+        http_status: finished.outcome.http_status(),
+        outcome: finished.outcome.label().to_owned(),
+        error,
+        provider_message_id,
     }
 }
 

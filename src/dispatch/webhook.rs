@@ -98,6 +98,7 @@ impl Handler<Deliver> for WebhookActor {
                     message_id:% = delivery.claim.message_id, attempt = delivery.claim.attempt, to:% = delivery.to;
                     "posting message to the provider"
                 );
+                let started_at = Utc::now().trunc_subsecs(6);
                 let started = Instant::now();
                 let outcome = post(&client, &target, &delivery).await;
                 let duration = started.elapsed();
@@ -105,6 +106,7 @@ impl Handler<Deliver> for WebhookActor {
                 persister.do_send(DeliveryFinished {
                     claim: delivery.claim,
                     outcome,
+                    started_at,
                     duration,
                 });
             }

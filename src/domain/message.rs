@@ -27,3 +27,18 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
 }
+
+/// One POST of a message to the provider and what came of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The attempt number the claim had (from 1).
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// The provider's HTTP status; none when it never answered.
+    pub http_status: Option<u16>,
+    /// `accepted`, `retry` or `rejected`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub provider_message_id: Option<String>,
+}

@@ -15,17 +15,23 @@ pub enum MessageStatus {
     Sending,
     /// Accepted by the provider. Final: never sent again.
     Sent,
-    /// Rejected by the provider or invalid. Final: never sent again.
+    /// Rejected by the provider, invalid, or out of attempts: the dead letters. Final unless an operator
+    /// retries it.
     Failed,
+    /// Withdrawn by an operator before it was sent. Final: never sent.
+    Cancelled,
 }
 
 impl MessageStatus {
+    pub const ALL: [Self; 5] = [Self::Pending, Self::Sending, Self::Sent, Self::Failed, Self::Cancelled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Sending => "sending",
             Self::Sent => "sent",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -49,6 +55,7 @@ impl FromStr for MessageStatus {
             "sending" => Ok(Self::Sending),
             "sent" => Ok(Self::Sent),
             "failed" => Ok(Self::Failed),
+            "cancelled" => Ok(Self::Cancelled),
             other => Err(UnknownStatus(other.to_owned())),
         }
     }

@@ -6,7 +6,7 @@ mod message_status;
 mod phone_number;
 mod provider_message_id;
 
-pub use message::{Message, NewMessage};
+pub use message::{Attempt, Message, NewMessage};
 pub use message_content::{ContentError, Encoding, MessageContent, segments_of};
 pub use message_status::MessageStatus;
 pub use phone_number::{PhoneNumber, PhoneNumberError};

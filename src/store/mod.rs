@@ -8,6 +8,8 @@
 //!               retry_later_if_claimed      mark_failed_if_claimed    │ failed │  final
 //!               release_if_claimed                                    └────────┘
 //!               rescue_expired_leases (the lease ran out: its sender died or hung)
+//!
+//!  operators:  failed ──retry_if_failed──▶ pending ──cancel_if_pending──▶ cancelled (final)
 //! ```
 //!
 //! A claim moves due `pending` rows to `sending` with a fresh token, an owner and a lease expiry, in one
@@ -17,7 +19,8 @@
 //! rescued row is claimed again, the old claim's writes match nothing. The one exception is the
 //! provider's acceptance, fenced only on the row not being final yet: once the provider has a message,
 //! recording that is right whoever holds the row, and it keeps a rescue from sending it again.
-//! `sent` and `failed` are final.
+//! `sent` and `cancelled` are final; `failed` is final for the dispatcher, and only an operator's retry
+//! moves it.
 //!
 //! Only this module speaks SQL: `postgres.rs` holds every statement for Postgres (several replicas) and
 //! `sqlite.rs` mirrors it for the embedded file (one instance, or a few processes on one machine).
@@ -33,7 +36,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use uuid::Uuid;
 
-use crate::domain::{Message, NewMessage, ProviderMessageId};
+use crate::domain::{Attempt, Message, MessageStatus, NewMessage, ProviderMessageId};
 
 /// One claim on one message: the proof a sender must show to move the message on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,26 @@ pub struct PageCursor {
     /// `sent_at` in the sent list, the time of failure in the failed list.
     pub at: DateTime<Utc>,
     pub id: Uuid,
+}
+
+/// What an operator's request to move a message came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Changed(Message),
+    /// The message is in another state, which the request does not apply to.
+    Refused(MessageStatus),
+    Missing,
+}
+
+/// The time a list of messages in `status` is ordered by (newest first), and so its cursor's `at`:
+/// the send time for sent messages, when they ended for failed and cancelled ones, when they were
+/// enqueued otherwise.
+pub fn list_key(message: &Message) -> Option<DateTime<Utc>> {
+    match message.status {
+        MessageStatus::Sent => message.sent_at,
+        MessageStatus::Failed | MessageStatus::Cancelled => Some(message.updated_at),
+        MessageStatus::Pending | MessageStatus::Sending => Some(message.created_at),
+    }
 }
 
 /// What happened in one minute, for the console's chart.
@@ -141,11 +164,25 @@ pub trait MessageStore: Send + Sync + 'static {
     /// for claims given back unsent because sending stopped. Returns whether it did.
     async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError>;
 
-    /// Sent messages, newest first, after `cursor` when given.
-    async fn list_sent(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError>;
+    /// Messages in `status`, newest first by `list_key`, after `cursor` when given.
+    async fn list_by_status(
+        &self,
+        status: MessageStatus,
+        limit: u32,
+        cursor: Option<PageCursor>,
+    ) -> Result<Vec<Message>, StoreError>;
 
-    /// Failed messages (the dead letters), most recent failure first, after `cursor` when given.
-    async fn list_failed(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError>;
+    /// Records one POST and its result, once per claim however often it is called.
+    async fn record_attempt(&self, claim: &Claim, attempt: &Attempt) -> Result<(), StoreError>;
+
+    /// A message's POSTs, oldest first.
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>, StoreError>;
+
+    /// `failed` → `pending`, due now, with a fresh count of attempts (the history stays).
+    async fn retry_if_failed(&self, id: Uuid) -> Result<Transition, StoreError>;
+
+    /// `pending` → `cancelled`.
+    async fn cancel_if_pending(&self, id: Uuid) -> Result<Transition, StoreError>;
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
 

@@ -15,8 +15,8 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, StoreError};
-use crate::domain::{Message, MessageStatus, NewMessage, ProviderMessageId};
+use super::{Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, StoreError, Transition};
+use crate::domain::{Attempt, Message, MessageStatus, NewMessage, ProviderMessageId};
 
 macro_rules! message_columns {
     () => {
@@ -126,6 +126,74 @@ struct ClaimedRow {
     attempts: i64,
     phone_number: String,
     content: String,
+}
+
+impl SqliteStore {
+    /// The result of an operator's transition: the changed row, or why nothing changed.
+    async fn transition(&self, id: Uuid, changed: Option<MessageRow>) -> Result<Transition, StoreError> {
+        if let Some(row) = changed {
+            return Ok(Transition::Changed(row.try_into()?));
+        }
+        Ok(match self.get(id).await? {
+            Some(message) => Transition::Refused(message.status),
+            None => Transition::Missing,
+        })
+    }
+}
+
+/// The first-page and next-page statements listing one status, newest first by `key`.
+macro_rules! list_sql {
+    ($status:literal, $key:literal) => {
+        (
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = '",
+                $status,
+                "' ORDER BY ",
+                $key,
+                " DESC, id DESC LIMIT ?1"
+            ),
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE status = '",
+                $status,
+                "' AND (",
+                $key,
+                ", id) < (?2, ?3) ORDER BY ",
+                $key,
+                " DESC, id DESC LIMIT ?1"
+            ),
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempt: i64,
+    started_at: i64,
+    duration_ms: i64,
+    http_status: Option<i64>,
+    outcome: String,
+    error: Option<String>,
+    provider_message_id: Option<String>,
+}
+
+impl AttemptRow {
+    fn into_attempt(self, id: Uuid) -> Result<Attempt, StoreError> {
+        let corrupt = |problem: String| StoreError::CorruptRow { id, problem };
+        Ok(Attempt {
+            attempt: u32::try_from(self.attempt).map_err(|e| corrupt(format!("attempt: {e}")))?,
+            started_at: DateTime::from_timestamp_micros(self.started_at)
+                .ok_or_else(|| corrupt(format!("started_at {} is out of range", self.started_at)))?,
+            duration_ms: u64::try_from(self.duration_ms).unwrap_or(0),
+            http_status: self.http_status.and_then(|s| u16::try_from(s).ok()),
+            outcome: self.outcome,
+            error: self.error,
+            provider_message_id: self.provider_message_id,
+        })
+    }
 }
 
 #[async_trait]
@@ -301,51 +369,92 @@ impl MessageStore for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn list_sent(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError> {
-        let query = match cursor {
-            None => sqlx::query_as::<_, MessageRow>(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE status = 'sent' ORDER BY sent_at DESC, id DESC LIMIT ?1"
-            ))
-            .bind(i64::from(limit)),
-            Some(cursor) => sqlx::query_as::<_, MessageRow>(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE status = 'sent' AND (sent_at, id) < (?2, ?3)
-                  ORDER BY sent_at DESC, id DESC LIMIT ?1"
-            ))
-            .bind(i64::from(limit))
-            .bind(micros(cursor.at))
-            .bind(cursor.id.to_string()),
+    async fn list_by_status(
+        &self,
+        status: MessageStatus,
+        limit: u32,
+        cursor: Option<PageCursor>,
+    ) -> Result<Vec<Message>, StoreError> {
+        // One static statement per status, so each is planned against its own partial index.
+        let (first_page, next_page) = match status {
+            MessageStatus::Pending => list_sql!("pending", "created_at"),
+            MessageStatus::Sending => list_sql!("sending", "created_at"),
+            MessageStatus::Sent => list_sql!("sent", "sent_at"),
+            MessageStatus::Failed => list_sql!("failed", "updated_at"),
+            MessageStatus::Cancelled => list_sql!("cancelled", "updated_at"),
         };
-        let rows = query.fetch_all(&self.pool).await.map_err(db("listing sent messages"))?;
+        let query = match cursor {
+            None => sqlx::query_as::<_, MessageRow>(first_page).bind(i64::from(limit)),
+            Some(cursor) => sqlx::query_as::<_, MessageRow>(next_page)
+                .bind(i64::from(limit))
+                .bind(micros(cursor.at))
+                .bind(cursor.id.to_string()),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db("listing messages"))?;
         rows.into_iter().map(Message::try_from).collect()
     }
 
-    async fn list_failed(&self, limit: u32, cursor: Option<PageCursor>) -> Result<Vec<Message>, StoreError> {
-        let query = match cursor {
-            None => sqlx::query_as::<_, MessageRow>(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT ?1"
-            ))
-            .bind(i64::from(limit)),
-            Some(cursor) => sqlx::query_as::<_, MessageRow>(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE status = 'failed' AND (updated_at, id) < (?2, ?3)
-                  ORDER BY updated_at DESC, id DESC LIMIT ?1"
-            ))
-            .bind(i64::from(limit))
-            .bind(micros(cursor.at))
-            .bind(cursor.id.to_string()),
-        };
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("listing failed messages"))?;
-        rows.into_iter().map(Message::try_from).collect()
+    async fn record_attempt(&self, claim: &Claim, attempt: &Attempt) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO message_attempts
+                    (claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
+                     provider_message_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (claim_token) DO NOTHING",
+        )
+        .bind(claim.token.to_string())
+        .bind(claim.message_id.to_string())
+        .bind(i64::from(attempt.attempt))
+        .bind(micros(attempt.started_at))
+        .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
+        .bind(attempt.http_status.map(i32::from))
+        .bind(&attempt.outcome)
+        .bind(attempt.error.as_deref())
+        .bind(attempt.provider_message_id.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(db("recording an attempt"))?;
+        Ok(())
+    }
+
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>, StoreError> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT attempt, started_at, duration_ms, http_status, outcome, error, provider_message_id
+               FROM message_attempts WHERE message_id = ?1 ORDER BY started_at, attempt",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing attempts"))?;
+        rows.into_iter().map(|row| row.into_attempt(id)).collect()
+    }
+
+    async fn retry_if_failed(&self, id: Uuid) -> Result<Transition, StoreError> {
+        let row: Option<MessageRow> = sqlx::query_as(concat!(
+            "UPDATE messages SET status = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2
+              WHERE id = ?1 AND status = 'failed' RETURNING ",
+            message_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(micros(Utc::now()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("retrying a failed message"))?;
+        self.transition(id, row).await
+    }
+
+    async fn cancel_if_pending(&self, id: Uuid) -> Result<Transition, StoreError> {
+        let row: Option<MessageRow> = sqlx::query_as(concat!(
+            "UPDATE messages SET status = 'cancelled', updated_at = ?2
+              WHERE id = ?1 AND status = 'pending' RETURNING ",
+            message_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(micros(Utc::now()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cancelling a message"))?;
+        self.transition(id, row).await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {

@@ -4,6 +4,8 @@ use actix_web::http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+
 use crate::helpers::*;
 
 #[actix_web::test]
@@ -347,6 +349,8 @@ async fn the_spec_documents_every_route_and_each_one_is_served() {
             "GET /scheduler",
             "GET /stats",
             "POST /messages",
+            "POST /messages/{id}/cancel",
+            "POST /messages/{id}/retry",
             "POST /scheduler/start",
             "POST /scheduler/stop",
         ]
@@ -431,7 +435,7 @@ async fn dead_letters_are_listed_with_their_reason_and_stats_count_the_last_hour
 
     for (query, field) in [
         ("", "status"),
-        ("?status=pending", "status"),
+        ("?status=queued", "status"),
         ("?status=failed&limit=0", "limit"),
     ] {
         let (status, error) = app.get(&format!("/messages{query}")).await;
@@ -441,4 +445,68 @@ async fn dead_letters_are_listed_with_their_reason_and_stats_count_the_last_hour
             "{query}"
         );
     }
+}
+
+#[actix_web::test]
+async fn an_operator_retries_a_dead_letter_and_cancels_a_pending_message_and_wrong_states_get_409() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("bad number"))
+        .up_to_n_times(1)
+        .mount(&provider)
+        .await;
+    accept_all(&provider, std::time::Duration::ZERO).await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("BATCH_SIZE", "1")
+        .spawn()
+        .await;
+    let dead = app.database.insert_raw("+905551111111", "first").await;
+    let waiting = app.database.insert_raw("+905551111112", "second").await;
+    app.tick_and_settle().await;
+    assert_eq!(app.database.row(dead).await.status, "failed");
+
+    let (status, error) = app.post_json(&format!("/messages/{waiting}/retry"), &json!({})).await;
+    assert_eq!(
+        (status, error["error"].as_str(), error["status"].as_str()),
+        (StatusCode::CONFLICT, Some("wrong_state"), Some("pending"))
+    );
+    let (status, cancelled) = app.post_json(&format!("/messages/{waiting}/cancel"), &json!({})).await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (status, retried) = app.post_json(&format!("/messages/{dead}/retry"), &json!({})).await;
+    assert_eq!(
+        (status, retried["status"].as_str(), retried["attempts"].as_u64()),
+        (StatusCode::OK, Some("pending"), Some(0))
+    );
+
+    app.tick_and_settle().await;
+    app.tick_and_settle().await;
+
+    let (_, message) = app.get(&format!("/messages/{dead}")).await;
+    assert_eq!(message["status"], "sent");
+    let history = message["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{message}");
+    assert_eq!(
+        (history[0]["http_status"].as_u64(), history[0]["outcome"].as_str()),
+        (Some(400), Some("rejected"))
+    );
+    assert_eq!(
+        (history[1]["http_status"].as_u64(), history[1]["outcome"].as_str()),
+        (Some(202), Some("accepted"))
+    );
+    assert_eq!(history[1]["provider_message_id"], message["provider_message_id"]);
+    assert_eq!(app.database.row(waiting).await.status, "cancelled", "never sent");
+    assert_eq!(posts_per_key(&app.provider).await.get(&waiting.to_string()), None);
+    let (status, error) = app
+        .post_json(&format!("/messages/{}/cancel", uuid::Uuid::new_v4()), &json!({}))
+        .await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("message_not_found"))
+    );
+    let (_, cancelled) = app.get("/messages?status=cancelled").await;
+    assert_eq!(cancelled["items"][0]["id"], waiting.to_string());
 }

@@ -7,8 +7,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use chrono::{SubsecRound, Utc};
 use futures_util::future::join_all;
 use insider_messaging::{
-    domain::{MessageContent, MessageStatus, NewMessage, PhoneNumber, ProviderMessageId},
-    store::{Claim, MessageStore, PageCursor},
+    domain::{Attempt, MessageContent, MessageStatus, NewMessage, PhoneNumber, ProviderMessageId},
+    store::{Claim, MessageStore, PageCursor, Transition},
 };
 use uuid::Uuid;
 
@@ -47,6 +47,8 @@ contract!(
     concurrent_claimers_never_share_a_message,
     sent_pages_are_stable_when_many_messages_share_a_sent_at,
     dead_letters_page_newest_failure_first_and_activity_counts_per_minute,
+    operators_retry_only_failed_and_cancel_only_pending_messages,
+    attempts_are_recorded_once_per_claim_oldest_first,
 );
 
 async fn enqueue(store: &dyn MessageStore, n: usize) -> Vec<Uuid> {
@@ -240,7 +242,7 @@ async fn sent_pages_are_stable_when_many_messages_share_a_sent_at(store: Arc<dyn
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.list_sent(3, cursor).await.unwrap();
+        let page = store.list_by_status(MessageStatus::Sent, 3, cursor).await.unwrap();
         if page.is_empty() {
             break;
         }
@@ -279,10 +281,11 @@ async fn dead_letters_page_newest_failure_first_and_activity_counts_per_minute(s
         assert!(store.mark_sent_unless_final(claim, None, Utc::now()).await.unwrap());
     }
 
-    let first = store.list_failed(2, None).await.unwrap();
+    let first = store.list_by_status(MessageStatus::Failed, 2, None).await.unwrap();
     let last = first.last().unwrap();
     let rest = store
-        .list_failed(
+        .list_by_status(
+            MessageStatus::Failed,
             2,
             Some(PageCursor {
                 at: last.updated_at,
@@ -308,4 +311,87 @@ async fn dead_letters_page_newest_failure_first_and_activity_counts_per_minute(s
             .unwrap()
             .is_empty()
     );
+}
+
+async fn operators_retry_only_failed_and_cancel_only_pending_messages(store: Arc<dyn MessageStore>) {
+    let ids = enqueue(store.as_ref(), 3).await;
+    let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    assert!(store.mark_failed_if_claimed(&claim, "400").await.unwrap());
+
+    let Transition::Changed(retried) = store.retry_if_failed(ids[0]).await.unwrap() else {
+        panic!("not retried")
+    };
+    assert_eq!((retried.status, retried.attempts), (MessageStatus::Pending, 0));
+    assert_eq!(
+        store.retry_if_failed(ids[0]).await.unwrap(),
+        Transition::Refused(MessageStatus::Pending)
+    );
+    assert_eq!(
+        store.retry_if_failed(Uuid::new_v4()).await.unwrap(),
+        Transition::Missing
+    );
+
+    let Transition::Changed(cancelled) = store.cancel_if_pending(ids[1]).await.unwrap() else {
+        panic!("not cancelled")
+    };
+    assert_eq!(cancelled.status, MessageStatus::Cancelled);
+    assert_eq!(
+        store.cancel_if_pending(ids[1]).await.unwrap(),
+        Transition::Refused(MessageStatus::Cancelled)
+    );
+    let claimed: Vec<Uuid> = store
+        .claim_due(10, "a", LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.claim.message_id)
+        .collect();
+    assert_eq!(
+        claimed,
+        vec![ids[0], ids[2]],
+        "the retried one is due again, the cancelled one never"
+    );
+    assert_eq!(
+        store.cancel_if_pending(ids[2]).await.unwrap(),
+        Transition::Refused(MessageStatus::Sending)
+    );
+    let listed = store.list_by_status(MessageStatus::Cancelled, 10, None).await.unwrap();
+    assert_eq!(listed.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[1]]);
+}
+
+async fn attempts_are_recorded_once_per_claim_oldest_first(store: Arc<dyn MessageStore>) {
+    let ids = enqueue(store.as_ref(), 1).await;
+    let first = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let started = Utc::now().trunc_subsecs(6);
+    let retry = Attempt {
+        attempt: 1,
+        started_at: started,
+        duration_ms: 12,
+        http_status: Some(503),
+        outcome: "retry".to_owned(),
+        error: Some("provider answered 503".to_owned()),
+        provider_message_id: None,
+    };
+    store.record_attempt(&first, &retry).await.unwrap();
+    store.record_attempt(&first, &retry).await.unwrap(); // a retried write
+    assert!(
+        store
+            .retry_later_if_claimed(&first, Duration::ZERO, "503")
+            .await
+            .unwrap()
+    );
+    let second = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let accepted = Attempt {
+        attempt: 2,
+        started_at: started + chrono::Duration::seconds(1),
+        http_status: Some(202),
+        outcome: "accepted".to_owned(),
+        error: None,
+        provider_message_id: Some("p-1".to_owned()),
+        ..retry.clone()
+    };
+    store.record_attempt(&second, &accepted).await.unwrap();
+
+    assert_eq!(store.list_attempts(ids[0]).await.unwrap(), vec![retry, accepted]);
+    assert!(store.list_attempts(Uuid::new_v4()).await.unwrap().is_empty());
 }

@@ -12,12 +12,13 @@ use crate::{
         AppState,
         error::{ApiError, ErrorBody},
     },
-    domain::{Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, segments_of},
-    store::PageCursor,
+    domain::{Attempt, Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, segments_of},
+    store::{PageCursor, Transition, list_key},
 };
 
 const SENT_LIMIT_DEFAULT: u32 = 20;
 const SENT_LIMIT_MAX: u32 = 100;
+const STATUS_NAMES: &str = "pending, sending, sent, failed, cancelled";
 /// 9999-12-31T23:59:59Z in microseconds.
 const CURSOR_MAX_MICROS: i64 = 253_402_300_799_000_000;
 
@@ -89,6 +90,41 @@ pub struct MessageResponse {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     sent_at: Option<DateTime<Utc>>,
+    /// Every POST of this message and its result, oldest first; only on `GET /messages/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<Vec<AttemptResponse>>,
+}
+
+/// One POST to the provider and what came of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptResponse {
+    #[schema(example = 1)]
+    attempt: u32,
+    started_at: DateTime<Utc>,
+    #[schema(example = 42)]
+    duration_ms: u64,
+    /// The provider's HTTP status; null when it never answered (timeout, connection error).
+    #[schema(example = 202)]
+    http_status: Option<u16>,
+    /// `accepted`, `retry` or `rejected`.
+    #[schema(example = "accepted")]
+    outcome: String,
+    error: Option<String>,
+    provider_message_id: Option<String>,
+}
+
+impl From<Attempt> for AttemptResponse {
+    fn from(a: Attempt) -> Self {
+        Self {
+            attempt: a.attempt,
+            started_at: a.started_at,
+            duration_ms: a.duration_ms,
+            http_status: a.http_status,
+            outcome: a.outcome,
+            error: a.error,
+            provider_message_id: a.provider_message_id,
+        }
+    }
 }
 
 impl From<Message> for MessageResponse {
@@ -107,6 +143,7 @@ impl From<Message> for MessageResponse {
             created_at: m.created_at,
             updated_at: m.updated_at,
             sent_at: m.sent_at,
+            history: None,
         }
     }
 }
@@ -136,7 +173,7 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Resul
     Ok(HttpResponse::Created().json(MessageResponse::from(message)))
 }
 
-/// One message by id.
+/// One message by id, with the history of its attempts.
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
@@ -151,9 +188,90 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Resul
 )]
 #[get("/messages/{id}")]
 pub async fn get_one(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("id", "must be a UUID"))?;
+    let id = parse_id(&id)?;
     let message = state.store.get(id).await?.ok_or(ApiError::MessageNotFound(id))?;
-    Ok(HttpResponse::Ok().json(MessageResponse::from(message)))
+    let history = state.store.list_attempts(id).await?;
+    let mut response = MessageResponse::from(message);
+    response.history = Some(history.into_iter().map(AttemptResponse::from).collect());
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// Send a failed message again.
+///
+/// `failed` → `pending`, due now, with a fresh count of attempts; the history of earlier attempts stays.
+#[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
+    tag = "messages",
+    params(("id" = String, Path, description = "The message's UUID")),
+    responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
+        (status = 200, description = "Pending again", body = MessageResponse),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 409, description = "The message is not failed", body = ErrorBody,
+         example = json!({"error": "wrong_state", "message": "message 0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11 is sent: only a failed message can be retried", "status": "sent"})),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+#[post("/messages/{id}/retry")]
+pub async fn retry(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let changed = state.store.retry_if_failed(id).await?;
+    operator_result(
+        id,
+        changed,
+        "only a failed message can be retried",
+        "retried by an operator",
+    )
+}
+
+/// Cancel a pending message.
+///
+/// `pending` → `cancelled`: it will never be sent. A message already claimed (`sending`) cannot be
+/// cancelled.
+#[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
+    tag = "messages",
+    params(("id" = String, Path, description = "The message's UUID")),
+    responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
+        (status = 200, description = "Cancelled", body = MessageResponse),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 409, description = "The message is not pending", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+#[post("/messages/{id}/cancel")]
+pub async fn cancel(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let changed = state.store.cancel_if_pending(id).await?;
+    operator_result(
+        id,
+        changed,
+        "only a pending message can be cancelled",
+        "cancelled by an operator",
+    )
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::invalid("id", "must be a UUID"))
+}
+
+fn operator_result(
+    id: Uuid,
+    changed: Transition,
+    rule: &'static str,
+    done: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    match changed {
+        Transition::Changed(message) => {
+            log::info!(message_id:% = id; "message {done}");
+            Ok(HttpResponse::Ok().json(MessageResponse::from(message)))
+        }
+        Transition::Refused(status) => Err(ApiError::WrongState { id, status, rule }),
+        Transition::Missing => Err(ApiError::MessageNotFound(id)),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -210,7 +328,10 @@ pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>)
     let limit = parse_limit(query.limit.as_deref())?;
     let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
     // One more than asked tells whether another page exists, so the last page has no cursor.
-    let mut messages = state.store.list_sent(limit + 1, cursor).await?;
+    let mut messages = state
+        .store
+        .list_by_status(MessageStatus::Sent, limit + 1, cursor)
+        .await?;
     let has_more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
 
@@ -246,7 +367,7 @@ pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>)
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `sent` (newest send first) or `failed` (the dead letters, most recent failure first).
+    /// `pending`, `sending`, `sent`, `failed` (the dead letters) or `cancelled`.
     #[param(example = "failed")]
     status: Option<String>,
     /// Items per page, 1 to 100 (default 20).
@@ -265,10 +386,11 @@ pub struct MessagePage {
     next_cursor: Option<String>,
 }
 
-/// Messages in one final state, full records.
+/// Messages in one state, full records, newest first.
 ///
-/// `status=sent` lists newest send first; `status=failed` lists the dead letters, most recent failure
-/// first, each with its `last_error`. Keyset pagination, as for the sent list.
+/// Sent messages by send time; `failed` (the dead letters, each with its `last_error`) and `cancelled`
+/// by when they ended; `pending` and `sending` by when they were enqueued. Keyset pagination, as for
+/// the sent list.
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
@@ -277,34 +399,32 @@ pub struct MessagePage {
         (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 200, description = "A page of messages", body = MessagePage),
         (status = 400, description = "`status`, `limit` or `cursor` is invalid", body = ErrorBody,
-         example = json!({"error": "invalid_field", "message": "status: must be sent or failed", "field": "status"})),
+         example = json!({"error": "invalid_field", "message": "status: must be one of pending, sending, sent, failed, cancelled", "field": "status"})),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
 #[get("/messages")]
 pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let status = match query.status.as_deref() {
-        Some("sent") => MessageStatus::Sent,
-        Some("failed") => MessageStatus::Failed,
-        None => return Err(ApiError::invalid("status", "is required: sent or failed")),
-        Some(_) => return Err(ApiError::invalid("status", "must be sent or failed")),
+        None => {
+            return Err(ApiError::invalid(
+                "status",
+                format!("is required: one of {}", STATUS_NAMES),
+            ));
+        }
+        Some(raw) => raw
+            .parse::<MessageStatus>()
+            .map_err(|_| ApiError::invalid("status", format!("must be one of {}", STATUS_NAMES)))?,
     };
     let limit = parse_limit(query.limit.as_deref())?;
     let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
-    let mut messages = match status {
-        MessageStatus::Failed => state.store.list_failed(limit + 1, cursor).await?,
-        _ => state.store.list_sent(limit + 1, cursor).await?,
-    };
+    let mut messages = state.store.list_by_status(status, limit + 1, cursor).await?;
     let has_more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
-    let next_cursor = messages.last().filter(|_| has_more).and_then(|m| {
-        let at = if status == MessageStatus::Failed {
-            Some(m.updated_at)
-        } else {
-            m.sent_at
-        };
-        at.map(|at| format_cursor(PageCursor { at, id: m.id }))
-    });
+    let next_cursor = messages
+        .last()
+        .filter(|_| has_more)
+        .and_then(|m| list_key(m).map(|at| format_cursor(PageCursor { at, id: m.id })));
     let items = messages.into_iter().map(MessageResponse::from).collect();
     Ok(HttpResponse::Ok().json(MessagePage { items, next_cursor }))
 }
