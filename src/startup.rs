@@ -46,7 +46,9 @@ impl Application {
         let metrics = Metrics::new().context("registering metrics")?;
         let owner = instance_id();
         log::info!(owner = owner.as_str(); "starting the dispatcher");
-        let pipeline = dispatch::start(&settings, owner, Arc::clone(&store), cache.clone(), metrics.clone());
+        let pipeline = dispatch::start(&settings, owner, Arc::clone(&store), cache.clone(), metrics.clone())
+            .await
+            .context("reading the cluster's sending switch")?;
 
         let state = web::Data::new(AppState {
             store: Arc::clone(&store),

@@ -96,7 +96,10 @@ impl From<StoreError> for ApiError {
 
 impl From<PipelineError> for ApiError {
     fn from(error: PipelineError) -> Self {
-        Self::Unexpected(Box::new(error))
+        match error {
+            PipelineError::Switch(store) => store.into(),
+            gone => Self::Unexpected(Box::new(gone)),
+        }
     }
 }
 

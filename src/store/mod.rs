@@ -84,6 +84,17 @@ pub fn list_key(message: &Message) -> Option<DateTime<Utc>> {
     }
 }
 
+/// One instance as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub id: String,
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub in_flight: u32,
+    pub sending: bool,
+}
+
 /// What happened in one minute, for the console's chart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinuteActivity {
@@ -185,6 +196,22 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn cancel_if_pending(&self, id: Uuid) -> Result<Transition, StoreError>;
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+
+    /// Seeds whether sending is on for every replica, unless an earlier start already did; returns the
+    /// setting in force.
+    async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError>;
+
+    /// Turns sending on or off for every replica.
+    async fn set_sending(&self, sending: bool, by: &str) -> Result<(), StoreError>;
+
+    /// Records that `replica` is alive and returns whether sending is on, in one round trip.
+    async fn heartbeat(&self, replica: &Replica) -> Result<bool, StoreError>;
+
+    /// Instances seen since `since`, oldest start first.
+    async fn list_replicas(&self, since: DateTime<Utc>) -> Result<Vec<Replica>, StoreError>;
+
+    /// Removes a replica that is shutting down.
+    async fn forget_replica(&self, id: &str) -> Result<(), StoreError>;
 
     /// Messages sent and failed per minute since `since`, oldest minute first; minutes with neither are
     /// left out.

@@ -10,7 +10,9 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, StoreError, Transition};
+use super::{
+    Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, Replica, StoreError, Transition,
+};
 use crate::domain::{Attempt, Message, MessageStatus, NewMessage, ProviderMessageId};
 
 /// Columns of a full message row, in `MessageRow` order.
@@ -436,6 +438,85 @@ impl MessageStore for PostgresStore {
             pending: u64::try_from(pending).unwrap_or(0),
             oldest_pending_age: oldest_age_seconds.map(|s| Duration::from_secs_f64(s.max(0.0))),
         })
+    }
+
+    async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError> {
+        sqlx::query(
+            "INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(sending)
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map_err(db("seeding the sending switch"))?;
+        sqlx::query_scalar("SELECT sending FROM dispatcher_control WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("reading the sending switch"))
+    }
+
+    async fn set_sending(&self, sending: bool, by: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET sending = $1, changed_by = $2, changed_at = now()",
+        )
+        .bind(sending)
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map_err(db("setting the sending switch"))?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, replica: &Replica) -> Result<bool, StoreError> {
+        let wanted: Option<bool> = sqlx::query_scalar(
+            "WITH beat AS (
+                 INSERT INTO replicas (id, host, started_at, last_seen, in_flight, sending)
+                 VALUES ($1, $2, $3, now(), $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET last_seen = now(), in_flight = $4, sending = $5
+             )
+             SELECT sending FROM dispatcher_control WHERE id = 1",
+        )
+        .bind(&replica.id)
+        .bind(&replica.host)
+        .bind(replica.started_at)
+        .bind(i32::try_from(replica.in_flight).unwrap_or(i32::MAX))
+        .bind(replica.sending)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("recording a heartbeat"))?;
+        Ok(wanted.unwrap_or(replica.sending))
+    }
+
+    async fn list_replicas(&self, since: DateTime<Utc>) -> Result<Vec<Replica>, StoreError> {
+        let rows: Vec<(String, String, DateTime<Utc>, DateTime<Utc>, i32, bool)> = sqlx::query_as(
+            "SELECT id, host, started_at, last_seen, in_flight, sending FROM replicas
+              WHERE last_seen >= $1 ORDER BY started_at, id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing replicas"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, host, started_at, last_seen, in_flight, sending)| Replica {
+                id,
+                host,
+                started_at,
+                last_seen,
+                in_flight: u32::try_from(in_flight).unwrap_or(0),
+                sending,
+            })
+            .collect())
+    }
+
+    async fn forget_replica(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM replicas WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("removing a replica"))?;
+        Ok(())
     }
 
     async fn activity_since(&self, since: DateTime<Utc>) -> Result<Vec<MinuteActivity>, StoreError> {

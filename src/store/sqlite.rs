@@ -15,7 +15,9 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, StoreError, Transition};
+use super::{
+    Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, Replica, StoreError, Transition,
+};
 use crate::domain::{Attempt, Message, MessageStatus, NewMessage, ProviderMessageId};
 
 macro_rules! message_columns {
@@ -469,6 +471,90 @@ impl MessageStore for SqliteStore {
             oldest_pending_age: oldest_created_at
                 .map(|created| Duration::from_micros(u64::try_from(now.saturating_sub(created)).unwrap_or(0))),
         })
+    }
+
+    async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError> {
+        sqlx::query(
+            "INSERT INTO dispatcher_control (id, sending, changed_at, changed_by) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(sending)
+        .bind(micros(Utc::now()))
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map_err(db("seeding the sending switch"))?;
+        sqlx::query_scalar("SELECT sending FROM dispatcher_control WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("reading the sending switch"))
+    }
+
+    async fn set_sending(&self, sending: bool, by: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO dispatcher_control (id, sending, changed_at, changed_by) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET sending = ?1, changed_at = ?2, changed_by = ?3",
+        )
+        .bind(sending)
+        .bind(micros(Utc::now()))
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map_err(db("setting the sending switch"))?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, replica: &Replica) -> Result<bool, StoreError> {
+        sqlx::query(
+            "INSERT INTO replicas (id, host, started_at, last_seen, in_flight, sending)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET last_seen = ?4, in_flight = ?5, sending = ?6",
+        )
+        .bind(&replica.id)
+        .bind(&replica.host)
+        .bind(micros(replica.started_at))
+        .bind(micros(Utc::now()))
+        .bind(i64::from(replica.in_flight))
+        .bind(replica.sending)
+        .execute(&self.pool)
+        .await
+        .map_err(db("recording a heartbeat"))?;
+        let wanted: Option<bool> = sqlx::query_scalar("SELECT sending FROM dispatcher_control WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the sending switch"))?;
+        Ok(wanted.unwrap_or(replica.sending))
+    }
+
+    async fn list_replicas(&self, since: DateTime<Utc>) -> Result<Vec<Replica>, StoreError> {
+        let rows: Vec<(String, String, i64, i64, i64, bool)> = sqlx::query_as(
+            "SELECT id, host, started_at, last_seen, in_flight, sending FROM replicas
+              WHERE last_seen >= ?1 ORDER BY started_at, id",
+        )
+        .bind(micros(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing replicas"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, host, started_at, last_seen, in_flight, sending)| Replica {
+                id,
+                host,
+                started_at: DateTime::from_timestamp_micros(started_at).unwrap_or_default(),
+                last_seen: DateTime::from_timestamp_micros(last_seen).unwrap_or_default(),
+                in_flight: u32::try_from(in_flight).unwrap_or(0),
+                sending,
+            })
+            .collect())
+    }
+
+    async fn forget_replica(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM replicas WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("removing a replica"))?;
+        Ok(())
     }
 
     async fn activity_since(&self, since: DateTime<Utc>) -> Result<Vec<MinuteActivity>, StoreError> {

@@ -144,3 +144,49 @@ async fn a_shutdown_with_nothing_in_flight_is_prompt() {
         started.elapsed()
     );
 }
+
+#[actix_web::test]
+async fn a_stop_on_one_replica_halts_the_others_and_survives_a_restart() {
+    let database = TestDatabase::create().await;
+    let spawn = || {
+        TestApp::builder()
+            .database(&database)
+            .var("AUTOSTART", "true")
+            .var("INTERVAL", "100ms")
+            .spawn()
+    };
+    let (a, b) = (spawn().await, spawn().await);
+    wait_until("both replicas are listed", || async {
+        a.get("/scheduler").await.1["replicas"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2)
+    })
+    .await;
+
+    a.post_stop().await;
+    wait_until("replica B stops too", || async {
+        b.get("/scheduler").await.1["running"] == false
+    })
+    .await;
+    database.insert_many(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(a.provider.received_requests().await.unwrap().is_empty());
+    assert!(
+        b.provider.received_requests().await.unwrap().is_empty(),
+        "no POST from the other replica"
+    );
+
+    // AUTOSTART only seeds the switch: a fresh instance follows the stop.
+    let c = spawn().await;
+    assert_eq!(c.get("/scheduler").await.1["running"], false);
+
+    b.post_start().await;
+    wait_until("replica A starts again", || async {
+        a.get("/scheduler").await.1["running"] == true
+    })
+    .await;
+    wait_until("the queue drains", || async {
+        database.count_with_status("sent").await == 2
+    })
+    .await;
+}

@@ -31,10 +31,34 @@ pub struct SchedulerResponse {
     /// Messages claimed by this instance whose result is not yet recorded.
     #[schema(example = 0)]
     in_flight: usize,
+    /// Every instance that sent a heartbeat in the last 10 seconds, this one included. Each ticks on
+    /// its own, so N replicas send up to N × `batch_size` per interval. Empty when the database does
+    /// not answer.
+    replicas: Vec<ReplicaResponse>,
+}
+
+/// One running instance as it last reported itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicaResponse {
+    /// Host, process id and a random suffix.
+    #[schema(example = "web-1/4242/9f1c2ab3")]
+    id: String,
+    #[schema(example = "web-1")]
+    host: String,
+    started_at: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    #[schema(example = 0)]
+    in_flight: u32,
+    /// Whether its scheduler is ticking.
+    sending: bool,
 }
 
 async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResponse, ApiError> {
     let in_flight = state.pipeline.in_flight().await?;
+    let replicas = state.pipeline.replicas().await.unwrap_or_else(|error| {
+        log::warn!("scheduler state served without the replica list: {error}");
+        Vec::new()
+    });
     Ok(HttpResponse::Ok().json(SchedulerResponse {
         running: scheduler.running,
         interval_seconds: scheduler.interval.as_secs_f64(),
@@ -42,12 +66,24 @@ async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResp
         last_tick_at: scheduler.last_tick_at,
         next_tick_at: scheduler.next_tick_at,
         in_flight,
+        replicas: replicas
+            .into_iter()
+            .map(|r| ReplicaResponse {
+                id: r.id,
+                host: r.host,
+                started_at: r.started_at,
+                last_seen: r.last_seen,
+                in_flight: r.in_flight,
+                sending: r.sending,
+            })
+            .collect(),
     }))
 }
 
-/// Start sending.
+/// Start sending, on every replica.
 ///
-/// Ticks at once, then every `INTERVAL`. Idempotent: starting a running scheduler changes nothing.
+/// Turns the cluster's sending switch on (it survives restarts): this instance ticks at once, then
+/// every `INTERVAL`; the others follow within a second. Idempotent.
 #[utoipa::path(security(("api_key" = []), ("bearer" = [])), tag = "scheduler", responses(
         (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Running", body = SchedulerResponse)))]
 #[post("/scheduler/start")]
@@ -56,9 +92,11 @@ pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     respond(&state, scheduler).await
 }
 
-/// Stop sending.
+/// Stop sending, on every replica.
 ///
-/// No new messages are claimed; sends already in flight finish and are recorded. Idempotent.
+/// Turns the cluster's sending switch off (it survives restarts): no new messages are claimed here at
+/// once, and on the other replicas within a second; sends already in flight finish and are recorded.
+/// Idempotent.
 #[utoipa::path(security(("api_key" = []), ("bearer" = [])), tag = "scheduler", responses(
         (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Stopped", body = SchedulerResponse)))]
 #[post("/scheduler/stop")]
