@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod concurrency;
+mod console;
 mod crash;
 mod delivery;
 mod demo;

@@ -31,17 +31,26 @@ const state = {
 // ---- Masking -----------------------------------------------------------------------------------------
 
 /**
- * `+905551111111` → `+90555****11`: the same rule as `mask` in src/domain/phone_number.rs. At most 5
- * leading digits are shown, never more than (digits − 6), then `****`, then the last 2 characters when
- * the number has at least 6 digits. Non-digits before the shown digits (the `+`) are kept.
+ * `+905551111111` → `+90555****11`: the rule of `mask` in src/domain/phone_number.rs. At most 5 leading
+ * digits are shown, never more than (digits − 6), then `****`, then the last 2 characters when the number
+ * has at least 6 digits; what precedes the first digit (the `+`) is kept.
+ *
+ * The head is counted in digits, not characters. For every stored, parsed number (`+` and digits only) this
+ * gives exactly what the Rust function gives; it differs only for raw strings with separators inside, which
+ * dead letters inserted by plain SQL can hold: `0555 111 22 33` shows `0555 1****33`, not 9 of its 11 digits.
  */
 export function mask(number) {
   const chars = Array.from(String(number ?? ''));
-  const digits = chars.filter((c) => c >= '0' && c <= '9').length;
-  const shownHead = Math.min(Math.max(digits - 6, 0), 5);
-  const headLength = Math.min(chars.length - digits + shownHead, chars.length);
-  const tailLength = digits >= 6 ? 2 : 0;
-  return `${chars.slice(0, headLength).join('')}****${chars.slice(chars.length - tailLength).join('')}`;
+  const isDigit = (c) => c >= '0' && c <= '9';
+  const digits = chars.filter(isDigit).length;
+  const shownDigits = Math.min(Math.max(digits - 6, 0), 5);
+  let head = 0;
+  while (head < chars.length && !isDigit(chars[head])) head += 1;
+  for (let shown = 0; head < chars.length && shown < shownDigits; head += 1) {
+    if (isDigit(chars[head])) shown += 1;
+  }
+  const tail = digits >= 6 ? chars.slice(-2).join('') : '';
+  return `${chars.slice(0, head).join('')}****${tail}`;
 }
 
 // ---- The API -----------------------------------------------------------------------------------------
@@ -386,7 +395,9 @@ function actionCell(label, id, action, hidden) {
 }
 
 function renderList(rowsSelector, emptySelector, items, toRow) {
-  $(rowsSelector).replaceChildren(...items.map(toRow));
+  const rows = $(rowsSelector);
+  rows.replaceChildren(...items.map(toRow));
+  rows.closest('.table-wrap').hidden = items.length === 0;
   $(emptySelector).hidden = items.length > 0;
 }
 
@@ -480,7 +491,7 @@ async function load() {
     problems.push(`${name}: ${result.reason?.message ?? result.reason}`);
   });
   if (problems.length < sources.length) state.lastSuccessAt = Date.now();
-  showProblems(problems);
+  showProblems(unauthorized ? [`this server's data without its API key (${memoryKey ? 'the key given was refused' : 'none given'}): press API key at the top`] : problems);
   renderFreshness();
   if (unauthorized && !state.keyAsked) {
     state.keyAsked = true;
@@ -570,6 +581,7 @@ function start() {
   $('#api-key-forget').addEventListener('click', () => {
     storeKey('');
     $('#api-key-dialog').close();
+    refresh();
   });
   document.addEventListener('visibilitychange', () => {
     if (document.hidden) clearTimeout(timer);

@@ -81,7 +81,10 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 pub async fn page(request: HttpRequest) -> HttpResponse {
     let mut response = PAGE.respond(&request);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(PAGE_POLICY));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(PAGE_POLICY),
+    );
     headers.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
     response
 }
