@@ -35,6 +35,8 @@ pub struct Metrics {
     pub leases_rescued_total: IntCounter,
     /// `tick_errors_total`: ticks that could not claim, usually because the database was unreachable.
     pub tick_errors_total: IntCounter,
+    /// `breaker_state`: the provider circuit breaker, 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGauge,
     /// `result_write_errors_total`: failed attempts to record a provider's answer; each is retried.
     pub result_write_errors_total: IntCounter,
 }
@@ -73,13 +75,17 @@ impl Metrics {
                 "Claims whose lease expired and went back to pending",
             )?,
             tick_errors_total: IntCounter::new("tick_errors_total", "Ticks that failed to claim messages")?,
+            breaker_state: IntGauge::new(
+                "breaker_state",
+                "The provider circuit breaker: 0 closed, 1 open, 2 half-open",
+            )?,
             result_write_errors_total: IntCounter::new(
                 "result_write_errors_total",
                 "Failed attempts to record a provider's answer (each is retried)",
             )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(metrics.scheduler_running.clone()),
             Box::new(metrics.sends_total.clone()),
             Box::new(metrics.retries_total.clone()),
@@ -91,6 +97,7 @@ impl Metrics {
             Box::new(metrics.leases_rescued_total.clone()),
             Box::new(metrics.tick_errors_total.clone()),
             Box::new(metrics.result_write_errors_total.clone()),
+            Box::new(metrics.breaker_state.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

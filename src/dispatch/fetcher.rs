@@ -9,8 +9,12 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::messages::{
-    Deliver, GetInFlight, PauseClaims, ResumeClaims, SlotFreed, Tick, TickReport, TickSkipped, TickSource,
+use super::{
+    breaker::{Breaker, BreakerState},
+    messages::{
+        BreakerReport, Deliver, GetBreaker, GetInFlight, PauseClaims, ResumeClaims, SlotFreed, Tick, TickReport,
+        TickSkipped, TickSource,
+    },
 };
 use crate::{
     config::Settings,
@@ -31,6 +35,7 @@ pub struct FetcherActor {
     /// Set while sending is stopped: scheduled ticks do nothing, and a claim that returns finds its rows
     /// given back unsent.
     paused: bool,
+    breaker: Breaker,
 }
 
 /// What a claim may take and how its rows are judged.
@@ -76,6 +81,7 @@ impl FetcherActor {
             in_flight: 0,
             claiming: false,
             paused: true,
+            breaker: Breaker::default(),
         }
     }
 
@@ -160,7 +166,9 @@ impl Handler<Tick> for FetcherActor {
         }
         // With every slot taken the tick still rescues: leases of dead instances must not wait for ours.
         let free_slots = (self.rules.batch_size as usize).saturating_sub(self.in_flight);
-        let limit = u32::try_from(free_slots).unwrap_or(self.rules.batch_size);
+        let allowed = self.breaker.allowance(free_slots, std::time::Instant::now());
+        let breaker_holds = allowed < free_slots;
+        let limit = u32::try_from(allowed).unwrap_or(self.rules.batch_size);
         self.claiming = true;
         let store = Arc::clone(&self.store);
         let rules = self.rules.clone();
@@ -169,7 +177,10 @@ impl Handler<Tick> for FetcherActor {
                 .into_actor(self)
                 .then(move |result, act, _| {
                     act.claiming = false;
-                    let (report, unsent) = act.finish_tick(tick.source, limit, result);
+                    let (mut report, unsent) = act.finish_tick(tick.source, limit, result);
+                    if breaker_holds && report.skipped == Some(TickSkipped::NoFreeSlot) {
+                        report.skipped = Some(TickSkipped::BreakerOpen);
+                    }
                     let store = Arc::clone(&act.store);
                     async move {
                         if !unsent.is_empty() {
@@ -225,6 +236,7 @@ impl FetcherActor {
                 "tick claimed messages"
             );
         }
+        self.breaker.claimed(batch.deliveries.len());
         batch
             .deliveries
             .into_iter()
@@ -263,8 +275,56 @@ impl Handler<ResumeClaims> for FetcherActor {
 impl Handler<SlotFreed> for FetcherActor {
     type Result = ();
 
-    fn handle(&mut self, _: SlotFreed, _: &mut Self::Context) {
+    fn handle(&mut self, freed: SlotFreed, _: &mut Self::Context) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        let now = std::time::Instant::now();
+        let before = self.breaker.state(now);
+        self.breaker.record(freed.provider_failed, now);
+        let after = self.breaker.state(now);
+        if before != after {
+            self.metrics.breaker_state.set(breaker_gauge(after));
+            match after {
+                BreakerState::Open { .. } => log::warn!(
+                    cool_down:? = super::breaker::COOL_DOWN;
+                    "circuit breaker open: the provider keeps failing, claiming stops for the cool-down"
+                ),
+                BreakerState::Closed => log::info!("circuit breaker closed: the provider answers again"),
+                BreakerState::HalfOpen { .. } => {}
+            }
+        }
+    }
+}
+
+/// `breaker_state`: 0 closed, 1 open, 2 half-open.
+fn breaker_gauge(state: BreakerState) -> i64 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open { .. } => 1,
+        BreakerState::HalfOpen { .. } => 2,
+    }
+}
+
+impl Handler<GetBreaker> for FetcherActor {
+    type Result = MessageResult<GetBreaker>;
+
+    fn handle(&mut self, _: GetBreaker, _: &mut Self::Context) -> Self::Result {
+        let now = std::time::Instant::now();
+        let state = self.breaker.state(now);
+        self.metrics.breaker_state.set(breaker_gauge(state));
+        MessageResult(match state {
+            BreakerState::Closed => BreakerReport {
+                state: "closed",
+                probe_in: None,
+            },
+            BreakerState::Open { until } => BreakerReport {
+                state: "open",
+                probe_in: Some(until.saturating_duration_since(now)),
+            },
+            BreakerState::HalfOpen { .. } => BreakerReport {
+                state: "half_open",
+                probe_in: None,
+            },
+        })
     }
 }
 

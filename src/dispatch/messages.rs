@@ -58,6 +58,8 @@ pub enum TickSkipped {
     StoreError,
     /// Sending is stopped; a scheduled tick that was already queued does nothing.
     Paused,
+    /// The circuit breaker is open (or its probe is out): the provider looks down.
+    BreakerOpen,
 }
 
 /// Fetcher → one webhook actor: POST this claimed, validated message to the provider.
@@ -80,10 +82,25 @@ pub struct DeliveryFinished {
 }
 
 /// Persister → fetcher: the result of a claim is recorded (or the claim was lost), so its send slot is
-/// free again.
+/// free again; `provider_failed` (5xx, 429, timeout) feeds the circuit breaker.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct SlotFreed;
+pub struct SlotFreed {
+    pub provider_failed: bool,
+}
+
+/// API → fetcher: how the circuit breaker stands.
+#[derive(Debug, Message)]
+#[rtype(result = "BreakerReport")]
+pub struct GetBreaker;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerReport {
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    /// While open: how long until a probe may go.
+    pub probe_in: Option<Duration>,
+}
 
 /// API or start-up → scheduler: tick now, then every `INTERVAL`. Idempotent.
 #[derive(Debug, Message)]

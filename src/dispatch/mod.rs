@@ -10,6 +10,7 @@
 //! Each actor knows the next stage only by the `Recipient` it was given here. `start` wires them and
 //! returns the `Pipeline` handle that the API and shutdown use.
 
+mod breaker;
 mod control;
 mod fetcher;
 pub mod messages;
@@ -28,7 +29,8 @@ pub use scheduler::{FetcherControls, SchedulerActor};
 pub use webhook::{WebhookActor, WebhookTarget};
 
 use self::messages::{
-    GetInFlight, GetSchedulerState, SchedulerState, StartSending, StopSending, Tick, TickReport, TickSource,
+    BreakerReport, GetBreaker, GetInFlight, GetSchedulerState, SchedulerState, StartSending, StopSending, Tick,
+    TickReport, TickSource,
 };
 use crate::{
     cache::Cache,
@@ -150,6 +152,10 @@ impl Pipeline {
 
     pub async fn state(&self) -> Result<SchedulerState, PipelineError> {
         Ok(self.scheduler.send(GetSchedulerState).await?)
+    }
+
+    pub async fn breaker(&self) -> Result<BreakerReport, PipelineError> {
+        Ok(self.fetcher.send(GetBreaker).await?)
     }
 
     pub async fn in_flight(&self) -> Result<usize, PipelineError> {

@@ -223,10 +223,11 @@ impl Handler<DeliveryFinished> for PersisterActor {
         let cache = self.cache.clone();
         let metrics = self.metrics.clone();
         let policy = self.policy;
+        let provider_failed = matches!(finished.outcome, Outcome::RetryLater { .. });
         ctx.spawn(
             async move { record(store.as_ref(), &cache, &metrics, &policy, &finished).await }
                 .into_actor(self)
-                .map(|(), act, _| act.fetcher.do_send(SlotFreed)),
+                .map(move |(), act, _| act.fetcher.do_send(SlotFreed { provider_failed })),
         );
     }
 }

@@ -392,6 +392,8 @@ async fn scheduler_state_reports_interval_batch_and_ticks() {
     let (status, mut state) = app.get("/scheduler").await;
     assert_eq!(status, StatusCode::OK);
     let replicas = state.as_object_mut().unwrap().remove("replicas").unwrap();
+    let breaker = state.as_object_mut().unwrap().remove("breaker").unwrap();
+    assert_eq!(breaker, json!({"state": "closed", "probe_in_seconds": null}));
     assert_eq!(
         state,
         json!({"running": false, "interval_seconds": 120.0, "batch_size": 3, "last_tick_at": null,

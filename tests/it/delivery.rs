@@ -375,3 +375,37 @@ async fn a_message_that_keeps_failing_becomes_a_dead_letter_after_max_retries() 
     assert_eq!(app.metric("dead_letters_total").await, 1.0);
     app.provider.verify().await;
 }
+
+#[actix_web::test]
+async fn a_provider_that_keeps_failing_opens_the_breaker_and_claiming_stops() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(10)
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("BATCH_SIZE", "10")
+        .spawn()
+        .await;
+    let ids = app.database.insert_many(12).await;
+
+    app.tick_and_settle().await;
+    for id in &ids {
+        app.database.make_due(*id).await;
+    }
+    let report = app.tick_and_settle().await;
+
+    assert_eq!(report.claimed, 0, "the breaker holds claims: {report:?}");
+    let (_, scheduler) = app.get("/scheduler").await;
+    assert_eq!(scheduler["breaker"]["state"], "open", "{scheduler}");
+    assert!(scheduler["breaker"]["probe_in_seconds"].as_f64().unwrap() > 20.0);
+    assert_eq!(app.metric("breaker_state").await, 1.0);
+    assert_eq!(
+        app.database.count_with_status("pending").await,
+        12,
+        "no attempt burnt while open"
+    );
+    app.provider.verify().await;
+}

@@ -35,6 +35,19 @@ pub struct SchedulerResponse {
     /// its own, so N replicas send up to N × `batch_size` per interval. Empty when the database does
     /// not answer.
     replicas: Vec<ReplicaResponse>,
+    /// The provider circuit breaker of this instance.
+    breaker: BreakerResponse,
+}
+
+/// When the provider keeps failing (5xx, 429, timeouts on most recent sends) the breaker opens:
+/// nothing is claimed for a cool-down, then one message probes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreakerResponse {
+    /// `closed`, `open` or `half_open`.
+    #[schema(example = "closed")]
+    state: &'static str,
+    /// While open: seconds until a probe may go.
+    probe_in_seconds: Option<f64>,
 }
 
 /// One running instance as it last reported itself.
@@ -55,6 +68,7 @@ pub struct ReplicaResponse {
 
 async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResponse, ApiError> {
     let in_flight = state.pipeline.in_flight().await?;
+    let breaker = state.pipeline.breaker().await?;
     let replicas = state.pipeline.replicas().await.unwrap_or_else(|error| {
         log::warn!("scheduler state served without the replica list: {error}");
         Vec::new()
@@ -77,6 +91,10 @@ async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResp
                 sending: r.sending,
             })
             .collect(),
+        breaker: BreakerResponse {
+            state: breaker.state,
+            probe_in_seconds: breaker.probe_in.map(|d| d.as_secs_f64()),
+        },
     }))
 }
 
