@@ -10,5 +10,6 @@ mod delivery;
 mod demo;
 mod helpers;
 mod mock_provider;
+mod outage;
 mod scheduler;
 mod store;

@@ -1,0 +1,52 @@
+//! The database going away mid-run: the service stays up, says so in /readyz, and loses nothing.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+/// Ends every connection to the test database, as a Postgres restart would.
+async fn kill_connections(database: &TestDatabase) {
+    let name = database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let admin = sqlx::PgPool::connect(&admin_database_url()).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+}
+
+#[actix_web::test]
+async fn connections_killed_mid_run_lose_nothing_and_send_nothing_twice() {
+    let database = TestDatabase::create().await;
+    let ids = database.insert_many(60).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .var("AUTOSTART", "true")
+        // Slow enough that the kills land while it works: 60 messages take about 1.5 s.
+        .var("INTERVAL", "50ms")
+        .var("BATCH_SIZE", "2")
+        // A claim whose answer was lost with its connection is rescued after this.
+        .var("LEASE", "2s")
+        .var("WEBHOOK_TIMEOUT", "1s")
+        .spawn()
+        .await;
+
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        kill_connections(&database).await;
+    }
+    wait_until("every message is sent despite the outages", || async {
+        database.count_with_status("sent").await == ids.len() as i64
+    })
+    .await;
+    app.settle().await;
+
+    let posts = posts_per_key(&app.provider).await;
+    assert_eq!(posts.len(), ids.len());
+    let twice: Vec<_> = posts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "posted more than once: {twice:?}");
+    assert_eq!(app.get("/readyz").await.1["database"], "up", "it recovered by itself");
+}
