@@ -102,6 +102,10 @@ impl Metrics {
         for collector in collectors {
             metrics.registry.register(collector)?;
         }
+        // Every outcome has a series from the start, so dashboards show 0 rather than no data.
+        for outcome in ["accepted", "retry", "rejected", "invalid"] {
+            metrics.sends_total.with_label_values(&[outcome]);
+        }
         Ok(metrics)
     }
 

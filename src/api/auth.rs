@@ -13,15 +13,18 @@ use super::{AppState, error::ApiError};
 
 /// Paths anyone may read: probes, scrapes, the docs and the console page's shell (whose own calls
 /// carry the key).
-const OPEN_PREFIXES: &[&str] = &[
+const OPEN_PATHS: &[&str] = &[
+    "/",
     "/healthz",
     "/readyz",
     "/metrics",
     "/swagger",
-    "/api-docs",
+    "/swagger-ui",
     "/docs",
     "/console",
 ];
+/// ... and everything under these.
+const OPEN_FOLDERS: &[&str] = &["/swagger/", "/swagger-ui/", "/api-docs/", "/console/"];
 
 pub async fn require_api_key(
     request: ServiceRequest,
@@ -31,7 +34,7 @@ pub async fn require_api_key(
         .app_data::<web::Data<AppState>>()
         .and_then(|state| state.api_key.clone());
     let path = request.path();
-    let open = path == "/" || OPEN_PREFIXES.iter().any(|prefix| path.starts_with(prefix));
+    let open = OPEN_PATHS.contains(&path) || OPEN_FOLDERS.iter().any(|folder| path.starts_with(folder));
     if let Some(expected) = expected.filter(|_| !open) {
         let headers = request.headers();
         let presented = headers.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {

@@ -256,12 +256,16 @@ impl MessageStore for SqliteStore {
     }
 
     async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
-        // One token for the whole claim: fencing matches (id, token), so it is as unique as one per row.
+        // A fresh token per row (random per row, as in Postgres): it keys the row's attempt history too.
         let now = micros(Utc::now());
         let mut rows: Vec<ClaimedRow> = sqlx::query_as(
             "UPDATE messages
                 SET status = 'sending', attempts = attempts + 1,
-                    lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3 + ?4, updated_at = ?3
+                    lease_owner = ?1, lease_expires_at = ?3 + ?4, updated_at = ?3,
+                    lease_token = lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' ||
+                                        substr(hex(randomblob(2)), 2) || '-' ||
+                                        substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) ||
+                                        '-' || hex(randomblob(6)))
               WHERE seq IN (
                     SELECT seq FROM messages
                      WHERE status = 'pending' AND next_attempt_at <= ?3
@@ -270,7 +274,7 @@ impl MessageStore for SqliteStore {
           RETURNING id, seq, lease_token, attempts, phone_number, content",
         )
         .bind(owner)
-        .bind(Uuid::new_v4().to_string())
+        .bind(None::<String>) // ?2 is unused: the token is made per row above
         .bind(now)
         .bind(micros_of(lease))
         .bind(i64::from(limit))

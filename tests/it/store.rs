@@ -392,6 +392,35 @@ async fn attempts_are_recorded_once_per_claim_oldest_first(store: Arc<dyn Messag
     };
     store.record_attempt(&second, &accepted).await.unwrap();
 
-    assert_eq!(store.list_attempts(ids[0]).await.unwrap(), vec![retry, accepted]);
+    assert_eq!(
+        store.list_attempts(ids[0]).await.unwrap(),
+        vec![retry.clone(), accepted]
+    );
     assert!(store.list_attempts(Uuid::new_v4()).await.unwrap().is_empty());
+
+    // Every message of one claim has its own token, so each keeps its own history.
+    let more = enqueue(store.as_ref(), 2).await;
+    let claims: Vec<Claim> = store
+        .claim_due(2, "a", LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.claim)
+        .collect();
+    assert_ne!(claims[0].token, claims[1].token);
+    for claim in &claims {
+        store
+            .record_attempt(
+                claim,
+                &Attempt {
+                    attempt: 1,
+                    ..retry.clone()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    for id in more {
+        assert_eq!(store.list_attempts(id).await.unwrap().len(), 1);
+    }
 }
