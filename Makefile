@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export TEST_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: build run demo test lint fmt migrate
+.PHONY: build run demo test lint fmt migrate chaos
 
 ## build: the optimised binary, target/release/insider-messaging
 build:
@@ -36,3 +36,8 @@ fmt:
 ## migrate: apply the migrations to DATABASE_URL and exit (`serve` also applies them at start-up)
 migrate:
 	cargo run -- migrate
+
+## chaos: three replicas, a failing provider and random SIGKILLs over 20,000 messages (a few minutes)
+chaos:
+	cargo build
+	python3 tests/chaos/chaos.py --binary target/debug/insider-messaging
