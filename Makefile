@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export TEST_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: build run demo test lint fmt migrate chaos
+.PHONY: build run demo test lint fmt migrate chaos openapi coverage
 
 ## build: the optimised binary, target/release/insider-messaging
 build:
@@ -41,3 +41,12 @@ migrate:
 chaos:
 	cargo build
 	python3 tests/chaos/chaos.py --binary target/debug/insider-messaging
+
+## openapi: write docs/openapi.json from the code (CI fails when the committed file is stale)
+openapi:
+	cargo build
+	bash .ci/check-openapi --write
+
+## coverage: line coverage with cargo-tarpaulin; fails under 70%
+coverage:
+	bash .ci/coverage
