@@ -325,16 +325,13 @@ pub struct SentPage {
 )]
 #[get("/messages/sent")]
 pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>) -> Result<HttpResponse, ApiError> {
-    let limit = parse_limit(query.limit.as_deref())?;
-    let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
-    // One more than asked tells whether another page exists, so the last page has no cursor.
-    let mut messages = state
-        .store
-        .list_by_status(MessageStatus::Sent, limit + 1, cursor)
-        .await?;
-    let has_more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
-
+    let (messages, next_cursor) = page(
+        &state,
+        MessageStatus::Sent,
+        query.limit.as_deref(),
+        query.cursor.as_deref(),
+    )
+    .await?;
     let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
     let cached = state.cache.get_sent_many(&ids).await.unwrap_or_else(|error| {
         state.metrics.cache_errors_total.inc();
@@ -343,10 +340,6 @@ pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>)
             crate::telemetry::error_chain(&error)
         );
         vec![None; ids.len()]
-    });
-    let next_cursor = messages.last().filter(|_| has_more).and_then(|m| {
-        m.sent_at
-            .map(|sent_at| format_cursor(PageCursor { at: sent_at, id: m.id }))
     });
     let items = messages
         .into_iter()
@@ -416,8 +409,21 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
             .parse::<MessageStatus>()
             .map_err(|_| ApiError::invalid("status", format!("must be one of {}", STATUS_NAMES)))?,
     };
-    let limit = parse_limit(query.limit.as_deref())?;
-    let cursor = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let (messages, next_cursor) = page(&state, status, query.limit.as_deref(), query.cursor.as_deref()).await?;
+    let items = messages.into_iter().map(MessageResponse::from).collect();
+    Ok(HttpResponse::Ok().json(MessagePage { items, next_cursor }))
+}
+
+/// One page of messages in `status` and the cursor of the next page (none on the last one).
+async fn page(
+    state: &AppState,
+    status: MessageStatus,
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> Result<(Vec<Message>, Option<String>), ApiError> {
+    let limit = parse_limit(limit)?;
+    let cursor = cursor.map(parse_cursor).transpose()?;
+    // One more than asked tells whether another page exists, so the last page has no cursor.
     let mut messages = state.store.list_by_status(status, limit + 1, cursor).await?;
     let has_more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
@@ -425,8 +431,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
         .last()
         .filter(|_| has_more)
         .and_then(|m| list_key(m).map(|at| format_cursor(PageCursor { at, id: m.id })));
-    let items = messages.into_iter().map(MessageResponse::from).collect();
-    Ok(HttpResponse::Ok().json(MessagePage { items, next_cursor }))
+    Ok((messages, next_cursor))
 }
 
 fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
