@@ -50,6 +50,8 @@ pub enum ApiError {
     },
     #[error("no route matches this method and path")]
     NoRoute,
+    #[error("this path answers only {0}")]
+    MethodNotAllowed(String),
     #[error("this route needs the API key: send Authorization: Bearer <key> or X-API-Key: <key>")]
     Unauthorized,
     #[error("the database is unavailable; try again shortly")]
@@ -75,6 +77,7 @@ impl ApiError {
             Self::MessageNotFound(_) => "message_not_found",
             Self::WrongState { .. } => "wrong_state",
             Self::NoRoute => "no_route",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Unexpected(_) => "internal_error",
@@ -136,6 +139,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MessageNotFound(_) | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::WrongState { .. } => StatusCode::CONFLICT,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -150,6 +154,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Self::MethodNotAllowed(allowed) = self {
+            response.insert_header(("Allow", allowed.as_str()));
         }
         response.json(ErrorBody {
             error: self.code(),

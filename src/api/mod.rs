@@ -56,8 +56,37 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut ServiceConfig) 
             .service(routes::console::stylesheet)
             .service(routes::console::script)
             .configure(docs::configure)
-            .default_service(web::to(|| async {
-                Err::<actix_web::HttpResponse, _>(ApiError::NoRoute)
-            }));
+            .default_service(web::to(no_route));
+    }
+}
+
+/// What no route answered: 405 with `Allow` when the path is a documented route (the method is the
+/// problem), else 404. The OpenAPI document is the list of routes, so the two cannot drift apart.
+async fn no_route(request: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    static ROUTES: std::sync::OnceLock<Vec<(actix_web::dev::ResourceDef, Vec<String>)>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let spec = <docs::ApiDoc as utoipa::OpenApi>::openapi();
+        spec.paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = serde_json::to_value(item)
+                    .ok()
+                    .and_then(|v| v.as_object().map(|o| o.keys().map(|k| k.to_uppercase()).collect()))
+                    .unwrap_or_default();
+                (actix_web::dev::ResourceDef::new(path.as_str()), methods)
+            })
+            .collect()
+    });
+    let allowed: Vec<&str> = routes
+        .iter()
+        .filter(|(route, _)| route.is_match(request.path()))
+        .flat_map(|(_, methods)| methods.iter().map(String::as_str))
+        .filter(|m| ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(m))
+        .collect();
+    if allowed.is_empty() {
+        Err(ApiError::NoRoute)
+    } else {
+        Err(ApiError::MethodNotAllowed(allowed.join(", ")))
     }
 }

@@ -515,3 +515,23 @@ async fn an_operator_retries_a_dead_letter_and_cancels_a_pending_message_and_wro
     let (_, cancelled) = app.get("/messages?status=cancelled").await;
     assert_eq!(cancelled["items"][0]["id"], waiting.to_string());
 }
+
+#[actix_web::test]
+async fn a_wrong_method_on_a_real_route_is_405_with_allow() {
+    let app = TestApp::spawn().await;
+    let client = awc::Client::new();
+    for (method, path, allow) in [
+        ("GET", "/scheduler/start", "POST"),
+        ("DELETE", "/messages/0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11", "GET"),
+        ("TRACE", "/metrics", "GET"),
+    ] {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(response.headers().get("allow").unwrap(), allow, "{method} {path}");
+    }
+}

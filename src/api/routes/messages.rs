@@ -26,11 +26,18 @@ const CURSOR_MAX_MICROS: i64 = 253_402_300_799_000_000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"to": "+905551111111", "content": "Insider - Project"}))]
 pub struct CreateMessageRequest {
-    /// E.164 phone number: `+` then 8 to 15 digits; spaces and dashes are accepted and dropped.
-    #[schema(example = "+905551111111")]
+    /// E.164 phone number: `+` then 8 to 15 digits, the first not 0; spaces and dashes are accepted and
+    /// dropped.
+    #[schema(example = "+905551111111", pattern = r"^\+[ -]*[1-9](?:[ -]*[0-9]){7,14}[ -]*$")]
     pub to: String,
-    /// 1 to `CONTENT_MAX_CHARS` (default 160) characters; characters, not bytes.
-    #[schema(example = "Insider - Project")]
+    /// 1 to `CONTENT_MAX_CHARS` (default 160) characters, characters not bytes; not blank, and no
+    /// control characters other than line breaks and tabs.
+    #[schema(
+        example = "Insider - Project",
+        min_length = 1,
+        max_length = 160,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub content: String,
 }
 
@@ -177,7 +184,7 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Resul
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
-    params(("id" = String, Path, description = "The message's UUID")),
+    params(("id" = Uuid, Path, description = "The message's UUID")),
     responses(
         (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 200, description = "The message", body = MessageResponse),
@@ -202,7 +209,7 @@ pub async fn get_one(state: web::Data<AppState>, id: web::Path<String>) -> Resul
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
-    params(("id" = String, Path, description = "The message's UUID")),
+    params(("id" = Uuid, Path, description = "The message's UUID")),
     responses(
         (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 200, description = "Pending again", body = MessageResponse),
@@ -232,7 +239,7 @@ pub async fn retry(state: web::Data<AppState>, id: web::Path<String>) -> Result<
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
-    params(("id" = String, Path, description = "The message's UUID")),
+    params(("id" = Uuid, Path, description = "The message's UUID")),
     responses(
         (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
         (status = 200, description = "Cancelled", body = MessageResponse),
@@ -278,9 +285,10 @@ fn operator_result(
 #[into_params(parameter_in = Query)]
 pub struct SentQuery {
     /// Items per page, 1 to 100 (default 20).
-    #[param(value_type = Option<u32>, example = 20)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
     limit: Option<String>,
-    /// `next_cursor` of the previous page; omit for the first page.
+    /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
+    #[param(pattern = r"^$|^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     cursor: Option<String>,
 }
 
@@ -361,12 +369,13 @@ pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>)
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `pending`, `sending`, `sent`, `failed` (the dead letters) or `cancelled`.
-    #[param(example = "failed")]
+    #[param(required = true, value_type = MessageStatus, example = "failed")]
     status: Option<String>,
     /// Items per page, 1 to 100 (default 20).
-    #[param(value_type = Option<u32>, example = 20)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
     limit: Option<String>,
-    /// `next_cursor` of the previous page; omit for the first page.
+    /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
+    #[param(pattern = r"^$|^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     cursor: Option<String>,
 }
 
@@ -422,7 +431,8 @@ async fn page(
     cursor: Option<&str>,
 ) -> Result<(Vec<Message>, Option<String>), ApiError> {
     let limit = parse_limit(limit)?;
-    let cursor = cursor.map(parse_cursor).transpose()?;
+    // An empty `cursor=` is the first page, as an absent one.
+    let cursor = cursor.filter(|c| !c.is_empty()).map(parse_cursor).transpose()?;
     // One more than asked tells whether another page exists, so the last page has no cursor.
     let mut messages = state.store.list_by_status(status, limit + 1, cursor).await?;
     let has_more = messages.len() > limit as usize;
