@@ -37,7 +37,7 @@ impl Application {
             log::warn!("risky configuration: {warning}");
         }
 
-        let store = migrated_store(&settings).await?;
+        let store = migrate(settings.database_url.expose()).await?;
         let cache =
             Cache::new(settings.redis_url.as_ref(), settings.redis_ttl).context("setting up the Redis cache")?;
         if !cache.is_enabled() {
@@ -124,11 +124,6 @@ impl Application {
             .context("the HTTP server task failed")?
             .context("the HTTP server failed")
     }
-}
-
-/// Connects to the database and applies pending migrations; shared by `serve` and `migrate`.
-pub async fn migrated_store(settings: &Settings) -> anyhow::Result<Arc<dyn MessageStore>> {
-    migrate(settings.database_url.expose()).await
 }
 
 /// Applies the migrations to the database at `url` and returns the store on it.

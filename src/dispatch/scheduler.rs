@@ -15,7 +15,8 @@ use crate::metrics::Metrics;
 pub struct SchedulerActor {
     interval: Duration,
     batch_size: u32,
-    autostart: bool,
+    /// The cluster's sending switch when this instance started.
+    start_sending: bool,
     fetcher: FetcherControls,
     metrics: Metrics,
     timer: Option<SpawnHandle>,
@@ -35,14 +36,14 @@ impl SchedulerActor {
     pub fn new(
         interval: Duration,
         batch_size: u32,
-        autostart: bool,
+        start_sending: bool,
         fetcher: FetcherControls,
         metrics: Metrics,
     ) -> Self {
         Self {
             interval,
             batch_size,
-            autostart,
+            start_sending,
             fetcher,
             metrics,
             timer: None,
@@ -104,7 +105,7 @@ impl Actor for SchedulerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.scheduler_running.set(0);
-        if self.autostart {
+        if self.start_sending {
             self.start_ticking(ctx);
         }
     }

@@ -384,14 +384,8 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let mut response = self
-            .api
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("GET");
-        let body = response.body().limit(1 << 20).await.expect("body");
-        (response.status(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+        let (status, text) = self.get_text(path).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
@@ -472,13 +466,17 @@ impl TestApp {
     }
 }
 
-/// `GET message:<id>` in Redis, parsed.
-pub async fn cached(id: Uuid) -> Option<Value> {
+async fn redis_connection() -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis_url()).expect("redis url");
-    let mut conn = client
+    client
         .get_multiplexed_async_connection()
         .await
-        .expect("redis connection");
+        .expect("redis connection")
+}
+
+/// `GET message:<id>` in Redis, parsed.
+pub async fn cached(id: Uuid) -> Option<Value> {
+    let mut conn = redis_connection().await;
     let value: Option<String> = redis::cmd("GET")
         .arg(format!("message:{id}"))
         .query_async(&mut conn)
@@ -488,11 +486,7 @@ pub async fn cached(id: Uuid) -> Option<Value> {
 }
 
 pub async fn ttl(id: Uuid) -> i64 {
-    let client = redis::Client::open(redis_url()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
+    let mut conn = redis_connection().await;
     redis::cmd("TTL")
         .arg(format!("message:{id}"))
         .query_async(&mut conn)
