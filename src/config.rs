@@ -22,6 +22,7 @@ pub const VARIABLES: &[&str] = &[
     "WEBHOOK_AUTH_KEY",
     "INTERVAL",
     "BATCH_SIZE",
+    "WEBHOOK_CONCURRENCY",
     "AUTOSTART",
     "HTTP_ADDR",
     "CONTENT_MAX_CHARS",
@@ -33,6 +34,7 @@ pub const VARIABLES: &[&str] = &[
     "BACKOFF_MAX",
     "MAX_RETRIES",
     "API_KEY",
+    "SENT_RETENTION",
 ];
 
 /// The embedded default: a file under `./data/`, created on first start.
@@ -53,6 +55,10 @@ pub struct Settings {
     pub interval: Duration,
     /// `BATCH_SIZE` (default `2`): the most messages one tick claims.
     pub batch_size: NonZeroU32,
+    /// `WEBHOOK_CONCURRENCY` (default: `BATCH_SIZE`): the most POSTs in flight at once on this instance,
+    /// counted from claim to recorded result. A tick claims only what is free, so nothing claimed waits
+    /// in memory while its lease runs out. The default keeps one tick's worth in flight.
+    pub webhook_concurrency: NonZeroUsize,
     /// `AUTOSTART` (default `true`): start sending as soon as the service is up.
     pub autostart: bool,
     /// `HTTP_ADDR` (default `0.0.0.0:8080`): where the API listens; port 0 picks a free one.
@@ -75,6 +81,9 @@ pub struct Settings {
     pub max_retries: NonZeroU32,
     /// `API_KEY` (optional): when set, every route but health, metrics and docs requires it.
     pub api_key: Option<Secret>,
+    /// `SENT_RETENTION` (optional, e.g. `30d`): sent messages older than this are deleted, with their
+    /// history, a batch at a time every minute; unset keeps them for ever.
+    pub sent_retention: Option<Duration>,
 }
 
 impl Settings {
@@ -129,6 +138,24 @@ impl Settings {
                 variable: "BATCH_SIZE",
                 problem: format!("expected at most {}, got {batch_size}", u32::MAX),
             })?;
+        let webhook_concurrency = match var("WEBHOOK_CONCURRENCY") {
+            None => NonZeroUsize::new(batch_size.get() as usize).unwrap_or(NonZeroUsize::MIN),
+            Some(_) => number("WEBHOOK_CONCURRENCY", 1)?,
+        };
+        let sent_retention = var("SENT_RETENTION")
+            .map(|raw| {
+                parse_duration(&raw)
+                    .and_then(|retention| {
+                        (retention >= Duration::from_secs(1))
+                            .then_some(retention)
+                            .ok_or_else(|| "expected at least 1s; leave it unset to keep sent messages".to_owned())
+                    })
+                    .map_err(|problem| ConfigError {
+                        variable: "SENT_RETENTION",
+                        problem,
+                    })
+            })
+            .transpose()?;
         let http_addr_raw = var("HTTP_ADDR").unwrap_or_else(|| "0.0.0.0:8080".to_owned());
         let http_addr = http_addr_raw.trim().parse::<SocketAddr>().map_err(|_| ConfigError {
             variable: "HTTP_ADDR",
@@ -149,6 +176,7 @@ impl Settings {
             webhook_auth_key: var("WEBHOOK_AUTH_KEY").map(Secret::new),
             interval: duration("INTERVAL", "2m")?,
             batch_size,
+            webhook_concurrency,
             autostart,
             http_addr,
             content_max_chars: number("CONTENT_MAX_CHARS", 160)?,
@@ -161,6 +189,7 @@ impl Settings {
             backoff_max: duration("BACKOFF_MAX", "10m")?,
             max_retries: NonZeroU32::new(u32::try_from(number("MAX_RETRIES", 10)?.get()).unwrap_or(u32::MAX))
                 .unwrap_or(NonZeroU32::MIN),
+            sent_retention,
         };
         if settings.backoff_min > settings.backoff_max {
             return Err(ConfigError {
@@ -334,6 +363,8 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.interval, Duration::from_secs(120));
         assert_eq!(s.batch_size.get(), 2);
+        assert_eq!(s.webhook_concurrency.get(), 2, "one tick's worth in flight");
+        assert_eq!(s.sent_retention, None);
         assert!(s.autostart);
         assert_eq!(s.http_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(s.content_max_chars.get(), 160);
@@ -375,11 +406,30 @@ mod tests {
             ("REDIS_TTL", "10ms", "REDIS_TTL expected at least 1s"),
             ("MAX_RETRIES", "0", "MAX_RETRIES expected a whole number of at least 1"),
             ("BACKOFF_MIN", "1h", "BACKOFF_MIN must not exceed BACKOFF_MAX"),
+            (
+                "WEBHOOK_CONCURRENCY",
+                "0",
+                "WEBHOOK_CONCURRENCY expected a whole number of at least 1",
+            ),
+            ("SENT_RETENTION", "forever", "SENT_RETENTION expected a duration"),
+            ("SENT_RETENTION", "0s", "SENT_RETENTION expected at least 1s"),
         ];
         for (variable, value, expected) in cases {
             let error = settings(&[(variable, value)]).unwrap_err().to_string();
             assert!(error.starts_with(expected), "{variable}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn webhook_concurrency_follows_the_batch_size_unless_set() {
+        assert_eq!(
+            settings(&[("BATCH_SIZE", "300")]).unwrap().webhook_concurrency.get(),
+            300
+        );
+        let s = settings(&[("BATCH_SIZE", "300"), ("WEBHOOK_CONCURRENCY", "800")]).unwrap();
+        assert_eq!((s.batch_size.get(), s.webhook_concurrency.get()), (300, 800));
+        let s = settings(&[("SENT_RETENTION", "30d")]).unwrap();
+        assert_eq!(s.sent_retention, Some(Duration::from_secs(30 * 24 * 3600)));
     }
 
     #[test]
