@@ -76,19 +76,26 @@ impl Cache {
         self.pool.is_some()
     }
 
-    /// `SET message:<id> <record> EX <ttl>`; does nothing when the cache is off.
-    pub async fn put_sent(&self, id: Uuid, record: &SentRecord) -> Result<(), CacheError> {
-        let Some(pool) = &self.pool else { return Ok(()) };
-        let value = serde_json::to_string(record).map_err(CacheError::Json)?;
-        let action = "writing a sent message";
-        with_timeout(action, async {
-            let mut conn = pool.get().await.map_err(CacheError::Pool)?;
-            redis::cmd("SET")
-                .arg(key(id))
+    /// `SET message:<id> <record> EX <ttl>` for each entry, pipelined: one round trip for a whole flush of
+    /// results. Does nothing when the cache is off.
+    pub async fn put_sent_many(&self, entries: &[(Uuid, SentRecord)]) -> Result<(), CacheError> {
+        let Some(pool) = self.pool.as_ref().filter(|_| !entries.is_empty()) else {
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        for (id, record) in entries {
+            let value = serde_json::to_string(record).map_err(CacheError::Json)?;
+            pipe.cmd("SET")
+                .arg(key(*id))
                 .arg(value)
                 .arg("EX")
                 .arg(self.ttl.as_secs().max(1))
-                .query_async::<()>(&mut conn)
+                .ignore();
+        }
+        let action = "writing sent messages";
+        with_timeout(action, async {
+            let mut conn = pool.get().await.map_err(CacheError::Pool)?;
+            pipe.query_async::<()>(&mut conn)
                 .await
                 .map_err(|source| CacheError::Command { action, source })
         })

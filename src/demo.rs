@@ -88,14 +88,16 @@ async fn enqueue_samples(store: &dyn MessageStore, content_max_chars: usize) -> 
     if !empty {
         return Ok(0);
     }
-    for (to, content) in SAMPLES {
-        let message = NewMessage {
-            to: PhoneNumber::parse(to).context("a sample phone number")?,
-            content: MessageContent::parse(content, content_max_chars).context("a sample content")?,
-        };
-        store.insert(&message).await?;
-    }
-    Ok(SAMPLES.len())
+    let samples = SAMPLES
+        .iter()
+        .map(|(to, content)| {
+            Ok(NewMessage {
+                to: PhoneNumber::parse(to).context("a sample phone number")?,
+                content: MessageContent::parse(content, content_max_chars).context("a sample content")?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(store.insert_many(&samples).await?.len())
 }
 
 async fn report_progress(store: Arc<dyn MessageStore>, provider: Arc<MockProvider>) {

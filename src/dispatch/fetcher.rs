@@ -1,9 +1,10 @@
 //! `FetcherActor`: on each `Tick`, rescues expired leases, claims what the free send slots can take,
 //! fails claimed rows that do not validate, and hands the rest to the webhook actors in turn.
 //!
-//! It keeps the count of claims not yet recorded (`in_flight`); the persister frees a slot per result.
-//! Capping that count at `BATCH_SIZE` is what keeps ticks from piling up behind a slow provider, and
-//! keeps a claimed message from waiting in memory while its lease runs out.
+//! It keeps the count of claims not yet recorded (`in_flight`); the persister frees their slots a flush
+//! at a time. Capping that count at `WEBHOOK_CONCURRENCY` (and each tick's claim at `BATCH_SIZE`) is what
+//! keeps ticks from piling up behind a slow provider, and keeps a claimed message from waiting in memory
+//! while its lease runs out.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use actix::prelude::*;
 use super::{
     breaker::{Breaker, BreakerState},
     messages::{
-        BreakerReport, Deliver, GetBreaker, GetInFlight, PauseClaims, ResumeClaims, SlotFreed, Tick, TickReport,
+        BreakerReport, Deliver, GetBreaker, GetInFlight, PauseClaims, ResumeClaims, SlotsFreed, Tick, TickReport,
         TickSkipped, TickSource,
     },
 };
@@ -20,7 +21,7 @@ use crate::{
     config::Settings,
     domain::{MessageContent, PhoneNumber},
     metrics::Metrics,
-    store::{ClaimedMessage, MessageStore, StoreError},
+    store::{ClaimedMessage, Finish, MessageStore, NextState, StoreError},
     telemetry::error_chain,
 };
 
@@ -43,6 +44,8 @@ pub struct FetcherActor {
 pub struct ClaimRules {
     pub owner: String,
     pub batch_size: u32,
+    /// `WEBHOOK_CONCURRENCY`: claims of this instance not yet recorded, at most.
+    pub concurrency: usize,
     pub lease: std::time::Duration,
     pub content_max_chars: usize,
 }
@@ -52,6 +55,7 @@ impl ClaimRules {
         Self {
             owner,
             batch_size: settings.batch_size.get(),
+            concurrency: settings.webhook_concurrency.get(),
             lease: settings.lease,
             content_max_chars: settings.content_max_chars.get(),
         }
@@ -114,19 +118,26 @@ async fn claim_batch(store: &dyn MessageStore, rules: &ClaimRules, limit: u32) -
         deliveries: Vec::with_capacity(claimed.len()),
         invalid: 0,
     };
+    let mut invalid = Vec::new();
     for message in claimed {
         match validate(&message, rules.content_max_chars) {
             Ok(delivery) => batch.deliveries.push(delivery),
             Err(reason) => {
-                batch.invalid += 1;
-                let claim = message.claim;
-                log::warn!(message_id:% = claim.message_id; "claimed message is invalid, failing it: {reason}");
-                // If this write fails the lease expires, the row is claimed again and judged again.
-                if let Err(error) = store.mark_failed_if_claimed(&claim, &reason).await {
-                    log::error!(message_id:% = claim.message_id; "could not fail an invalid message: {}", error_chain(&error));
-                }
+                log::warn!(message_id:% = message.claim.message_id; "claimed message is invalid, failing it: {reason}");
+                invalid.push(Finish {
+                    claim: message.claim,
+                    next: NextState::Failed { error: reason },
+                    attempt: None,
+                });
             }
         }
+    }
+    batch.invalid = invalid.len();
+    // If this write fails the leases expire, the rows are claimed again and judged again.
+    if !invalid.is_empty()
+        && let Err(error) = store.finish_claims(&invalid).await
+    {
+        log::error!(messages = invalid.len(); "could not fail invalid messages: {}", error_chain(&error));
     }
     Ok(batch)
 }
@@ -165,9 +176,10 @@ impl Handler<Tick> for FetcherActor {
             return skipped(TickSkipped::ClaimInProgress);
         }
         // With every slot taken the tick still rescues: leases of dead instances must not wait for ours.
-        let free_slots = (self.rules.batch_size as usize).saturating_sub(self.in_flight);
-        let allowed = self.breaker.allowance(free_slots, std::time::Instant::now());
-        let breaker_holds = allowed < free_slots;
+        let free_slots = self.rules.concurrency.saturating_sub(self.in_flight);
+        let wanted = free_slots.min(self.rules.batch_size as usize);
+        let allowed = self.breaker.allowance(wanted, std::time::Instant::now());
+        let breaker_holds = allowed < wanted;
         let limit = u32::try_from(allowed).unwrap_or(self.rules.batch_size);
         self.claiming = true;
         let store = Arc::clone(&self.store);
@@ -231,7 +243,9 @@ impl FetcherActor {
             return (report, batch.deliveries);
         }
         if report.claimed > 0 || report.rescued > 0 {
-            log::info!(
+            // Debug: at full throttle this is hundreds of lines a second; the persister's one line per
+            // flush says what came of them.
+            log::debug!(
                 claimed = report.claimed, invalid = report.invalid, rescued = report.rescued;
                 "tick claimed messages"
             );
@@ -272,14 +286,16 @@ impl Handler<ResumeClaims> for FetcherActor {
     }
 }
 
-impl Handler<SlotFreed> for FetcherActor {
+impl Handler<SlotsFreed> for FetcherActor {
     type Result = ();
 
-    fn handle(&mut self, freed: SlotFreed, _: &mut Self::Context) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    fn handle(&mut self, freed: SlotsFreed, _: &mut Self::Context) {
+        self.in_flight = self.in_flight.saturating_sub(freed.provider_failed.len());
         let now = std::time::Instant::now();
         let before = self.breaker.state(now);
-        self.breaker.record(freed.provider_failed, now);
+        for failed in freed.provider_failed {
+            self.breaker.record(failed, now);
+        }
         let after = self.breaker.state(now);
         if before != after {
             self.metrics.breaker_state.set(breaker_gauge(after));

@@ -81,12 +81,13 @@ pub struct DeliveryFinished {
     pub duration: Duration,
 }
 
-/// Persister → fetcher: the result of a claim is recorded (or the claim was lost), so its send slot is
-/// free again; `provider_failed` (5xx, 429, timeout) feeds the circuit breaker.
+/// Persister → fetcher, once per flush: these claims' results are recorded (or their claims were lost),
+/// so their send slots are free again. One entry per slot, oldest first: whether the provider failed
+/// that send (5xx, 429, timeout), which feeds the circuit breaker.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct SlotFreed {
-    pub provider_failed: bool,
+pub struct SlotsFreed {
+    pub provider_failed: Vec<bool>,
 }
 
 /// API → fetcher: how the circuit breaker stands.

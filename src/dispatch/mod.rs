@@ -4,7 +4,7 @@
 //! ControlActor ──start/stop (the cluster's switch, polled every second)──▶ SchedulerActor
 //! SchedulerActor ──Tick──▶ FetcherActor ──Deliver──▶ WebhookActor ×N ──DeliveryFinished──▶ PersisterActor
 //!                               ▲                                                               │
-//!                               └─────────────────────────── SlotFreed ─────────────────────────┘
+//!                               └──────────────────── SlotsFreed (per flush) ───────────────────┘
 //! ```
 //!
 //! Each actor knows the next stage only by the `Recipient` it was given here. `start` wires them and
@@ -88,6 +88,7 @@ pub async fn start(
         url: settings.webhook_url.clone(),
         auth_key: settings.webhook_auth_key.clone(),
         timeout: settings.webhook_timeout,
+        max_connections: settings.webhook_concurrency.get(),
     };
     let webhooks = (0..WEBHOOK_ACTORS)
         .map(|_| {

@@ -1,17 +1,27 @@
-//! `PersisterActor`: records each provider answer under its claim, then caches what was sent.
+//! `PersisterActor`: records provider answers under their claims, a flush at a time, then caches what was
+//! sent and frees the send slots.
+//!
+//! Answers wait in a buffer and are written together, one statement per flush
+//! (`MessageStore::finish_claims`). A flush starts once `FLUSH_MAX` answers wait or `FLUSH_DELAY` after
+//! the first of them arrived, and at most `MAX_FLUSHES` run at once: under load the flushes grow instead
+//! of statements queueing for connections, and at the default pace a flush is one tick's answers, a
+//! couple of milliseconds late.
 //!
 //! Every write is fenced on the claim (see `store/mod.rs`): a result whose claim was lost changes
-//! nothing. A write that fails (database down right after a 202) is retried until it succeeds, so an
+//! nothing. A flush that fails (database down right after a 202) is retried until it succeeds, so an
 //! accepted message is never dropped and never turned into a resend while the process lives; its send
-//! slot stays taken meanwhile, which stops new claims. The cache comes after the database, which stays
-//! the source of truth: a crash between the two leaves only a missing cache entry.
+//! slots stay taken meanwhile, which stops new claims. A flush the database refuses for what one result
+//! holds is retried result by result, so that result holds up only its own slot. The cache comes after
+//! the database, which stays the source of truth: a crash between the two leaves only missing cache
+//! entries.
 
 use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
+use futures_util::future::join_all;
 
 use super::{
-    messages::{DeliveryFinished, SlotFreed},
+    messages::{DeliveryFinished, SlotsFreed},
     retry::{RetryDecision, RetryPolicy},
 };
 use crate::{
@@ -19,10 +29,16 @@ use crate::{
     domain::Attempt,
     metrics::Metrics,
     provider::Outcome,
-    store::{MessageStore, StoreError},
+    store::{Finish, MessageStore, NextState},
     telemetry::error_chain,
 };
 
+/// A flush starts at once when this many answers wait.
+const FLUSH_MAX: usize = 500;
+/// Otherwise, this long after the first waiting answer arrived.
+const FLUSH_DELAY: Duration = Duration::from_millis(2);
+/// Flushes in flight at once; more answers wait for the next one and make it larger.
+const MAX_FLUSHES: usize = 2;
 const WRITE_RETRY_MIN: Duration = Duration::from_millis(100);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -31,7 +47,20 @@ pub struct PersisterActor {
     cache: Cache,
     metrics: Metrics,
     policy: RetryPolicy,
-    fetcher: Recipient<SlotFreed>,
+    fetcher: Recipient<SlotsFreed>,
+    /// Answers not yet in a flush, oldest first.
+    waiting: Vec<Answer>,
+    /// Whether the waiting answers may be flushed now (`FLUSH_DELAY` passed, or `FLUSH_MAX` wait).
+    due: bool,
+    timer: Option<SpawnHandle>,
+    flushes: usize,
+}
+
+/// A provider's answer and the retry decision drawn for it when it arrived: a retried write keeps the
+/// delay it first chose.
+struct Answer {
+    finished: DeliveryFinished,
+    decision: Option<RetryDecision>,
 }
 
 impl PersisterActor {
@@ -40,7 +69,7 @@ impl PersisterActor {
         cache: Cache,
         metrics: Metrics,
         policy: RetryPolicy,
-        fetcher: Recipient<SlotFreed>,
+        fetcher: Recipient<SlotsFreed>,
     ) -> Self {
         Self {
             store,
@@ -48,147 +77,218 @@ impl PersisterActor {
             metrics,
             policy,
             fetcher,
+            waiting: Vec::new(),
+            due: false,
+            timer: None,
+            flushes: 0,
+        }
+    }
+
+    /// Starts flushes while answers are due and a flush may start.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        while self.due && self.flushes < MAX_FLUSHES && !self.waiting.is_empty() {
+            let take = self.waiting.len().min(FLUSH_MAX);
+            let batch: Vec<Answer> = self.waiting.drain(..take).collect();
+            if self.waiting.is_empty() {
+                self.due = false;
+                if let Some(timer) = self.timer.take() {
+                    ctx.cancel_future(timer);
+                }
+            }
+            self.flushes += 1;
+            let store = Arc::clone(&self.store);
+            let cache = self.cache.clone();
+            let metrics = self.metrics.clone();
+            ctx.spawn(
+                async move { record(store.as_ref(), &cache, &metrics, batch).await }
+                    .into_actor(self)
+                    .map(|provider_failed, act, ctx| {
+                        act.flushes -= 1;
+                        act.fetcher.do_send(SlotsFreed { provider_failed });
+                        act.flush(ctx);
+                    }),
+            );
         }
     }
 }
 
-/// Records one result, retrying the database write until it succeeds.
-async fn record(
-    store: &dyn MessageStore,
-    cache: &Cache,
-    metrics: &Metrics,
-    policy: &RetryPolicy,
-    finished: &DeliveryFinished,
-) {
-    // One draw per result: a retried write keeps the delay it first chose.
-    let decision = match &finished.outcome {
-        Outcome::RetryLater { retry_after, .. } => {
-            Some(policy.decide(finished.claim.attempt, *retry_after, rand::random()))
+/// Writes one flush, logs and counts what came of each answer, caches what was sent. Returns, per
+/// answer, whether the provider failed it (for the circuit breaker).
+async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batch: Vec<Answer>) -> Vec<bool> {
+    let finishes: Vec<Finish> = batch.iter().map(Answer::finish).collect();
+    let changed = write_until_recorded(store, metrics, &finishes).await;
+    let mut summary = Summary::default();
+    let mut to_cache = Vec::new();
+    for ((answer, finish), changed) in batch.iter().zip(&finishes).zip(changed) {
+        summary.count(answer, changed, metrics);
+        if let (
+            true,
+            NextState::Sent {
+                provider_message_id: Some(provider_id),
+                sent_at,
+            },
+        ) = (changed, &finish.next)
+        {
+            let record = SentRecord {
+                message_id: provider_id.to_string(),
+                sent_at: *sent_at,
+            };
+            to_cache.push((finish.claim.message_id, record));
         }
-        _ => None,
-    };
+    }
+    log::info!(
+        sent = summary.sent, retrying = summary.retrying, failed = summary.failed, lost = summary.lost;
+        "results recorded"
+    );
+    if let Err(error) = cache.put_sent_many(&to_cache).await {
+        metrics.cache_errors_total.inc();
+        log::warn!(messages = to_cache.len(); "sent, but not cached: {}", error_chain(&error));
+    }
+    batch
+        .iter()
+        .map(|answer| matches!(answer.finished.outcome, Outcome::RetryLater { .. }))
+        .collect()
+}
+
+/// Writes `finishes` until the database takes them. A lost connection or a timeout retries the flush as
+/// it is; a flush the database refuses is split, and each result retried on its own.
+async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finishes: &[Finish]) -> Vec<bool> {
     let mut wait = WRITE_RETRY_MIN;
-    let recorded = loop {
-        match write_outcome(store, metrics, finished, decision).await {
-            Ok(recorded) => break recorded,
-            Err(error) => {
-                metrics.result_write_errors_total.inc();
-                log::error!(
-                    message_id:% = finished.claim.message_id, outcome = finished.outcome.label(), retry_in:? = wait;
-                    "could not record the provider's answer: {}", error_chain(&error)
-                );
-                actix_rt::time::sleep(wait).await;
-                wait = (wait * 2).min(WRITE_RETRY_MAX);
-            }
-        }
-    };
-    let claim = &finished.claim;
-    if !recorded {
-        log::warn!(
-            message_id:% = claim.message_id, attempt = claim.attempt;
-            "result not recorded: the claim was lost (its lease expired and the message was rescued)"
-        );
-        return;
-    }
-    if let Outcome::Accepted {
-        provider_message_id: Some(provider_id),
-        sent_at,
-        ..
-    } = &finished.outcome
-    {
-        let record = SentRecord {
-            message_id: provider_id.to_string(),
-            sent_at: *sent_at,
+    loop {
+        let error = match store.finish_claims(finishes).await {
+            Ok(changed) => return changed,
+            Err(error) => error,
         };
-        if let Err(error) = cache.put_sent(claim.message_id, &record).await {
-            metrics.cache_errors_total.inc();
-            log::warn!(message_id:% = claim.message_id; "sent, but not cached: {}", error_chain(&error));
+        metrics.result_write_errors_total.inc();
+        if finishes.len() > 1 && error.is_refusal() {
+            log::error!(
+                results = finishes.len();
+                "the database refused a flush of results, writing them one by one: {}", error_chain(&error)
+            );
+            let one_by_one = finishes
+                .iter()
+                .map(|finish| write_until_recorded(store, metrics, std::slice::from_ref(finish)));
+            return Box::pin(join_all(one_by_one)).await.into_iter().flatten().collect();
+        }
+        let first = &finishes[0].claim;
+        log::error!(
+            results = finishes.len(), message_id:% = first.message_id, retry_in:? = wait;
+            "could not record the provider's answers: {}", error_chain(&error)
+        );
+        actix_rt::time::sleep(wait).await;
+        wait = (wait * 2).min(WRITE_RETRY_MAX);
+    }
+}
+
+impl Answer {
+    /// The store's view of this answer: the transition it calls for, and the attempt to keep.
+    fn finish(&self) -> Finish {
+        let finished = &self.finished;
+        let next = match (&finished.outcome, self.decision) {
+            (
+                Outcome::Accepted {
+                    provider_message_id,
+                    sent_at,
+                    ..
+                },
+                _,
+            ) => NextState::Sent {
+                provider_message_id: provider_message_id.clone(),
+                sent_at: *sent_at,
+            },
+            (Outcome::RetryLater { reason, .. }, Some(RetryDecision::RetryIn(delay))) => NextState::RetryLater {
+                delay,
+                error: reason.clone(),
+            },
+            (Outcome::RetryLater { reason, .. }, _) => NextState::Failed {
+                error: format!("gave up after {} attempts: {reason}", finished.claim.attempt),
+            },
+            (Outcome::Rejected { reason, .. }, _) => NextState::Failed { error: reason.clone() },
+        };
+        Finish {
+            claim: finished.claim,
+            next,
+            attempt: Some(attempt_of(finished)),
         }
     }
 }
 
-/// The one fenced transition each outcome calls for; `Ok(false)` when the claim was lost.
-async fn write_outcome(
-    store: &dyn MessageStore,
-    metrics: &Metrics,
-    finished: &DeliveryFinished,
-    decision: Option<RetryDecision>,
-) -> Result<bool, StoreError> {
-    let DeliveryFinished {
-        claim,
-        outcome,
-        started_at,
-        duration,
-    } = finished;
-    let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-    // History first, keyed by the claim: a retried write records it once, and a result whose claim
-    // was lost still shows in the history that it happened.
-    store
-        .record_attempt(claim, &attempt_of(finished, *started_at, duration_ms))
-        .await?;
-    match outcome {
-        Outcome::Accepted {
-            provider_message_id,
-            body_problem,
-            sent_at,
+/// What one flush came to, for its log line.
+#[derive(Default)]
+struct Summary {
+    sent: usize,
+    retrying: usize,
+    failed: usize,
+    lost: usize,
+}
+
+impl Summary {
+    /// Logs and counts one answer once its write is done; `changed` is whether it moved the message.
+    fn count(&mut self, answer: &Answer, changed: bool, metrics: &Metrics) {
+        let DeliveryFinished {
+            claim,
+            outcome,
+            duration,
             ..
-        } => {
-            if let Some(problem) = body_problem {
-                log::warn!(message_id:% = claim.message_id; "provider accepted the message but its answer is odd: {problem}");
-            }
-            let recorded = store
-                .mark_sent_unless_final(claim, provider_message_id.as_ref(), *sent_at)
-                .await?;
-            if recorded {
-                log::info!(
+        } = &answer.finished;
+        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        if !changed {
+            self.lost += 1;
+            log::warn!(
+                message_id:% = claim.message_id, attempt = claim.attempt;
+                "result not recorded: the claim was lost (its lease expired and the message was rescued)"
+            );
+            return;
+        }
+        match (outcome, answer.decision) {
+            (
+                Outcome::Accepted {
+                    provider_message_id,
+                    body_problem,
+                    ..
+                },
+                _,
+            ) => {
+                self.sent += 1;
+                if let Some(problem) = body_problem {
+                    log::warn!(message_id:% = claim.message_id; "provider accepted the message but its answer is odd: {problem}");
+                }
+                log::debug!(
                     message_id:% = claim.message_id, attempt = claim.attempt, duration_ms = duration_ms,
                     provider_message_id = provider_message_id.as_ref().map_or("none", AsRef::as_ref);
                     "message sent"
                 );
             }
-            Ok(recorded)
-        }
-        Outcome::RetryLater { reason, status, .. } => match decision {
-            Some(RetryDecision::RetryIn(delay)) => {
-                let recorded = store.retry_later_if_claimed(claim, delay, reason).await?;
-                if recorded {
-                    metrics.retries_total.inc();
-                    // The reason may quote the provider's body; it goes to the row, not the log.
-                    log::warn!(
-                        message_id:% = claim.message_id, attempt = claim.attempt, status:? = status,
-                        duration_ms = duration_ms, retry_in:? = delay;
-                        "send failed, will retry"
-                    );
-                }
-                Ok(recorded)
+            (Outcome::RetryLater { status, .. }, Some(RetryDecision::RetryIn(delay))) => {
+                self.retrying += 1;
+                metrics.retries_total.inc();
+                // The reason may quote the provider's body; it goes to the row, not the log.
+                log::warn!(
+                    message_id:% = claim.message_id, attempt = claim.attempt, status:? = status,
+                    duration_ms = duration_ms, retry_in:? = delay;
+                    "send failed, will retry"
+                );
             }
-            Some(RetryDecision::GiveUp) | None => {
-                let reason = format!("gave up after {} attempts: {reason}", claim.attempt);
-                let recorded = store.mark_failed_if_claimed(claim, &reason).await?;
-                if recorded {
-                    metrics.dead_letters_total.inc();
-                    log::warn!(
-                        message_id:% = claim.message_id, attempt = claim.attempt, status:? = status;
-                        "send failed and the attempts are spent: message failed (dead letter)"
-                    );
-                }
-                Ok(recorded)
+            (Outcome::RetryLater { status, .. }, _) => {
+                self.failed += 1;
+                metrics.dead_letters_total.inc();
+                log::warn!(
+                    message_id:% = claim.message_id, attempt = claim.attempt, status:? = status;
+                    "send failed and the attempts are spent: message failed (dead letter)"
+                );
             }
-        },
-        Outcome::Rejected { reason, status } => {
-            let recorded = store.mark_failed_if_claimed(claim, reason).await?;
-            if recorded {
+            (Outcome::Rejected { status, .. }, _) => {
+                self.failed += 1;
                 log::warn!(
                     message_id:% = claim.message_id, attempt = claim.attempt, status = status;
                     "provider rejected the message; it will not be retried"
                 );
             }
-            Ok(recorded)
         }
     }
 }
 
-fn attempt_of(finished: &DeliveryFinished, started_at: chrono::DateTime<chrono::Utc>, duration_ms: u64) -> Attempt {
+fn attempt_of(finished: &DeliveryFinished) -> Attempt {
     let (error, provider_message_id) = match &finished.outcome {
         Outcome::Accepted {
             provider_message_id,
@@ -202,8 +302,8 @@ fn attempt_of(finished: &DeliveryFinished, started_at: chrono::DateTime<chrono::
     };
     Attempt {
         attempt: finished.claim.attempt,
-        started_at,
-        duration_ms,
+        started_at: finished.started_at,
+        duration_ms: u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX),
         http_status: finished.outcome.http_status(),
         outcome: finished.outcome.label().to_owned(),
         error,
@@ -219,15 +319,22 @@ impl Handler<DeliveryFinished> for PersisterActor {
     type Result = ();
 
     fn handle(&mut self, finished: DeliveryFinished, ctx: &mut Self::Context) {
-        let store = Arc::clone(&self.store);
-        let cache = self.cache.clone();
-        let metrics = self.metrics.clone();
-        let policy = self.policy;
-        let provider_failed = matches!(finished.outcome, Outcome::RetryLater { .. });
-        ctx.spawn(
-            async move { record(store.as_ref(), &cache, &metrics, &policy, &finished).await }
-                .into_actor(self)
-                .map(move |(), act, _| act.fetcher.do_send(SlotFreed { provider_failed })),
-        );
+        let decision = match &finished.outcome {
+            Outcome::RetryLater { retry_after, .. } => {
+                Some(self.policy.decide(finished.claim.attempt, *retry_after, rand::random()))
+            }
+            _ => None,
+        };
+        self.waiting.push(Answer { finished, decision });
+        if self.waiting.len() >= FLUSH_MAX {
+            self.due = true;
+        } else if !self.due && self.timer.is_none() {
+            self.timer = Some(ctx.run_later(FLUSH_DELAY, |act, ctx| {
+                act.timer = None;
+                act.due = true;
+                act.flush(ctx);
+            }));
+        }
+        self.flush(ctx);
     }
 }

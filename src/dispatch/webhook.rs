@@ -19,12 +19,15 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// How long the body of an answer may take once its status line has arrived.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The webhook's address, key and time limit, shared by every actor of the pool.
+/// The webhook's address, key and limits, shared by every actor of the pool.
 #[derive(Clone)]
 pub struct WebhookTarget {
     pub url: String,
     pub auth_key: Option<Secret>,
     pub timeout: Duration,
+    /// `WEBHOOK_CONCURRENCY`: the fetcher never has more sends out, so no actor's pool needs more
+    /// connections, and none waits for one.
+    pub max_connections: usize,
 }
 
 pub struct WebhookActor {
@@ -37,7 +40,11 @@ pub struct WebhookActor {
 impl WebhookActor {
     pub fn new(target: WebhookTarget, persister: Recipient<DeliveryFinished>, metrics: Metrics) -> Self {
         // awc's client is !Send: it is built here, on the arbiter that runs this actor, and stays there.
+        // awc's default pool holds 100 connections: a larger WEBHOOK_CONCURRENCY would queue sends inside
+        // the client, where their time runs against WEBHOOK_TIMEOUT. Idle connections close after 15 s.
+        let connector = awc::Connector::new().limit(target.max_connections);
         let client = awc::Client::builder()
+            .connector(connector)
             .timeout(target.timeout)
             .disable_redirects()
             .finish();

@@ -1,11 +1,11 @@
 //! The message store: every state a message can be in, and the only transitions between them.
 //!
 //! ```text
-//!               claim_due                      mark_sent_unless_final
+//!               claim_due                      finish_claims: Sent
 //!  ┌─────────┐ ──────────────▶ ┌─────────┐ ─────────────────────────▶ ┌────────┐
-//!  │ pending │                 │ sending │                            │  sent  │  final
-//!  └─────────┘ ◀────────────── └─────────┘ ─────────────────────────▶ ├────────┤
-//!               retry_later_if_claimed      mark_failed_if_claimed    │ failed │  final
+//!  │ pending │                 │ sending │                            │  sent  │  final (delete_sent_before
+//!  └─────────┘ ◀────────────── └─────────┘ ─────────────────────────▶ ├────────┤  prunes it after SENT_RETENTION)
+//!               finish_claims: RetryLater  finish_claims: Failed      │ failed │  final
 //!               release_if_claimed                                    └────────┘
 //!               rescue_expired_leases (the lease ran out: its sender died or hung)
 //!
@@ -21,6 +21,11 @@
 //! recording that is right whoever holds the row, and it keeps a rescue from sending it again.
 //! `sent` and `cancelled` are final; `failed` is final for the dispatcher, and only an operator's retry
 //! moves it.
+//!
+//! The hot path is batched: `insert_many` enqueues many messages in one statement, `claim_due` claims a
+//! whole tick's worth in one, and `finish_claims` writes a whole flush of results (history and state) in
+//! one. The fences are per row, so batching changes how many round trips a message costs, not what may
+//! happen to it.
 //!
 //! Only this module speaks SQL: `postgres.rs` holds every statement for Postgres (several replicas) and
 //! `sqlite.rs` mirrors it for the embedded file (one instance, or a few processes on one machine).
@@ -54,6 +59,31 @@ pub struct ClaimedMessage {
     pub claim: Claim,
     pub phone_number: String,
     pub content: String,
+}
+
+/// What became of one claim, to be written under it by `finish_claims`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    pub claim: Claim,
+    pub next: NextState,
+    /// The POST the claim made, for the message's history; `None` when nothing was posted (a claimed
+    /// row that did not validate).
+    pub attempt: Option<Attempt>,
+}
+
+/// The state a finished claim moves its message to, and the fence that move is under.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextState {
+    /// `pending` or `sending` → `sent`, whoever holds the row now: the provider has the message, which
+    /// outranks a rescue that happened while the answer was on its way. Only a final state refuses it.
+    Sent {
+        provider_message_id: Option<ProviderMessageId>,
+        sent_at: DateTime<Utc>,
+    },
+    /// `sending` → `pending`, due after `delay`, if the claim still holds the row.
+    RetryLater { delay: Duration, error: String },
+    /// `sending` → `failed`, if the claim still holds the row.
+    Failed { error: String },
 }
 
 /// Where a list resumes: the sort time and id of the last item of the previous page.
@@ -124,6 +154,25 @@ pub enum StoreError {
     CorruptRow { id: Uuid, problem: String },
 }
 
+impl StoreError {
+    /// The database refused the statement for what it holds (a constraint, or a value it cannot store):
+    /// sent again unchanged it fails again, unlike a lost connection or a timeout.
+    pub fn is_refusal(&self) -> bool {
+        let Self::Database {
+            source: sqlx::Error::Database(error),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        // SQLSTATE class 22 is Postgres's "data exception" (a NUL in text, a value out of range).
+        let data_exception = error
+            .code()
+            .is_some_and(|code| code.len() == 5 && code.starts_with("22"));
+        data_exception || !matches!(error.kind(), sqlx::error::ErrorKind::Other)
+    }
+}
+
 /// The store for `DATABASE_URL`, chosen by its scheme; it connects on first use.
 pub fn connect(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
     if url.starts_with("sqlite:") {
@@ -142,8 +191,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Answers when the database does.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Enqueues a validated message as `pending`, due now.
-    async fn insert(&self, message: &NewMessage) -> Result<Message, StoreError>;
+    /// Enqueues validated messages as `pending`, due now, in one statement, queued in the order given.
+    /// Returns the stored rows in that order.
+    async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<Message>, StoreError>;
 
     async fn get(&self, id: Uuid) -> Result<Option<Message>, StoreError>;
 
@@ -155,21 +205,11 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Rows claimed by another instance at the same moment are skipped, never shared.
     async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError>;
 
-    /// `pending` or `sending` → `sent`, whoever holds the row now. The provider has the message, and that
-    /// outranks a rescue that happened while the result was on its way: the message is never sent again.
-    /// Returns whether the row changed (`false`: it was already final).
-    async fn mark_sent_unless_final(
-        &self,
-        claim: &Claim,
-        provider_message_id: Option<&ProviderMessageId>,
-        sent_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-
-    /// `sending` → `pending`, due after `delay`, if `claim` still holds the row. Returns whether it did.
-    async fn retry_later_if_claimed(&self, claim: &Claim, delay: Duration, error: &str) -> Result<bool, StoreError>;
-
-    /// `sending` → `failed`, if `claim` still holds the row. Returns whether it did.
-    async fn mark_failed_if_claimed(&self, claim: &Claim, error: &str) -> Result<bool, StoreError>;
+    /// Records what each claim came to: its attempt in the history (once per claim, however often this
+    /// is called, and even when the row has moved on) and its message's next state, under the fence
+    /// `NextState` names. Returns, in order, whether each message changed (`false`: the claim was lost,
+    /// or the row was already final). Results for one message apply in the order given.
+    async fn finish_claims(&self, results: &[Finish]) -> Result<Vec<bool>, StoreError>;
 
     /// `sending` → `pending`, in its old place, if `claim` still holds the row, and the attempt is not counted:
     /// for claims given back unsent because sending stopped. Returns whether it did.
@@ -183,9 +223,6 @@ pub trait MessageStore: Send + Sync + 'static {
         cursor: Option<PageCursor>,
     ) -> Result<Vec<Message>, StoreError>;
 
-    /// Records one POST and its result, once per claim however often it is called.
-    async fn record_attempt(&self, claim: &Claim, attempt: &Attempt) -> Result<(), StoreError>;
-
     /// A message's POSTs, oldest first.
     async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>, StoreError>;
 
@@ -196,6 +233,10 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn cancel_if_pending(&self, id: Uuid) -> Result<Transition, StoreError>;
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+
+    /// Deletes up to `limit` sent messages sent before `before` (oldest first), with their history.
+    /// Returns how many went.
+    async fn delete_sent_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 
     /// Seeds whether sending is on for every replica, unless an earlier start already did; returns the
     /// setting in force.

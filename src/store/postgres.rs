@@ -11,9 +11,10 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, Replica, StoreError, Transition,
+    Claim, ClaimedMessage, Finish, MessageStore, MinuteActivity, NextState, PageCursor, QueueStats, Replica,
+    StoreError, Transition,
 };
-use crate::domain::{Attempt, Message, MessageStatus, NewMessage, ProviderMessageId};
+use crate::domain::{Attempt, Message, MessageStatus, NewMessage};
 
 /// Columns of a full message row, in `MessageRow` order.
 macro_rules! message_columns {
@@ -188,17 +189,28 @@ impl MessageStore for PostgresStore {
             .map_err(db("answering a ping"))
     }
 
-    async fn insert(&self, message: &NewMessage) -> Result<Message, StoreError> {
-        let row: MessageRow = sqlx::query_as(concat!(
-            "INSERT INTO messages (phone_number, content) VALUES ($1, $2) RETURNING ",
+    async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<Message>, StoreError> {
+        // Ids are made here, time-ordered (UUIDv7), so the primary key grows at its right edge and the
+        // rows come back matched to their requests whatever order RETURNING uses.
+        let ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
+        let phone_numbers: Vec<&str> = messages.iter().map(|m| m.to.as_ref()).collect();
+        let contents: Vec<&str> = messages.iter().map(|m| m.content.as_ref()).collect();
+        // ORDER BY ord: the identity `seq` is drawn row by row, so the queue keeps the request's order.
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "INSERT INTO messages (id, phone_number, content)
+             SELECT id, phone_number, content
+               FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS m(id, phone_number, content, ord)
+              ORDER BY ord
+          RETURNING ",
             message_columns!()
         ))
-        .bind(message.to.as_ref())
-        .bind(message.content.as_ref())
-        .fetch_one(&self.pool)
+        .bind(&ids)
+        .bind(&phone_numbers)
+        .bind(&contents)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db("inserting a message"))?;
-        row.try_into()
+        .map_err(db("inserting messages"))?;
+        in_request_order(&ids, rows)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Message>, StoreError> {
@@ -271,58 +283,24 @@ impl MessageStore for PostgresStore {
             .collect()
     }
 
-    async fn mark_sent_unless_final(
-        &self,
-        claim: &Claim,
-        provider_message_id: Option<&ProviderMessageId>,
-        sent_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE messages
-                SET status = 'sent', provider_message_id = $2, sent_at = $3, last_error = NULL,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-              WHERE id = $1 AND status IN ('pending', 'sending')",
-        )
-        .bind(claim.message_id)
-        .bind(provider_message_id.map(AsRef::as_ref))
-        .bind(sent_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db("marking a message sent"))?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    async fn retry_later_if_claimed(&self, claim: &Claim, delay: Duration, error: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE messages
-                SET status = 'pending', next_attempt_at = now() + make_interval(secs => $3), last_error = $4,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-              WHERE id = $1 AND status = 'sending' AND lease_token = $2",
-        )
-        .bind(claim.message_id)
-        .bind(claim.token)
-        .bind(delay.as_secs_f64())
-        .bind(error)
-        .execute(&self.pool)
-        .await
-        .map_err(db("scheduling a retry"))?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    async fn mark_failed_if_claimed(&self, claim: &Claim, error: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE messages
-                SET status = 'failed', last_error = $3,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-              WHERE id = $1 AND status = 'sending' AND lease_token = $2",
-        )
-        .bind(claim.message_id)
-        .bind(claim.token)
-        .bind(error)
-        .execute(&self.pool)
-        .await
-        .map_err(db("marking a message failed"))?;
-        Ok(result.rows_affected() == 1)
+    async fn finish_claims(&self, results: &[Finish]) -> Result<Vec<bool>, StoreError> {
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunks = split_at_repeats(results);
+        if let [only] = chunks.as_slice() {
+            return finish_chunk(&self.pool, only).await;
+        }
+        // A message twice in one flush (its lease expired and this instance claimed it again): one
+        // UPDATE … FROM would apply only one of its results, so each repeat gets a statement of its own,
+        // in order, all in one transaction so that a retried flush finds either all or none applied.
+        let mut tx = self.pool.begin().await.map_err(db("recording results"))?;
+        let mut changed = Vec::with_capacity(results.len());
+        for chunk in chunks {
+            changed.extend(finish_chunk(&mut *tx, chunk).await?);
+        }
+        tx.commit().await.map_err(db("recording results"))?;
+        Ok(changed)
     }
 
     async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError> {
@@ -363,29 +341,6 @@ impl MessageStore for PostgresStore {
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db("listing messages"))?;
         rows.into_iter().map(Message::try_from).collect()
-    }
-
-    async fn record_attempt(&self, claim: &Claim, attempt: &Attempt) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO message_attempts
-                    (claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
-                     provider_message_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (claim_token) DO NOTHING",
-        )
-        .bind(claim.token)
-        .bind(claim.message_id)
-        .bind(i64::from(attempt.attempt))
-        .bind(attempt.started_at)
-        .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
-        .bind(attempt.http_status.map(i32::from))
-        .bind(&attempt.outcome)
-        .bind(attempt.error.as_deref())
-        .bind(attempt.provider_message_id.as_deref())
-        .execute(&self.pool)
-        .await
-        .map_err(db("recording an attempt"))?;
-        Ok(())
     }
 
     async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>, StoreError> {
@@ -438,6 +393,21 @@ impl MessageStore for PostgresStore {
             pending: u64::try_from(pending).unwrap_or(0),
             oldest_pending_age: oldest_age_seconds.map(|s| Duration::from_secs_f64(s.max(0.0))),
         })
+    }
+
+    async fn delete_sent_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        // SKIP LOCKED: replicas pruning at the same moment take different rows instead of waiting.
+        let result = sqlx::query(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT id FROM messages WHERE status = 'sent' AND sent_at < $1
+                  ORDER BY sent_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db("deleting old sent messages"))?;
+        Ok(result.rows_affected())
     }
 
     async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError> {
@@ -541,4 +511,147 @@ impl MessageStore for PostgresStore {
             })
             .collect())
     }
+}
+
+/// A flush of results in one statement: the history rows, then each message's fenced transition (see
+/// `NextState`). Results whose message is gone (deleted by hand, or pruned) leave no history rather than
+/// failing the whole flush on the foreign key.
+const FINISH_CLAIMS: &str = "
+    WITH history AS (
+        INSERT INTO message_attempts
+               (claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
+                provider_message_id)
+        SELECT a.* FROM unnest($8::uuid[], $9::uuid[], $10::int4[], $11::timestamptz[], $12::int8[], $13::int4[],
+                               $14::text[], $15::text[], $16::text[])
+                     AS a(claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
+                          provider_message_id)
+         WHERE EXISTS (SELECT 1 FROM messages WHERE id = a.message_id)
+        ON CONFLICT (claim_token) DO NOTHING
+    )
+    UPDATE messages m
+       SET status = r.status,
+           provider_message_id = CASE WHEN r.status = 'sent' THEN r.provider_message_id ELSE m.provider_message_id END,
+           sent_at = r.sent_at,
+           next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + make_interval(secs => r.retry_in)
+                                  ELSE m.next_attempt_at END,
+           last_error = r.error,
+           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::float8[], $7::text[])
+           AS r(id, token, status, provider_message_id, sent_at, retry_in, error)
+     WHERE m.id = r.id
+       AND CASE WHEN r.status = 'sent' THEN m.status IN ('pending', 'sending')
+                ELSE m.status = 'sending' AND m.lease_token = r.token END
+ RETURNING m.id";
+
+/// `results` cut wherever a message comes again, so that no part names one message twice.
+fn split_at_repeats(results: &[Finish]) -> Vec<&[Finish]> {
+    let mut parts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut start = 0;
+    for (i, result) in results.iter().enumerate() {
+        if !seen.insert(result.claim.message_id) {
+            parts.push(&results[start..i]);
+            seen.clear();
+            seen.insert(result.claim.message_id);
+            start = i;
+        }
+    }
+    parts.push(&results[start..]);
+    parts
+}
+
+/// One statement of `finish_claims`: results for distinct messages.
+async fn finish_chunk<'c>(executor: impl sqlx::PgExecutor<'c>, results: &[Finish]) -> Result<Vec<bool>, StoreError> {
+    let mut ids = Vec::with_capacity(results.len());
+    let mut tokens = Vec::with_capacity(results.len());
+    let mut statuses = Vec::with_capacity(results.len());
+    let mut provider_ids = Vec::with_capacity(results.len());
+    let mut sent_ats = Vec::with_capacity(results.len());
+    let mut retry_ins = Vec::with_capacity(results.len());
+    let mut errors = Vec::with_capacity(results.len());
+    for result in results {
+        ids.push(result.claim.message_id);
+        tokens.push(result.claim.token);
+        let (status, provider_id, sent_at, retry_in, error) = match &result.next {
+            NextState::Sent {
+                provider_message_id,
+                sent_at,
+            } => (
+                "sent",
+                provider_message_id.as_ref().map(AsRef::as_ref),
+                Some(*sent_at),
+                None,
+                None,
+            ),
+            NextState::RetryLater { delay, error } => ("pending", None, None, Some(delay.as_secs_f64()), Some(error)),
+            NextState::Failed { error } => ("failed", None, None, None, Some(error)),
+        };
+        statuses.push(status);
+        provider_ids.push(provider_id);
+        sent_ats.push(sent_at);
+        retry_ins.push(retry_in);
+        errors.push(error.map(String::as_str));
+    }
+    let attempts: Vec<(&Claim, &Attempt)> = results
+        .iter()
+        .filter_map(|r| r.attempt.as_ref().map(|a| (&r.claim, a)))
+        .collect();
+    let changed: Vec<Uuid> = sqlx::query_scalar(FINISH_CLAIMS)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&statuses)
+        .bind(&provider_ids)
+        .bind(&sent_ats)
+        .bind(&retry_ins)
+        .bind(&errors)
+        .bind(attempts.iter().map(|(c, _)| c.token).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(c, _)| c.message_id).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .iter()
+                .map(|(_, a)| i32::try_from(a.attempt).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .iter()
+                .map(|(_, a)| i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            attempts
+                .iter()
+                .map(|(_, a)| a.http_status.map(i32::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(attempts.iter().map(|(_, a)| a.outcome.as_str()).collect::<Vec<_>>())
+        .bind(attempts.iter().map(|(_, a)| a.error.as_deref()).collect::<Vec<_>>())
+        .bind(
+            attempts
+                .iter()
+                .map(|(_, a)| a.provider_message_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(executor)
+        .await
+        .map_err(db("recording results"))?;
+    let changed: std::collections::HashSet<Uuid> = changed.into_iter().collect();
+    Ok(ids.iter().map(|id| changed.contains(id)).collect())
+}
+
+/// Rows returned by a multi-row INSERT, put back in the order of the ids they were inserted with.
+fn in_request_order(ids: &[Uuid], rows: Vec<MessageRow>) -> Result<Vec<Message>, StoreError> {
+    let mut by_id: std::collections::HashMap<Uuid, MessageRow> = rows.into_iter().map(|row| (row.id, row)).collect();
+    ids.iter()
+        .map(|id| {
+            by_id
+                .remove(id)
+                .ok_or_else(|| StoreError::CorruptRow {
+                    id: *id,
+                    problem: "inserted, but not returned by the database".to_owned(),
+                })
+                .and_then(Message::try_from)
+        })
+        .collect()
 }

@@ -16,9 +16,10 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimedMessage, MessageStore, MinuteActivity, PageCursor, QueueStats, Replica, StoreError, Transition,
+    Claim, ClaimedMessage, Finish, MessageStore, MinuteActivity, NextState, PageCursor, QueueStats, Replica,
+    StoreError, Transition,
 };
-use crate::domain::{Attempt, Message, MessageStatus, NewMessage, ProviderMessageId};
+use crate::domain::{Attempt, Message, MessageStatus, NewMessage};
 
 macro_rules! message_columns {
     () => {
@@ -215,18 +216,25 @@ impl MessageStore for SqliteStore {
             .map_err(db("answering a ping"))
     }
 
-    async fn insert(&self, message: &NewMessage) -> Result<Message, StoreError> {
-        let row: MessageRow = sqlx::query_as(concat!(
-            "INSERT INTO messages (id, phone_number, content) VALUES (?1, ?2, ?3) RETURNING ",
-            message_columns!()
-        ))
-        .bind(Uuid::new_v4().to_string())
-        .bind(message.to.as_ref())
-        .bind(message.content.as_ref())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("inserting a message"))?;
-        row.try_into()
+    async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<Message>, StoreError> {
+        // One transaction, one commit: SQLite inserts a row in microseconds, the commit is what costs.
+        let mut tx = self.pool.begin().await.map_err(db("inserting messages"))?;
+        let mut stored = Vec::with_capacity(messages.len());
+        for message in messages {
+            let row: MessageRow = sqlx::query_as(concat!(
+                "INSERT INTO messages (id, phone_number, content) VALUES (?1, ?2, ?3) RETURNING ",
+                message_columns!()
+            ))
+            .bind(Uuid::now_v7().to_string())
+            .bind(message.to.as_ref())
+            .bind(message.content.as_ref())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("inserting messages"))?;
+            stored.push(Message::try_from(row)?);
+        }
+        tx.commit().await.map_err(db("inserting messages"))?;
+        Ok(stored)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Message>, StoreError> {
@@ -300,62 +308,18 @@ impl MessageStore for SqliteStore {
             .collect()
     }
 
-    async fn mark_sent_unless_final(
-        &self,
-        claim: &Claim,
-        provider_message_id: Option<&ProviderMessageId>,
-        sent_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE messages
-                SET status = 'sent', provider_message_id = ?2, sent_at = ?3, last_error = NULL,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?4
-              WHERE id = ?1 AND status IN ('pending', 'sending')",
-        )
-        .bind(claim.message_id.to_string())
-        .bind(provider_message_id.map(AsRef::as_ref))
-        .bind(micros(sent_at))
-        .bind(micros(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(db("marking a message sent"))?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    async fn retry_later_if_claimed(&self, claim: &Claim, delay: Duration, error: &str) -> Result<bool, StoreError> {
-        let now = micros(Utc::now());
-        let result = sqlx::query(
-            "UPDATE messages
-                SET status = 'pending', next_attempt_at = ?3 + ?4, last_error = ?5,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?3
-              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
-        )
-        .bind(claim.message_id.to_string())
-        .bind(claim.token.to_string())
-        .bind(now)
-        .bind(micros_of(delay))
-        .bind(error)
-        .execute(&self.pool)
-        .await
-        .map_err(db("scheduling a retry"))?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    async fn mark_failed_if_claimed(&self, claim: &Claim, error: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE messages
-                SET status = 'failed', last_error = ?3,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?4
-              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
-        )
-        .bind(claim.message_id.to_string())
-        .bind(claim.token.to_string())
-        .bind(error)
-        .bind(micros(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(db("marking a message failed"))?;
-        Ok(result.rows_affected() == 1)
+    async fn finish_claims(&self, results: &[Finish]) -> Result<Vec<bool>, StoreError> {
+        // Row by row in one transaction: SQLite has no unnest, and its statements cost microseconds.
+        let mut tx = self.pool.begin().await.map_err(db("recording results"))?;
+        let mut changed = Vec::with_capacity(results.len());
+        for result in results {
+            if let Some(attempt) = &result.attempt {
+                record_attempt(&mut tx, &result.claim, attempt).await?;
+            }
+            changed.push(finish_one(&mut tx, result).await?);
+        }
+        tx.commit().await.map_err(db("recording results"))?;
+        Ok(changed)
     }
 
     async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError> {
@@ -398,29 +362,6 @@ impl MessageStore for SqliteStore {
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db("listing messages"))?;
         rows.into_iter().map(Message::try_from).collect()
-    }
-
-    async fn record_attempt(&self, claim: &Claim, attempt: &Attempt) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO message_attempts
-                    (claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
-                     provider_message_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (claim_token) DO NOTHING",
-        )
-        .bind(claim.token.to_string())
-        .bind(claim.message_id.to_string())
-        .bind(i64::from(attempt.attempt))
-        .bind(micros(attempt.started_at))
-        .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
-        .bind(attempt.http_status.map(i32::from))
-        .bind(&attempt.outcome)
-        .bind(attempt.error.as_deref())
-        .bind(attempt.provider_message_id.as_deref())
-        .execute(&self.pool)
-        .await
-        .map_err(db("recording an attempt"))?;
-        Ok(())
     }
 
     async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>, StoreError> {
@@ -475,6 +416,19 @@ impl MessageStore for SqliteStore {
             oldest_pending_age: oldest_created_at
                 .map(|created| Duration::from_micros(u64::try_from(now.saturating_sub(created)).unwrap_or(0))),
         })
+    }
+
+    async fn delete_sent_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM messages WHERE seq IN (
+                 SELECT seq FROM messages WHERE status = 'sent' AND sent_at < ?1 ORDER BY sent_at LIMIT ?2)",
+        )
+        .bind(micros(before))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(db("deleting old sent messages"))?;
+        Ok(result.rows_affected())
     }
 
     async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError> {
@@ -588,4 +542,76 @@ impl MessageStore for SqliteStore {
             })
             .collect()
     }
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// One POST and its result in the history, once per claim; nothing when the message is gone.
+async fn record_attempt(tx: &mut Tx, claim: &Claim, attempt: &Attempt) -> Result<(), StoreError> {
+    // `WHERE` before `ON CONFLICT`: SQLite needs it to tell the upsert from a join.
+    sqlx::query(
+        "INSERT INTO message_attempts
+                (claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
+                 provider_message_id)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?2)
+         ON CONFLICT (claim_token) DO NOTHING",
+    )
+    .bind(claim.token.to_string())
+    .bind(claim.message_id.to_string())
+    .bind(i64::from(attempt.attempt))
+    .bind(micros(attempt.started_at))
+    .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
+    .bind(attempt.http_status.map(i32::from))
+    .bind(&attempt.outcome)
+    .bind(attempt.error.as_deref())
+    .bind(attempt.provider_message_id.as_deref())
+    .execute(&mut **tx)
+    .await
+    .map_err(db("recording an attempt"))?;
+    Ok(())
+}
+
+/// One message's fenced transition (see `NextState`); whether it changed the row.
+async fn finish_one(tx: &mut Tx, result: &Finish) -> Result<bool, StoreError> {
+    let now = micros(Utc::now());
+    let id = result.claim.message_id.to_string();
+    let token = result.claim.token.to_string();
+    let query = match &result.next {
+        NextState::Sent {
+            provider_message_id,
+            sent_at,
+        } => sqlx::query(
+            "UPDATE messages
+                SET status = 'sent', provider_message_id = ?2, sent_at = ?3, last_error = NULL,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?4
+              WHERE id = ?1 AND status IN ('pending', 'sending')",
+        )
+        .bind(id)
+        .bind(provider_message_id.as_ref().map(|p| p.as_ref().to_owned()))
+        .bind(micros(*sent_at))
+        .bind(now),
+        NextState::RetryLater { delay, error } => sqlx::query(
+            "UPDATE messages
+                SET status = 'pending', next_attempt_at = ?3 + ?4, last_error = ?5,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?3
+              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(now)
+        .bind(micros_of(*delay))
+        .bind(error.clone()),
+        NextState::Failed { error } => sqlx::query(
+            "UPDATE messages
+                SET status = 'failed', last_error = ?3,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?4
+              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(error.clone())
+        .bind(now),
+    };
+    let done = query.execute(&mut **tx).await.map_err(db("recording results"))?;
+    Ok(done.rows_affected() == 1)
 }

@@ -163,15 +163,14 @@ impl TestDatabase {
 
     /// `n` valid messages enqueued in order through the store, oldest first (any backend).
     pub async fn insert_many(&self, n: usize) -> Vec<Uuid> {
-        let mut ids = Vec::with_capacity(n);
-        for i in 0..n {
-            let message = NewMessage {
+        let messages: Vec<NewMessage> = (0..n)
+            .map(|i| NewMessage {
                 to: PhoneNumber::parse(&format!("+9055500{i:05}")).expect("valid number"),
                 content: MessageContent::parse(&format!("message {i}"), 160).expect("valid content"),
-            };
-            ids.push(self.store.insert(&message).await.expect("insert message").id);
-        }
-        ids
+            })
+            .collect();
+        let stored = self.store.insert_many(&messages).await.expect("insert messages");
+        stored.into_iter().map(|m| m.id).collect()
     }
 
     pub async fn row(&self, id: Uuid) -> Row {

@@ -175,7 +175,12 @@ impl From<Message> for MessageResponse {
 #[post("/messages")]
 pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
     let new = CreateMessageRequest::from_json(&body)?.parse(state.content_max_chars)?;
-    let message = state.store.insert(&new).await?;
+    let message = state
+        .store
+        .insert_many(std::slice::from_ref(&new))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Unexpected("the database stored no message".into()))?;
     log::info!(message_id:% = message.id, to:% = new.to; "message enqueued");
     Ok(HttpResponse::Created().json(MessageResponse::from(message)))
 }
