@@ -26,6 +26,7 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
         routes::sending::status,
         routes::stats::stats,
         routes::messages::create,
+        routes::batch::create_batch,
         routes::messages::list,
         routes::messages::list_sent,
         routes::messages::get_one,

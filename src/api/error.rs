@@ -68,6 +68,22 @@ impl ApiError {
         }
     }
 
+    /// What the client is told, in the one shape every error has.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            field: match self {
+                Self::InvalidField { field, .. } => Some(field),
+                _ => None,
+            },
+            status: match self {
+                Self::WrongState { status, .. } => Some(*status),
+                _ => None,
+            },
+        }
+    }
+
     fn code(&self) -> &'static str {
         match self {
             Self::InvalidField { .. } => "invalid_field",
@@ -158,17 +174,6 @@ impl ResponseError for ApiError {
         if let Self::MethodNotAllowed(allowed) = self {
             response.insert_header(("Allow", allowed.as_str()));
         }
-        response.json(ErrorBody {
-            error: self.code(),
-            message: self.to_string(),
-            field: match self {
-                Self::InvalidField { field, .. } => Some(field),
-                _ => None,
-            },
-            status: match self {
-                Self::WrongState { status, .. } => Some(*status),
-                _ => None,
-            },
-        })
+        response.json(self.body())
     }
 }

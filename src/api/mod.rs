@@ -45,6 +45,17 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut ServiceConfig) 
             .service(routes::sending::status)
             .service(routes::stats::stats)
             .service(routes::messages::create)
+            // A resource of its own for its larger body limit; before `/messages/{id}`, like `sent`.
+            .service(
+                web::resource("/messages/batch")
+                    .app_data(
+                        web::JsonConfig::default()
+                            .limit(routes::batch::MAX_BODY_BYTES)
+                            .error_handler(|error, _| ApiError::from(error).into()),
+                    )
+                    .route(web::post().to(routes::batch::create_batch))
+                    .default_service(web::to(no_route)),
+            )
             .service(routes::messages::list)
             // Before `/messages/{id}`, which would otherwise take "sent" for an id.
             .service(routes::messages::list_sent)
@@ -78,9 +89,19 @@ async fn no_route(request: actix_web::HttpRequest) -> Result<actix_web::HttpResp
             })
             .collect()
     });
-    let allowed: Vec<&str> = routes
+    let matching: Vec<_> = routes
         .iter()
         .filter(|(route, _)| route.is_match(request.path()))
+        .collect();
+    // `/messages/batch` also matches `/messages/{id}`, whose GET does not serve it: a path spelled out
+    // in full speaks for itself.
+    let exact: Vec<_> = matching
+        .iter()
+        .filter(|(route, _)| route.pattern().is_some_and(|p| !p.contains('{')))
+        .copied()
+        .collect();
+    let allowed: Vec<&str> = if exact.is_empty() { matching } else { exact }
+        .into_iter()
         .flat_map(|(_, methods)| methods.iter().map(String::as_str))
         .filter(|m| ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(m))
         .collect();

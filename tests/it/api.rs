@@ -349,6 +349,7 @@ async fn the_spec_documents_every_route_and_each_one_is_served() {
             "GET /scheduler",
             "GET /stats",
             "POST /messages",
+            "POST /messages/batch",
             "POST /messages/{id}/cancel",
             "POST /messages/{id}/retry",
             "POST /scheduler/start",
@@ -524,6 +525,7 @@ async fn a_wrong_method_on_a_real_route_is_405_with_allow() {
         ("GET", "/scheduler/start", "POST"),
         ("DELETE", "/messages/0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11", "GET"),
         ("TRACE", "/metrics", "GET"),
+        ("GET", "/messages/batch", "POST"),
     ] {
         let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
         let response = client

@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod batch;
 mod concurrency;
 mod console;
 mod crash;

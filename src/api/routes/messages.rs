@@ -43,10 +43,10 @@ pub struct CreateMessageRequest {
 
 impl CreateMessageRequest {
     /// Reads the body field by field, so an error can name the field at fault.
-    fn from_json(body: &Value) -> Result<Self, ApiError> {
+    pub(super) fn from_json(body: &Value) -> Result<Self, ApiError> {
         let Value::Object(fields) = body else {
             return Err(ApiError::MalformedBody(
-                "the request body must be a JSON object".to_owned(),
+                "a message must be a JSON object with \"to\" and \"content\"".to_owned(),
             ));
         };
         let text = |name: &'static str| match fields.get(name) {
@@ -60,7 +60,7 @@ impl CreateMessageRequest {
         })
     }
 
-    fn parse(self, content_max_chars: usize) -> Result<NewMessage, ApiError> {
+    pub(super) fn parse(self, content_max_chars: usize) -> Result<NewMessage, ApiError> {
         Ok(NewMessage {
             to: PhoneNumber::parse(&self.to).map_err(|e| ApiError::invalid("to", e.to_string()))?,
             content: MessageContent::parse(&self.content, content_max_chars)

@@ -1,5 +1,6 @@
 //! One file per resource; `api/mod.rs` holds the route table.
 
+pub mod batch;
 pub mod console;
 pub mod health;
 pub mod messages;
