@@ -37,8 +37,10 @@ pub struct Metrics {
     pub tick_errors_total: IntCounter,
     /// `breaker_state`: the provider circuit breaker, 0 closed, 1 open, 2 half-open.
     pub breaker_state: IntGauge,
-    /// `result_write_errors_total`: failed attempts to record a provider's answer; each is retried.
+    /// `result_write_errors_total`: failed attempts to record a flush of provider answers; each is retried.
     pub result_write_errors_total: IntCounter,
+    /// `messages_pruned_total`: sent messages deleted because they were older than `SENT_RETENTION`.
+    pub messages_pruned_total: IntCounter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +83,15 @@ impl Metrics {
             )?,
             result_write_errors_total: IntCounter::new(
                 "result_write_errors_total",
-                "Failed attempts to record a provider's answer (each is retried)",
+                "Failed attempts to record a flush of provider answers (each is retried)",
+            )?,
+            messages_pruned_total: IntCounter::new(
+                "messages_pruned_total",
+                "Sent messages deleted for being older than SENT_RETENTION",
             )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(metrics.scheduler_running.clone()),
             Box::new(metrics.sends_total.clone()),
             Box::new(metrics.retries_total.clone()),
@@ -98,6 +104,7 @@ impl Metrics {
             Box::new(metrics.tick_errors_total.clone()),
             Box::new(metrics.result_write_errors_total.clone()),
             Box::new(metrics.breaker_state.clone()),
+            Box::new(metrics.messages_pruned_total.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

@@ -7,6 +7,9 @@
 //!                               └──────────────────── SlotsFreed (per flush) ───────────────────┘
 //! ```
 //!
+//! Beside the pipeline, `ControlActor` keeps this instance in step with the cluster's switch, and
+//! `RetentionActor` (with `SENT_RETENTION` set) prunes old sent messages.
+//!
 //! Each actor knows the next stage only by the `Recipient` it was given here. `start` wires them and
 //! returns the `Pipeline` handle that the API and shutdown use.
 
@@ -15,6 +18,7 @@ mod control;
 mod fetcher;
 pub mod messages;
 mod persister;
+mod retention;
 pub mod retry;
 mod scheduler;
 mod webhook;
@@ -25,6 +29,7 @@ use actix::prelude::*;
 pub use control::ControlActor;
 pub use fetcher::{ClaimRules, FetcherActor};
 pub use persister::PersisterActor;
+pub use retention::RetentionActor;
 pub use scheduler::{FetcherControls, SchedulerActor};
 pub use webhook::{WebhookActor, WebhookTarget};
 
@@ -112,7 +117,7 @@ pub async fn start(
             pause: fetcher.clone().recipient(),
             resume: fetcher.clone().recipient(),
         },
-        metrics,
+        metrics.clone(),
     )
     .start();
     let replica = Replica {
@@ -124,6 +129,9 @@ pub async fn start(
         sending,
     };
     ControlActor::new(Arc::clone(&store), scheduler.clone(), fetcher.clone(), replica).start();
+    if let Some(retention) = settings.sent_retention {
+        RetentionActor::new(Arc::clone(&store), retention, metrics).start();
+    }
     Ok(Pipeline {
         scheduler,
         fetcher,

@@ -12,5 +12,6 @@ mod demo;
 mod helpers;
 mod mock_provider;
 mod outage;
+mod retention;
 mod scheduler;
 mod store;
