@@ -11,14 +11,14 @@
 //! nothing. A flush that fails (database down right after a 202) is retried until it succeeds, so an
 //! accepted message is never dropped and never turned into a resend while the process lives; its send
 //! slots stay taken meanwhile, which stops new claims. A flush the database refuses for what one result
-//! holds is retried result by result, so that result holds up only its own slot. The cache comes after
+//! holds is written again result by result, each freeing its own slot, so that result holds up only
+//! itself. The cache comes after
 //! the database, which stays the source of truth: a crash between the two leaves only missing cache
 //! entries.
 
 use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
-use futures_util::future::join_all;
 
 use super::{
     messages::{DeliveryFinished, SlotsFreed},
@@ -96,27 +96,52 @@ impl PersisterActor {
                 }
             }
             self.flushes += 1;
-            let store = Arc::clone(&self.store);
-            let cache = self.cache.clone();
-            let metrics = self.metrics.clone();
-            ctx.spawn(
-                async move { record(store.as_ref(), &cache, &metrics, batch).await }
-                    .into_actor(self)
-                    .map(|provider_failed, act, ctx| {
-                        act.flushes -= 1;
-                        act.fetcher.do_send(SlotsFreed { provider_failed });
-                        act.flush(ctx);
-                    }),
-            );
+            ctx.spawn(self.record(batch).map(|flushed, act, ctx| {
+                act.flushes -= 1;
+                act.settle(flushed, ctx);
+                act.flush(ctx);
+            }));
+        }
+    }
+
+    fn record(&self, batch: Vec<Answer>) -> impl ActorFuture<Self, Output = Flushed> + 'static {
+        let store = Arc::clone(&self.store);
+        let cache = self.cache.clone();
+        let metrics = self.metrics.clone();
+        async move { record(store.as_ref(), &cache, &metrics, batch).await }.into_actor(self)
+    }
+
+    /// Frees the slots of a recorded flush; writes each answer of a refused one on its own. Those are not
+    /// counted among the flushes: an answer the database keeps refusing must not hold a flush for good.
+    fn settle(&mut self, flushed: Flushed, ctx: &mut Context<Self>) {
+        match flushed {
+            Flushed::Recorded { provider_failed } => self.fetcher.do_send(SlotsFreed { provider_failed }),
+            Flushed::Refused(batch) => {
+                for answer in batch {
+                    ctx.spawn(
+                        self.record(vec![answer])
+                            .map(|flushed, act, ctx| act.settle(flushed, ctx)),
+                    );
+                }
+            }
         }
     }
 }
 
-/// Writes one flush, logs and counts what came of each answer, caches what was sent. Returns, per
-/// answer, whether the provider failed it (for the circuit breaker).
-async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batch: Vec<Answer>) -> Vec<bool> {
+/// What came of writing one flush.
+enum Flushed {
+    /// Written and cached. Per answer: whether the provider failed it (for the circuit breaker).
+    Recorded { provider_failed: Vec<bool> },
+    /// The database refused the flush for what one of its answers holds: each is to be written alone.
+    Refused(Vec<Answer>),
+}
+
+/// Writes one flush, logs and counts what came of each answer, and caches what was sent.
+async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batch: Vec<Answer>) -> Flushed {
     let finishes: Vec<Finish> = batch.iter().map(Answer::finish).collect();
-    let changed = write_until_recorded(store, metrics, &finishes).await;
+    let Some(changed) = write_until_recorded(store, metrics, &finishes).await else {
+        return Flushed::Refused(batch);
+    };
     let mut summary = Summary::default();
     let mut to_cache = Vec::new();
     for ((answer, finish), changed) in batch.iter().zip(&finishes).zip(changed) {
@@ -144,19 +169,21 @@ async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batc
         metrics.cache_errors_total.inc();
         log::warn!(messages = to_cache.len(); "sent, but not cached: {}", error_chain(&error));
     }
-    batch
+    let provider_failed = batch
         .iter()
         .map(|answer| matches!(answer.finished.outcome, Outcome::RetryLater { .. }))
-        .collect()
+        .collect();
+    Flushed::Recorded { provider_failed }
 }
 
-/// Writes `finishes` until the database takes them. A lost connection or a timeout retries the flush as
-/// it is; a flush the database refuses is split, and each result retried on its own.
-async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finishes: &[Finish]) -> Vec<bool> {
+/// Writes `finishes` until the database takes them; a lost connection or a timeout retries the flush as
+/// it is. `None` when the database refuses a flush of several for what they hold: the caller writes
+/// them one by one, and a single result is retried until it goes in.
+async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finishes: &[Finish]) -> Option<Vec<bool>> {
     let mut wait = WRITE_RETRY_MIN;
     loop {
         let error = match store.finish_claims(finishes).await {
-            Ok(changed) => return changed,
+            Ok(changed) => return Some(changed),
             Err(error) => error,
         };
         metrics.result_write_errors_total.inc();
@@ -165,12 +192,9 @@ async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finis
                 results = finishes.len();
                 "the database refused a flush of results, writing them one by one: {}", error_chain(&error)
             );
-            let one_by_one = finishes
-                .iter()
-                .map(|finish| write_until_recorded(store, metrics, std::slice::from_ref(finish)));
-            return Box::pin(join_all(one_by_one)).await.into_iter().flatten().collect();
+            return None;
         }
-        let first = &finishes[0].claim;
+        let first = &finishes.first()?.claim;
         log::error!(
             results = finishes.len(), message_id:% = first.message_id, retry_in:? = wait;
             "could not record the provider's answers: {}", error_chain(&error)

@@ -409,3 +409,54 @@ async fn a_provider_that_keeps_failing_opens_the_breaker_and_claiming_stops() {
     );
     app.provider.verify().await;
 }
+
+#[actix_web::test]
+async fn a_result_the_database_refuses_holds_up_only_itself_not_its_flush() {
+    let provider = MockServer::start().await;
+    // The same delay for all three, so that their answers arrive together and share one flush.
+    let delay = Duration::from_millis(200);
+    Mock::given(matchers::method("POST"))
+        .and(matchers::body_partial_json(json!({"content": "poison"})))
+        .respond_with(
+            ResponseTemplate::new(202)
+                .set_body_json(json!({"message": "Accepted", "messageId": "poison"}))
+                .set_delay(delay),
+        )
+        .with_priority(1)
+        .mount(&provider)
+        .await;
+    accept_all(&provider, delay).await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("BATCH_SIZE", "3")
+        .spawn()
+        .await;
+    // A rule of this database's own, standing for any value Postgres refuses to store.
+    sqlx::query("ALTER TABLE message_attempts ADD CONSTRAINT refuse_poison CHECK (provider_message_id <> 'poison')")
+        .execute(app.database.pg())
+        .await
+        .unwrap();
+    let first = app.database.insert_raw("+905551111111", "first").await;
+    let poison = app.database.insert_raw("+905552222222", "poison").await;
+    let third = app.database.insert_raw("+905553333333", "third").await;
+
+    app.pipeline.tick_now().await.unwrap();
+
+    wait_until("the two good results are recorded", || async {
+        app.database.count_with_status("sent").await == 2
+    })
+    .await;
+    assert_eq!(app.database.row(first).await.status, "sent");
+    assert_eq!(app.database.row(third).await.status, "sent");
+    assert_eq!(
+        app.database.row(poison).await.status,
+        "sending",
+        "its write is retried; its lease still holds it"
+    );
+    assert!(app.metric("result_write_errors_total").await >= 1.0);
+    assert_eq!(
+        app.pipeline.in_flight().await.unwrap(),
+        1,
+        "only its own slot stays taken"
+    );
+}
