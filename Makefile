@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export TEST_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: build run demo test lint fmt migrate chaos openapi coverage
+.PHONY: build run demo test lint fmt migrate chaos bench bench-sent-list load-baseline load-spike openapi coverage
 
 ## build: the optimised binary, target/release/insider-messaging
 build:
@@ -41,6 +41,23 @@ migrate:
 chaos:
 	cargo build
 	python3 tests/chaos/chaos.py --binary target/debug/insider-messaging
+
+## bench: end-to-end messages/s, latency, CPU and RSS of serve, and the database's ceiling (pgbench);
+##        3 runs of 100,000 messages, about a minute. Numbers and how to read them: docs/performance.md
+bench: build
+	python3 load/bench.py --binary target/release/insider-messaging
+
+## bench-sent-list: GET /messages/sent (any page) and the claim's plan over 1,000,000 sent rows
+bench-sent-list: build
+	python3 load/sent_list.py --binary target/release/insider-messaging
+
+## load-baseline, load-spike: the API under steady load, and under a 10x spike for 30 s (oha, installed
+##        from crates.io when missing)
+load-baseline: build
+	python3 load/scenarios.py baseline --binary target/release/insider-messaging
+
+load-spike: build
+	python3 load/scenarios.py spike --binary target/release/insider-messaging
 
 ## openapi: write docs/openapi.json from the code (CI fails when the committed file is stale)
 openapi:

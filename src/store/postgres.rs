@@ -238,30 +238,13 @@ impl MessageStore for PostgresStore {
     }
 
     async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
-        // SKIP LOCKED: two instances claiming at once each take different rows instead of waiting.
-        // The claim commits on its own; nothing holds a lock while the provider is called.
-        let mut rows: Vec<ClaimedRow> = sqlx::query_as(
-            "WITH due AS (
-                 SELECT id FROM messages
-                  WHERE status = 'pending' AND next_attempt_at <= now()
-                  ORDER BY next_attempt_at, seq
-                  LIMIT $1
-                    FOR UPDATE SKIP LOCKED
-             )
-             UPDATE messages m
-                SET status = 'sending', attempts = m.attempts + 1,
-                    lease_owner = $2, lease_token = gen_random_uuid(),
-                    lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
-               FROM due
-              WHERE m.id = due.id
-          RETURNING m.id, m.lease_token, m.attempts, m.phone_number, m.content, m.seq",
-        )
-        .bind(i64::from(limit))
-        .bind(owner)
-        .bind(lease.as_secs_f64())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("claiming due messages"))?;
+        let mut rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE)
+            .bind(i64::from(limit))
+            .bind(owner)
+            .bind(lease.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("claiming due messages"))?;
         // RETURNING does not keep the CTE's order; restore oldest first.
         rows.sort_by_key(|row| row.seq);
         rows.into_iter()
@@ -512,6 +495,26 @@ impl MessageStore for PostgresStore {
             .collect())
     }
 }
+
+/// Due `pending` rows to `sending`, oldest first, up to `$1`, for owner `$2` during `$3` seconds.
+/// SKIP LOCKED: two instances claiming at once each take different rows instead of waiting. The claim
+/// commits on its own; nothing holds a lock while the provider is called. (`load/bench.py` runs this
+/// statement and `FINISH_CLAIMS`, read from this file, through pgbench for the database's ceiling.)
+const CLAIM_DUE: &str = "
+    WITH due AS (
+        SELECT id FROM messages
+         WHERE status = 'pending' AND next_attempt_at <= now()
+         ORDER BY next_attempt_at, seq
+         LIMIT $1
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE messages m
+       SET status = 'sending', attempts = m.attempts + 1,
+           lease_owner = $2, lease_token = gen_random_uuid(),
+           lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+      FROM due
+     WHERE m.id = due.id
+ RETURNING m.id, m.lease_token, m.attempts, m.phone_number, m.content, m.seq";
 
 /// A flush of results in one statement: the history rows, then each message's fenced transition (see
 /// `NextState`). Results whose message is gone (deleted by hand, or pruned) leave no history rather than
