@@ -87,6 +87,8 @@ impl Actor for ControlActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // At once, not a second late: an instance is listed by GET /scheduler as soon as it serves.
+        self.beat(ctx);
         ctx.run_interval(HEARTBEAT_EVERY, |act, ctx| act.beat(ctx));
     }
 }
