@@ -56,6 +56,7 @@ impl Application {
             pipeline: pipeline.clone(),
             metrics,
             content_max_chars: settings.content_max_chars.get(),
+            webhook_concurrency: settings.webhook_concurrency.get(),
             api_key: settings.api_key.clone(),
         });
         let listener = TcpListener::bind(settings.http_addr)

@@ -22,6 +22,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub metrics: Metrics,
     pub content_max_chars: usize,
+    /// `WEBHOOK_CONCURRENCY`: the send slots of this instance, for `GET /scheduler`.
+    pub webhook_concurrency: usize,
     /// `API_KEY`: required by every route but the open ones (see `auth.rs`) when set.
     pub api_key: Option<Secret>,
 }

@@ -388,6 +388,7 @@ async fn scheduler_state_reports_interval_batch_and_ticks() {
     let app = TestApp::builder()
         .var("INTERVAL", "2m")
         .var("BATCH_SIZE", "3")
+        .var("WEBHOOK_CONCURRENCY", "7")
         .spawn()
         .await;
     let (status, mut state) = app.get("/scheduler").await;
@@ -398,7 +399,7 @@ async fn scheduler_state_reports_interval_batch_and_ticks() {
     assert_eq!(
         state,
         json!({"running": false, "interval_seconds": 120.0, "batch_size": 3, "last_tick_at": null,
-               "next_tick_at": null, "in_flight": 0})
+               "next_tick_at": null, "in_flight": 0, "webhook_concurrency": 7})
     );
     // The heartbeat comes within a second of start-up.
     assert!(replicas.as_array().unwrap().len() <= 1);

@@ -174,7 +174,7 @@ function renderScheduler(scheduler) {
   pill.className = `pill ${state.running ? 'ok' : 'warn'}`;
   $('#interval').textContent = formatDuration(scheduler.interval_seconds);
   $('#batch-size').textContent = count.format(scheduler.batch_size);
-  $('#in-flight').textContent = `${count.format(scheduler.in_flight)} of ${count.format(scheduler.batch_size)}`;
+  $('#in-flight').textContent = `${count.format(scheduler.in_flight)} of ${count.format(scheduler.webhook_concurrency)}`;
   setTime($('#last-tick'), scheduler.last_tick_at, 'never');
   setTime($('#next-tick'), scheduler.next_tick_at, state.running ? 'now' : '— (stopped)');
   renderBreaker(scheduler.breaker);

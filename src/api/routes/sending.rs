@@ -31,6 +31,9 @@ pub struct SchedulerResponse {
     /// Messages claimed by this instance whose result is not yet recorded.
     #[schema(example = 0)]
     in_flight: usize,
+    /// `WEBHOOK_CONCURRENCY`: the most `in_flight` may reach; when it does, ticks claim nothing.
+    #[schema(example = 2)]
+    webhook_concurrency: usize,
     /// Every instance that sent a heartbeat in the last 10 seconds, this one included. Each ticks on
     /// its own, so N replicas send up to N × `batch_size` per interval. Empty when the database does
     /// not answer.
@@ -80,6 +83,7 @@ async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResp
         last_tick_at: scheduler.last_tick_at,
         next_tick_at: scheduler.next_tick_at,
         in_flight,
+        webhook_concurrency: state.webhook_concurrency,
         replicas: replicas
             .into_iter()
             .map(|r| ReplicaResponse {
