@@ -12,9 +12,8 @@
 //! accepted message is never dropped and never turned into a resend while the process lives; its send
 //! slots stay taken meanwhile, which stops new claims. A flush the database refuses for what one result
 //! holds is written again result by result, each freeing its own slot, so that result holds up only
-//! itself. The cache comes after
-//! the database, which stays the source of truth: a crash between the two leaves only missing cache
-//! entries.
+//! itself. The cache comes after the database, which stays the source of truth: a crash between the two
+//! leaves only missing cache entries.
 
 use std::{sync::Arc, time::Duration};
 

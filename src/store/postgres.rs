@@ -563,18 +563,15 @@ fn split_at_repeats(results: &[Finish]) -> Vec<&[Finish]> {
     parts
 }
 
-/// One statement of `finish_claims`: results for distinct messages.
+/// One statement of `finish_claims`: results for distinct messages, bound as one array per column.
 async fn finish_chunk<'c>(executor: impl sqlx::PgExecutor<'c>, results: &[Finish]) -> Result<Vec<bool>, StoreError> {
-    let mut ids = Vec::with_capacity(results.len());
-    let mut tokens = Vec::with_capacity(results.len());
-    let mut statuses = Vec::with_capacity(results.len());
-    let mut provider_ids = Vec::with_capacity(results.len());
-    let mut sent_ats = Vec::with_capacity(results.len());
-    let mut retry_ins = Vec::with_capacity(results.len());
-    let mut errors = Vec::with_capacity(results.len());
+    let (mut ids, mut tokens, mut statuses, mut provider_ids) = (vec![], vec![], vec![], vec![]);
+    let (mut sent_ats, mut retry_ins, mut errors) = (vec![], vec![], vec![]);
+    let mut history = AttemptColumns::default();
     for result in results {
-        ids.push(result.claim.message_id);
-        tokens.push(result.claim.token);
+        let claim = &result.claim;
+        ids.push(claim.message_id);
+        tokens.push(claim.token);
         let (status, provider_id, sent_at, retry_in, error) = match &result.next {
             NextState::Sent {
                 provider_message_id,
@@ -594,11 +591,10 @@ async fn finish_chunk<'c>(executor: impl sqlx::PgExecutor<'c>, results: &[Finish
         sent_ats.push(sent_at);
         retry_ins.push(retry_in);
         errors.push(error.map(String::as_str));
+        if let Some(attempt) = &result.attempt {
+            history.push(claim, attempt);
+        }
     }
-    let attempts: Vec<(&Claim, &Attempt)> = results
-        .iter()
-        .filter_map(|r| r.attempt.as_ref().map(|a| (&r.claim, a)))
-        .collect();
     let changed: Vec<Uuid> = sqlx::query_scalar(FINISH_CLAIMS)
         .bind(&ids)
         .bind(&tokens)
@@ -607,40 +603,49 @@ async fn finish_chunk<'c>(executor: impl sqlx::PgExecutor<'c>, results: &[Finish
         .bind(&sent_ats)
         .bind(&retry_ins)
         .bind(&errors)
-        .bind(attempts.iter().map(|(c, _)| c.token).collect::<Vec<_>>())
-        .bind(attempts.iter().map(|(c, _)| c.message_id).collect::<Vec<_>>())
-        .bind(
-            attempts
-                .iter()
-                .map(|(_, a)| i32::try_from(a.attempt).unwrap_or(i32::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .bind(attempts.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
-        .bind(
-            attempts
-                .iter()
-                .map(|(_, a)| i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            attempts
-                .iter()
-                .map(|(_, a)| a.http_status.map(i32::from))
-                .collect::<Vec<_>>(),
-        )
-        .bind(attempts.iter().map(|(_, a)| a.outcome.as_str()).collect::<Vec<_>>())
-        .bind(attempts.iter().map(|(_, a)| a.error.as_deref()).collect::<Vec<_>>())
-        .bind(
-            attempts
-                .iter()
-                .map(|(_, a)| a.provider_message_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(&history.claim_tokens)
+        .bind(&history.message_ids)
+        .bind(&history.attempts)
+        .bind(&history.started_ats)
+        .bind(&history.durations_ms)
+        .bind(&history.http_statuses)
+        .bind(&history.outcomes)
+        .bind(&history.errors)
+        .bind(&history.provider_message_ids)
         .fetch_all(executor)
         .await
         .map_err(db("recording results"))?;
     let changed: std::collections::HashSet<Uuid> = changed.into_iter().collect();
     Ok(ids.iter().map(|id| changed.contains(id)).collect())
+}
+
+/// The `message_attempts` rows of a flush, one array per column.
+#[derive(Default)]
+struct AttemptColumns<'a> {
+    claim_tokens: Vec<Uuid>,
+    message_ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    started_ats: Vec<DateTime<Utc>>,
+    durations_ms: Vec<i64>,
+    http_statuses: Vec<Option<i32>>,
+    outcomes: Vec<&'a str>,
+    errors: Vec<Option<&'a str>>,
+    provider_message_ids: Vec<Option<&'a str>>,
+}
+
+impl<'a> AttemptColumns<'a> {
+    fn push(&mut self, claim: &Claim, attempt: &'a Attempt) {
+        self.claim_tokens.push(claim.token);
+        self.message_ids.push(claim.message_id);
+        self.attempts.push(i32::try_from(attempt.attempt).unwrap_or(i32::MAX));
+        self.started_ats.push(attempt.started_at);
+        self.durations_ms
+            .push(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX));
+        self.http_statuses.push(attempt.http_status.map(i32::from));
+        self.outcomes.push(&attempt.outcome);
+        self.errors.push(attempt.error.as_deref());
+        self.provider_message_ids.push(attempt.provider_message_id.as_deref());
+    }
 }
 
 /// Rows returned by a multi-row INSERT, put back in the order of the ids they were inserted with.

@@ -71,14 +71,18 @@ async fn enqueue(store: &dyn MessageStore, n: usize) -> Vec<Uuid> {
         .collect()
 }
 
-/// One result, as the persister writes it, without history.
-async fn finish(store: &dyn MessageStore, claim: &Claim, next: NextState) -> bool {
-    let result = Finish {
-        claim: *claim,
+/// A claim's result with no POST for the history.
+fn result(claim: Claim, next: NextState) -> Finish {
+    Finish {
+        claim,
         next,
         attempt: None,
-    };
-    store.finish_claims(&[result]).await.unwrap()[0]
+    }
+}
+
+/// One result, written alone.
+async fn finish(store: &dyn MessageStore, claim: &Claim, next: NextState) -> bool {
+    store.finish_claims(&[result(*claim, next)]).await.unwrap()[0]
 }
 
 async fn mark_sent(store: &dyn MessageStore, claim: &Claim, provider_message_id: Option<ProviderMessageId>) -> bool {
@@ -477,11 +481,6 @@ async fn a_flush_applies_each_result_under_its_own_fence(store: Arc<dyn MessageS
         ..claims[3]
     };
     let sent_at = Utc::now().trunc_subsecs(6);
-    let result = |claim: Claim, next: NextState| Finish {
-        claim,
-        next,
-        attempt: None,
-    };
 
     let changed = store
         .finish_claims(&[
@@ -525,11 +524,6 @@ async fn a_message_twice_in_one_flush_ends_as_its_results_in_order_say(store: Ar
     assert_eq!(store.rescue_expired_leases().await.unwrap().len(), 2);
     let new = store.claim_due(2, "b", LEASE).await.unwrap();
     let sent_at = Utc::now().trunc_subsecs(6);
-    let result = |claim: Claim, next: NextState| Finish {
-        claim,
-        next,
-        attempt: None,
-    };
 
     let changed = store
         .finish_claims(&[

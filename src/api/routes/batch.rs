@@ -22,8 +22,9 @@ pub const MAX_MESSAGES: usize = 1000;
 /// The largest body accepted: 1,000 messages of 160 characters fit even with every character escaped.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// Messages to enqueue together. The handler reads the body field by field (so that one bad message
-/// cannot refuse the rest); this type documents its shape.
+/// Messages to enqueue together.
+// Documents the body only: the handler reads it field by field, so that one bad message cannot refuse
+// the rest.
 #[derive(Debug, ToSchema)]
 #[schema(example = json!({"messages": [
     {"to": "+905551111111", "content": "Insider - Project"},
@@ -93,28 +94,35 @@ pub struct BatchItem {
     )
 )]
 pub async fn create_batch(state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
-    let raw = messages_of(&body)?;
-    let parsed: Vec<Result<NewMessage, ApiError>> = raw
+    let mut valid: Vec<NewMessage> = Vec::new();
+    let refusals: Vec<Option<ErrorBody>> = messages_of(&body)?
         .iter()
-        .map(|item| CreateMessageRequest::from_json(item).and_then(|r| r.parse(state.content_max_chars)))
+        .map(
+            |item| match CreateMessageRequest::from_json(item).and_then(|r| r.parse(state.content_max_chars)) {
+                Ok(message) => {
+                    valid.push(message);
+                    None
+                }
+                Err(error) => Some(error.body()),
+            },
+        )
         .collect();
-    let valid: Vec<NewMessage> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
     let mut stored = state.store.insert_many(&valid).await?.into_iter();
-    let items: Vec<BatchItem> = parsed
+    let items: Vec<BatchItem> = refusals
         .into_iter()
         .enumerate()
-        .map(|(index, parsed)| match parsed {
-            Ok(_) => BatchItem {
+        .map(|(index, refusal)| match refusal {
+            None => BatchItem {
                 index,
                 id: stored.next().map(|m| m.id),
                 status: Some(MessageStatus::Pending),
                 error: None,
             },
-            Err(error) => BatchItem {
+            Some(error) => BatchItem {
                 index,
                 id: None,
                 status: None,
-                error: Some(error.body()),
+                error: Some(error),
             },
         })
         .collect();
