@@ -16,6 +16,9 @@ Each run starts a fresh Postgres database, the stand-in provider and `serve` as 
 
 It prints one column per run and the median, and writes them as JSON under target/bench/. A run fails
 (exit 1) when a message is not sent or any key is POSTed more than once.
+
+To compare with a build that predates `POST /messages/batch` (docs/performance.md does), `--ingest sql`
+inserts the rows with one SQL statement instead, and `--latency-seconds 0` skips step 3.
 """
 
 from __future__ import annotations
@@ -119,8 +122,13 @@ def one_run(binary: Path, args: argparse.Namespace) -> dict[str, float]:
         result["idle_rss_mb"] = stack.serve.rss_mb()
         n = args.messages
 
-        ingest_seconds = ingest(stack.url, n, "bench")
-        result["ingest_per_s"] = n / ingest_seconds
+        if args.ingest == "api":
+            result["ingest_per_s"] = n / ingest(stack.url, n, "bench")
+        else:
+            stack.database.sql(
+                "INSERT INTO messages (phone_number, content) SELECT '+90555' || lpad(i::text, 7, '0'),"
+                f" 'bench ' || i || ': Insider - Project' FROM generate_series(0, {n - 1}) i"
+            )
         # What autovacuum does within a minute of a bulk load: the planner sees the table as it is.
         stack.database.sql("ANALYZE messages")
 
@@ -146,21 +154,22 @@ def one_run(binary: Path, args: argparse.Namespace) -> dict[str, float]:
         result["drain_provider_cpu_s"] = stack.provider.cpu_seconds() - provider_before
         result["drain_s"] = last_commit - started
 
-        paced_count = paced(stack.url, args.latency_rate, args.latency_seconds, "latency")
-        total = n + paced_count
-        wait_until(
-            "the paced messages are sent",
-            lambda: stack.database.scalar("SELECT count(*) FROM messages WHERE status = 'sent'") >= total,
-            120,
-            0.1,
-        )
-        p50, p99 = stack.database.sql(
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - created_at)),"
-            " percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - created_at))"
-            " FROM messages WHERE content LIKE 'latency %'"
-        ).split("|")
-        result["latency_p50_ms"] = float(p50) * 1000
-        result["latency_p99_ms"] = float(p99) * 1000
+        total = n
+        if args.latency_seconds > 0:
+            total += paced(stack.url, args.latency_rate, args.latency_seconds, "latency")
+            wait_until(
+                "the paced messages are sent",
+                lambda: stack.database.scalar("SELECT count(*) FROM messages WHERE status = 'sent'") >= total,
+                120,
+                0.1,
+            )
+            p50, p99 = stack.database.sql(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - created_at)),"
+                " percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM sent_at - created_at))"
+                " FROM messages WHERE content LIKE 'latency %'"
+            ).split("|")
+            result["latency_p50_ms"] = float(p50) * 1000
+            result["latency_p99_ms"] = float(p99) * 1000
 
         stats = stack.provider_stats()
         result["posts"] = stats["received"]
@@ -300,6 +309,8 @@ def table(runs: list[dict[str, float]]) -> str:
     header = f"{'':42}" + "".join(f"{f'run {i + 1}':>12}" for i in range(len(runs))) + f"{'median':>12}"
     lines = [header]
     for label, key, fmt in ROWS:
+        if key not in runs[0]:
+            continue  # a phase this run skipped
         values = [run[key] for run in runs]
         cells = "".join(f"{fmt.format(v):>12}" for v in values)
         lines.append(f"{label:42}{cells}{fmt.format(statistics.median(values)):>12}")
@@ -315,7 +326,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=500, help="BATCH_SIZE of serve, and the ceiling's claim")
     parser.add_argument("--concurrency", type=int, default=800, help="WEBHOOK_CONCURRENCY of serve (default 800)")
     parser.add_argument("--latency-rate", type=int, default=2000, help="messages/s of the latency phase")
-    parser.add_argument("--latency-seconds", type=float, default=10, help="length of the latency phase")
+    parser.add_argument("--latency-seconds", type=float, default=10, help="length of the latency phase; 0 skips it")
+    parser.add_argument("--ingest", choices=["api", "sql"], default="api",
+                        help="enqueue through POST /messages/batch (default) or one SQL INSERT")
     parser.add_argument("--ceiling-clients", type=int, default=2, help="pgbench clients (default 2, one a core)")
     args = parser.parse_args()
 
@@ -341,7 +354,7 @@ def main() -> int:
             runs.append(result)
             print(
                 f"run {number}: {result['messages_per_s']:,.0f} messages/s, ceiling {result['ceiling_per_s']:,.0f} "
-                f"rows/s, ingest {result['ingest_per_s']:,.0f}/s",
+                f"rows/s",
                 flush=True,
             )
     except StackError as error:
