@@ -44,6 +44,7 @@ from stack import (  # noqa: E402
     find_binary,
     machine,
     postgres_cpu_seconds,
+    postgres_statement,
     wait_until,
 )
 
@@ -194,15 +195,6 @@ def one_run(binary: Path, args: argparse.Namespace) -> dict[str, float]:
     if result["serve_exit"] != 0:
         raise StackError(f"serve exited {result['serve_exit']} on SIGTERM")
     return result
-
-
-def postgres_statement(name: str) -> str:
-    """A `const NAME: &str = "...";` of src/store/postgres.rs."""
-    source = (ROOT / "src" / "store" / "postgres.rs").read_text()
-    found = re.search(rf'const {name}: &str = "(.*?)";', source, re.S)
-    if not found:
-        raise StackError(f"no const {name} in src/store/postgres.rs: keep bench.py in step with it")
-    return found.group(1)
 
 
 def substitute(sql: str, values: dict[int, str]) -> str:

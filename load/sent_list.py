@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import ROOT, Http, Stack, StackError, find_binary, machine, oha  # noqa: E402
+from stack import ROOT, Http, Stack, StackError, find_binary, machine, oha, postgres_statement  # noqa: E402
 
 # Send times fill [FIRST_SENT, FIRST_SENT + SPAN) seconds since the epoch (2026-11-18, 27.8 hours), so
 # that a cursor of `17950` and eleven random digits (microseconds) lands anywhere in the table.
@@ -52,11 +52,7 @@ def fill(stack: Stack, sent: int, pending: int) -> float:
 
 
 def claim_statement() -> str:
-    source = (ROOT / "src" / "store" / "postgres.rs").read_text()
-    found = re.search(r'const CLAIM_DUE: &str = "(.*?)";', source, re.S)
-    if not found:
-        raise StackError("no const CLAIM_DUE in src/store/postgres.rs: keep sent_list.py in step with it")
-    return found.group(1).replace("$3", "30").replace("$2", "'explain'").replace("$1", "500")
+    return postgres_statement("CLAIM_DUE").replace("$3", "30").replace("$2", "'explain'").replace("$1", "500")
 
 
 # As `list_sql!("sent", "sent_at")` of src/store/postgres.rs builds a next page.

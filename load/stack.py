@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -243,6 +244,15 @@ def machine() -> dict[str, str]:
         "postgres": psql(ADMIN_URL, "SHOW server_version").split()[0],
         "commit": commit.stdout.strip() or "unknown",
     }
+
+
+def postgres_statement(name: str) -> str:
+    """A `const NAME: &str = "...";` of src/store/postgres.rs."""
+    source = (ROOT / "src" / "store" / "postgres.rs").read_text()
+    found = re.search(rf'const {name}: &str = "(.*?)";', source, re.S)
+    if not found:
+        raise StackError(f"no const {name} in src/store/postgres.rs: keep load/ in step with it")
+    return found.group(1)
 
 
 def find_binary(explicit: str | None) -> Path:
