@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379
 export TEST_DATABASE_URL TEST_REDIS_URL
 
-.PHONY: build run demo test lint fmt migrate chaos bench bench-sent-list load-baseline load-spike openapi coverage
+.PHONY: build run demo test lint fmt migrate chaos faults bench bench-sent-list load-baseline load-spike openapi coverage
 
 ## build: the optimised binary, target/release/insider-messaging
 build:
@@ -37,13 +37,25 @@ fmt:
 migrate:
 	cargo run -- migrate
 
-## chaos: three replicas, a failing provider and random SIGKILLs over 20,000 messages (a few minutes)
+## chaos: three replicas, a failing provider that reports delivery, a failing status webhook receiver and
+##        random SIGKILLs over 20,000 messages: each sent once, its delivery state as the provider reported,
+##        one message.sent and one final delivery event per message (a few minutes)
 chaos:
 	cargo build
 	python3 tests/chaos/chaos.py --binary target/debug/insider-messaging
 
-## bench: end-to-end messages/s, latency, CPU and RSS of serve, and the database's ceiling (pgbench);
-##        3 runs of 100,000 messages, about a minute. Numbers and how to read them: docs/performance.md
+## faults: Postgres restarted, backends killed, connections filled, an idle transaction, repeatable-read
+##         readers, Redis stopped and serve SIGKILLed, each against a steady 800 msgs/s, on a Postgres and
+##         Redis of its own (needs root); about 25 minutes. Figures: docs/reliability.md
+faults: build
+	python3 tests/faults/faults.py --binary target/release/insider-messaging
+
+## bench: every scenario of load/README.md 3 times, a table of each with its median, and the flow-control
+##        targets with PASS/FAIL: drain (messages/s, latency, CPU and RSS of serve, the pgbench ceiling),
+##        latency-bound and instant-64 beside the same job in apalis (built on first use, ~3 min),
+##        rate-limit (3 replicas), quota-429 (2 replicas) and backlog-pause (1,000,000 messages, the
+##        database paused 30 s); 25 to 30 minutes on 2 cores. One of them, once:
+##        `python3 load/bench.py --scenarios rate-limit --runs 1`. Numbers: docs/performance.md
 bench: build
 	python3 load/bench.py --binary target/release/insider-messaging
 

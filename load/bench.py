@@ -1,8 +1,15 @@
 #!/usr/bin/env python3
 """`make bench`: end-to-end throughput of insider-messaging on Postgres, and the database's own ceiling.
 
-Each run starts a fresh Postgres database, the stand-in provider and `serve` as separate processes
-(load/stack.py), then:
+It runs scenarios (`--scenarios`, all by default), each `--runs` times (3), interleaved run by run, and
+prints a table per scenario with every run and the median, then the targets of issues 12, 13 and 14
+read on the medians with PASS or FAIL. The other scenarios (latency-bound, instant-64, receipts-drain,
+mixed-drain, rate-limit, quota-429, receipts-ingest, backlog-pause) and the apalis baseline beside two
+of them are load/bench_scenarios.py; `--no-baseline` leaves apalis out (and unbuilt). This file holds
+the `drain` scenario and the ceiling.
+
+Each run of `drain` starts a fresh Postgres database, the stand-in provider and `serve` as separate
+processes (load/stack.py), then:
 
 1. ingest: enqueues N messages through `POST /messages/batch` (1,000 a request, 4 connections) while
    sending is stopped, and times it;
@@ -11,11 +18,14 @@ Each run starts a fresh Postgres database, the stand-in provider and `serve` as 
 3. latency: enqueues messages at a steady --latency-rate for --latency-seconds while sending runs, and
    takes p50/p99 of `sent_at - created_at` over them: from the enqueue to the provider's 202 in hand,
    an upper bound of the provider's receipt. (The drain's own latency is only its queueing delay.)
-4. ceiling: pgbench runs the claim and the flush statements of src/store/postgres.rs (read from that
-   file, so they cannot drift), with no HTTP, on a fresh table of N pending rows.
+4. ceiling: pgbench runs the claim and the flush statements of the service (src/store/postgres/
+   claim_due.sql and finish_claims.sql, the files the service compiles in, so they cannot drift), with
+   no HTTP, on a fresh table of N pending rows.
 
-It prints one column per run and the median, and writes them as JSON under target/bench/. A run fails
-(exit 1) when a message is not sent or any key is POSTed more than once.
+The ceiling is measured once a run, before the scenarios, and read by `drain` and `instant-64`.
+Everything is written as JSON under target/bench/. A run fails (exit 1) when a message is not sent or a
+key is POSTed more than once (bench_scenarios.py says what it allows where the provider refuses POSTs);
+a missed target does not fail it.
 
 To compare with a build that predates `POST /messages/batch` (docs/performance.md does), `--ingest sql`
 inserts the rows with one SQL statement instead, and `--latency-seconds 0` skips step 3.
@@ -30,9 +40,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stack import (  # noqa: E402
@@ -41,50 +51,17 @@ from stack import (  # noqa: E402
     Http,
     Stack,
     StackError,
+    bind,
     find_binary,
     machine,
     postgres_cpu_seconds,
-    postgres_statement,
+    statement,
     wait_until,
 )
+from enqueue import ingest, message  # noqa: E402
+import bench_scenarios  # noqa: E402
 
-INGEST_BATCH = 1000
-INGEST_CONNECTIONS = 4
 LATENCY_BATCH_EVERY = 0.01
-
-
-def message(i: int, prefix: str) -> dict[str, str]:
-    return {"to": f"+90555{i:07d}", "content": f"{prefix} {i}: Insider - Project"}
-
-
-def ingest(url: str, n: int, prefix: str) -> float:
-    """Enqueues `n` messages in batches over a few connections; returns the seconds it took."""
-    batches = [list(range(start, min(start + INGEST_BATCH, n))) for start in range(0, n, INGEST_BATCH)]
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        client = Http(url)
-        while True:
-            with lock:
-                if not batches or failures:
-                    break
-                batch = batches.pop()
-            status, answer = client.request("POST", "/messages/batch", {"messages": [message(i, prefix) for i in batch]})
-            if status != 200 or answer["accepted"] != len(batch):
-                with lock:
-                    failures.append(f"POST /messages/batch answered {status}: {str(answer)[:300]}")
-        client.close()
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(INGEST_CONNECTIONS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise StackError(failures[0])
-    return time.monotonic() - started
 
 
 def paced(url: str, rate: int, seconds: float, prefix: str) -> int:
@@ -185,9 +162,7 @@ def one_run(binary: Path, args: argparse.Namespace) -> dict[str, float]:
                 f"{total} messages, {stats['distinct_keys']} keys, {stats['keys_posted_more_than_once']} posted twice"
             )
     except BaseException:
-        print(f"---- serve log ({stack.serve.log_path if stack.serve else 'not started'}) ----", file=sys.stderr)
-        if stack.serve:
-            print(stack.serve.tail(), file=sys.stderr)
+        stack.print_logs()
         raise
     finally:
         codes = stack.close()
@@ -197,31 +172,28 @@ def one_run(binary: Path, args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
-def substitute(sql: str, values: dict[int, str]) -> str:
-    """Puts pgbench expressions where the statement has $n (highest n first, so $1 never eats $10)."""
-    for number in sorted(values, reverse=True):
-        sql = sql.replace(f"${number}", values[number])
-    if re.search(r"\$\d", sql):
-        raise StackError(f"a parameter was left unbound: {sql}")
-    return " ".join(sql.split())
+# The claim as a function of the run's database, its body the file the service runs: its data-modifying
+# CTEs must stand at the top of a statement, so it cannot be nested in the aggregate pgbench needs.
+CLAIM_FUNCTION = """
+CREATE FUNCTION bench_claim(int8, text, float8, float8, timestamptz[], int8[], float8)
+RETURNS TABLE (rate float8, paused_for float8, next_in float8, id uuid, lease_token uuid, attempts int4,
+               phone_number text, content text, seq int8, next_attempt_at timestamptz, priority int4, rank int4,
+               status text, timezone text, expires_at timestamptz)
+LANGUAGE sql AS $claim$ {claim} $claim$
+"""
 
 
 def ceiling_script() -> str:
-    """The claim, its rows gathered into arrays, then the flush of them all as accepted."""
-    claim = postgres_statement("CLAIM_DUE")
-    head, _, returning = claim.rpartition("RETURNING")
-    with_due, update, rest = head.partition("UPDATE messages m")
-    if not update:
-        raise StackError("CLAIM_DUE no longer reads WITH due AS (...) UPDATE messages m ... RETURNING ...")
-    claim = substitute(
-        f"{with_due.rstrip()}, claimed AS ({update}{rest} RETURNING {returning})"
-        " SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens, array_agg(attempts) AS attempts FROM claimed",
-        {1: ":batch", 2: "'pgbench'", 3: "30"},
+    """The claim, its rows gathered into arrays, then the flush of them all as accepted: both statements
+    as the service runs them, only bound to pgbench's variables (the claim through `CLAIM_FUNCTION`)."""
+    claim = (
+        "SELECT array_agg(id) AS ids, array_agg(lease_token) AS tokens, array_agg(attempts) AS attempts"
+        " FROM bench_claim(:batch, 'pgbench', 30, NULL, NULL, NULL, 600) WHERE id IS NOT NULL AND lease_token IS NOT NULL"
     )
     n = "ARRAY[cardinality(:ids::uuid[])]"
     random_ids = "(SELECT array_agg(gen_random_uuid()::text) FROM unnest(:ids::uuid[]))"
-    flush = substitute(
-        postgres_statement("FINISH_CLAIMS"),
+    flush = bind(
+        statement("postgres/finish_claims.sql"),
         {
             1: ":ids",
             2: ":tokens",
@@ -239,6 +211,7 @@ def ceiling_script() -> str:
             14: f"array_fill('accepted'::text, {n})",
             15: f"array_fill(NULL::text, {n})",
             16: random_ids,
+            17: f"array_fill(false, {n})",
         },
     )
     return f"{claim}\n\\gset\n{flush};\n"
@@ -255,6 +228,7 @@ def ceiling(binary: Path, args: argparse.Namespace) -> float:
             f" SELECT '+90555' || lpad(i::text, 7, '0'), 'bench ' || i FROM generate_series(1, {args.messages}) i"
         )
         database.sql("ANALYZE messages")
+        database.sql(CLAIM_FUNCTION.format(claim=statement("postgres/claim_due.sql")))
         with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
             script.write(ceiling_script())
         done = subprocess.run(
@@ -297,10 +271,10 @@ ROWS = [
 ]
 
 
-def table(runs: list[dict[str, float]]) -> str:
+def table(runs: list[dict[str, Any]], rows=ROWS) -> str:
     header = f"{'':42}" + "".join(f"{f'run {i + 1}':>12}" for i in range(len(runs))) + f"{'median':>12}"
     lines = [header]
-    for label, key, fmt in ROWS:
+    for label, key, fmt in rows:
         if key not in runs[0]:
             continue  # a phase this run skipped
         values = [run[key] for run in runs]
@@ -309,55 +283,121 @@ def table(runs: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+DRAIN = "drain"
+SCENARIOS = [DRAIN, *bench_scenarios.BY_NAME]
+
+
+def chosen_scenarios(args: argparse.Namespace) -> list[str]:
+    names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown or not names:
+        raise StackError(f"unknown scenarios {unknown}: choose from {', '.join(SCENARIOS)}")
+    skipped = [name.strip() for name in args.skip.split(",") if name.strip()]
+    names = [name for name in names if name not in skipped]
+    if args.no_baseline:
+        names = [name for name in names if not name.endswith("/apalis")]
+    # A scenario read against another of the same run (receipts-drain and mixed-drain against
+    # instant-64) comes after it, which is added when it was not chosen.
+    for name in list(names):
+        reference = getattr(bench_scenarios.BY_NAME.get(name), "compared_to", None)
+        if reference is not None and reference not in names[: names.index(name)]:
+            if reference in names:
+                names.remove(reference)
+            names.insert(names.index(name), reference)
+    return names
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
+    numbers = [key for key, value in runs[0].items() if isinstance(value, (int, float))]
+    return {key: statistics.median(run[key] for run in runs) for key in numbers}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", help="insider-messaging to run (default target/release/insider-messaging)")
-    parser.add_argument("--messages", type=int, default=100_000, help="messages per run (default 100000)")
-    parser.add_argument("--runs", type=int, default=3, help="runs; the table shows each and the median")
-    parser.add_argument("--interval", default="5ms", help="INTERVAL of serve (default 5ms)")
-    parser.add_argument("--batch-size", type=int, default=500, help="BATCH_SIZE of serve, and the ceiling's claim")
-    parser.add_argument("--concurrency", type=int, default=800, help="WEBHOOK_CONCURRENCY of serve (default 800)")
-    parser.add_argument("--latency-rate", type=int, default=2000, help="messages/s of the latency phase")
-    parser.add_argument("--latency-seconds", type=float, default=10, help="length of the latency phase; 0 skips it")
-    parser.add_argument("--ingest", choices=["api", "sql"], default="api",
-                        help="enqueue through POST /messages/batch (default) or one SQL INSERT")
-    parser.add_argument("--ceiling-clients", type=int, default=2, help="pgbench clients (default 2, one a core)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated, run in this order (default: all of {','.join(SCENARIOS)})")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="leave out the */apalis scenarios, so apalis is not built")
+    parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out of --scenarios")
+    parser.add_argument("--runs", type=int, default=3, help="runs of every scenario; the tables show each and the median")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiplies the message count of every scenario but drain (which takes --messages)")
+    drain = parser.add_argument_group("drain", "the drain scenario, and the ceiling")
+    drain.add_argument("--messages", type=int, default=100_000, help="messages per run (default 100000)")
+    drain.add_argument("--interval", default="5ms", help="INTERVAL of serve (default 5ms)")
+    drain.add_argument("--batch-size", type=int, default=500, help="BATCH_SIZE of serve, and the ceiling's claim")
+    drain.add_argument("--concurrency", type=int, default=800, help="WEBHOOK_CONCURRENCY of serve (default 800)")
+    drain.add_argument("--latency-rate", type=int, default=2000, help="messages/s of the latency phase")
+    drain.add_argument("--latency-seconds", type=float, default=10, help="length of the latency phase; 0 skips it")
+    drain.add_argument("--ingest", choices=["api", "sql"], default="api",
+                       help="enqueue through POST /messages/batch (default) or one SQL INSERT")
+    drain.add_argument("--ceiling-clients", type=int, default=2, help="pgbench clients (default 2, one a core)")
     args = parser.parse_args()
 
     try:
         binary = find_binary(args.binary)
+        selected = chosen_scenarios(args)
         about = machine()
-        print(
-            f"insider-messaging bench: {args.messages:,} messages a run, {args.runs} runs; INTERVAL={args.interval} "
-            f"BATCH_SIZE={args.batch_size} WEBHOOK_CONCURRENCY={args.concurrency}; latency phase "
-            f"{args.latency_rate}/s for {args.latency_seconds:g}s",
-            flush=True,
-        )
+        print(f"insider-messaging bench: {', '.join(selected)}; {args.runs} runs of each", flush=True)
         print(
             f"machine: {about['cpu']}, {about['cores']} cores, {about['memory']}, Linux {about['kernel']}, "
             f"PostgreSQL {about['postgres']}; commit {about['commit']}",
             flush=True,
         )
-        runs = []
+        scenarios = {name: bench_scenarios.BY_NAME.get(name) for name in selected}
+        needs_ceiling = any(name == DRAIN or scenario.against_ceiling for name, scenario in scenarios.items())
+        needs_apalis = any(scenario and scenario.baseline_of for scenario in scenarios.values())
+        apalis = bench_scenarios.build_apalis() if needs_apalis else None
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in selected}
         for number in range(1, args.runs + 1):
-            result = one_run(binary, args)
-            result["ceiling_per_s"] = ceiling(binary, args)
-            result["ratio"] = result["messages_per_s"] / result["ceiling_per_s"]
-            runs.append(result)
-            print(
-                f"run {number}: {result['messages_per_s']:,.0f} messages/s, ceiling {result['ceiling_per_s']:,.0f} "
-                f"rows/s",
-                flush=True,
-            )
+            # Once a run: the drain and instant-64 read the same ceiling (same rows, same claim size).
+            ceiling_per_s = ceiling(binary, args) if needs_ceiling else None
+            if ceiling_per_s is not None:
+                print(f"run {number} ceiling: {ceiling_per_s:,.0f} rows/s", flush=True)
+            for name, scenario in scenarios.items():
+                if scenario is None:
+                    result = one_run(binary, args)
+                else:
+                    result = bench_scenarios.run(scenario, binary, apalis, args.scale)
+                if scenario is None or scenario.against_ceiling:
+                    result["ceiling_per_s"] = ceiling_per_s
+                    result["ratio"] = result["messages_per_s"] / ceiling_per_s
+                if scenario is not None and scenario.compared_to is not None:
+                    plain = runs[scenario.compared_to][-1]["messages_per_s"]
+                    result["ratio_to_plain"] = result["messages_per_s"] / plain
+                runs[name].append(result)
+                if scenario is None:
+                    line = f"{result['messages_per_s']:,.0f} messages/s"
+                else:
+                    line = bench_scenarios.summary(scenario, result)
+                print(f"run {number} {name}: {line}", flush=True)
     except StackError as error:
         print(f"bench failed: {error}", file=sys.stderr)
         return 1
-    print()
-    print(table(runs))
+    for name, scenario in scenarios.items():
+        if scenario is None:
+            about_it = (f"{args.messages:,} messages, INTERVAL={args.interval} BATCH_SIZE={args.batch_size} "
+                        f"WEBHOOK_CONCURRENCY={args.concurrency}; latency phase {args.latency_rate}/s for "
+                        f"{args.latency_seconds:g}s")
+        else:
+            about_it = f"{scenario.about}; {runs[name][0]['messages']:,} messages"
+        print(f"\n{name}: {about_it}")
+        print(table(runs[name], ROWS if scenario is None else scenario.rows))
+    judged = bench_scenarios.verdicts(runs, args.scale)
+    if judged:
+        print("\ntargets (issues 12, 13 and 14), on the medians:")
+        print(bench_scenarios.verdict_table(judged))
     out = ROOT / "target" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps({"machine": about, "args": vars(args), "runs": runs}, indent=2) + "\n")
+    report = {
+        "machine": about,
+        "args": vars(args),
+        "scenarios": {name: {"runs": runs[name], "median": medians(runs[name])} for name in selected},
+        "targets": [{key: value for key, value in row.items() if key != "format"} for row in judged],
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {path.relative_to(ROOT)}")
     return 0
 

@@ -1,12 +1,14 @@
 """What a load run starts, as separate processes, and how it measures them.
 
 A fresh Postgres database (dropped afterwards), the stand-in provider (`insider-messaging mock-provider`)
-and `insider-messaging serve` on it, each on a free port. CPU seconds and RSS are read from /proc.
+and `insider-messaging serve` on it, each on a free port; where status webhooks are on, the receiver of
+load/status_receiver.py too. CPU seconds and RSS are read from /proc.
 Shared by bench.py, sent_list.py and scenarios.py; the standard library only.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -16,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -26,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Signs the status events of a run with status webhooks on (`whsec_` and the base64 of 24 bytes).
+STATUS_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"insider-messaging bench!").decode()
 
 
 class StackError(RuntimeError):
@@ -176,37 +181,70 @@ def answers(url: str, path: str) -> bool:
 
 
 class Stack:
-    """A database, the stand-in provider and `serve`, started in that order and stopped in reverse."""
+    """A database, the stand-in provider and `serve` (`replicas` of it, 0 for none), started in that order
+    and stopped in reverse. `serve` and `url` are the first replica; `replicas` and `urls` all of them.
 
-    def __init__(self, binary: Path, serve_env: dict[str, str], provider_args: list[str] | None = None):
+    With `callback_key`, every replica takes it as `CALLBACK_AUTH_KEY` and the stand-in posts a delivery
+    receipt for each accepted message to the first replica's `/receipts` (its `--receipts-url`, one
+    second after the 202 by default). With `status_webhooks`, load/status_receiver.py runs too and every
+    replica delivers its status events there (`STATUS_WEBHOOK_URL`, `STATUS_WEBHOOK_SECRET`)."""
+
+    def __init__(self, binary: Path, serve_env: dict[str, str], provider_args: list[str] | None = None,
+                 replicas: int = 1, callback_key: str | None = None, status_webhooks: bool = False):
         self.binary = binary
         self.log_dir = Path(tempfile.mkdtemp(prefix="insider-load-"))
         self.database = Database(binary)
         self.provider = None
+        self.receiver = None
         self.serve = None
+        self.replicas: list[Process] = []
+        # Known before the stand-in starts, which may post receipts to the first.
+        ports = [free_port() for _ in range(replicas)]
+        self.urls: list[str] = [f"http://127.0.0.1:{port}" for port in ports]
+        serve_env = dict(serve_env)
+        provider_args = list(provider_args or [])
         try:
+            if callback_key is not None:
+                serve_env["CALLBACK_AUTH_KEY"] = callback_key
+                provider_args += ["--receipts-url", f"{self.urls[0]}/receipts", "--receipts-key", callback_key]
+            if status_webhooks:
+                receiver_port = free_port()
+                self.receiver_url = f"http://127.0.0.1:{receiver_port}"
+                self.receiver = Process(
+                    "status-receiver",
+                    [sys.executable, str(ROOT / "load" / "status_receiver.py"), "--addr",
+                     f"127.0.0.1:{receiver_port}"],
+                    dict(os.environ),
+                    self.log_dir,
+                )
+                wait_until("the status receiver answers", lambda: answers(self.receiver_url, "/stats"), 10)
+                serve_env["STATUS_WEBHOOK_URL"] = f"{self.receiver_url}/events"
+                serve_env["STATUS_WEBHOOK_SECRET"] = STATUS_WEBHOOK_SECRET
             provider_port = free_port()
             self.provider_url = f"http://127.0.0.1:{provider_port}"
             self.provider = Process(
                 "provider",
-                [str(binary), "mock-provider", "--addr", f"127.0.0.1:{provider_port}", *(provider_args or [])],
+                [str(binary), "mock-provider", "--addr", f"127.0.0.1:{provider_port}", *provider_args],
                 {**os.environ, "RUST_LOG": "warn"},
                 self.log_dir,
             )
             wait_until("the stand-in provider answers", lambda: answers(self.provider_url, "/stats"), 10)
-            port = free_port()
-            self.url = f"http://127.0.0.1:{port}"
-            env = {
-                "PATH": os.environ.get("PATH", ""),
-                "DATABASE_URL": self.database.url,
-                "REDIS_URL": REDIS_URL,
-                "WEBHOOK_URL": f"{self.provider_url}/hook",
-                "HTTP_ADDR": f"127.0.0.1:{port}",
-                **serve_env,
-            }
-            self.serve = Process("serve", [str(binary), "serve"], env, self.log_dir)
-            wait_until("serve is ready", lambda: answers(self.url, "/readyz"), 30, every=0.005)
-            self.startup_seconds = time.monotonic() - self.serve.started_at
+            for number, (port, url) in enumerate(zip(ports, self.urls)):
+                env = {
+                    "PATH": os.environ.get("PATH", ""),
+                    "DATABASE_URL": self.database.url,
+                    "REDIS_URL": REDIS_URL,
+                    "WEBHOOK_URL": f"{self.provider_url}/hook",
+                    "HTTP_ADDR": f"127.0.0.1:{port}",
+                    **serve_env,
+                }
+                name = "serve" if replicas == 1 else f"serve-{number + 1}"
+                self.replicas.append(Process(name, [str(binary), "serve"], env, self.log_dir))
+            for process, url in zip(self.replicas, self.urls):
+                wait_until(f"{process.name} is ready", lambda: answers(url, "/readyz"), 30, every=0.005)
+            if self.replicas:
+                self.serve, self.url = self.replicas[0], self.urls[0]
+                self.startup_seconds = time.monotonic() - self.serve.started_at
         except BaseException:
             self.close()
             raise
@@ -217,10 +255,23 @@ class Stack:
             raise StackError(f"the stand-in provider's /stats answered {status}")
         return stats
 
+    def receiver_stats(self) -> dict[str, Any]:
+        """What load/status_receiver.py got: `received`, `distinct` and `by_type`."""
+        status, stats = Http(self.receiver_url).request("GET", "/stats")
+        if status != 200:
+            raise StackError(f"the status receiver's /stats answered {status}")
+        return stats
+
+    def print_logs(self) -> None:
+        """The end of each process's log, on stderr: what a failed run shows."""
+        for process in (*self.replicas, self.provider, self.receiver):
+            if process is not None:
+                print(f"---- {process.name} log ({process.log_path}) ----\n{process.tail()}", file=sys.stderr)
+
     def close(self) -> dict[str, int]:
         """Stops everything; returns the exit codes."""
         codes = {}
-        for process in (self.serve, self.provider):
+        for process in (*self.replicas, self.provider, self.receiver):
             if process is not None:
                 codes[process.name] = process.stop()
         self.database.drop()
@@ -246,13 +297,27 @@ def machine() -> dict[str, str]:
     }
 
 
-def postgres_statement(name: str) -> str:
-    """A `const NAME: &str = "...";` of src/store/postgres.rs."""
-    source = (ROOT / "src" / "store" / "postgres.rs").read_text()
-    found = re.search(rf'const {name}: &str = "(.*?)";', source, re.S)
-    if not found:
-        raise StackError(f"no const {name} in src/store/postgres.rs: keep load/ in step with it")
-    return found.group(1)
+STATEMENTS = ROOT / "src" / "store"
+
+
+def statement(path: str) -> str:
+    """A statement the service runs, as its file under src/store/ holds it (`postgres/claim_due.sql`,
+    `list/next_page.sql`...: the service compiles those same files in), without whole-line `--` comments."""
+    file = STATEMENTS / path
+    if not file.is_file():
+        raise StackError(f"no {file.relative_to(ROOT)}: keep load/ in step with src/store/")
+    return "\n".join(line for line in file.read_text().splitlines() if not line.lstrip().startswith("--"))
+
+
+def bind(sql: str, values: dict[int, str]) -> str:
+    """`sql` on one line with each `$n` replaced by the expression `values[n]`: a literal, or a pgbench
+    variable such as `:ids`. Highest n first, so that `$1` never eats the start of `$10`; a `$n` left
+    unbound is an error rather than a statement that fails later."""
+    for number in sorted(values, reverse=True):
+        sql = sql.replace(f"${number}", values[number])
+    if re.search(r"\$\d", sql):
+        raise StackError(f"a parameter was left unbound: {sql}")
+    return " ".join(sql.split())
 
 
 def find_binary(explicit: str | None) -> Path:

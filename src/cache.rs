@@ -1,9 +1,14 @@
 //! The Redis cache of sent messages.
 //!
 //! Key `message:<message uuid>` holds JSON `{"messageId": "<provider id>", "sentAt": "<RFC 3339>"}` and
-//! expires after `REDIS_TTL`. The key is our id, not the provider's: provider ids may repeat. The
-//! database stays the source of truth; the cache is optional, so every failure here is reported to the
-//! caller to log and count, and never stops a send.
+//! expires after `REDIS_TTL`. The key is our id, not the provider's: provider ids may repeat. Beside it,
+//! `provider:<provider id>` is the set of our message ids that provider id was given to (a set, not a
+//! value: a provider that repeats ids gives one to several messages, and a receipt for it is then applied
+//! to none), with the same expiry; delivery receipts are matched through it, so it is only written while
+//! receipts are taken (`CALLBACK_AUTH_KEY`): without them it would double Redis's work for nothing. The
+//! database stays the
+//! source of truth; the cache is optional, so every failure here is reported to the caller to log and
+//! count, and never stops a send.
 
 use std::time::Duration;
 
@@ -12,7 +17,7 @@ use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts, redis};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// No cache call may hold up a send or a request for longer than this.
 const CACHE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -48,12 +53,15 @@ pub enum CacheError {
 pub struct Cache {
     pool: Option<Pool>,
     ttl: Duration,
+    /// Whether `provider:<provider id>` sets are written beside each sent message.
+    matches_receipts: bool,
 }
 
 impl Cache {
     /// A cache on `url`, or a disabled one when there is none. Connects lazily: a Redis that is down at
-    /// start-up only shows in `/readyz` and the logs.
-    pub fn new(url: Option<&Secret>, ttl: Duration) -> Result<Self, CacheError> {
+    /// start-up only shows in `/readyz` and the logs. `matches_receipts`: delivery receipts are taken, so
+    /// each sent message is also indexed by its provider id.
+    pub fn new(url: Option<&Secret>, ttl: Duration, matches_receipts: bool) -> Result<Self, CacheError> {
         let pool = url
             .map(|url| {
                 let mut config = deadpool_redis::Config::from_url(url.expose());
@@ -69,28 +77,35 @@ impl Cache {
                 config.create_pool(Some(Runtime::Tokio1)).map_err(CacheError::Config)
             })
             .transpose()?;
-        Ok(Self { pool, ttl })
+        Ok(Self {
+            pool,
+            ttl,
+            matches_receipts,
+        })
     }
 
     pub fn is_enabled(&self) -> bool {
         self.pool.is_some()
     }
 
-    /// `SET message:<id> <record> EX <ttl>` for each entry, pipelined: one round trip for a whole flush of
-    /// results. Does nothing when the cache is off.
+    /// `SET message:<id> <record> EX <ttl>` for each entry (and, while receipts are taken, its id added to
+    /// `provider:<provider id>`), pipelined: one round trip for a whole flush of results. Does nothing
+    /// when the cache is off.
     pub async fn put_sent_many(&self, entries: &[(Uuid, SentRecord)]) -> Result<(), CacheError> {
         let Some(pool) = self.pool.as_ref().filter(|_| !entries.is_empty()) else {
             return Ok(());
         };
         let mut pipe = redis::pipe();
+        let ttl = self.ttl.as_secs().max(1);
         for (id, record) in entries {
             let value = serde_json::to_string(record).map_err(CacheError::Json)?;
-            pipe.cmd("SET")
-                .arg(key(*id))
-                .arg(value)
-                .arg("EX")
-                .arg(self.ttl.as_secs().max(1))
-                .ignore();
+            pipe.cmd("SET").arg(key(*id)).arg(value).arg("EX").arg(ttl).ignore();
+            if !self.matches_receipts {
+                continue;
+            }
+            let provider_key = provider_key(&record.message_id);
+            pipe.cmd("SADD").arg(&provider_key).arg(id.to_string()).ignore();
+            pipe.cmd("EXPIRE").arg(&provider_key).arg(ttl).ignore();
         }
         let action = "writing sent messages";
         with_timeout(action, async {
@@ -127,6 +142,31 @@ impl Cache {
             .collect()
     }
 
+    /// For each provider id, in order, the message ids it was given to as cached (`SMEMBERS`, pipelined);
+    /// an empty list where nothing is cached, and all empty when the cache is off.
+    pub async fn messages_of_provider_ids(&self, provider_ids: &[String]) -> Result<Vec<Vec<Uuid>>, CacheError> {
+        let Some(pool) = self.pool.as_ref().filter(|_| !provider_ids.is_empty()) else {
+            return Ok(vec![Vec::new(); provider_ids.len()]);
+        };
+        let mut pipe = redis::pipe();
+        for provider_id in provider_ids {
+            pipe.cmd("SMEMBERS").arg(provider_key(provider_id));
+        }
+        let action = "reading the messages of provider ids";
+        let members: Vec<Vec<String>> = with_timeout(action, async {
+            let mut conn = pool.get().await.map_err(CacheError::Pool)?;
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|source| CacheError::Command { action, source })
+        })
+        .await?;
+        // A member that is not a uuid was not written by us: it is skipped, and the database decides.
+        Ok(members
+            .into_iter()
+            .map(|ids| ids.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect())
+            .collect())
+    }
+
     /// `Ok(None)` when the cache is off, `Ok(Some(()))` when Redis answers.
     pub async fn ping(&self) -> Result<Option<()>, CacheError> {
         let Some(pool) = &self.pool else { return Ok(None) };
@@ -146,6 +186,11 @@ impl Cache {
 /// The Redis key of a sent message.
 pub fn key(id: Uuid) -> String {
     format!("message:{id}")
+}
+
+/// The Redis key of the set of messages a provider id was given to.
+pub fn provider_key(provider_message_id: &str) -> String {
+    format!("provider:{provider_message_id}")
 }
 
 async fn with_timeout<T>(

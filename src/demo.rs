@@ -8,8 +8,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 use anyhow::Context as _;
 
 use crate::{
-    config::Settings,
-    domain::{MessageContent, MessageStatus, NewMessage, PhoneNumber},
+    config::{Settings, Unset, VARIABLES, Variable},
+    domain::{MessageContent, MessageStatus, NewMessage, PhoneNumber, Schedule},
     mock_provider::{MockProvider, MockProviderConfig},
     startup::Application,
     store::MessageStore,
@@ -21,7 +21,11 @@ const DEMO_DEFAULTS: &[(&str, &str)] = &[
     ("BATCH_SIZE", "2"),
     ("HTTP_ADDR", "127.0.0.1:8080"),
     ("WEBHOOK_AUTH_KEY", "demo-key"),
+    // Receipts tracked: the stand-in provider reports delivery, and the console shows it.
+    ("CALLBACK_AUTH_KEY", "demo-callback-key"),
 ];
+/// The demo points it at its stand-in provider, whatever the environment says.
+const PROVIDER_VARIABLE: &str = "WEBHOOK_URL";
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 const SAMPLES: &[(&str, &str)] = &[
     ("+905551111111", "Insider - Project"),
@@ -34,14 +38,20 @@ const SAMPLES: &[(&str, &str)] = &[
 
 pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let auth_key = std::env::var("WEBHOOK_AUTH_KEY").unwrap_or_else(|_| "demo-key".to_owned());
+    // A provider that reports delivery a second after each send: one in five undelivered, one in five
+    // reported twice, one in five reported before its 202.
     let provider = MockProvider::start(MockProviderConfig {
         auth_key: Some(auth_key),
         latency: Duration::from_millis(50),
+        receipt_delay: Duration::from_secs(1),
+        undelivered_rate: 0.2,
+        duplicate_receipt_rate: 0.2,
+        early_receipt_rate: 0.2,
         ..MockProviderConfig::default()
     })?;
     let webhook_url = format!("{}/sms", provider.url());
     let settings = Settings::from_lookup(|name| {
-        if name == "WEBHOOK_URL" {
+        if name == PROVIDER_VARIABLE {
             return Some(webhook_url.clone());
         }
         std::env::var(name).ok().or_else(|| {
@@ -53,18 +63,25 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     })
     .context("demo settings")?;
     let content_max_chars = settings.content_max_chars.get();
+    let callback_key = settings.callback_auth_key.as_ref().map(|key| key.expose().to_owned());
 
     let app = Application::build(settings).await?;
     let store = app.store();
     let enqueued = enqueue_samples(store.as_ref(), content_max_chars).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
+    if callback_key.is_some() {
+        provider.send_receipts_to(format!("{base}/receipts"), callback_key);
+    }
     println!(
         "demo: the dispatcher is at {base} with a stand-in provider at {}",
         provider.url()
     );
     println!("demo: Swagger UI {base}/swagger-ui/  ·  sent list {base}/messages/sent  ·  Ctrl-C stops");
     if enqueued > 0 {
-        println!("demo: enqueued {enqueued} sample messages; they go out two per second");
+        println!(
+            "demo: enqueued {enqueued} sample messages; they go out two per second and turn delivered (or \
+             undelivered) on the console a second later"
+        );
     } else {
         println!("demo: the database already holds messages: nothing new enqueued, nothing resent");
     }
@@ -81,6 +98,23 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     result
 }
 
+/// The settings `demo` reads, for `config --list`: all but `WEBHOOK_URL`, with its pace as defaults.
+pub fn variables() -> Vec<Variable> {
+    VARIABLES
+        .iter()
+        .filter(|variable| variable.name != PROVIDER_VARIABLE)
+        .map(
+            |variable| match DEMO_DEFAULTS.iter().find(|(name, _)| *name == variable.name) {
+                Some((_, default)) => Variable {
+                    unset: Unset::Default(default),
+                    ..*variable
+                },
+                None => *variable,
+            },
+        )
+        .collect()
+}
+
 /// Samples go into an empty database only, so a restart sends nothing again.
 async fn enqueue_samples(store: &dyn MessageStore, content_max_chars: usize) -> anyhow::Result<usize> {
     let empty =
@@ -94,6 +128,7 @@ async fn enqueue_samples(store: &dyn MessageStore, content_max_chars: usize) -> 
             Ok(NewMessage {
                 to: PhoneNumber::parse(to).context("a sample phone number")?,
                 content: MessageContent::parse(content, content_max_chars).context("a sample content")?,
+                when: Schedule::default(),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -1,11 +1,12 @@
-//! The `insider-messaging` binary: `serve` (the default), `demo`, `mock-provider`, `migrate`, `openapi`.
+//! The `insider-messaging` binary: `serve` (the default), `demo`, `mock-provider`, `migrate`, `openapi`,
+//! `config`.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use insider_messaging::{
     api::docs::ApiDoc,
-    config::{self, Settings},
+    config::{self, Settings, VARIABLES, Variable},
     demo,
     mock_provider::{MockProvider, MockProviderConfig},
     startup, telemetry,
@@ -27,11 +28,21 @@ enum Command {
     /// sample messages.
     Demo,
     /// Run only the stand-in provider, for tests, load runs and the compose demo.
-    MockProvider(MockProviderConfig),
+    MockProvider(Box<MockProviderConfig>),
     /// Apply database migrations to DATABASE_URL and exit.
     Migrate,
     /// Print the OpenAPI document (the one served at /api-docs/openapi.json) and exit.
     Openapi,
+    /// Describe the configuration and exit.
+    Config(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Print, as JSON keyed by subcommand, every environment variable it reads: name, default,
+    /// default_from, kind, doc, required, secret.
+    #[arg(long, required = true)]
+    list: bool,
 }
 
 #[actix_web::main]
@@ -50,7 +61,7 @@ async fn main() -> ExitCode {
             Err(error) => return configuration_error(error),
         },
         Command::Demo => demo::run(startup::shutdown_signal()).await,
-        Command::MockProvider(config) => match MockProvider::start(config) {
+        Command::MockProvider(config) => match MockProvider::start(*config) {
             Ok(provider) => {
                 provider.run_until(startup::shutdown_signal()).await;
                 Ok(())
@@ -67,6 +78,12 @@ async fn main() -> ExitCode {
             .to_pretty_json()
             .map(|json| println!("{json}"))
             .map_err(anyhow::Error::from),
+        Command::Config(ConfigArgs { list: _ }) => {
+            let listing = config::listing::by_subcommand(&Cli::command(), settings_read_by);
+            serde_json::to_string_pretty(&listing)
+                .map(|json| println!("{json}"))
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,6 +98,16 @@ async fn main() -> ExitCode {
 fn configuration_error(error: config::ConfigError) -> ExitCode {
     eprintln!("configuration error: {error}");
     ExitCode::from(2)
+}
+
+/// The settings a subcommand reads (its flags' variables come from its clap definition).
+fn settings_read_by(subcommand: &str) -> Vec<Variable> {
+    match subcommand {
+        "serve" => VARIABLES.to_vec(),
+        "demo" => demo::variables(),
+        "migrate" => config::variables_named(&["DATABASE_URL"]),
+        _ => Vec::new(),
+    }
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use awc::http::{StatusCode, header::HeaderMap};
 use chrono::{DateTime, Utc};
+use reqwest::{StatusCode, header::HeaderMap};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ProviderMessageId;
@@ -25,9 +25,11 @@ pub struct SendRequest<'a> {
 /// `{"message": "Accepted", "messageId": "…"}`; both fields are optional so an odd body never turns an
 /// accepted message into a resend.
 #[derive(Debug, Deserialize)]
-struct AcceptedBody {
-    #[serde(rename = "messageId")]
-    message_id: Option<serde_json::Value>,
+struct AcceptedBody<'a> {
+    /// Raw, so that a numeric id keeps every digit: through `Value`, 123456789012345678901234567890
+    /// became 1.2345678901234568e+29.
+    #[serde(rename = "messageId", borrow)]
+    message_id: Option<&'a serde_json::value::RawValue>,
 }
 
 /// What one POST to the provider came to.
@@ -41,13 +43,22 @@ pub enum Outcome {
         body_problem: Option<String>,
         sent_at: DateTime<Utc>,
     },
-    /// 408, 429, 5xx, timeouts and connection errors: the message may or may not have arrived; send it
+    /// 408, 5xx, timeouts and connection errors: the message may or may not have arrived; send it
     /// again later under the same idempotency key.
     RetryLater {
         reason: String,
         status: Option<u16>,
         retry_after: Option<Duration>,
     },
+    /// 429: the provider refused it for our pace, not for what it holds. It arrived nowhere; send it
+    /// again, after `Retry-After` when the provider named one.
+    Throttled {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// 401 or 403: the provider refuses our credentials (`WEBHOOK_AUTH_KEY`), whatever the message
+    /// holds. It arrived nowhere.
+    Unauthorized { reason: String, status: u16 },
     /// Any other 4xx: this request will never succeed.
     Rejected { reason: String, status: u16 },
 }
@@ -58,14 +69,22 @@ impl Outcome {
         match self {
             Self::Accepted { .. } => "accepted",
             Self::RetryLater { .. } => "retry",
+            Self::Throttled { .. } => "throttled",
+            Self::Unauthorized { .. } => "unauthorized",
             Self::Rejected { .. } => "rejected",
         }
     }
 
-    /// The provider's answer, sorted.
-    pub fn from_response(status: StatusCode, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Self {
+    /// The provider's answer, sorted. `body` is the answer's body, or why it could not be read (too large,
+    /// too slow): a 2xx is accepted either way, and says why its id is missing.
+    pub fn from_response(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Result<&[u8], &str>,
+        now: DateTime<Utc>,
+    ) -> Self {
         if status.is_success() {
-            let (provider_message_id, body_problem) = match parse_message_id(body) {
+            let (provider_message_id, body_problem) = match body.map_err(str::to_owned).and_then(parse_message_id) {
                 Ok(id) => (Some(id), None),
                 Err(problem) => (None, Some(problem)),
             };
@@ -76,17 +95,35 @@ impl Outcome {
                 sent_at: now,
             };
         }
-        let reason = format!("provider answered {status}: {}", body_excerpt(body));
-        let retryable = status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status.is_server_error()
-            // A 1xx or 3xx we did not follow is the provider's or the URL's problem, not the message's.
-            || !status.is_client_error();
-        if retryable {
-            let retry_after = headers
+        let reason = match body {
+            Ok(body) => format!("provider answered {status}: {}", body_excerpt(body)),
+            Err(problem) => format!("provider answered {status} ({problem})"),
+        };
+        let retry_after = || {
+            headers
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, now.into()));
+                .and_then(|v| parse_retry_after(v, now.into()))
+        };
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Self::Throttled {
+                reason,
+                retry_after: retry_after(),
+            };
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Self::Unauthorized {
+                reason,
+                status: status.as_u16(),
+            };
+        }
+        let retryable = status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+            // A 3xx we did not follow is the provider's or the URL's problem, not the message's. (Interim 1xx
+            // answers never get here: the HTTP client reads on to the final one.)
+            || !status.is_client_error();
+        if retryable {
+            let retry_after = retry_after();
             Self::RetryLater {
                 reason,
                 status: Some(status.as_u16()),
@@ -103,8 +140,11 @@ impl Outcome {
     /// The provider's HTTP status, when it answered.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            Self::Accepted { status, .. } | Self::Rejected { status, .. } => Some(*status),
+            Self::Accepted { status, .. } | Self::Rejected { status, .. } | Self::Unauthorized { status, .. } => {
+                Some(*status)
+            }
             Self::RetryLater { status, .. } => *status,
+            Self::Throttled { .. } => Some(StatusCode::TOO_MANY_REQUESTS.as_u16()),
         }
     }
 
@@ -119,14 +159,19 @@ impl Outcome {
 }
 
 fn parse_message_id(body: &[u8]) -> Result<ProviderMessageId, String> {
+    if body.is_empty() {
+        return Err("body is empty".to_owned());
+    }
     let parsed: AcceptedBody =
         serde_json::from_slice(body).map_err(|e| format!("body is not the expected JSON: {e}"))?;
-    let raw = match parsed.message_id {
-        Some(serde_json::Value::String(s)) => s,
-        // Some providers send numeric ids; keep them rather than lose them.
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        Some(other) => return Err(format!("messageId is not a string: {other}")),
-        None => return Err("body has no messageId".to_owned()),
+    let Some(id) = parsed.message_id else {
+        return Err("body has no messageId".to_owned());
+    };
+    let raw = match id.get().as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(id.get()).map_err(|e| format!("messageId {e}"))?,
+        // Some providers send numeric ids; keep them, digit for digit, rather than lose them.
+        Some(b'-' | b'0'..=b'9') => id.get().to_owned(),
+        _ => return Err(format!("messageId is not a string: {}", id.get())),
     };
     ProviderMessageId::parse(&raw).map_err(|e| format!("messageId {e}"))
 }
@@ -160,7 +205,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use awc::http::header::{HeaderName, HeaderValue};
+    use reqwest::header::{HeaderName, HeaderValue};
 
     use super::*;
 
@@ -172,7 +217,12 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        Outcome::from_response(StatusCode::from_u16(status).unwrap(), &map, body.as_bytes(), Utc::now())
+        Outcome::from_response(
+            StatusCode::from_u16(status).unwrap(),
+            &map,
+            Ok(body.as_bytes()),
+            Utc::now(),
+        )
     }
 
     #[test]
@@ -219,15 +269,35 @@ mod tests {
             panic!("{o:?}")
         };
         assert_eq!(provider_message_id.unwrap().as_ref(), "42");
+        for (body, id) in [
+            (
+                r#"{"messageId":123456789012345678901234567890}"#,
+                "123456789012345678901234567890",
+            ),
+            (r#"{"messageId": 1.50}"#, "1.50"),
+            (r#"{"messageId":"a\"b"}"#, "a\"b"),
+        ] {
+            let Outcome::Accepted {
+                provider_message_id, ..
+            } = outcome(202, &[], body)
+            else {
+                panic!("{body}")
+            };
+            assert_eq!(provider_message_id.unwrap().as_ref(), id, "{body}");
+        }
     }
 
     #[test]
     fn transient_statuses_are_retried_and_other_4xx_rejected() {
-        for status in [408, 429, 500, 502, 503, 504, 302] {
+        for status in [408, 500, 502, 503, 504, 302] {
             assert_eq!(outcome(status, &[], "").label(), "retry", "{status}");
         }
-        for status in [400, 401, 403, 404, 409, 422] {
+        assert_eq!(outcome(429, &[], "").label(), "throttled");
+        for status in [400, 404, 409, 422] {
             assert_eq!(outcome(status, &[], "bad").label(), "rejected", "{status}");
+        }
+        for status in [401, 403] {
+            assert_eq!(outcome(status, &[], "bad key").label(), "unauthorized", "{status}");
         }
     }
 
@@ -242,13 +312,33 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
 
         let o = outcome(429, &[("retry-after", "7")], "");
-        let Outcome::RetryLater {
-            retry_after, status, ..
-        } = o
-        else {
+        let Outcome::Throttled { retry_after, .. } = o else {
             panic!("{o:?}")
         };
-        assert_eq!((retry_after, status), (Some(Duration::from_secs(7)), Some(429)));
+        assert_eq!(
+            (retry_after, o.http_status()),
+            (Some(Duration::from_secs(7)), Some(429))
+        );
+        let o = outcome(503, &[("retry-after", "9")], "");
+        let Outcome::RetryLater { retry_after, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(retry_after, Some(Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn an_unreadable_body_says_what_happened() {
+        let problem = "its body exceeded 64 KiB";
+        let o = Outcome::from_response(StatusCode::ACCEPTED, &HeaderMap::new(), Err(problem), Utc::now());
+        let Outcome::Accepted { body_problem, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(body_problem.as_deref(), Some(problem));
+        let o = Outcome::from_response(StatusCode::BAD_GATEWAY, &HeaderMap::new(), Err(problem), Utc::now());
+        let Outcome::RetryLater { reason, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(reason, "provider answered 502 Bad Gateway (its body exceeded 64 KiB)");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! `Application::build(settings)`: the database (migrated), the cache, the dispatch pipeline and the
 //! HTTP server, wired together. `run_until` serves until a shutdown signal, then drains.
+//!
+//! Settings stop here: each part is handed what it needs, typed (`DispatchSettings`, the cache's URL and
+//! TTL, the API's limits), and none of them reads `config`.
 
 use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
 
@@ -16,16 +19,22 @@ use crate::{
     api::{self, AppState},
     cache::Cache,
     config::Settings,
-    dispatch::{self, Pipeline},
+    dispatch::{
+        self, DispatchSettings, Pipeline, StatusSigner, StatusWebhookTarget, WebhookTarget, quiet_hours::QuietRules,
+        retry::RetryPolicy,
+    },
     metrics::Metrics,
-    store::{self, MessageStore},
+    store::{self, Campaigns, Database, InboundLog, MessageStore, OptOutList, ReceiptStore, StatusEventStore},
 };
+
+/// How long shutdown waits for the database's connections in use to come back.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Application {
     port: u16,
     server: Server,
     pipeline: Pipeline,
-    store: Arc<dyn MessageStore>,
+    database: Arc<dyn Database>,
     shutdown_grace: Duration,
 }
 
@@ -37,34 +46,64 @@ impl Application {
             log::warn!("risky configuration: {warning}");
         }
 
-        let store = migrate(settings.database_url.expose()).await?;
-        let cache =
-            Cache::new(settings.redis_url.as_ref(), settings.redis_ttl).context("setting up the Redis cache")?;
+        let database = migrate(settings.database_url.expose()).await?;
+        let cache = Cache::new(
+            settings.redis_url.as_ref(),
+            settings.redis_ttl,
+            settings.callback_auth_key.is_some(),
+        )
+        .context("setting up the Redis cache")?;
         if !cache.is_enabled() {
             log::info!("REDIS_URL is not set: sent message ids are not cached");
         }
         let metrics = Metrics::new().context("registering metrics")?;
+        // Before the pipeline starts: its first flush already writes the events beside its changes.
+        database.write_status_events(settings.status_webhook_url.is_some());
         let owner = instance_id();
         log::info!(owner = owner.as_str(); "starting the dispatcher");
-        let pipeline = dispatch::start(&settings, owner, Arc::clone(&store), cache.clone(), metrics.clone())
-            .await
-            .context("reading the cluster's sending switch")?;
+        let pipeline = dispatch::start(
+            &dispatch_settings(&settings)?,
+            owner,
+            Arc::clone(&database),
+            cache.clone(),
+            metrics.clone(),
+        )
+        .await
+        .context("reading the cluster's sending switch")?;
+        let receipts: Arc<dyn ReceiptStore> = database.clone();
+        let events: Arc<dyn StatusEventStore> = database.clone();
+        let opt_outs: Arc<dyn OptOutList> = database.clone();
+        let campaigns: Arc<dyn Campaigns> = database.clone();
+        let inbound: Arc<dyn InboundLog> = database.clone();
+        let store: Arc<dyn MessageStore> = database.clone();
 
         let state = web::Data::new(AppState {
+            opt_outs,
+            campaigns,
+            inbound,
             store: Arc::clone(&store),
+            receipts,
+            events,
             cache,
             pipeline: pipeline.clone(),
             metrics,
             content_max_chars: settings.content_max_chars.get(),
-            webhook_concurrency: settings.webhook_concurrency.get(),
             api_key: settings.api_key.clone(),
+            callback_auth_key: settings.callback_auth_key.clone(),
+            status_webhooks: settings.status_webhook_url.is_some(),
+            receipt_timeout: settings.callback_auth_key.is_some().then_some(settings.receipt_timeout),
         });
         let listener = TcpListener::bind(settings.http_addr)
             .with_context(|| format!("HTTP_ADDR {} could not be bound", settings.http_addr))?;
         let address = listener.local_addr().context("reading the bound address")?;
         let server = HttpServer::new(move || {
+            // The last wrapped runs first: log and count every answer, then bound the body's time,
+            // refuse what another site's page sent, and only then ask for the key.
             App::new()
                 .wrap(middleware::from_fn(api::auth::require_api_key))
+                .wrap(middleware::from_fn(api::cross_site::refuse_cross_site))
+                .wrap(middleware::from_fn(api::body_timeout::bound_body_time))
+                .wrap(middleware::from_fn(api::request_metrics::record_request))
                 .wrap(Logger::new("%r %s %Dms").exclude("/healthz").exclude("/metrics"))
                 .configure(api::configure(state.clone()))
         })
@@ -79,7 +118,7 @@ impl Application {
             port: address.port(),
             server,
             pipeline,
-            store,
+            database,
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -94,7 +133,7 @@ impl Application {
     }
 
     pub fn store(&self) -> Arc<dyn MessageStore> {
-        Arc::clone(&self.store)
+        self.database.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops claiming, waits up to `SHUTDOWN_GRACE` for sends in
@@ -120,18 +159,80 @@ impl Application {
             Err(error) => log::warn!("could not drain the pipeline: {error}"),
         }
         handle.stop(true).await;
-        server
+        let served = server
             .await
             .context("the HTTP server task failed")?
-            .context("the HTTP server failed")
+            .context("the HTTP server failed");
+        // A connection still out when the runtime ends panics in sqlx's Drop: give them all back first.
+        // A statement stuck behind a lock must not hold the exit forever.
+        if actix_rt::time::timeout(CLOSE_GRACE, self.database.close())
+            .await
+            .is_err()
+        {
+            log::warn!(grace:? = CLOSE_GRACE; "database connections still in use at exit");
+        }
+        served
     }
 }
 
-/// Applies the migrations to the database at `url` and returns the store on it.
-pub async fn migrate(url: &str) -> anyhow::Result<Arc<dyn MessageStore>> {
-    let store = store::connect(url).context("DATABASE_URL is not a usable database URL")?;
-    store.migrate().await.context("applying database migrations")?;
-    Ok(store)
+/// What the dispatch pipeline takes from the settings.
+fn dispatch_settings(settings: &Settings) -> anyhow::Result<DispatchSettings> {
+    let retry = RetryPolicy {
+        backoff_min: settings.backoff_min,
+        backoff_max: settings.backoff_max,
+        max_attempts: settings.max_retries,
+    };
+    let status_webhook = match (&settings.status_webhook_url, &settings.status_webhook_secret) {
+        (Some(url), Some(secret)) => Some(StatusWebhookTarget {
+            url: url.to_string(),
+            signer: StatusSigner::new(secret).context("reading STATUS_WEBHOOK_SECRET")?,
+            timeout: settings.webhook_timeout,
+            max_age: settings.status_webhook_max_age,
+            // Retried until STATUS_WEBHOOK_MAX_AGE, not for a number of attempts.
+            backoff: RetryPolicy {
+                max_attempts: std::num::NonZeroU32::MAX,
+                ..retry
+            },
+        }),
+        _ => None,
+    };
+    Ok(DispatchSettings {
+        autostart: settings.autostart,
+        interval: settings.interval,
+        batch_size: settings.batch_size,
+        webhook_concurrency: settings.webhook_concurrency,
+        rate_limit: settings.rate_limit,
+        lease: settings.lease,
+        priority_aging: settings.priority_aging,
+        quiet_hours: settings.quiet_hours.map(|window| QuietRules {
+            window,
+            default_zone: settings.quiet_hours_tz,
+        }),
+        recipient_daily_limit: settings.recipient_daily_limit,
+        content_max_chars: settings.content_max_chars,
+        retry,
+        webhook: WebhookTarget {
+            // Never named in the error: the URL may carry a token.
+            url: reqwest::Url::parse(&settings.webhook_url.to_string())
+                .context("WEBHOOK_URL could not be read as a URL by the HTTP client")?,
+            auth_key: settings.webhook_auth_key.clone(),
+            timeout: settings.webhook_timeout,
+            max_connections: settings.webhook_concurrency.get(),
+        },
+        sent_retention: settings.sent_retention,
+        receipt_match_window: settings
+            .callback_auth_key
+            .is_some()
+            .then_some(settings.receipt_match_window),
+        status_webhook,
+    })
+}
+
+/// Applies the migrations to the database at `url` and returns it.
+pub async fn migrate(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+    let database = store::connect(url).context("DATABASE_URL is not a usable database URL")?;
+    database.migrate().await.context("applying database migrations")?;
+    Ok(database)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,15 +1,24 @@
 //! `API_KEY`: when set, every route but health, metrics, docs and the console page needs it, sent as
-//! `Authorization: Bearer <key>` or `X-API-Key: <key>`. Without `API_KEY` the API is open, as before.
+//! `Authorization: Bearer <key>` or `X-API-Key: <key>`. Without `API_KEY` the API is open (start-up
+//! warns), as before.
+//!
+//! Each refusal is a `warn` line (method, route template, peer address; never the key presented) and
+//! counts in `auth_failures_total`, so that guessing shows. The refusal is answered here rather than
+//! returned as an error, so the access log and the request metrics see it like any other answer.
 
 use actix_web::{
     Error,
-    body::MessageBody,
+    body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     middleware::Next,
     web,
 };
 
-use super::{AppState, error::ApiError};
+use super::{
+    AppState, callback_auth,
+    error::ApiError,
+    request_metrics::{peer_of, route_of},
+};
 
 /// Paths anyone may read: probes, scrapes, the docs and the console page's shell (whose own calls
 /// carry the key).
@@ -29,13 +38,16 @@ const OPEN_FOLDERS: &[&str] = &["/swagger/", "/swagger-ui/", "/api-docs/", "/con
 pub async fn require_api_key(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let expected = request
-        .app_data::<web::Data<AppState>>()
-        .and_then(|state| state.api_key.clone());
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(request).await?.map_into_left_body());
+    };
     let path = request.path();
-    let open = OPEN_PATHS.contains(&path) || OPEN_FOLDERS.iter().any(|folder| path.starts_with(folder));
-    if let Some(expected) = expected.filter(|_| !open) {
+    // The provider's callbacks carry CALLBACK_AUTH_KEY instead, checked by their handlers.
+    let open = OPEN_PATHS.contains(&path)
+        || OPEN_FOLDERS.iter().any(|folder| path.starts_with(folder))
+        || callback_auth::is_callback(request.method(), path);
+    if let Some(expected) = state.api_key.as_ref().filter(|_| !open) {
         let headers = request.headers();
         let presented = headers.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {
             headers
@@ -43,28 +55,17 @@ pub async fn require_api_key(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
         });
-        if !presented.is_some_and(|key| constant_time_eq(key.trim().as_bytes(), expected.expose().as_bytes())) {
-            return Err(ApiError::Unauthorized.into());
+        if !presented.is_some_and(|key| expected.matches(key.trim())) {
+            state.metrics.auth_failures_total.inc();
+            log::warn!(
+                method:% = request.method(),
+                route = route_of(request.request()).as_str(),
+                peer = peer_of(&request).as_str(),
+                key = if presented.is_some() { "wrong" } else { "missing" };
+                "request refused: API key missing or wrong"
+            );
+            return Ok(request.error_response(ApiError::Unauthorized).map_into_right_body());
         }
     }
-    next.call(request).await
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal how much of a guess
-/// was right (only its length).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn keys_match_only_when_equal() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
+    Ok(next.call(request).await?.map_into_left_body())
 }

@@ -27,23 +27,42 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
         routes::stats::stats,
         routes::messages::create,
         routes::batch::create_batch,
-        routes::messages::list,
-        routes::messages::list_sent,
+        routes::listing::list,
+        routes::listing::list_sent,
         routes::messages::get_one,
-        routes::messages::retry,
-        routes::messages::cancel,
+        routes::operator::retry,
+        routes::operator::cancel,
+        routes::receipts::receive,
+        routes::receipts::list,
+        routes::events::list,
+        routes::events::retry,
+        routes::opt_outs::create,
+        routes::opt_outs::list,
+        routes::opt_outs::remove,
+        routes::inbound::receive,
+        routes::inbound::list,
+        routes::campaigns::list,
+        routes::campaigns::pause,
+        routes::campaigns::resume,
+        routes::campaigns::cancel,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "messages", description = "Enqueue messages and read what was sent"),
         (name = "scheduler", description = "Start and stop sending"),
+        (name = "events", description = "The status events outbox: what STATUS_WEBHOOK_URL is told"),
+        (name = "receipts", description = "Delivery receipts from the provider, and what became of them"),
+        (name = "opt-outs", description = "The numbers that opted out: never sent to"),
+        (name = "inbound", description = "Replies from phones: STOP and START keywords"),
+        (name = "campaigns", description = "Messages sharing a campaign label: counted, paused, resumed, cancelled"),
         (name = "health", description = "Liveness, readiness and metrics"),
     )
 )]
 pub struct ApiDoc;
 
-/// `API_KEY`, as either header the service accepts; routes that need it name both.
+/// `API_KEY`, as either header the service accepts; routes that need it name both. The provider's
+/// callbacks name `CALLBACK_AUTH_KEY` instead.
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -54,6 +73,13 @@ impl Modify for SecuritySchemes {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-Key",
                 "Required when the service runs with API_KEY set",
+            ))),
+        );
+        components.add_security_scheme(
+            "callback_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-ins-auth-key",
+                "CALLBACK_AUTH_KEY: what the provider sends with its callbacks (POST /receipts, POST /inbound)",
             ))),
         );
         components.add_security_scheme(
@@ -75,6 +101,64 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .insert_header(("Location", "/swagger-ui/"))
                     .finish()
             }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// `(METHOD, path)` of every row between the README's `routes` markers.
+    fn readme_routes() -> Vec<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md is readable");
+        let (_, rest) = readme
+            .split_once("<!-- routes:start -->")
+            .expect("README.md has <!-- routes:start -->");
+        let (table, _) = rest
+            .split_once("<!-- routes:end -->")
+            .expect("README.md has <!-- routes:end -->");
+        table
+            .lines()
+            .filter(|line| line.trim_start().starts_with('|'))
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
+                let [method, path, _what] = cells[..] else {
+                    panic!("a route row has three cells: {line:?}");
+                };
+                // The header and the separator have no backticked path.
+                let path = path.strip_prefix('`')?.strip_suffix('`')?;
+                Some((method.to_owned(), path.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_route_table_lists_exactly_the_documented_operations() {
+        let rows = readme_routes();
+        let listed: BTreeSet<_> = rows.iter().cloned().collect();
+        assert_eq!(listed.len(), rows.len(), "a route listed twice: {rows:?}");
+
+        let spec = serde_json::to_value(ApiDoc::openapi()).expect("the spec serialises");
+        let documented: BTreeSet<(String, String)> = spec["paths"]
+            .as_object()
+            .expect("the spec has paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .into_iter()
+                    .flat_map(|operations| operations.keys())
+                    .filter(|key| ["get", "put", "post", "delete", "patch", "head", "options"].contains(&key.as_str()))
+                    .map(move |method| (method.to_uppercase(), path.clone()))
+            })
+            .collect();
+
+        assert_eq!(
+            listed, documented,
+            "README.md's route table (left) and the OpenAPI document (right) disagree"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! The one mapping from errors to HTTP. Bad input gets a 4xx naming what is wrong; anything unexpected
 //! gets an opaque 500 (or 503 when the database is unreachable) and its cause chain is logged once, here.
 
+use std::time::Duration;
+
 use actix_web::{
     HttpResponse, ResponseError,
     error::{JsonPayloadError, PathError, QueryPayloadError},
@@ -10,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::body_timeout;
 use crate::{dispatch::PipelineError, domain::MessageStatus, store::StoreError, telemetry::error_chain};
 
 /// Every error the API returns has this shape.
@@ -40,8 +43,14 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("the request body must be sent as Content-Type: application/json")]
     UnsupportedMediaType,
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    BodyTimeout(Duration),
     #[error("no message has id {0}")]
     MessageNotFound(Uuid),
+    #[error("no status event has id {0}")]
+    EventNotFound(Uuid),
+    #[error("the number is not on the opt-out list")]
+    OptOutNotFound,
     #[error("message {id} is {status}: {rule}")]
     WrongState {
         id: Uuid,
@@ -54,6 +63,12 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("this route needs the API key: send Authorization: Bearer <key> or X-API-Key: <key>")]
     Unauthorized,
+    #[error("this route takes the provider's callbacks and needs its key: send x-ins-auth-key: <CALLBACK_AUTH_KEY>")]
+    CallbackUnauthorized,
+    #[error("the provider's callbacks are off on this service: set CALLBACK_AUTH_KEY to take them")]
+    CallbacksOff,
+    #[error("this route refuses requests sent by a page of another site: {0}")]
+    CrossSite(String),
     #[error("the database is unavailable; try again shortly")]
     DatabaseUnavailable(#[source] StoreError),
     #[error("the service failed unexpectedly")]
@@ -90,11 +105,16 @@ impl ApiError {
             Self::MalformedBody(_) => "malformed_body",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::MessageNotFound(_) => "message_not_found",
+            Self::EventNotFound(_) => "event_not_found",
+            Self::OptOutNotFound => "opt_out_not_found",
             Self::WrongState { .. } => "wrong_state",
             Self::NoRoute => "no_route",
             Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::CallbackUnauthorized => "unauthorized",
+            Self::CallbacksOff => "callbacks_off",
+            Self::CrossSite(_) => "cross_site_request",
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Unexpected(_) => "internal_error",
         }
@@ -130,7 +150,10 @@ impl From<JsonPayloadError> for ApiError {
             }
             JsonPayloadError::ContentType => Self::UnsupportedMediaType,
             JsonPayloadError::Deserialize(e) => Self::MalformedBody(format!("the request body is not valid JSON: {e}")),
-            other => Self::MalformedBody(format!("the request body could not be read: {other}")),
+            other => match body_timeout::limit_of(&other) {
+                Some(limit) => Self::BodyTimeout(limit),
+                None => Self::MalformedBody(format!("the request body could not be read: {other}")),
+            },
         }
     }
 }
@@ -153,8 +176,13 @@ impl ResponseError for ApiError {
             Self::InvalidField { .. } | Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::MessageNotFound(_) | Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::MessageNotFound(_) | Self::EventNotFound(_) | Self::OptOutNotFound | Self::NoRoute => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Unauthorized | Self::CallbackUnauthorized => StatusCode::UNAUTHORIZED,
+            Self::CallbacksOff => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CrossSite(_) => StatusCode::FORBIDDEN,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::WrongState { .. } => StatusCode::CONFLICT,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -173,6 +201,10 @@ impl ResponseError for ApiError {
         }
         if let Self::MethodNotAllowed(allowed) = self {
             response.insert_header(("Allow", allowed.as_str()));
+        }
+        // The rest of a late body may still be on its way: the connection cannot carry another request.
+        if let Self::BodyTimeout(_) = self {
+            response.force_close();
         }
         response.json(self.body())
     }

@@ -1,8 +1,12 @@
 //! The HTTP API: the route table, and what every handler shares.
 
 pub mod auth;
+pub mod body_timeout;
+pub mod callback_auth;
+pub mod cross_site;
 pub mod docs;
 pub mod error;
+pub mod request_metrics;
 pub mod routes;
 
 use std::sync::Arc;
@@ -10,7 +14,13 @@ use std::sync::Arc;
 use actix_web::web::{self, ServiceConfig};
 
 use self::error::ApiError;
-use crate::{cache::Cache, config::Secret, dispatch::Pipeline, metrics::Metrics, store::MessageStore};
+use crate::{
+    cache::Cache,
+    dispatch::Pipeline,
+    metrics::Metrics,
+    secret::Secret,
+    store::{Campaigns, InboundLog, MessageStore, OptOutList, ReceiptStore, StatusEventStore},
+};
 
 /// The largest JSON body accepted: a message is at most a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -18,14 +28,24 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// What every handler may use.
 pub struct AppState {
     pub store: Arc<dyn MessageStore>,
+    pub receipts: Arc<dyn ReceiptStore>,
+    pub events: Arc<dyn StatusEventStore>,
+    pub opt_outs: Arc<dyn OptOutList>,
+    pub campaigns: Arc<dyn Campaigns>,
     pub cache: Cache,
     pub pipeline: Pipeline,
     pub metrics: Metrics,
     pub content_max_chars: usize,
-    /// `WEBHOOK_CONCURRENCY`: the send slots of this instance, for `GET /scheduler`.
-    pub webhook_concurrency: usize,
     /// `API_KEY`: required by every route but the open ones (see `auth.rs`) when set.
     pub api_key: Option<Secret>,
+    /// `RECEIPT_TIMEOUT` when receipts are tracked (`CALLBACK_AUTH_KEY` set): a sent message with no
+    /// final receipt after it shows `no_receipt`. `None`: `not_tracked`.
+    pub receipt_timeout: Option<std::time::Duration>,
+    /// `STATUS_WEBHOOK_URL` is set: status events are written and delivered.
+    pub status_webhooks: bool,
+    /// `CALLBACK_AUTH_KEY`: required by the provider's callbacks (see `callback_auth.rs`); `None` refuses them.
+    pub callback_auth_key: Option<Secret>,
+    pub inbound: Arc<dyn InboundLog>,
 }
 
 /// The route table. `docs::ApiDoc` lists the same handlers; a test checks that the two agree.
@@ -58,12 +78,31 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut ServiceConfig) 
                     .route(web::post().to(routes::batch::create_batch))
                     .default_service(web::to(no_route)),
             )
-            .service(routes::messages::list)
+            .service(routes::listing::list)
             // Before `/messages/{id}`, which would otherwise take "sent" for an id.
-            .service(routes::messages::list_sent)
+            .service(routes::listing::list_sent)
             .service(routes::messages::get_one)
-            .service(routes::messages::retry)
-            .service(routes::messages::cancel)
+            .service(routes::operator::retry)
+            .service(routes::operator::cancel)
+            // A resource of its own for its larger body limit; the key is checked before the body is read.
+            .service(
+                web::resource("/receipts")
+                    .app_data(web::PayloadConfig::new(routes::receipts::MAX_BODY_BYTES))
+                    .route(web::post().to(routes::receipts::receive))
+                    .route(web::get().to(routes::receipts::list))
+                    .default_service(web::to(no_route)),
+            )
+            .service(routes::events::list)
+            .service(routes::events::retry)
+            .service(routes::opt_outs::create)
+            .service(routes::opt_outs::list)
+            .service(routes::opt_outs::remove)
+            .service(routes::inbound::receive)
+            .service(routes::inbound::list)
+            .service(routes::campaigns::list)
+            .service(routes::campaigns::pause)
+            .service(routes::campaigns::resume)
+            .service(routes::campaigns::cancel)
             // The operator console: a page over the routes above, so it stays out of the OpenAPI document.
             .service(routes::console::page)
             .service(routes::console::stylesheet)

@@ -1,6 +1,13 @@
-//! The provider circuit breaker: when most recent sends fail in a retryable way (5xx, 429, timeouts),
-//! the provider is taken to be down. Claiming stops for a cool-down, so an outage does not burn every
-//! message's attempts; then one message probes, and its answer closes the breaker or opens it again.
+//! The provider circuit breaker: when most of the messages sent lately failed in a retryable way (5xx,
+//! timeouts, no answer), the provider is taken to be down. Claiming stops for a cool-down, so an outage
+//! does not burn every message's attempts; then one message probes, and its answer closes the breaker or
+//! opens it again.
+//!
+//! It judges messages, not sends: a message retried ten times is one vote, its latest. A message that
+//! fails again after another message went through is a poison message (a redirect, a garbage answer, a
+//! body never answered in time), not a sign of an outage: it stops voting. And a probe that fails for a
+//! message that was already failing before the breaker opened says nothing about the provider, so
+//! another message probes.
 //!
 //! ```text
 //!  closed ──most of the last WINDOW sends failed──▶ open ──COOL_DOWN passed──▶ half-open (1 probe)
@@ -12,14 +19,18 @@
 //! Per instance and in memory: each replica judges the provider by what it sees itself.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
-/// How many recent sends are judged.
+use uuid::Uuid;
+
+/// How many messages, the latest send of each, are judged.
 const WINDOW: usize = 20;
-/// Fewer sends than this say nothing yet.
+/// Fewer messages than this say nothing yet.
 const MIN_SAMPLES: usize = 10;
+/// How many poison messages are remembered, so their retries keep out of the vote.
+const POISON_REMEMBERED: usize = 256;
 /// The share of retryable failures that opens the breaker.
 const FAILURE_SHARE: f64 = 0.5;
 pub const COOL_DOWN: Duration = Duration::from_secs(30);
@@ -37,8 +48,23 @@ pub enum BreakerState {
 #[derive(Debug)]
 pub struct Breaker {
     state: BreakerState,
-    /// `true` for a retryable failure, newest last.
-    recent: VecDeque<bool>,
+    /// The latest send of each message sent lately, newest last.
+    recent: VecDeque<Sent>,
+    /// Counts the sends recorded, to tell whether a success came between two failures.
+    sends: u64,
+    /// The number of the latest send that went through.
+    last_success: Option<u64>,
+    /// Messages that failed again after others went through, oldest first: they do not vote.
+    poison: VecDeque<Uuid>,
+    /// The messages that were failing when the breaker opened: a probe of one of them proves nothing.
+    suspects: HashSet<Uuid>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    message: Uuid,
+    failed: bool,
+    number: u64,
 }
 
 impl Default for Breaker {
@@ -46,6 +72,10 @@ impl Default for Breaker {
         Self {
             state: BreakerState::Closed,
             recent: VecDeque::with_capacity(WINDOW),
+            sends: 0,
+            last_success: None,
+            poison: VecDeque::new(),
+            suspects: HashSet::new(),
         }
     }
 }
@@ -77,11 +107,17 @@ impl Breaker {
         }
     }
 
-    /// A send ended: `failed` when it was a retryable failure (the provider's fault, not the message's).
-    pub fn record(&mut self, failed: bool, now: Instant) {
+    /// A send of `message` ended: `failed` when it was a retryable failure (the provider's fault, not the
+    /// message's).
+    pub fn record(&mut self, message: Uuid, failed: bool, now: Instant) {
         match self.state(now) {
             BreakerState::HalfOpen { .. } => {
-                self.recent.clear();
+                if failed && (self.suspects.remove(&message) || self.poison.contains(&message)) {
+                    // A message that failed before: maybe its fault, not the provider's. Another probes.
+                    self.state = BreakerState::HalfOpen { probing: false };
+                    return;
+                }
+                self.suspects.clear();
                 self.state = if failed {
                     BreakerState::Open { until: now + COOL_DOWN }
                 } else {
@@ -90,17 +126,52 @@ impl Breaker {
             }
             // Results of sends that were in flight when it opened change nothing.
             BreakerState::Open { .. } => {}
-            BreakerState::Closed => {
-                if self.recent.len() == WINDOW {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back(failed);
-                let failures = self.recent.iter().filter(|f| **f).count();
-                if self.recent.len() >= MIN_SAMPLES && failures as f64 >= FAILURE_SHARE * self.recent.len() as f64 {
-                    self.state = BreakerState::Open { until: now + COOL_DOWN };
-                    self.recent.clear();
-                }
+            BreakerState::Closed => self.vote(message, failed, now),
+        }
+    }
+
+    fn vote(&mut self, message: Uuid, failed: bool, now: Instant) {
+        self.sends += 1;
+        let number = self.sends;
+        if !failed {
+            self.last_success = Some(number);
+            self.poison.retain(|id| *id != message);
+        } else if self.poison.contains(&message) {
+            return;
+        }
+        let previous = self
+            .recent
+            .iter()
+            .position(|sent| sent.message == message)
+            .and_then(|at| self.recent.remove(at));
+        if let Some(previous) = previous
+            && failed
+            && previous.failed
+            && self.last_success.is_some_and(|success| success > previous.number)
+        {
+            if self.poison.len() == POISON_REMEMBERED {
+                self.poison.pop_front();
             }
+            self.poison.push_back(message);
+            return;
+        }
+        if self.recent.len() == WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Sent {
+            message,
+            failed,
+            number,
+        });
+        let failures = self.recent.iter().filter(|sent| sent.failed).count();
+        if self.recent.len() >= MIN_SAMPLES && failures as f64 >= FAILURE_SHARE * self.recent.len() as f64 {
+            self.state = BreakerState::Open { until: now + COOL_DOWN };
+            self.suspects = self
+                .recent
+                .drain(..)
+                .filter(|sent| sent.failed)
+                .map(|sent| sent.message)
+                .collect();
         }
     }
 }
@@ -109,9 +180,10 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    /// `n` messages of their own fail once each.
     fn failing(breaker: &mut Breaker, n: usize, now: Instant) {
         for _ in 0..n {
-            breaker.record(true, now);
+            breaker.record(Uuid::new_v4(), true, now);
         }
     }
 
@@ -123,9 +195,9 @@ mod tests {
         assert_eq!(breaker.state(now), BreakerState::Closed);
         let mut breaker = Breaker::default();
         for _ in 0..WINDOW {
-            breaker.record(false, now);
-            breaker.record(false, now);
-            breaker.record(true, now);
+            breaker.record(Uuid::new_v4(), false, now);
+            breaker.record(Uuid::new_v4(), false, now);
+            breaker.record(Uuid::new_v4(), true, now);
         }
         assert_eq!(breaker.state(now), BreakerState::Closed, "a third failing is not most");
         assert_eq!(breaker.allowance(5, now), 5);
@@ -138,7 +210,7 @@ mod tests {
         failing(&mut breaker, MIN_SAMPLES, now);
         assert_eq!(breaker.state(now), BreakerState::Open { until: now + COOL_DOWN });
         assert_eq!(breaker.allowance(5, now + COOL_DOWN / 2), 0);
-        breaker.record(false, now); // a late success from before it opened
+        breaker.record(Uuid::new_v4(), false, now); // a late success from before it opened
         assert!(matches!(breaker.state(now), BreakerState::Open { .. }));
     }
 
@@ -152,7 +224,7 @@ mod tests {
         breaker.claimed(1);
         assert_eq!(breaker.allowance(5, later), 0, "one probe at a time");
 
-        breaker.record(true, later);
+        breaker.record(Uuid::new_v4(), true, later);
         assert_eq!(
             breaker.state(later),
             BreakerState::Open {
@@ -163,8 +235,66 @@ mod tests {
         let much_later = later + COOL_DOWN;
         assert_eq!(breaker.allowance(5, much_later), 1);
         breaker.claimed(1);
-        breaker.record(false, much_later);
+        breaker.record(Uuid::new_v4(), false, much_later);
         assert_eq!(breaker.state(much_later), BreakerState::Closed);
         assert_eq!(breaker.allowance(5, much_later), 5);
+    }
+
+    #[test]
+    fn a_few_messages_failing_again_and_again_do_not_open_it() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        let poison: Vec<Uuid> = (0..MIN_SAMPLES - 2).map(|_| Uuid::new_v4()).collect();
+        for _ in 0..10 {
+            for id in &poison {
+                breaker.record(*id, true, now);
+            }
+            breaker.record(Uuid::new_v4(), false, now);
+        }
+        assert_eq!(
+            breaker.state(now),
+            BreakerState::Closed,
+            "eight messages, one vote each"
+        );
+    }
+
+    #[test]
+    fn an_outage_after_healthy_sending_still_opens_it() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        let retried: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        for id in &retried {
+            breaker.record(*id, true, now);
+        }
+        for _ in 0..WINDOW {
+            breaker.record(Uuid::new_v4(), false, now);
+        }
+        // The provider goes down: the retries fail again (they stop voting), and so does every new one.
+        for id in &retried {
+            breaker.record(*id, true, now);
+        }
+        failing(&mut breaker, WINDOW / 2, now);
+        assert!(matches!(breaker.state(now), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn a_probe_that_fails_for_a_message_failing_before_lets_another_probe() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        let failed_before: Vec<Uuid> = (0..MIN_SAMPLES).map(|_| Uuid::new_v4()).collect();
+        for id in &failed_before {
+            breaker.record(*id, true, now);
+        }
+        let later = now + COOL_DOWN;
+        assert_eq!(breaker.allowance(5, later), 1);
+        breaker.claimed(1);
+        breaker.record(failed_before[0], true, later);
+        assert_eq!(breaker.allowance(5, later), 1, "inconclusive: another message probes");
+        breaker.claimed(1);
+        breaker.record(failed_before[0], true, later);
+        assert!(
+            matches!(breaker.state(later), BreakerState::Open { .. }),
+            "the same message again is a failure like any other"
+        );
     }
 }

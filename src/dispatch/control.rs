@@ -10,39 +10,42 @@
 use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 
-use super::{
-    FetcherActor, SchedulerActor,
-    messages::{GetInFlight, GetSchedulerState, StartSending, StopSending},
-};
+use super::messages::{GetInFlight, GetSchedulerState, StartSending, StopSending};
 use crate::{
-    store::{MessageStore, Replica},
+    store::{ClusterControl, Replica},
     telemetry::error_chain,
 };
 
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 pub struct ControlActor {
-    store: Arc<dyn MessageStore>,
-    scheduler: Addr<SchedulerActor>,
-    fetcher: Addr<FetcherActor>,
+    cluster: Arc<dyn ClusterControl>,
+    pipeline: PipelineControls,
     replica: Replica,
     beating: bool,
+    /// When the switch was last set, as the previous heartbeat read it.
+    switch_changed_at: Option<DateTime<Utc>>,
+}
+
+/// What the control actor may ask of this instance's pipeline.
+#[derive(Clone)]
+pub struct PipelineControls {
+    pub scheduler_state: Recipient<GetSchedulerState>,
+    pub start: Recipient<StartSending>,
+    pub stop: Recipient<StopSending>,
+    pub in_flight: Recipient<GetInFlight>,
 }
 
 impl ControlActor {
-    pub fn new(
-        store: Arc<dyn MessageStore>,
-        scheduler: Addr<SchedulerActor>,
-        fetcher: Addr<FetcherActor>,
-        replica: Replica,
-    ) -> Self {
+    pub fn new(cluster: Arc<dyn ClusterControl>, pipeline: PipelineControls, replica: Replica) -> Self {
         Self {
-            store,
-            scheduler,
-            fetcher,
+            cluster,
+            pipeline,
             replica,
             beating: false,
+            switch_changed_at: None,
         }
     }
 
@@ -51,34 +54,50 @@ impl ControlActor {
             return;
         }
         self.beating = true;
-        let store = Arc::clone(&self.store);
-        let scheduler = self.scheduler.clone();
-        let fetcher = self.fetcher.clone();
+        let cluster = Arc::clone(&self.cluster);
+        let pipeline = self.pipeline.clone();
         let mut replica = self.replica.clone();
         ctx.spawn(
             async move {
-                let (Ok(state), Ok(in_flight)) =
-                    (scheduler.send(GetSchedulerState).await, fetcher.send(GetInFlight).await)
-                else {
-                    return;
+                let (Ok(state), Ok(in_flight)) = (
+                    pipeline.scheduler_state.send(GetSchedulerState).await,
+                    pipeline.in_flight.send(GetInFlight).await,
+                ) else {
+                    return None;
                 };
                 replica.in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX);
                 replica.sending = state.running;
-                match store.heartbeat(&replica).await {
-                    Ok(wanted) if wanted && !state.running => {
+                let switch = match cluster.heartbeat(&replica).await {
+                    Ok(switch) => switch,
+                    Err(error) => {
+                        log::warn!("heartbeat failed, carrying on as before: {}", error_chain(&error));
+                        return None;
+                    }
+                };
+                match switch {
+                    Some(switch) if switch.sending && !state.running => {
                         log::info!("the cluster's sending switch is on: starting");
-                        let _ = scheduler.send(StartSending).await;
+                        let _ = pipeline.start.send(StartSending).await;
                     }
-                    Ok(wanted) if !wanted && state.running => {
+                    Some(switch) if !switch.sending && state.running => {
                         log::info!("the cluster's sending switch is off: stopping");
-                        let _ = scheduler.send(StopSending { for_good: false }).await;
+                        let _ = pipeline.stop.send(StopSending).await;
                     }
-                    Ok(_) => {}
-                    Err(error) => log::warn!("heartbeat failed, carrying on as before: {}", error_chain(&error)),
+                    _ => {}
                 }
+                switch
             }
             .into_actor(self)
-            .map(|(), act, _| act.beating = false),
+            .map(|switch, act, _| {
+                act.beating = false;
+                let Some(switch) = switch else { return };
+                // A start on any replica while sending was on already: start again here too, which clears
+                // a pause of this instance's own (the provider refused our credentials).
+                if switch.sending && act.switch_changed_at.is_some_and(|seen| seen < switch.changed_at) {
+                    act.pipeline.start.do_send(StartSending);
+                }
+                act.switch_changed_at = Some(switch.changed_at);
+            }),
         );
     }
 }

@@ -1,143 +1,602 @@
-//! `FetcherActor`: on each `Tick`, rescues expired leases, claims what the free send slots can take,
-//! fails claimed rows that do not validate, and hands the rest to the webhook actors in turn.
+//! `FetcherActor`: claims messages and keeps this instance's send slots busy, within the pace.
 //!
-//! It keeps the count of claims not yet recorded (`in_flight`); the persister frees their slots a flush
-//! at a time. Capping that count at `WEBHOOK_CONCURRENCY` (and each tick's claim at `BATCH_SIZE`) is what
-//! keeps ticks from piling up behind a slow provider, and keeps a claimed message from waiting in memory
-//! while its lease runs out.
+//! It drives the flow control (`flow.rs`): a free slot takes the next message from the run-ahead buffer
+//! at once, and a claim refills the buffer as soon as there is room worth a round trip, within the
+//! `BATCH_SIZE` each tick allows, the cluster's pace (`RATE_LIMIT`, a provider's 429) and the circuit
+//! breaker. It validates what a claim returns (rows may come from plain SQL) and hands the rest to the
+//! webhook actor. A claim that ends without a POST (invalid, given back) goes to the persister like an
+//! answer, so every claim this instance holds ends recorded; the rescue spares the ones it still holds.
+//!
+//! Each tick grants the budget and, at most once a second, rescues expired leases of dead senders.
 
-use std::sync::Arc;
+use std::{
+    collections::HashSet,
+    num::NonZeroU32,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::{
     breaker::{Breaker, BreakerState},
+    daily_cap::DailyCap,
+    flow::{Flow, FlowLimits, Next},
     messages::{
-        BreakerReport, Deliver, GetBreaker, GetInFlight, PauseClaims, ResumeClaims, SlotsFreed, Tick, TickReport,
-        TickSkipped, TickSource,
+        BreakerReport, Deliver, EndedUnsent, FlowReport, GetBreaker, GetFlow, GetInFlight, PauseClaims, Recorded,
+        ResumeClaims, SendEnded, Tick, TickReport, TickSkipped, TickSource,
     },
+    quiet_hours::QuietRules,
+    verdict::SendSignal,
 };
 use crate::{
-    config::Settings,
-    domain::{MessageContent, PhoneNumber},
+    domain::{MessageContent, MessageStatus, PhoneNumber},
     metrics::Metrics,
-    store::{ClaimedMessage, Finish, MessageStore, NextState, StoreError},
+    store::{
+        ClaimRequest, Claimed, ClaimedMessage, Finish, Frontier, MessageStore, NextState, Pace, Rescue, StoreError,
+    },
     telemetry::error_chain,
 };
 
+/// Scheduled ticks rescue at most this often.
+const RESCUE_EVERY: Duration = Duration::from_secs(1);
+/// A rescue looks at leases that ran out this recently, which keeps it cheap when dead rows pile up in
+/// its index; every `FULL_RESCUE_EVERY` it looks at them all.
+const RESCUE_WINDOW: Duration = Duration::from_secs(30);
+const FULL_RESCUE_EVERY: Duration = Duration::from_secs(60);
+/// A replica whose heartbeat is younger than this keeps its leases: three missed beats make it dead.
+pub const OWNER_FRESH: Duration = Duration::from_secs(3);
+/// A 429 without `Retry-After` pauses this instance at least this long (the cluster decides the rest).
+const THROTTLE_FLOOR: Duration = Duration::from_secs(1);
+/// Claims resume after the last row claimed (`Frontier`), and this often one starts from the oldest due
+/// row instead, to find what came due behind the frontier (see `store/postgres/claim_due.sql`).
+const SWEEP_EVERY: Duration = Duration::from_secs(3);
+
 pub struct FetcherActor {
     store: Arc<dyn MessageStore>,
-    webhooks: Vec<Recipient<Deliver>>,
-    next_webhook: usize,
+    webhook: Recipient<Deliver>,
+    persister: Recipient<EndedUnsent>,
     rules: ClaimRules,
     metrics: Metrics,
-    in_flight: usize,
-    claiming: bool,
-    /// Set while sending is stopped: scheduled ticks do nothing, and a claim that returns finds its rows
-    /// given back unsent.
-    paused: bool,
+    flow: Flow,
     breaker: Breaker,
+    /// The claims this instance holds, by lease token, from claim until recorded.
+    live: HashSet<Uuid>,
+    /// Set while sending is stopped: nothing is claimed but on a manual tick, and what waits in the
+    /// buffer, or comes back from a claim under way, is given back unsent.
+    paused: bool,
+    /// A provider's 429 pause, as this instance knows it: no claims, and the buffer waits, until then.
+    throttled_until: Option<Instant>,
+    /// The cluster's rate let the last claim take fewer than asked: the next waits until then.
+    paced_until: Option<Instant>,
+    /// The pace as the last claim found it.
+    pace: Pace,
+    /// The provider refused our credentials (its status, and since when): nothing is claimed or sent
+    /// until an operator starts sending again, or the instance restarts with a key that works.
+    refused: Option<(u16, DateTime<Utc>)>,
+    wake: Option<(Instant, SpawnHandle)>,
+    /// Where the last claim ended; the next resumes after it, unless it sweeps from the oldest due row.
+    frontier: Option<Frontier>,
+    swept_at: Option<Instant>,
+    /// Rows went back behind the frontier (given back, rescued): the next claim sweeps.
+    sweep_next: bool,
+    rescuing: bool,
+    last_rescue: Option<Instant>,
+    last_full_rescue: Option<Instant>,
 }
 
 /// What a claim may take and how its rows are judged.
 #[derive(Debug, Clone)]
 pub struct ClaimRules {
     pub owner: String,
-    pub batch_size: u32,
-    /// `WEBHOOK_CONCURRENCY`: claims of this instance not yet recorded, at most.
-    pub concurrency: usize,
-    pub lease: std::time::Duration,
+    pub lease: Duration,
     pub content_max_chars: usize,
+    /// `RATE_LIMIT`, messages a second.
+    pub rate_limit: Option<f64>,
+    /// `PRIORITY_AGING`: a message due for longer counts as one priority higher.
+    pub priority_aging: Duration,
+    /// `QUIET_HOURS`: `low` messages wait while it is night where they go.
+    pub quiet_hours: Option<QuietRules>,
+    /// `RECIPIENT_DAILY_LIMIT`: non-`high` messages to a number sent this many in 24 hours wait.
+    pub recipient_daily_limit: Option<NonZeroU32>,
 }
 
-impl ClaimRules {
-    pub fn new(settings: &Settings, owner: String) -> Self {
-        Self {
-            owner,
-            batch_size: settings.batch_size.get(),
-            concurrency: settings.webhook_concurrency.get(),
-            lease: settings.lease,
-            content_max_chars: settings.content_max_chars.get(),
-        }
-    }
+/// Where the fetcher hands its work.
+pub struct FetcherOutlets {
+    pub webhook: Recipient<Deliver>,
+    pub persister: Recipient<EndedUnsent>,
 }
 
-/// One tick's claim: what to send and what was set aside.
+/// One claim's rows, judged: what to send and what failed validation.
 struct ClaimedBatch {
     rescued: usize,
+    asked: u32,
+    claimed: usize,
+    /// The final states of the due rows the claim ended unsent instead (expired, suppressed).
+    ended: Vec<MessageStatus>,
     deliveries: Vec<Deliver>,
-    invalid: usize,
+    invalid: Vec<Finish>,
+    /// Valid, but held by quiet hours: put back, uncounted, due when the recipient's window ends.
+    held: Vec<Finish>,
+    /// Valid, but deferred by `RECIPIENT_DAILY_LIMIT`: put back, uncounted, due when the cap frees.
+    capped: Vec<Finish>,
+    pace: Pace,
+    frontier: Option<Frontier>,
 }
 
 impl FetcherActor {
     pub fn new(
         store: Arc<dyn MessageStore>,
-        webhooks: Vec<Recipient<Deliver>>,
+        outlets: FetcherOutlets,
         rules: ClaimRules,
+        limits: FlowLimits,
         metrics: Metrics,
     ) -> Self {
         Self {
             store,
-            webhooks,
-            next_webhook: 0,
+            webhook: outlets.webhook,
+            persister: outlets.persister,
             rules,
             metrics,
-            in_flight: 0,
-            claiming: false,
-            paused: true,
+            flow: Flow::new(limits),
             breaker: Breaker::default(),
+            live: HashSet::new(),
+            paused: true,
+            throttled_until: None,
+            paced_until: None,
+            pace: Pace::default(),
+            refused: None,
+            wake: None,
+            frontier: None,
+            swept_at: None,
+            sweep_next: false,
+            rescuing: false,
+            last_rescue: None,
+            last_full_rescue: None,
         }
     }
 
-    fn hand_out(&mut self, delivery: Deliver) {
-        // The pool is never empty: `dispatch::start` builds at least one webhook actor.
-        if let Some(webhook) = self.webhooks.get(self.next_webhook % self.webhooks.len().max(1)) {
-            self.next_webhook = self.next_webhook.wrapping_add(1);
-            self.in_flight += 1;
-            webhook.do_send(delivery);
+    fn throttled(&self, now: Instant) -> bool {
+        self.throttled_until.is_some_and(|until| now < until)
+    }
+
+    /// Feeds free slots from the buffer, then starts a claim when one is due. Run after every event.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if self.refused.is_some() {
+            return;
         }
+        if !self.throttled(now) {
+            let mut stale = Vec::new();
+            let wall = Utc::now();
+            while let Some(next) = self.flow.next(now) {
+                match next {
+                    // It expired while it waited for a slot: never posted; back, and the claim expires it.
+                    Next::Post(delivery) if delivery.expires_at.is_some_and(|at| at <= wall) => {
+                        self.flow.post_withdrawn();
+                        stale.push(delivery);
+                    }
+                    Next::Post(delivery) => self.webhook.do_send(delivery),
+                    Next::GiveBack(delivery) => stale.push(delivery),
+                }
+            }
+            if !stale.is_empty() {
+                log::warn!(
+                    messages = stale.len(), max_wait:? = self.flow.limits().max_wait;
+                    "claims waited too long for a send slot: given back unsent, due again in their place"
+                );
+                self.give_back(stale);
+            }
+        }
+        let paced = self.paced_until.is_some_and(|until| now < until);
+        if !self.paused
+            && !self.throttled(now)
+            && !paced
+            && let Some(size) = self.flow.claim_size()
+        {
+            let allowed = self.breaker.allowance(size as usize, now);
+            if allowed > 0 {
+                let claim = self.claim(u32::try_from(allowed).unwrap_or(size), false, TickSource::Scheduler);
+                ctx.spawn(claim.map(|_, _, _| ()));
+            }
+        }
+        self.wake_at(
+            ctx,
+            [self.throttled_until, self.paced_until].into_iter().flatten().min(),
+        );
+        self.metrics.send_slots_in_use.set(gauge(self.flow.slots_in_use()));
+        self.metrics.claim_buffer_depth.set(gauge(self.flow.buffered()));
+    }
+
+    /// Runs `pump` again at `at` (a pause or the pace's wait ends), unless a wake-up is already set then.
+    fn wake_at(&mut self, ctx: &mut Context<Self>, at: Option<Instant>) {
+        let Some(at) = at.filter(|at| *at > Instant::now()) else {
+            return;
+        };
+        if let Some((when, handle)) = self.wake {
+            if when <= at && when > Instant::now() {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.wake = None;
+            let now = Instant::now();
+            if act.throttled_until.is_some_and(|until| now >= until) {
+                act.throttled_until = None;
+                log::info!(rate:? = act.pace.rate; "the provider's pause is over: claiming and sending again");
+            }
+            act.pump(ctx);
+        });
+        self.wake = Some((at, handle));
+    }
+
+    /// One claim of up to `size` (after a rescue, when asked), its rows judged and handed out; what it
+    /// came to, as a manual tick reports it.
+    fn claim(
+        &mut self,
+        size: u32,
+        rescue: bool,
+        source: TickSource,
+    ) -> impl ActorFuture<Self, Output = TickReport> + use<> {
+        self.flow.claim_started();
+        let store = Arc::clone(&self.store);
+        let rules = self.rules.clone();
+        let rescue = rescue.then(|| self.rescue_scope());
+        let after = self.resume_after(source);
+        async move { claim_batch(store.as_ref(), &rules, size, rescue, after).await }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                let report = act.take(result, source);
+                act.pump(ctx);
+                report
+            })
+    }
+
+    /// Where the next claim resumes: after the frontier, or, to sweep (a manual tick, every
+    /// `SWEEP_EVERY`, after rows went back behind it), from the oldest due row.
+    fn resume_after(&mut self, source: TickSource) -> Option<Frontier> {
+        let now = Instant::now();
+        let sweep = source == TickSource::Manual
+            || self.sweep_next
+            || self
+                .swept_at
+                .is_none_or(|swept| now.saturating_duration_since(swept) >= SWEEP_EVERY);
+        if sweep {
+            self.swept_at = Some(now);
+            self.sweep_next = false;
+            return None;
+        }
+        self.frontier
+    }
+
+    /// What a rescue now may take: not this instance's own claims, nor a live replica's; the recent
+    /// leases only, but every minute all of them.
+    fn rescue_scope(&mut self) -> (Vec<Uuid>, Option<Duration>) {
+        let now = Instant::now();
+        self.last_rescue = Some(now);
+        let full = self
+            .last_full_rescue
+            .is_none_or(|last| now.saturating_duration_since(last) >= FULL_RESCUE_EVERY);
+        if full {
+            self.last_full_rescue = Some(now);
+        }
+        (self.live.iter().copied().collect(), (!full).then_some(RESCUE_WINDOW))
+    }
+
+    /// Takes what a claim returned: the buffer gets the valid rows (or they go back, when sending stopped
+    /// meanwhile), the persister the invalid ones, and the pace is noted.
+    fn take(&mut self, result: Result<ClaimedBatch, StoreError>, source: TickSource) -> TickReport {
+        let batch = match result {
+            Ok(batch) => batch,
+            Err(error) => {
+                self.flow.claim_failed();
+                self.metrics.tick_errors_total.inc();
+                log::error!("claim failed, will try again next tick: {}", error_chain(&error));
+                return TickReport {
+                    skipped: Some(TickSkipped::StoreError),
+                    ..TickReport::default()
+                };
+            }
+        };
+        let now = Instant::now();
+        self.metrics.leases_rescued_total.inc_by(batch.rescued as u64);
+        self.metrics
+            .sends_total
+            .with_label_values(&["invalid"])
+            .inc_by(batch.invalid.len() as u64);
+        for status in &batch.ended {
+            self.metrics.sends_total.with_label_values(&[status.as_str()]).inc();
+        }
+        self.note_pace(batch.pace, now);
+        if let Some(reached) = batch.frontier {
+            // A full sweep that stayed behind the frontier may have left more behind it: sweep again.
+            let behind = self.frontier.is_some_and(|frontier| reached.is_behind(&frontier));
+            self.sweep_next |= behind && batch.claimed >= batch.asked as usize;
+            self.frontier.get_or_insert_with(Frontier::default).advance(&reached);
+        }
+        let claims = batch
+            .deliveries
+            .iter()
+            .map(|d| d.claim)
+            .chain(batch.invalid.iter().map(|f| f.claim))
+            .chain(batch.held.iter().map(|f| f.claim))
+            .chain(batch.capped.iter().map(|f| f.claim));
+        self.live.extend(claims.map(|claim| claim.token));
+        let report = TickReport {
+            rescued: batch.rescued,
+            claimed: batch.claimed,
+            invalid: batch.invalid.len(),
+            skipped: if batch.pace.paused_for.is_some() {
+                Some(TickSkipped::Throttled)
+            } else {
+                (batch.claimed == 0 && batch.asked == 0).then_some(TickSkipped::NoFreeSlot)
+            },
+        };
+        self.metrics
+            .sends_total
+            .with_label_values(&["quiet_hours"])
+            .inc_by(batch.held.len() as u64);
+        self.metrics
+            .sends_total
+            .with_label_values(&["daily_cap"])
+            .inc_by(batch.capped.len() as u64);
+        let mut unsent = batch.invalid;
+        unsent.extend(batch.held);
+        unsent.extend(batch.capped);
+        if !unsent.is_empty() {
+            self.flow.ending_unsent(unsent.len());
+            self.persister.do_send(EndedUnsent { finishes: unsent });
+        }
+        let mut deliveries = batch.deliveries;
+        if source == TickSource::Scheduler && self.paused {
+            // Sending stopped while this claim ran: give the rows back rather than post them.
+            self.give_back(std::mem::take(&mut deliveries));
+        }
+        if report.claimed > 0 || report.rescued > 0 {
+            // Debug: at full throttle this is hundreds of lines a second; the persister's one line per
+            // flush says what came of them.
+            log::debug!(
+                claimed = report.claimed, invalid = report.invalid, rescued = report.rescued;
+                "claimed messages"
+            );
+        }
+        self.breaker.claimed(deliveries.len());
+        // Rows it ended unsent were due, but are no sends: they neither spend the tick's budget nor, short of
+        // what was asked, make the queue look drained.
+        let asked = batch
+            .asked
+            .saturating_sub(u32::try_from(batch.ended.len()).unwrap_or(u32::MAX));
+        if batch.pace.next_in.is_some() && batch.claimed < asked as usize {
+            self.flow.claim_held_back(batch.claimed, deliveries, now);
+        } else {
+            self.flow.claim_ended(asked, batch.claimed, deliveries, now);
+        }
+        report
+    }
+
+    /// Notes the pace a claim found: the cluster's pause (a 429 on any replica), the rate in force.
+    fn note_pace(&mut self, pace: Pace, now: Instant) {
+        if let Some(paused_for) = pace.paused_for {
+            self.pause_for(paused_for, now);
+        }
+        self.paced_until = pace.next_in.map(|wait| now + wait);
+        self.pace = pace;
+        self.metrics.rate_limit_per_second.set(pace.rate.unwrap_or(0.0));
+    }
+
+    /// Pauses claims and sends until `now + pause` (extending a pause under way), and gives the buffer
+    /// back: its claims were drawn at the rate the provider just refused, and sent together when the
+    /// pause ends they would be the next burst of 429s. After the pause, claims draw at the cut rate.
+    fn pause_for(&mut self, pause: Duration, now: Instant) {
+        let until = now + pause;
+        if self.throttled_until.is_none_or(|current| current < until) {
+            if !self.throttled(now) {
+                log::warn!(
+                    pause:? = pause;
+                    "the provider throttles the cluster (429): every replica pauses its claims and sends"
+                );
+            }
+            self.throttled_until = Some(until);
+        }
+        let buffered = self.flow.take_buffer();
+        self.give_back(buffered);
+    }
+
+    /// The provider refused our credentials: stop sending here, say so loudly, give the buffer back.
+    fn refuse(&mut self, status: u16) {
+        if self.refused.is_none() {
+            log::error!(
+                status = status;
+                "the provider refuses our credentials: sending paused on this instance, messages keep their \
+                 attempts; fix WEBHOOK_AUTH_KEY and restart, or POST /scheduler/start to try again"
+            );
+            self.refused = Some((status, Utc::now()));
+            self.metrics.provider_credentials_refused.set(1);
+        }
+        let buffered = self.flow.take_buffer();
+        self.give_back(buffered);
+    }
+
+    /// Gives claims back unsent, through the persister: due again in their old place, the attempt not
+    /// counted.
+    fn give_back(&mut self, deliveries: Vec<Deliver>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        // They go back to their old places, behind the frontier.
+        self.sweep_next = true;
+        self.flow.ending_unsent(deliveries.len());
+        let finishes = deliveries
+            .into_iter()
+            .map(|delivery| Finish {
+                claim: delivery.claim,
+                next: NextState::PutBack {
+                    after: None,
+                    error: None,
+                },
+                attempt: None,
+            })
+            .collect();
+        self.persister.do_send(EndedUnsent { finishes });
+    }
+
+    /// A scheduled rescue, on its own (a claim may be under way): at most once a second.
+    fn rescue_if_due(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if self.rescuing
+            || self
+                .last_rescue
+                .is_some_and(|last| now.saturating_duration_since(last) < RESCUE_EVERY)
+        {
+            return;
+        }
+        self.rescuing = true;
+        let store = Arc::clone(&self.store);
+        let scope = self.rescue_scope();
+        ctx.spawn(
+            async move { rescue(store.as_ref(), &scope).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.rescuing = false;
+                    match result {
+                        Ok(rescued) => {
+                            act.metrics.leases_rescued_total.inc_by(rescued as u64);
+                            act.sweep_next |= rescued > 0;
+                        }
+                        Err(error) => {
+                            act.metrics.tick_errors_total.inc();
+                            log::error!("rescue failed, will try again: {}", error_chain(&error));
+                        }
+                    }
+                    act.pump(ctx);
+                }),
+        );
     }
 }
 
-/// Rescue, claim, validate: the database side of a tick, without the actor.
-async fn claim_batch(store: &dyn MessageStore, rules: &ClaimRules, limit: u32) -> Result<ClaimedBatch, StoreError> {
-    let rescued = store.rescue_expired_leases().await?;
+fn gauge(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Puts back to `pending` the expired leases no live sender holds (see `MessageStore`).
+async fn rescue(store: &dyn MessageStore, (live, window): &(Vec<Uuid>, Option<Duration>)) -> Result<usize, StoreError> {
+    let rescued = store
+        .rescue_expired_leases(&Rescue {
+            live,
+            owner_fresh: OWNER_FRESH,
+            expired_within: *window,
+        })
+        .await?;
     for id in &rescued {
         log::warn!(message_id:% = id; "lease expired before a result was recorded: message back to pending");
     }
-    if limit == 0 {
-        return Ok(ClaimedBatch {
-            rescued: rescued.len(),
-            deliveries: Vec::new(),
-            invalid: 0,
-        });
-    }
-    let claimed = store.claim_due(limit, &rules.owner, rules.lease).await?;
-    let mut batch = ClaimedBatch {
-        rescued: rescued.len(),
-        deliveries: Vec::with_capacity(claimed.len()),
-        invalid: 0,
+    Ok(rescued.len())
+}
+
+/// Rescue (when asked), claim, validate: the database side of a claim, without the actor.
+async fn claim_batch(
+    store: &dyn MessageStore,
+    rules: &ClaimRules,
+    limit: u32,
+    scope: Option<(Vec<Uuid>, Option<Duration>)>,
+    after: Option<Frontier>,
+) -> Result<ClaimedBatch, StoreError> {
+    let rescued = match &scope {
+        Some(scope) => rescue(store, scope).await?,
+        None => 0,
     };
-    let mut invalid = Vec::new();
-    for message in claimed {
+    let Claimed {
+        messages,
+        ended,
+        pace,
+        frontier,
+    } = if limit == 0 {
+        Claimed {
+            messages: Vec::new(),
+            ended: Vec::new(),
+            pace: Pace::default(),
+            frontier: None,
+        }
+    } else {
+        store
+            .claim_due(&ClaimRequest {
+                limit,
+                owner: &rules.owner,
+                lease: rules.lease,
+                rate_limit: rules.rate_limit,
+                after,
+                aging: rules.priority_aging,
+            })
+            .await?
+    };
+    for (id, status) in &ended {
+        log::info!(message_id:% = id, status:% = status; "message ended unsent (expired, or its number opted out)");
+    }
+    let mut batch = ClaimedBatch {
+        rescued,
+        asked: limit,
+        claimed: messages.len(),
+        ended: ended.into_iter().map(|(_, status)| status).collect(),
+        deliveries: Vec::with_capacity(messages.len()),
+        invalid: Vec::new(),
+        held: Vec::new(),
+        capped: Vec::new(),
+        pace,
+        frontier,
+    };
+    let now = Utc::now();
+    let mut cap = match rules.recipient_daily_limit {
+        Some(limit) if !messages.is_empty() => {
+            let numbers: Vec<&str> = messages.iter().map(|m| m.phone_number.as_str()).collect();
+            Some(DailyCap::load(store, limit, &numbers, now).await?)
+        }
+        _ => None,
+    };
+    for message in messages {
+        let quiet = rules.quiet_hours.as_ref().and_then(|quiet| {
+            quiet.hold(
+                message.priority,
+                &message.phone_number,
+                message.timezone.as_deref(),
+                now,
+            )
+        });
         match validate(&message, rules.content_max_chars) {
-            Ok(delivery) => batch.deliveries.push(delivery),
+            Ok(delivery) => {
+                let put_back = |(wait, why): (Duration, String)| {
+                    log::debug!(message_id:% = message.claim.message_id; "{why}");
+                    Finish {
+                        claim: message.claim,
+                        next: NextState::PutBack {
+                            after: Some(wait),
+                            error: Some(why),
+                        },
+                        attempt: None,
+                    }
+                };
+                if let Some(hold) = quiet {
+                    batch.held.push(put_back(hold));
+                } else if let Some(defer) = cap
+                    .as_mut()
+                    .and_then(|cap| cap.admit(message.priority, &message.phone_number, now))
+                {
+                    batch.capped.push(put_back(defer));
+                } else {
+                    batch.deliveries.push(delivery);
+                }
+            }
             Err(reason) => {
                 log::warn!(message_id:% = message.claim.message_id; "claimed message is invalid, failing it: {reason}");
-                invalid.push(Finish {
+                batch.invalid.push(Finish {
                     claim: message.claim,
                     next: NextState::Failed { error: reason },
                     attempt: None,
                 });
             }
         }
-    }
-    batch.invalid = invalid.len();
-    // If this write fails the leases expire, the rows are claimed again and judged again.
-    if !invalid.is_empty()
-        && let Err(error) = store.finish_claims(&invalid).await
-    {
-        log::error!(messages = invalid.len(); "could not fail invalid messages: {}", error_chain(&error));
     }
     Ok(batch)
 }
@@ -148,6 +607,7 @@ fn validate(message: &ClaimedMessage, content_max_chars: usize) -> Result<Delive
     let content =
         MessageContent::parse(&message.content, content_max_chars).map_err(|e| format!("invalid content: {e}"))?;
     Ok(Deliver {
+        expires_at: message.expires_at,
         claim: message.claim,
         to,
         content,
@@ -161,140 +621,95 @@ impl Actor for FetcherActor {
 impl Handler<Tick> for FetcherActor {
     type Result = ResponseActFuture<Self, TickReport>;
 
-    fn handle(&mut self, tick: Tick, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, tick: Tick, ctx: &mut Self::Context) -> Self::Result {
         let skipped = |reason| {
             Box::pin(actix::fut::ready(TickReport {
                 skipped: Some(reason),
                 ..TickReport::default()
-            }))
+            })) as Self::Result
         };
-        if tick.source == TickSource::Scheduler && self.paused {
-            return skipped(TickSkipped::Paused);
-        }
-        if self.claiming {
-            log::debug!("tick skipped: the previous claim has not returned");
-            return skipped(TickSkipped::ClaimInProgress);
-        }
-        // With every slot taken the tick still rescues: leases of dead instances must not wait for ours.
-        let free_slots = self.rules.concurrency.saturating_sub(self.in_flight);
-        let wanted = free_slots.min(self.rules.batch_size as usize);
-        let allowed = self.breaker.allowance(wanted, std::time::Instant::now());
-        let breaker_holds = allowed < wanted;
-        let limit = u32::try_from(allowed).unwrap_or(self.rules.batch_size);
-        self.claiming = true;
-        let store = Arc::clone(&self.store);
-        let rules = self.rules.clone();
-        Box::pin(
-            async move { claim_batch(store.as_ref(), &rules, limit).await }
-                .into_actor(self)
-                .then(move |result, act, _| {
-                    act.claiming = false;
-                    let (mut report, unsent) = act.finish_tick(tick.source, limit, result);
-                    if breaker_holds && report.skipped == Some(TickSkipped::NoFreeSlot) {
-                        report.skipped = Some(TickSkipped::BreakerOpen);
-                    }
-                    let store = Arc::clone(&act.store);
-                    async move {
-                        if !unsent.is_empty() {
-                            release(store.as_ref(), unsent).await;
-                        }
-                        report
-                    }
-                    .into_actor(act)
-                }),
-        )
-    }
-}
-
-impl FetcherActor {
-    /// Hands out what a claim returned, or, when sending stopped meanwhile, returns it to be given back.
-    fn finish_tick(
-        &mut self,
-        source: TickSource,
-        limit: u32,
-        result: Result<ClaimedBatch, StoreError>,
-    ) -> (TickReport, Vec<Deliver>) {
-        let batch = match result {
-            Ok(batch) => batch,
-            Err(error) => {
-                self.metrics.tick_errors_total.inc();
-                log::error!("tick failed, will try again next tick: {}", error_chain(&error));
-                let report = TickReport {
-                    skipped: Some(TickSkipped::StoreError),
-                    ..TickReport::default()
-                };
-                return (report, Vec::new());
+        match tick.source {
+            TickSource::Scheduler => {
+                if self.paused {
+                    return skipped(TickSkipped::Paused);
+                }
+                self.flow.tick();
+                self.rescue_if_due(ctx);
+                self.pump(ctx);
+                Box::pin(actix::fut::ready(TickReport::default()))
             }
-        };
-        self.metrics.leases_rescued_total.inc_by(batch.rescued as u64);
-        self.metrics
-            .sends_total
-            .with_label_values(&["invalid"])
-            .inc_by(batch.invalid as u64);
-        let mut report = TickReport {
-            rescued: batch.rescued,
-            claimed: batch.deliveries.len() + batch.invalid,
-            invalid: batch.invalid,
-            skipped: (limit == 0).then_some(TickSkipped::NoFreeSlot),
-        };
-        if source == TickSource::Scheduler && self.paused {
-            // Sending stopped while this claim ran: give the rows back rather than post them.
-            report.skipped = Some(TickSkipped::Paused);
-            return (report, batch.deliveries);
-        }
-        if report.claimed > 0 || report.rescued > 0 {
-            // Debug: at full throttle this is hundreds of lines a second; the persister's one line per
-            // flush says what came of them.
-            log::debug!(
-                claimed = report.claimed, invalid = report.invalid, rescued = report.rescued;
-                "tick claimed messages"
-            );
-        }
-        self.breaker.claimed(batch.deliveries.len());
-        batch
-            .deliveries
-            .into_iter()
-            .for_each(|delivery| self.hand_out(delivery));
-        (report, Vec::new())
-    }
-}
-
-/// Gives claimed rows back unsent. A release that fails leaves the row to the rescuer after its lease.
-async fn release(store: &dyn MessageStore, deliveries: Vec<Deliver>) {
-    for delivery in deliveries {
-        let id = delivery.claim.message_id;
-        match store.release_if_claimed(&delivery.claim).await {
-            Ok(_) => log::info!(message_id:% = id; "sending stopped: claim given back unsent"),
-            Err(error) => log::warn!(message_id:% = id; "could not give a claim back: {}", error_chain(&error)),
+            // A manual tick claims at once, even while sending is stopped, and reports what it did.
+            TickSource::Manual => {
+                if self.refused.is_some() {
+                    return skipped(TickSkipped::CredentialsRefused);
+                }
+                if self.flow.is_claiming() {
+                    log::debug!("tick skipped: the previous claim has not returned");
+                    return skipped(TickSkipped::ClaimInProgress);
+                }
+                self.flow.tick();
+                let now = Instant::now();
+                if self.throttled(now) {
+                    return skipped(TickSkipped::Throttled);
+                }
+                let wanted = self.flow.claim_size().unwrap_or(0) as usize;
+                let allowed = self.breaker.allowance(wanted, now);
+                let breaker_holds = allowed < wanted;
+                let limit = u32::try_from(allowed).unwrap_or(u32::MAX);
+                Box::pin(
+                    self.claim(limit, true, TickSource::Manual)
+                        .map(move |mut report, _, _| {
+                            if breaker_holds && report.skipped == Some(TickSkipped::NoFreeSlot) {
+                                report.skipped = Some(TickSkipped::BreakerOpen);
+                            }
+                            report
+                        }),
+                )
+            }
         }
     }
 }
 
-impl Handler<PauseClaims> for FetcherActor {
+impl Handler<SendEnded> for FetcherActor {
     type Result = ();
 
-    fn handle(&mut self, _: PauseClaims, _: &mut Self::Context) {
-        self.paused = true;
-    }
-}
-
-impl Handler<ResumeClaims> for FetcherActor {
-    type Result = ();
-
-    fn handle(&mut self, _: ResumeClaims, _: &mut Self::Context) {
-        self.paused = false;
-    }
-}
-
-impl Handler<SlotsFreed> for FetcherActor {
-    type Result = ();
-
-    fn handle(&mut self, freed: SlotsFreed, _: &mut Self::Context) {
-        self.in_flight = self.in_flight.saturating_sub(freed.provider_failed.len());
-        let now = std::time::Instant::now();
+    fn handle(&mut self, ended: SendEnded, ctx: &mut Self::Context) {
+        self.flow.answered();
+        let now = Instant::now();
         let before = self.breaker.state(now);
-        for failed in freed.provider_failed {
-            self.breaker.record(failed, now);
+        match ended.signal {
+            SendSignal::Answered => self.breaker.record(ended.claim.message_id, false, now),
+            SendSignal::ProviderFailed => self.breaker.record(ended.claim.message_id, true, now),
+            SendSignal::CredentialsRefused { status } => {
+                // Its message goes back to its old place, behind the frontier.
+                self.sweep_next = true;
+                self.refuse(status);
+            }
+            SendSignal::Throttled { retry_after } => {
+                self.sweep_next |= retry_after.is_none();
+                self.metrics.throttled_total.inc();
+                if !self.throttled(now) {
+                    // The first 429 of a burst tells the cluster; the answers to what was still in flight
+                    // change nothing more.
+                    let store = Arc::clone(&self.store);
+                    let rate_limit = self.rules.rate_limit;
+                    ctx.spawn(
+                        async move { store.throttle(retry_after, rate_limit).await }
+                            .into_actor(self)
+                            .map(|result, act, ctx| {
+                                match result {
+                                    Ok(pause) => act.pause_for(pause, Instant::now()),
+                                    Err(error) => log::error!(
+                                        "could not pause the cluster for the provider's 429: {}",
+                                        error_chain(&error)
+                                    ),
+                                }
+                                act.pump(ctx);
+                            }),
+                    );
+                }
+                self.pause_for(retry_after.unwrap_or(THROTTLE_FLOOR), now);
+            }
         }
         let after = self.breaker.state(now);
         if before != after {
@@ -308,6 +723,45 @@ impl Handler<SlotsFreed> for FetcherActor {
                 BreakerState::HalfOpen { .. } => {}
             }
         }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Recorded> for FetcherActor {
+    type Result = ();
+
+    fn handle(&mut self, recorded: Recorded, ctx: &mut Self::Context) {
+        self.flow.recorded(recorded.answers.len(), recorded.unsent.len());
+        for claim in recorded.answers.iter().chain(&recorded.unsent) {
+            self.live.remove(&claim.token);
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<PauseClaims> for FetcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseClaims, _: &mut Self::Context) {
+        self.paused = true;
+        let buffered = self.flow.take_buffer();
+        if !buffered.is_empty() {
+            log::info!(messages = buffered.len(); "sending stopped: claims waiting for a slot given back unsent");
+        }
+        self.give_back(buffered);
+    }
+}
+
+impl Handler<ResumeClaims> for FetcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeClaims, ctx: &mut Self::Context) {
+        self.paused = false;
+        if let Some((status, _)) = self.refused.take() {
+            self.metrics.provider_credentials_refused.set(0);
+            log::info!(status = status; "sending started again after the provider refused our credentials");
+        }
+        self.pump(ctx);
     }
 }
 
@@ -324,7 +778,7 @@ impl Handler<GetBreaker> for FetcherActor {
     type Result = MessageResult<GetBreaker>;
 
     fn handle(&mut self, _: GetBreaker, _: &mut Self::Context) -> Self::Result {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let state = self.breaker.state(now);
         self.metrics.breaker_state.set(breaker_gauge(state));
         MessageResult(match state {
@@ -348,7 +802,28 @@ impl Handler<GetInFlight> for FetcherActor {
     type Result = usize;
 
     fn handle(&mut self, _: GetInFlight, _: &mut Self::Context) -> usize {
-        // A claim under way counts as one: a drain must not finish while rows are being claimed.
-        self.in_flight + usize::from(self.claiming)
+        self.flow.in_flight()
+    }
+}
+
+impl Handler<GetFlow> for FetcherActor {
+    type Result = MessageResult<GetFlow>;
+
+    fn handle(&mut self, _: GetFlow, _: &mut Self::Context) -> Self::Result {
+        let limits = self.flow.limits();
+        let now = Instant::now();
+        MessageResult(FlowReport {
+            slots_in_use: self.flow.slots_in_use(),
+            slots: limits.slots,
+            buffered: self.flow.buffered(),
+            buffer_capacity: limits.buffer,
+            rate_limit: self.rules.rate_limit,
+            rate: self.pace.rate,
+            throttled_for: self
+                .throttled_until
+                .map(|until| until.saturating_duration_since(now))
+                .filter(|left| !left.is_zero()),
+            credentials_refused: self.refused,
+        })
     }
 }

@@ -5,14 +5,15 @@ use std::time::Duration;
 use actix::Message;
 use chrono::{DateTime, Utc};
 
+use super::verdict::{SendSignal, Verdict};
 use crate::{
-    domain::{MessageContent, PhoneNumber},
-    provider::Outcome,
-    store::Claim,
+    domain::{Attempt, MessageContent, PhoneNumber},
+    store::{Claim, Finish},
 };
 
 /// Scheduler → fetcher, once per `INTERVAL` while running (and `Pipeline::tick_now`, to run one tick
-/// at once): rescue expired leases, then claim what the free send slots can take and hand it out.
+/// at once): the pace allows `BATCH_SIZE` more claims; rescue expired leases (at most once a second on
+/// the scheduler's ticks), then claim what the free send slots and the run-ahead buffer can take.
 #[derive(Debug, Message)]
 #[rtype(result = "TickReport")]
 pub struct Tick {
@@ -27,8 +28,9 @@ pub enum TickSource {
     Manual,
 }
 
-/// Scheduler → fetcher, when sending stops: claim nothing more, and give back unsent what a tick
-/// already under way claims. Sent before the stop is acknowledged, so no POST follows a stop.
+/// Scheduler → fetcher, when sending stops: claim nothing more, and give back unsent what waits in the
+/// run-ahead buffer and what a claim already under way brings. Sent before the stop is acknowledged, so
+/// no POST follows a stop.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct PauseClaims;
@@ -52,7 +54,8 @@ pub struct TickReport {
 pub enum TickSkipped {
     /// The previous tick's claim has not returned yet: ticks never pile up.
     ClaimInProgress,
-    /// Every send slot is taken: claiming more would only age leases in memory.
+    /// The send slots and the run-ahead buffer are full, or recording is behind: claiming more would
+    /// only age leases in memory.
     NoFreeSlot,
     /// The database failed; logged and counted.
     StoreError,
@@ -60,6 +63,10 @@ pub enum TickSkipped {
     Paused,
     /// The circuit breaker is open (or its probe is out): the provider looks down.
     BreakerOpen,
+    /// The provider throttled the cluster (429): every replica's claims pause.
+    Throttled,
+    /// The provider refused our credentials: this instance sends nothing until started again.
+    CredentialsRefused,
 }
 
 /// Fetcher → one webhook actor: POST this claimed, validated message to the provider.
@@ -69,25 +76,45 @@ pub struct Deliver {
     pub claim: Claim,
     pub to: PhoneNumber,
     pub content: MessageContent,
+    /// Not to be posted after this (`expires_at`): one that waited past it for a slot is given back,
+    /// and the next claim expires it.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Webhook actor → persister: the provider's answer to one `Deliver`, to be recorded under its claim.
+/// Webhook actor → persister: the provider's answer to one `Deliver`, judged on arrival, to be recorded
+/// under its claim with its history entry.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct DeliveryFinished {
+pub struct Answered {
     pub claim: Claim,
-    pub outcome: Outcome,
-    pub started_at: DateTime<Utc>,
-    pub duration: Duration,
+    pub verdict: Verdict,
+    pub attempt: Attempt,
 }
 
-/// Persister → fetcher, once per flush: these claims' results are recorded (or their claims were lost),
-/// so their send slots are free again. One entry per slot, oldest first: whether the provider failed
-/// that send (5xx, 429, timeout), which feeds the circuit breaker.
+/// Webhook actor → fetcher, as the answer (or the timeout) arrives: the send's slot is free, and what the
+/// send says about the provider.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct SlotsFreed {
-    pub provider_failed: Vec<bool>,
+pub struct SendEnded {
+    pub claim: Claim,
+    pub signal: SendSignal,
+}
+
+/// Fetcher → persister: claims that end without a POST, to be recorded like answers: given back unsent
+/// (`NextState::PutBack`), or failed for what the row holds.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndedUnsent {
+    pub finishes: Vec<Finish>,
+}
+
+/// Persister → fetcher, once per flush: these claims are recorded (or their claims were lost), and no
+/// longer this instance's to hold: `answers` came from `Answered`, `unsent` from `EndedUnsent`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Recorded {
+    pub answers: Vec<Claim>,
+    pub unsent: Vec<Claim>,
 }
 
 /// API → fetcher: how the circuit breaker stands.
@@ -103,28 +130,57 @@ pub struct BreakerReport {
     pub probe_in: Option<Duration>,
 }
 
-/// API or start-up → scheduler: tick now, then every `INTERVAL`. Idempotent.
+/// API or control actor → scheduler: tick now, then every `INTERVAL`. Idempotent; refused after a
+/// `ShutDown`.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]
 pub struct StartSending;
 
-/// API or shutdown → scheduler: claim nothing more; sends in flight finish and are recorded. Idempotent.
-/// With `for_good` (shutdown), later `StartSending`s are refused.
+/// API or control actor → scheduler: claim nothing more; sends in flight finish and are recorded. A later
+/// `StartSending` starts again. Idempotent.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]
-pub struct StopSending {
-    pub for_good: bool,
-}
+pub struct StopSending;
 
-/// API → scheduler: how it stands.
+/// Shutdown (`Pipeline::drain`) → scheduler: stop as `StopSending` does, for the rest of this process:
+/// a later `StartSending` (the cluster's switch still on, seen by the control actor) is refused.
+#[derive(Debug, Message)]
+#[rtype(result = "SchedulerState")]
+pub struct ShutDown;
+
+/// API or control actor → scheduler: how it stands.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]
 pub struct GetSchedulerState;
 
-/// API or shutdown → fetcher: how many claimed messages are not yet recorded.
+/// API, control actor or shutdown → fetcher: how many claimed messages are not yet recorded.
 #[derive(Debug, Message)]
 #[rtype(result = "usize")]
 pub struct GetInFlight;
+
+/// API → fetcher: the flow control of this instance.
+#[derive(Debug, Message)]
+#[rtype(result = "FlowReport")]
+pub struct GetFlow;
+
+/// The flow control of one instance, as `GET /scheduler` and the metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowReport {
+    /// POSTs in flight, and `WEBHOOK_CONCURRENCY`.
+    pub slots_in_use: usize,
+    pub slots: usize,
+    /// Claimed messages waiting for a slot, and how many may.
+    pub buffered: usize,
+    pub buffer_capacity: usize,
+    /// `RATE_LIMIT`, messages a second.
+    pub rate_limit: Option<f64>,
+    /// The rate in force as the last claim found it: `RATE_LIMIT`, or lower after a provider's 429.
+    pub rate: Option<f64>,
+    /// The provider's 429 pauses claiming (every replica's) for this long still.
+    pub throttled_for: Option<Duration>,
+    /// The provider refused our credentials (its status, and since when): this instance sends nothing.
+    pub credentials_refused: Option<(u16, DateTime<Utc>)>,
+}
 
 /// How the scheduler stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,4 +191,19 @@ pub struct SchedulerState {
     pub last_tick_at: Option<DateTime<Utc>>,
     /// `None` while stopped.
     pub next_tick_at: Option<DateTime<Utc>>,
+}
+
+/// API → receipt applier: these receipts were just stored (`POST /receipts`); apply them.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReceiptsStored {
+    pub seqs: Vec<i64>,
+}
+
+/// Persister → receipt applier, after each flush that recorded messages sent: their provider ids, whose
+/// receipts may have arrived first and wait pending.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct MessagesSent {
+    pub provider_message_ids: Vec<String>,
 }

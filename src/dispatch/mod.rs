@@ -2,63 +2,131 @@
 //!
 //! ```text
 //! ControlActor ──start/stop (the cluster's switch, polled every second)──▶ SchedulerActor
-//! SchedulerActor ──Tick──▶ FetcherActor ──Deliver──▶ WebhookActor ×N ──DeliveryFinished──▶ PersisterActor
-//!                               ▲                                                               │
-//!                               └──────────────────── SlotsFreed (per flush) ───────────────────┘
+//! SchedulerActor ──Tick──▶ FetcherActor ──Deliver──▶ WebhookActor ──Answered (a verdict)──▶ PersisterActor
+//!                            ▲    ▲  │                   │                                        │
+//!                            │    │  └── EndedUnsent ────┼───────────────────────────────────────▶│
+//!                            │    └──── SendEnded (the slot is free) ─┘                           │
+//!                            └──────────────────── Recorded (per flush) ──────────────────────────┘
 //! ```
 //!
-//! Beside the pipeline, `ControlActor` keeps this instance in step with the cluster's switch, and
-//! `RetentionActor` (with `SENT_RETENTION` set) prunes old sent messages.
+//! The fetcher keeps the send slots busy from a small run-ahead buffer of claimed messages, within the
+//! pace (`flow.rs`); a slot frees when the provider answers, and the answer is recorded behind, in
+//! batches. Each answer is judged once, on arrival (`verdict.rs`).
 //!
-//! Each actor knows the next stage only by the `Recipient` it was given here. `start` wires them and
-//! returns the `Pipeline` handle that the API and shutdown use.
+//! Beside the pipeline, `ControlActor` keeps this instance in step with the cluster's switch,
+//! `RetentionActor` (with `SENT_RETENTION` set) prunes old sent messages, and `ReceiptApplierActor` (with
+//! `CALLBACK_AUTH_KEY` set) applies delivery receipts, told by the persister which messages went out, and
+//! `StatusDispatcherActor` (with `STATUS_WEBHOOK_URL` set) delivers the status events outbox.
+//!
+//! Each actor knows the stages it talks to only by the `Recipient`s it was given here, never by their
+//! type. `start` wires them and returns the `Pipeline` handle, the one holder of actor addresses, which
+//! the API and shutdown use.
 
 mod breaker;
 mod control;
+mod daily_cap;
 mod fetcher;
+mod flow;
 pub mod messages;
 mod persister;
+mod receipt_applier;
+pub mod quiet_hours;
 mod retention;
 pub mod retry;
 mod scheduler;
+mod status_dispatcher;
+mod status_signature;
+mod verdict;
 mod webhook;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    num::{NonZeroU32, NonZeroUsize},
+    sync::Arc,
+    time::Duration,
+};
 
 use actix::prelude::*;
-pub use control::ControlActor;
-pub use fetcher::{ClaimRules, FetcherActor};
-pub use persister::PersisterActor;
-pub use retention::RetentionActor;
-pub use scheduler::{FetcherControls, SchedulerActor};
-pub use webhook::{WebhookActor, WebhookTarget};
 
-use self::messages::{
-    BreakerReport, GetBreaker, GetInFlight, GetSchedulerState, SchedulerState, StartSending, StopSending, Tick,
-    TickReport, TickSource,
+use self::{
+    control::{ControlActor, PipelineControls},
+    fetcher::{ClaimRules, FetcherActor, FetcherOutlets},
+    flow::FlowLimits,
+    messages::ReceiptsStored,
+    messages::{
+        BreakerReport, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, SchedulerState, ShutDown,
+        StartSending, StopSending, Tick, TickReport, TickSource,
+    },
+    persister::{FLUSH_MAX, PersisterActor},
+    receipt_applier::ReceiptApplierActor,
+    retention::RetentionActor,
+    retry::RetryPolicy,
+    scheduler::{FetcherControls, SchedulerActor},
+    status_dispatcher::StatusDispatcherActor,
+    webhook::{BODY_TIMEOUT, WebhookActor, WebhookReports},
+};
+pub use self::{
+    status_dispatcher::StatusWebhookTarget,
+    status_signature::{SignerError, StatusSigner},
+    webhook::{ClientError, WebhookTarget},
 };
 use crate::{
     cache::Cache,
-    config::Settings,
     metrics::Metrics,
-    store::{MessageStore, Replica, StoreError},
+    store::{ClusterControl, Database, MessageStore, ReceiptStore, Replica, StatusEventStore, StoreError},
 };
 
-/// Webhook actors in the pool. They share one thread (the arbiter's) and each carries many sends at
-/// once; several of them spread the connection pools.
-const WEBHOOK_ACTORS: usize = 4;
+/// While this many answers wait to be recorded (the database is slow or down), nothing more is claimed.
+const RECORDING_BEHIND: usize = 2 * FLUSH_MAX;
 /// A replica silent for longer than this is no longer listed.
 const REPLICA_FRESHNESS: Duration = Duration::from_secs(10);
 /// How often a drain checks whether the last send in flight is recorded.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// What the pipeline is told at start: `startup` fills it in from the settings, so nothing here reads
+/// the environment or knows how a value was spelled there.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Seeds the cluster's switch the first time any instance starts on the database.
+    pub autostart: bool,
+    /// Between two scheduled ticks.
+    pub interval: Duration,
+    /// The most messages one tick claims.
+    pub batch_size: NonZeroU32,
+    /// The most POSTs in flight at once on this instance: its send slots.
+    pub webhook_concurrency: NonZeroUsize,
+    /// `RATE_LIMIT`, messages a second, shared by every replica; `None` for no cap.
+    pub rate_limit: Option<f64>,
+    /// How long a claim is owned before another tick may rescue it.
+    pub lease: Duration,
+    /// `PRIORITY_AGING`: a message due for longer counts as one priority higher.
+    pub priority_aging: Duration,
+    /// `QUIET_HOURS` and `QUIET_HOURS_TZ`; `None` when unset.
+    pub quiet_hours: Option<quiet_hours::QuietRules>,
+    /// `RECIPIENT_DAILY_LIMIT`; `None` when unset.
+    pub recipient_daily_limit: Option<NonZeroU32>,
+    /// A claimed row whose content is longer is failed, not sent.
+    pub content_max_chars: NonZeroUsize,
+    pub retry: RetryPolicy,
+    pub webhook: WebhookTarget,
+    /// Sent messages older than this are pruned; `None` keeps them.
+    pub sent_retention: Option<Duration>,
+    /// With delivery receipts tracked (`CALLBACK_AUTH_KEY` set): how long a receipt waits for its
+    /// message before it counts as unmatched. `None`: no receipt applier runs.
+    pub receipt_match_window: Option<Duration>,
+    /// With status webhooks on (`STATUS_WEBHOOK_URL` set): where the outbox goes. The store writes the
+    /// events; `None`: no dispatcher runs.
+    pub status_webhook: Option<StatusWebhookTarget>,
+}
 
 /// The addresses of the running pipeline.
 #[derive(Clone)]
 pub struct Pipeline {
     scheduler: Addr<SchedulerActor>,
     fetcher: Addr<FetcherActor>,
-    store: Arc<dyn MessageStore>,
+    cluster: Arc<dyn ClusterControl>,
     owner: String,
+    /// The receipt applier, when receipts are tracked.
+    receipts: Option<Recipient<ReceiptsStored>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,43 +137,69 @@ pub enum PipelineError {
     Switch(#[from] StoreError),
 }
 
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the cluster's sending switch could not be read")]
+    Switch(#[from] StoreError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
 /// Starts every actor on the current arbiter. Sending begins at once when the cluster's switch is on
-/// (`AUTOSTART` seeds it the first time any instance starts on this database).
+/// (`AUTOSTART` seeds it the first time any instance starts on this database). The stages get the
+/// messages' seam, `ControlActor` and the returned `Pipeline` the cluster's.
 pub async fn start(
-    settings: &Settings,
+    settings: &DispatchSettings,
     owner: String,
-    store: Arc<dyn MessageStore>,
+    database: Arc<dyn Database>,
     cache: Cache,
     metrics: Metrics,
-) -> Result<Pipeline, StoreError> {
-    let sending = store.seed_sending(settings.autostart, &owner).await?;
-    // The fetcher's address is needed by the persister before the fetcher itself can be built.
+) -> Result<Pipeline, StartError> {
+    let cluster: Arc<dyn ClusterControl> = database.clone();
+    let receipt_store: Arc<dyn ReceiptStore> = database.clone();
+    let event_store: Arc<dyn StatusEventStore> = database.clone();
+    let store: Arc<dyn MessageStore> = database;
+    let sending = cluster.seed_sending(settings.autostart, &owner).await?;
+    let receipts = settings.receipt_match_window.map(|match_window| {
+        ReceiptApplierActor::new(receipt_store, cache.clone(), metrics.clone(), match_window).start()
+    });
+    // The fetcher's address is needed by the persister and the webhook actor before it can be built.
     let fetcher_context = Context::<FetcherActor>::new();
     let persister = PersisterActor::new(
         Arc::clone(&store),
         cache,
         metrics.clone(),
-        settings.retry_policy(),
         fetcher_context.address().recipient(),
+        receipts.clone().map(Addr::recipient),
     )
     .start();
-    let target = WebhookTarget {
-        url: settings.webhook_url.clone(),
-        auth_key: settings.webhook_auth_key.clone(),
-        timeout: settings.webhook_timeout,
-        max_connections: settings.webhook_concurrency.get(),
-    };
-    let webhooks = (0..WEBHOOK_ACTORS)
-        .map(|_| {
-            WebhookActor::new(target.clone(), persister.clone().recipient(), metrics.clone())
-                .start()
-                .recipient()
-        })
-        .collect();
+    let webhook = WebhookActor::new(
+        settings.webhook.clone(),
+        settings.retry,
+        WebhookReports {
+            persister: persister.clone().recipient(),
+            fetcher: fetcher_context.address().recipient(),
+        },
+        metrics.clone(),
+    )?
+    .start();
     let fetcher = fetcher_context.run(FetcherActor::new(
         Arc::clone(&store),
-        webhooks,
-        ClaimRules::new(settings, owner.clone()),
+        FetcherOutlets {
+            webhook: webhook.recipient(),
+            persister: persister.recipient(),
+        },
+        ClaimRules {
+            owner: owner.clone(),
+            lease: settings.lease,
+            content_max_chars: settings.content_max_chars.get(),
+            rate_limit: settings.rate_limit,
+            priority_aging: settings.priority_aging,
+            quiet_hours: settings.quiet_hours,
+            recipient_daily_limit: settings.recipient_daily_limit,
+        },
+        flow_limits(settings),
         metrics.clone(),
     ));
     let scheduler = SchedulerActor::new(
@@ -128,35 +222,72 @@ pub async fn start(
         in_flight: 0,
         sending,
     };
-    ControlActor::new(Arc::clone(&store), scheduler.clone(), fetcher.clone(), replica).start();
+    let controls = PipelineControls {
+        scheduler_state: scheduler.clone().recipient(),
+        start: scheduler.clone().recipient(),
+        stop: scheduler.clone().recipient(),
+        in_flight: fetcher.clone().recipient(),
+    };
+    ControlActor::new(Arc::clone(&cluster), controls, replica).start();
+    if let Some(target) = &settings.status_webhook {
+        StatusDispatcherActor::new(Arc::clone(&event_store), target.clone(), metrics.clone())?.start();
+    }
     if let Some(retention) = settings.sent_retention {
-        RetentionActor::new(Arc::clone(&store), retention, metrics).start();
+        RetentionActor::new(store, event_store, retention, metrics).start();
     }
     Ok(Pipeline {
         scheduler,
         fetcher,
-        store,
+        cluster,
         owner,
+        receipts: receipts.map(Addr::recipient),
     })
 }
 
+/// The flow control's limits, from the settings. A claimed message may wait in the run-ahead buffer only
+/// while its lease keeps room for a POST that takes the whole `WEBHOOK_TIMEOUT` and a slow body: half
+/// of what is left, so that no claim is posted late in its lease. With no room left, nothing runs ahead.
+fn flow_limits(settings: &DispatchSettings) -> FlowLimits {
+    let max_wait = settings
+        .lease
+        .saturating_sub(settings.webhook.timeout)
+        .saturating_sub(BODY_TIMEOUT)
+        / 2;
+    let slots = settings.webhook_concurrency.get();
+    FlowLimits {
+        slots,
+        buffer: if max_wait.is_zero() { 0 } else { slots },
+        max_wait,
+        batch_size: settings.batch_size.get(),
+        recording_behind: RECORDING_BEHIND,
+    }
+}
+
 impl Pipeline {
+    /// Tells the receipt applier that these receipts were stored; nothing when receipts are not tracked
+    /// (a sweep would find them anyway).
+    pub fn receipts_stored(&self, seqs: Vec<i64>) {
+        if let Some(receipts) = &self.receipts {
+            receipts.do_send(ReceiptsStored { seqs });
+        }
+    }
+
     /// Turns the cluster's switch on, and this instance at once; the others follow within a heartbeat.
     pub async fn start_sending(&self) -> Result<SchedulerState, PipelineError> {
-        self.store.set_sending(true, &self.owner).await?;
+        self.cluster.set_sending(true, &self.owner).await?;
         Ok(self.scheduler.send(StartSending).await?)
     }
 
     /// Turns the cluster's switch off, and this instance at once; the others follow within a heartbeat.
     pub async fn stop_sending(&self) -> Result<SchedulerState, PipelineError> {
-        self.store.set_sending(false, &self.owner).await?;
-        Ok(self.scheduler.send(StopSending { for_good: false }).await?)
+        self.cluster.set_sending(false, &self.owner).await?;
+        Ok(self.scheduler.send(StopSending).await?)
     }
 
     /// The instances that sent a heartbeat lately, this one included.
     pub async fn replicas(&self) -> Result<Vec<Replica>, PipelineError> {
         let since = chrono::Utc::now() - chrono::Duration::from_std(REPLICA_FRESHNESS).unwrap_or_default();
-        Ok(self.store.list_replicas(since).await?)
+        Ok(self.cluster.list_replicas(since).await?)
     }
 
     pub async fn state(&self) -> Result<SchedulerState, PipelineError> {
@@ -169,6 +300,11 @@ impl Pipeline {
 
     pub async fn in_flight(&self) -> Result<usize, PipelineError> {
         Ok(self.fetcher.send(GetInFlight).await?)
+    }
+
+    /// This instance's send slots, run-ahead buffer and the cluster's pace.
+    pub async fn flow(&self) -> Result<FlowReport, PipelineError> {
+        Ok(self.fetcher.send(GetFlow).await?)
     }
 
     /// Runs one tick now, whether or not the scheduler is running, and reports what it claimed.
@@ -186,8 +322,8 @@ impl Pipeline {
     /// their lease.
     pub async fn drain(&self, grace: Duration) -> Result<usize, PipelineError> {
         // Only this instance stops: the cluster's switch stays as it is for the others.
-        self.scheduler.send(StopSending { for_good: true }).await?;
-        if let Err(error) = self.store.forget_replica(&self.owner).await {
+        self.scheduler.send(ShutDown).await?;
+        if let Err(error) = self.cluster.forget_replica(&self.owner).await {
             log::warn!("could not remove this replica's heartbeat: {error}");
         }
         let deadline = actix_rt::time::Instant::now() + grace;

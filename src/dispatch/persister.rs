@@ -1,42 +1,42 @@
-//! `PersisterActor`: records provider answers under their claims, a flush at a time, then caches what was
-//! sent and frees the send slots.
+//! `PersisterActor`: records what each claim came to, a flush at a time, then caches what was sent and
+//! tells the fetcher which claims it no longer holds.
 //!
-//! Answers wait in a buffer and are written together, one statement per flush
-//! (`MessageStore::finish_claims`). A flush starts once `FLUSH_MAX` answers wait or `FLUSH_DELAY` after
-//! the first of them arrived, and at most `MAX_FLUSHES` run at once: under load the flushes grow instead
-//! of statements queueing for connections, and at the default pace a flush is one tick's answers, a
-//! couple of milliseconds late.
+//! What it records arrives judged: a provider's answer with its verdict (`Answered`, from the webhook
+//! actor), or a claim that ended without a POST (`EndedUnsent`, from the fetcher: given back, or invalid).
+//! No send slot waits for it: the slot was freed when the answer arrived. Entries wait in a buffer and are
+//! written together, one statement per flush (`MessageStore::finish_claims`). A flush starts once
+//! `FLUSH_MAX` entries wait or `FLUSH_DELAY` after the first of them arrived, and at most `MAX_FLUSHES`
+//! run at once: under load the flushes grow instead of statements queueing for connections, and at the
+//! default pace a flush is one tick's answers, a couple of milliseconds late.
 //!
 //! Every write is fenced on the claim (see `store/mod.rs`): a result whose claim was lost changes
 //! nothing. A flush that fails (database down right after a 202) is retried until it succeeds, so an
-//! accepted message is never dropped and never turned into a resend while the process lives; its send
-//! slots stay taken meanwhile, which stops new claims. A flush the database refuses for what one result
-//! holds is written again result by result, each freeing its own slot, so that result holds up only
-//! itself. The cache comes after the database, which stays the source of truth: a crash between the two
-//! leaves only missing cache entries.
+//! accepted message is never dropped and never turned into a resend while the process lives; meanwhile
+//! the fetcher sees the answers pile up unrecorded and stops claiming. A flush the database refuses for
+//! what one entry holds is written again entry by entry, so that entry holds up only itself. The cache
+//! comes after the database, which stays the source of truth: a crash between the two leaves only missing
+//! cache entries.
 
 use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
 
 use super::{
-    messages::{DeliveryFinished, SlotsFreed},
-    retry::{RetryDecision, RetryPolicy},
+    messages::{Answered, EndedUnsent, MessagesSent, Recorded},
+    verdict::Verdict,
 };
 use crate::{
     cache::{Cache, SentRecord},
-    domain::Attempt,
     metrics::Metrics,
-    provider::Outcome,
     store::{Finish, MessageStore, NextState},
     telemetry::error_chain,
 };
 
-/// A flush starts at once when this many answers wait.
-const FLUSH_MAX: usize = 500;
-/// Otherwise, this long after the first waiting answer arrived.
+/// A flush starts at once when this many entries wait.
+pub const FLUSH_MAX: usize = 500;
+/// Otherwise, this long after the first waiting entry arrived.
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
-/// Flushes in flight at once; more answers wait for the next one and make it larger.
+/// Flushes in flight at once; more entries wait for the next one and make it larger.
 const MAX_FLUSHES: usize = 2;
 const WRITE_RETRY_MIN: Duration = Duration::from_millis(100);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -45,21 +45,22 @@ pub struct PersisterActor {
     store: Arc<dyn MessageStore>,
     cache: Cache,
     metrics: Metrics,
-    policy: RetryPolicy,
-    fetcher: Recipient<SlotsFreed>,
-    /// Answers not yet in a flush, oldest first.
-    waiting: Vec<Answer>,
-    /// Whether the waiting answers may be flushed now (`FLUSH_DELAY` passed, or `FLUSH_MAX` wait).
+    fetcher: Recipient<Recorded>,
+    /// The receipt applier, told the provider ids of each flush's sent messages (when receipts are on).
+    receipts: Option<Recipient<MessagesSent>>,
+    /// Entries not yet in a flush, oldest first.
+    waiting: Vec<Entry>,
+    /// Whether the waiting entries may be flushed now (`FLUSH_DELAY` passed, or `FLUSH_MAX` wait).
     due: bool,
     timer: Option<SpawnHandle>,
     flushes: usize,
 }
 
-/// A provider's answer and the retry decision drawn for it when it arrived: a retried write keeps the
-/// delay it first chose.
-struct Answer {
-    finished: DeliveryFinished,
-    decision: Option<RetryDecision>,
+/// One claim's end, to be written: the transition and history entry, and the verdict it came from
+/// (`None` for a claim that ended without a POST).
+struct Entry {
+    finish: Finish,
+    verdict: Option<Verdict>,
 }
 
 impl PersisterActor {
@@ -67,15 +68,15 @@ impl PersisterActor {
         store: Arc<dyn MessageStore>,
         cache: Cache,
         metrics: Metrics,
-        policy: RetryPolicy,
-        fetcher: Recipient<SlotsFreed>,
+        fetcher: Recipient<Recorded>,
+        receipts: Option<Recipient<MessagesSent>>,
     ) -> Self {
         Self {
             store,
             cache,
             metrics,
-            policy,
             fetcher,
+            receipts,
             waiting: Vec::new(),
             due: false,
             timer: None,
@@ -83,11 +84,25 @@ impl PersisterActor {
         }
     }
 
-    /// Starts flushes while answers are due and a flush may start.
+    fn wait_for_flush(&mut self, entries: impl IntoIterator<Item = Entry>, ctx: &mut Context<Self>) {
+        self.waiting.extend(entries);
+        if self.waiting.len() >= FLUSH_MAX {
+            self.due = true;
+        } else if !self.due && self.timer.is_none() {
+            self.timer = Some(ctx.run_later(FLUSH_DELAY, |act, ctx| {
+                act.timer = None;
+                act.due = true;
+                act.flush(ctx);
+            }));
+        }
+        self.flush(ctx);
+    }
+
+    /// Starts flushes while entries are due and a flush may start.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         while self.due && self.flushes < MAX_FLUSHES && !self.waiting.is_empty() {
             let take = self.waiting.len().min(FLUSH_MAX);
-            let batch: Vec<Answer> = self.waiting.drain(..take).collect();
+            let batch: Vec<Entry> = self.waiting.drain(..take).collect();
             if self.waiting.is_empty() {
                 self.due = false;
                 if let Some(timer) = self.timer.take() {
@@ -103,22 +118,36 @@ impl PersisterActor {
         }
     }
 
-    fn record(&self, batch: Vec<Answer>) -> impl ActorFuture<Self, Output = Flushed> + 'static {
+    fn record(&self, batch: Vec<Entry>) -> impl ActorFuture<Self, Output = Flushed> + 'static {
         let store = Arc::clone(&self.store);
         let cache = self.cache.clone();
         let metrics = self.metrics.clone();
-        async move { record(store.as_ref(), &cache, &metrics, batch).await }.into_actor(self)
+        let receipts = self.receipts.clone();
+        async move {
+            let flushed = record(store.as_ref(), &cache, &metrics, batch).await;
+            // After the cache, so that the applier finds the new entries there.
+            if let (Some(receipts), Flushed::Recorded { sent_provider_ids, .. }) = (&receipts, &flushed)
+                && !sent_provider_ids.is_empty()
+            {
+                receipts.do_send(MessagesSent {
+                    provider_message_ids: sent_provider_ids.clone(),
+                });
+            }
+            flushed
+        }
+        .into_actor(self)
     }
 
-    /// Frees the slots of a recorded flush; writes each answer of a refused one on its own. Those are not
-    /// counted among the flushes: an answer the database keeps refusing must not hold a flush for good.
+    /// Tells the fetcher what a recorded flush ended; writes each entry of a refused one on its own. Those
+    /// are not counted among the flushes: an entry the database keeps refusing must not hold a flush for
+    /// good.
     fn settle(&mut self, flushed: Flushed, ctx: &mut Context<Self>) {
         match flushed {
-            Flushed::Recorded { provider_failed } => self.fetcher.do_send(SlotsFreed { provider_failed }),
+            Flushed::Recorded { recorded, .. } => self.fetcher.do_send(recorded),
             Flushed::Refused(batch) => {
-                for answer in batch {
+                for entry in batch {
                     ctx.spawn(
-                        self.record(vec![answer])
+                        self.record(vec![entry])
                             .map(|flushed, act, ctx| act.settle(flushed, ctx)),
                     );
                 }
@@ -129,50 +158,59 @@ impl PersisterActor {
 
 /// What came of writing one flush.
 enum Flushed {
-    /// Written and cached. Per answer: whether the provider failed it (for the circuit breaker).
-    Recorded { provider_failed: Vec<bool> },
-    /// The database refused the flush for what one of its answers holds: each is to be written alone.
-    Refused(Vec<Answer>),
+    Recorded {
+        recorded: Recorded,
+        /// The provider ids of the messages this flush recorded sent.
+        sent_provider_ids: Vec<String>,
+    },
+    /// The database refused the flush for what one of its entries holds: each is to be written alone.
+    Refused(Vec<Entry>),
 }
 
-/// Writes one flush, logs and counts what came of each answer, and caches what was sent.
-async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batch: Vec<Answer>) -> Flushed {
-    let finishes: Vec<Finish> = batch.iter().map(Answer::finish).collect();
+/// Writes one flush, logs and counts what came of each entry, and caches what was sent.
+async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batch: Vec<Entry>) -> Flushed {
+    let finishes: Vec<Finish> = batch.iter().map(|entry| entry.finish.clone()).collect();
     let Some(changed) = write_until_recorded(store, metrics, &finishes).await else {
         return Flushed::Refused(batch);
     };
     let mut summary = Summary::default();
     let mut to_cache = Vec::new();
-    for ((answer, finish), changed) in batch.iter().zip(&finishes).zip(changed) {
-        summary.count(answer, changed, metrics);
+    let mut recorded = Recorded {
+        answers: Vec::new(),
+        unsent: Vec::new(),
+    };
+    for (entry, changed) in batch.into_iter().zip(changed) {
+        let claim = entry.finish.claim;
+        summary.count(&entry, changed, metrics);
         if let (
             true,
             NextState::Sent {
                 provider_message_id: Some(provider_id),
                 sent_at,
             },
-        ) = (changed, &finish.next)
+        ) = (changed, &entry.finish.next)
         {
             let record = SentRecord {
                 message_id: provider_id.to_string(),
                 sent_at: *sent_at,
             };
-            to_cache.push((finish.claim.message_id, record));
+            to_cache.push((claim.message_id, record));
+        }
+        match entry.verdict {
+            Some(_) => recorded.answers.push(claim),
+            None => recorded.unsent.push(claim),
         }
     }
-    log::info!(
-        sent = summary.sent, retrying = summary.retrying, failed = summary.failed, lost = summary.lost;
-        "results recorded"
-    );
+    summary.log();
     if let Err(error) = cache.put_sent_many(&to_cache).await {
         metrics.cache_errors_total.inc();
         log::warn!(messages = to_cache.len(); "sent, but not cached: {}", error_chain(&error));
     }
-    let provider_failed = batch
-        .iter()
-        .map(|answer| matches!(answer.finished.outcome, Outcome::RetryLater { .. }))
-        .collect();
-    Flushed::Recorded { provider_failed }
+    let sent_provider_ids = to_cache.into_iter().map(|(_, record)| record.message_id).collect();
+    Flushed::Recorded {
+        recorded,
+        sent_provider_ids,
+    }
 }
 
 /// Writes `finishes` until the database takes them; a lost connection or a timeout retries the flush as
@@ -203,58 +241,21 @@ async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finis
     }
 }
 
-impl Answer {
-    /// The store's view of this answer: the transition it calls for, and the attempt to keep.
-    fn finish(&self) -> Finish {
-        let finished = &self.finished;
-        let next = match (&finished.outcome, self.decision) {
-            (
-                Outcome::Accepted {
-                    provider_message_id,
-                    sent_at,
-                    ..
-                },
-                _,
-            ) => NextState::Sent {
-                provider_message_id: provider_message_id.clone(),
-                sent_at: *sent_at,
-            },
-            (Outcome::RetryLater { reason, .. }, Some(RetryDecision::RetryIn(delay))) => NextState::RetryLater {
-                delay,
-                error: reason.clone(),
-            },
-            (Outcome::RetryLater { reason, .. }, _) => NextState::Failed {
-                error: format!("gave up after {} attempts: {reason}", finished.claim.attempt),
-            },
-            (Outcome::Rejected { reason, .. }, _) => NextState::Failed { error: reason.clone() },
-        };
-        Finish {
-            claim: finished.claim,
-            next,
-            attempt: Some(attempt_of(finished)),
-        }
-    }
-}
-
 /// What one flush came to, for its log line.
 #[derive(Default)]
 struct Summary {
     sent: usize,
     retrying: usize,
     failed: usize,
+    throttled: usize,
+    given_back: usize,
     lost: usize,
 }
 
 impl Summary {
-    /// Logs and counts one answer once its write is done; `changed` is whether it moved the message.
-    fn count(&mut self, answer: &Answer, changed: bool, metrics: &Metrics) {
-        let DeliveryFinished {
-            claim,
-            outcome,
-            duration,
-            ..
-        } = &answer.finished;
-        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    /// Logs and counts one entry once its write is done; `changed` is whether it moved the message.
+    fn count(&mut self, entry: &Entry, changed: bool, metrics: &Metrics) {
+        let claim = &entry.finish.claim;
         if !changed {
             self.lost += 1;
             log::warn!(
@@ -263,15 +264,21 @@ impl Summary {
             );
             return;
         }
-        match (outcome, answer.decision) {
-            (
-                Outcome::Accepted {
-                    provider_message_id,
-                    body_problem,
-                    ..
-                },
-                _,
-            ) => {
+        let Some(verdict) = &entry.verdict else {
+            // A claim given back unsent, or failed for what it holds: the fetcher logged why.
+            match entry.finish.next {
+                NextState::Failed { .. } => self.failed += 1,
+                _ => self.given_back += 1,
+            }
+            return;
+        };
+        let duration_ms = entry.finish.attempt.as_ref().map_or(0, |attempt| attempt.duration_ms);
+        match verdict {
+            Verdict::Sent {
+                provider_message_id,
+                body_problem,
+                ..
+            } => {
                 self.sent += 1;
                 if let Some(problem) = body_problem {
                     log::warn!(message_id:% = claim.message_id; "provider accepted the message but its answer is odd: {problem}");
@@ -282,7 +289,7 @@ impl Summary {
                     "message sent"
                 );
             }
-            (Outcome::RetryLater { status, .. }, Some(RetryDecision::RetryIn(delay))) => {
+            Verdict::RetryIn { delay, status, .. } => {
                 self.retrying += 1;
                 metrics.retries_total.inc();
                 // The reason may quote the provider's body; it goes to the row, not the log.
@@ -292,7 +299,7 @@ impl Summary {
                     "send failed, will retry"
                 );
             }
-            (Outcome::RetryLater { status, .. }, _) => {
+            Verdict::GaveUp { status, .. } => {
                 self.failed += 1;
                 metrics.dead_letters_total.inc();
                 log::warn!(
@@ -300,37 +307,36 @@ impl Summary {
                     "send failed and the attempts are spent: message failed (dead letter)"
                 );
             }
-            (Outcome::Rejected { status, .. }, _) => {
+            Verdict::Rejected { status, .. } => {
                 self.failed += 1;
                 log::warn!(
                     message_id:% = claim.message_id, attempt = claim.attempt, status = status;
                     "provider rejected the message; it will not be retried"
                 );
             }
+            Verdict::CredentialsRefused { status, .. } => {
+                self.given_back += 1;
+                log::debug!(
+                    message_id:% = claim.message_id, status = status;
+                    "provider refused our credentials: message back to pending in its place, attempt not counted"
+                );
+            }
+            Verdict::Throttled { retry_after, .. } => {
+                self.throttled += 1;
+                log::debug!(
+                    message_id:% = claim.message_id, retry_after:? = retry_after;
+                    "provider throttled the send (429): message back to pending, attempt not counted"
+                );
+            }
         }
     }
-}
 
-fn attempt_of(finished: &DeliveryFinished) -> Attempt {
-    let (error, provider_message_id) = match &finished.outcome {
-        Outcome::Accepted {
-            provider_message_id,
-            body_problem,
-            ..
-        } => (
-            body_problem.clone(),
-            provider_message_id.as_ref().map(ToString::to_string),
-        ),
-        Outcome::RetryLater { reason, .. } | Outcome::Rejected { reason, .. } => (Some(reason.clone()), None),
-    };
-    Attempt {
-        attempt: finished.claim.attempt,
-        started_at: finished.started_at,
-        duration_ms: u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX),
-        http_status: finished.outcome.http_status(),
-        outcome: finished.outcome.label().to_owned(),
-        error,
-        provider_message_id,
+    fn log(&self) {
+        log::info!(
+            sent = self.sent, retrying = self.retrying, failed = self.failed, throttled = self.throttled,
+            given_back = self.given_back, lost = self.lost;
+            "results recorded"
+        );
     }
 }
 
@@ -338,26 +344,27 @@ impl Actor for PersisterActor {
     type Context = Context<Self>;
 }
 
-impl Handler<DeliveryFinished> for PersisterActor {
+impl Handler<Answered> for PersisterActor {
     type Result = ();
 
-    fn handle(&mut self, finished: DeliveryFinished, ctx: &mut Self::Context) {
-        let decision = match &finished.outcome {
-            Outcome::RetryLater { retry_after, .. } => {
-                Some(self.policy.decide(finished.claim.attempt, *retry_after, rand::random()))
-            }
-            _ => None,
+    fn handle(&mut self, answered: Answered, ctx: &mut Self::Context) {
+        let entry = Entry {
+            finish: Finish {
+                claim: answered.claim,
+                next: answered.verdict.next_state(),
+                attempt: Some(answered.attempt),
+            },
+            verdict: Some(answered.verdict),
         };
-        self.waiting.push(Answer { finished, decision });
-        if self.waiting.len() >= FLUSH_MAX {
-            self.due = true;
-        } else if !self.due && self.timer.is_none() {
-            self.timer = Some(ctx.run_later(FLUSH_DELAY, |act, ctx| {
-                act.timer = None;
-                act.due = true;
-                act.flush(ctx);
-            }));
-        }
-        self.flush(ctx);
+        self.wait_for_flush([entry], ctx);
+    }
+}
+
+impl Handler<EndedUnsent> for PersisterActor {
+    type Result = ();
+
+    fn handle(&mut self, ended: EndedUnsent, ctx: &mut Self::Context) {
+        let entries = ended.finishes.into_iter().map(|finish| Entry { finish, verdict: None });
+        self.wait_for_flush(entries, ctx);
     }
 }

@@ -1,5 +1,5 @@
 //! `RetentionActor`: with `SENT_RETENTION` set, deletes sent messages older than it, with their history,
-//! when the service starts and then every `PRUNE_EVERY`. Each statement deletes at most `PRUNE_BATCH`
+//! and status events delivered before it, when the service starts and then every `PRUNE_EVERY`. Each statement deletes at most `PRUNE_BATCH`
 //! rows, so none holds its locks for long, and a round stops after `MAX_BATCHES` of them, so a backlog
 //! (retention just switched on over a big table) drains over a few rounds instead of one long one.
 //! Every replica prunes; the store skips rows another one is deleting.
@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use crate::{
     metrics::Metrics,
-    store::{MessageStore, StoreError},
+    store::{MessageStore, StatusEventStore, StoreError},
     telemetry::error_chain,
 };
 
@@ -21,15 +21,22 @@ const MAX_BATCHES: usize = 50;
 
 pub struct RetentionActor {
     store: Arc<dyn MessageStore>,
+    events: Arc<dyn StatusEventStore>,
     retention: Duration,
     metrics: Metrics,
     pruning: bool,
 }
 
 impl RetentionActor {
-    pub fn new(store: Arc<dyn MessageStore>, retention: Duration, metrics: Metrics) -> Self {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        events: Arc<dyn StatusEventStore>,
+        retention: Duration,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             store,
+            events,
             retention,
             metrics,
             pruning: false,
@@ -45,23 +52,46 @@ impl RetentionActor {
         };
         self.pruning = true;
         let store = Arc::clone(&self.store);
+        let events = Arc::clone(&self.events);
         ctx.spawn(
-            async move { prune_sent_before(store.as_ref(), Utc::now() - retention).await }
-                .into_actor(self)
-                .map(|result, act, _| {
-                    act.pruning = false;
-                    match result {
-                        Ok(0) => {}
-                        Ok(deleted) => {
-                            act.metrics.messages_pruned_total.inc_by(deleted);
-                            log::info!(
-                                deleted = deleted, retention:? = act.retention;
-                                "deleted sent messages older than SENT_RETENTION"
-                            );
+            async move {
+                let before = Utc::now() - retention;
+                // Delivered events are only history once acknowledged; pending and failed ones stay.
+                let mut events_deleted = 0;
+                for _ in 0..MAX_BATCHES {
+                    match events.delete_delivered_events_before(before, PRUNE_BATCH).await {
+                        Ok(batch) => {
+                            events_deleted += batch;
+                            if batch < u64::from(PRUNE_BATCH) {
+                                break;
+                            }
                         }
-                        Err(error) => log::warn!("could not delete old sent messages: {}", error_chain(&error)),
+                        Err(error) => {
+                            log::warn!("could not delete old status events: {}", error_chain(&error));
+                            break;
+                        }
                     }
-                }),
+                }
+                if events_deleted > 0 {
+                    log::info!(deleted = events_deleted; "deleted status events delivered before SENT_RETENTION");
+                }
+                prune_sent_before(store.as_ref(), before).await
+            }
+            .into_actor(self)
+            .map(|result, act, _| {
+                act.pruning = false;
+                match result {
+                    Ok(0) => {}
+                    Ok(deleted) => {
+                        act.metrics.messages_pruned_total.inc_by(deleted);
+                        log::info!(
+                            deleted = deleted, retention:? = act.retention;
+                            "deleted sent messages older than SENT_RETENTION"
+                        );
+                    }
+                    Err(error) => log::warn!("could not delete old sent messages: {}", error_chain(&error)),
+                }
+            }),
         );
     }
 }

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::messages::{
-    GetSchedulerState, PauseClaims, ResumeClaims, SchedulerState, StartSending, StopSending, Tick, TickSource,
+    GetSchedulerState, PauseClaims, ResumeClaims, SchedulerState, ShutDown, StartSending, StopSending, Tick, TickSource,
 };
 use crate::metrics::Metrics;
 
@@ -58,6 +58,8 @@ impl SchedulerActor {
             return;
         }
         if self.timer.is_some() {
+            // Started again while running: the fetcher clears a pause of its own (refused credentials).
+            self.fetcher.resume.do_send(ResumeClaims);
             return;
         }
         log::info!(interval:? = self.interval, batch_size = self.batch_size; "sending started");
@@ -123,8 +125,17 @@ impl Handler<StartSending> for SchedulerActor {
 impl Handler<StopSending> for SchedulerActor {
     type Result = MessageResult<StopSending>;
 
-    fn handle(&mut self, stop: StopSending, ctx: &mut Self::Context) -> Self::Result {
-        self.shut_down |= stop.for_good;
+    fn handle(&mut self, _: StopSending, ctx: &mut Self::Context) -> Self::Result {
+        self.stop_ticking(ctx);
+        MessageResult(self.state())
+    }
+}
+
+impl Handler<ShutDown> for SchedulerActor {
+    type Result = MessageResult<ShutDown>;
+
+    fn handle(&mut self, _: ShutDown, ctx: &mut Self::Context) -> Self::Result {
+        self.shut_down = true;
         self.stop_ticking(ctx);
         MessageResult(self.state())
     }

@@ -20,11 +20,13 @@ pub enum MessageStatus {
     Failed,
     /// Withdrawn by an operator before it was sent. Final: never sent.
     Cancelled,
+    /// Not handed to the provider by its `expires_at`. Final: never sent.
+    Expired,
+    /// Its number opted out (`POST /opt-outs`, or a STOP reply) before it was sent. Final: never sent.
+    Suppressed,
 }
 
 impl MessageStatus {
-    pub const ALL: [Self; 5] = [Self::Pending, Self::Sending, Self::Sent, Self::Failed, Self::Cancelled];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -32,6 +34,8 @@ impl MessageStatus {
             Self::Sent => "sent",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+            Self::Suppressed => "suppressed",
         }
     }
 }
@@ -56,6 +60,8 @@ impl FromStr for MessageStatus {
             "sent" => Ok(Self::Sent),
             "failed" => Ok(Self::Failed),
             "cancelled" => Ok(Self::Cancelled),
+            "expired" => Ok(Self::Expired),
+            "suppressed" => Ok(Self::Suppressed),
             other => Err(UnknownStatus(other.to_owned())),
         }
     }
@@ -72,6 +78,9 @@ mod tests {
             MessageStatus::Sending,
             MessageStatus::Sent,
             MessageStatus::Failed,
+            MessageStatus::Cancelled,
+            MessageStatus::Expired,
+            MessageStatus::Suppressed,
         ] {
             assert_eq!(status.as_str().parse::<MessageStatus>().unwrap(), status);
         }

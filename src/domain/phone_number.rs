@@ -43,23 +43,15 @@ impl PhoneNumber {
         Ok(Self(format!("+{digits}")))
     }
 
-    /// `+90555****11`: the country and area prefix and the last two digits, never the whole number.
+    /// `+905551111111` → `+90555****11`: at most the first five digits, then `****`, then the last two.
+    /// The shorter the number, the fewer leading digits show (`+12345678` → `+12****78`), so at least
+    /// four digits always stay hidden. Works on the parsed form, `+` and digits only.
     pub fn masked(&self) -> String {
-        mask(&self.0)
+        let digits = &self.0[1..];
+        let shown_head = digits.len().saturating_sub(6).min(5);
+        let tail = &digits[digits.len().saturating_sub(2)..];
+        format!("+{}****{tail}", &digits[..shown_head])
     }
-}
-
-/// Masks any string that may hold a phone number; the domain type and the sent list share it.
-pub fn mask(number: &str) -> String {
-    let chars: Vec<char> = number.chars().collect();
-    let digits = chars.iter().filter(|c| c.is_ascii_digit()).count();
-    // Show at most 5 leading digits and always hide at least 4, so short numbers stay hidden too.
-    let shown_head = digits.saturating_sub(6).min(5);
-    let head_len = chars.len() - digits + shown_head;
-    let tail_len = if digits >= 6 { 2 } else { 0 };
-    let head: String = chars.iter().take(head_len.min(chars.len())).collect();
-    let tail: String = chars[chars.len().saturating_sub(tail_len)..].iter().collect();
-    format!("{head}****{tail}")
 }
 
 impl AsRef<str> for PhoneNumber {
@@ -116,6 +108,11 @@ mod tests {
         let number = PhoneNumber::parse("+905551111111").unwrap();
         assert_eq!(number.to_string(), "+90555****11");
         assert_eq!(format!("{number:?}"), "PhoneNumber(+90555****11)");
+    }
+
+    #[test]
+    fn a_short_number_shows_fewer_leading_digits() {
+        assert_eq!(PhoneNumber::parse("+12345678").unwrap().masked(), "+12****78");
     }
 
     #[test]

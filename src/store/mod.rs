@@ -5,12 +5,19 @@
 //!  ┌─────────┐ ──────────────▶ ┌─────────┐ ─────────────────────────▶ ┌────────┐
 //!  │ pending │                 │ sending │                            │  sent  │  final (delete_sent_before
 //!  └─────────┘ ◀────────────── └─────────┘ ─────────────────────────▶ ├────────┤  prunes it after SENT_RETENTION)
-//!               finish_claims: RetryLater  finish_claims: Failed      │ failed │  final
-//!               release_if_claimed                                    └────────┘
-//!               rescue_expired_leases (the lease ran out: its sender died or hung)
+//!    │          finish_claims: RetryLater  finish_claims: Failed      │ failed │  final
+//!    │          finish_claims: PutBack                                └────────┘
+//!    │          rescue_expired_leases (the lease ran out: its sender died or hung)
+//!    │
+//!    ├── claim_due, due but past its expires_at ──▶ expired (final, never sent)
+//!    └── claim_due, due but its number opted out ──▶ suppressed (final, never sent)
 //!
 //!  operators:  failed ──retry_if_failed──▶ pending ──cancel_if_pending──▶ cancelled (final)
 //! ```
+//!
+//! A message is due at its `next_attempt_at`: now, its `send_at`, or after a retry's delay. A claim takes
+//! due rows high priority first (one lane of the due index per priority; a row due for longer than
+//! `PRIORITY_AGING` one level up), oldest first within one.
 //!
 //! A claim moves due `pending` rows to `sending` with a fresh token, an owner and a lease expiry, in one
 //! committed statement; no transaction is ever held across the HTTP call. Every transition out of
@@ -23,25 +30,59 @@
 //! moves it.
 //!
 //! The hot path is batched: `insert_many` enqueues many messages in one statement, `claim_due` claims a
-//! whole tick's worth in one, and `finish_claims` writes a whole flush of results (history and state) in
-//! one. The fences are per row, so batching changes how many round trips a message costs, not what may
+//! whole batch in one (drawing on the cluster's pace in the same statement), and `finish_claims` writes a
+//! whole flush of results (history and state) in one. The fences are per row, so batching changes how many round trips a message costs, not what may
 //! happen to it.
 //!
-//! Only this module speaks SQL: `postgres.rs` holds every statement for Postgres (several replicas) and
-//! `sqlite.rs` mirrors it for the embedded file (one instance, or a few processes on one machine).
+//! Only this module speaks SQL, behind seams on one database: `MessageStore` (the messages, their
+//! transitions and the lists and counts read from them), `ClusterControl` (`cluster.rs`: the sending
+//! switch and the replicas' heartbeats), `ReceiptStore` (`receipts.rs`: delivery receipts and the
+//! delivery state they move), `StatusEventStore` (the status events' outbox), `OptOutList`
+//! (`opt_outs.rs`: the numbers that opted out), `Campaigns` (`campaigns.rs`: pausing, resuming,
+//! cancelling and counting a campaign's messages) and `InboundLog` (replies from phones). `connect` opens
+//! a `Database`, which is all of them; each caller is handed only the seam it needs.
+//!
+//! `postgres.rs` holds the statements for Postgres (several replicas) and `sqlite.rs` mirrors it for
+//! the embedded file (one instance, or a few processes on one machine), with the same names in the same
+//! order; only dialect differs between them. The hot statements sit in `.sql` files beside each backend
+//! (`postgres/`, `sqlite/`) and the statements both run as they are in `list/` and `receipts/`: the load
+//! scripts read those same files. What is not dialect lives once: the rows and their one conversion into
+//! the domain (`rows.rs`), the status → sort column table and the list statements (`list.rs`), each seam
+//! beside the messages (`receipts.rs`, `status_events.rs`, `opt_outs.rs`, `campaigns.rs`, `inbound.rs`,
+//! `cluster.rs`), implemented once over what a backend gives it (`backend.rs`: its pool, spans, lists and
+//! clock) and the statement texts of its `*Sql` trait, and, below, the error wrapping, `ping` and what an
+//! operator's transition came to.
 
+mod backend;
+mod campaigns;
+mod cluster;
+mod inbound;
+mod list;
+mod opt_outs;
 mod postgres;
+mod receipts;
+mod rows;
 mod sqlite;
+mod status_events;
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+pub use campaigns::{CampaignSummary, Campaigns};
 use chrono::{DateTime, Utc};
+pub use cluster::{ClusterControl, Replica, Switch};
+pub use inbound::{InboundLog, InboundReply, StoredReply};
+pub use list::list_key;
+pub use opt_outs::{OptOut, OptOutList};
 pub use postgres::PostgresStore;
+pub use receipts::{
+    DeliveryCounts, PendingReceipts, ReceiptFilter, ReceiptOutcome, ReceiptStore, Settlement, StoredReceipt,
+};
 pub use sqlite::SqliteStore;
+pub use status_events::{EventDelivery, EventStatus, OutboxStats, StatusEventStore, StoredEvent};
 use uuid::Uuid;
 
-use crate::domain::{Attempt, Message, MessageStatus, NewMessage, ProviderMessageId};
+use crate::domain::{Attempt, Message, MessageStatus, NewMessage, Priority, ProviderMessageId};
 
 /// One claim on one message: the proof a sender must show to move the message on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +100,99 @@ pub struct ClaimedMessage {
     pub claim: Claim,
     pub phone_number: String,
     pub content: String,
+    pub priority: Priority,
+    /// The recipient's IANA zone as stored (any text, from plain SQL), for quiet hours.
+    pub timezone: Option<String>,
+    /// Never posted after this.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// The most rows to claim.
+    pub limit: u32,
+    /// The claiming instance, written on each row it claims.
+    pub owner: &'a str,
+    /// How long the claims are owned before a rescue may take them.
+    pub lease: Duration,
+    /// `RATE_LIMIT` in messages a second: a cap every replica draws on; `None` for no cap.
+    pub rate_limit: Option<f64>,
+    /// Where the claimant's last claims ended in each priority's lane: each lane's scan starts after
+    /// its place. `None` (or a lane without a place) scans from the oldest due row, which also finds the
+    /// rows that came due behind the frontier.
+    pub after: Option<Frontier>,
+    /// `PRIORITY_AGING`: a message due for longer than this counts as one priority higher.
+    pub aging: Duration,
+}
+
+/// A place in one priority's due queue: the `next_attempt_at` and `seq` of a claimed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueuePlace {
+    pub due_at: DateTime<Utc>,
+    pub seq: i64,
+}
+
+/// Where claims reached in each priority's lane of the due queue: the claim reads one lane per
+/// priority, each from its own place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Frontier {
+    lanes: [Option<QueuePlace>; 3],
+}
+
+impl Frontier {
+    /// The place reached in `priority`'s lane, if any.
+    pub fn lane(&self, priority: Priority) -> Option<QueuePlace> {
+        self.lanes[priority.index()]
+    }
+
+    /// Moves `priority`'s lane on to `place`, never back.
+    pub fn reach(&mut self, priority: Priority, place: QueuePlace) {
+        let lane = &mut self.lanes[priority.index()];
+        *lane = (*lane).max(Some(place));
+    }
+
+    /// Each lane moved on to where `other` reached, never back.
+    pub fn advance(&mut self, other: &Frontier) {
+        for priority in Priority::ALL {
+            if let Some(place) = other.lane(priority) {
+                self.reach(priority, place);
+            }
+        }
+    }
+
+    /// Whether this stopped behind `other` in a lane both reached.
+    pub fn is_behind(&self, other: &Frontier) -> bool {
+        Priority::ALL
+            .into_iter()
+            .any(|p| matches!((self.lane(p), other.lane(p)), (Some(mine), Some(theirs)) if mine < theirs))
+    }
+}
+
+/// What a claim came to: the rows it claimed, and the cluster's pace that bounded it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// In the order claimed: by priority (aged rows one level up), then oldest first.
+    pub messages: Vec<ClaimedMessage>,
+    /// Due rows the claim ended unsent instead, and the final state it gave each: `expired` (past its
+    /// `expires_at`) or `suppressed` (its number opted out).
+    pub ended: Vec<(Uuid, MessageStatus)>,
+    pub pace: Pace,
+    /// Where the claimed messages reached in each lane, where the next claim may resume; `None` when
+    /// none was claimed.
+    pub frontier: Option<Frontier>,
+}
+
+/// The cluster's pace as a claim found it (see `migrations/postgres/*_send_rate.sql`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pace {
+    /// The rate in force, messages a second: `RATE_LIMIT`, or a provider's 429 cut while it grows back;
+    /// `None` when nothing caps it.
+    pub rate: Option<f64>,
+    /// A provider's 429 paused every replica's claims for this long still.
+    pub paused_for: Option<Duration>,
+    /// The rate let this claim take fewer rows than asked: the next one fits after this long.
+    pub next_in: Option<Duration>,
 }
 
 /// What became of one claim, to be written under it by `finish_claims`.
@@ -84,6 +218,13 @@ pub enum NextState {
     RetryLater { delay: Duration, error: String },
     /// `sending` → `failed`, if the claim still holds the row.
     Failed { error: String },
+    /// `sending` → `pending`, if the claim still holds the row, without counting the attempt: a claim
+    /// given back unsent (sending stopped, or it waited too long), or a POST the provider throttled (429).
+    /// Due again after `after`, or, with none, at once in its old place.
+    PutBack {
+        after: Option<Duration>,
+        error: Option<String>,
+    },
 }
 
 /// Where a list resumes: the sort time and id of the last item of the previous page.
@@ -96,33 +237,39 @@ pub struct PageCursor {
 
 /// What an operator's request to move a message came to.
 #[derive(Debug, Clone, PartialEq)]
+// One per operator request, returned and dropped at once: boxing the message would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Transition {
-    Changed(Message),
+    /// Boxed: a message is far larger than the other answers.
+    Changed(Box<Message>),
     /// The message is in another state, which the request does not apply to.
     Refused(MessageStatus),
     Missing,
 }
 
-/// The time a list of messages in `status` is ordered by (newest first), and so its cursor's `at`:
-/// the send time for sent messages, when they ended for failed and cancelled ones, when they were
-/// enqueued otherwise.
-pub fn list_key(message: &Message) -> Option<DateTime<Utc>> {
-    match message.status {
-        MessageStatus::Sent => message.sent_at,
-        MessageStatus::Failed | MessageStatus::Cancelled => Some(message.updated_at),
-        MessageStatus::Pending | MessageStatus::Sending => Some(message.created_at),
+impl Transition {
+    /// What an operator's statement on message `id` came to: the row it changed, or else why it changed
+    /// nothing, read back from `store`.
+    async fn of(changed: Option<Message>, id: Uuid, store: &dyn MessageStore) -> Result<Self, StoreError> {
+        if let Some(message) = changed {
+            return Ok(Self::Changed(Box::new(message)));
+        }
+        Ok(match store.get(id).await? {
+            Some(message) => Self::Refused(message.status),
+            None => Self::Missing,
+        })
     }
 }
 
-/// One instance as it last reported itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replica {
-    pub id: String,
-    pub host: String,
-    pub started_at: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-    pub in_flight: u32,
-    pub sending: bool,
+/// Which expired leases a rescue may take (see `MessageStore::rescue_expired_leases`).
+#[derive(Debug, Clone, Copy)]
+pub struct Rescue<'a> {
+    /// The claim tokens the rescuing instance still holds.
+    pub live: &'a [Uuid],
+    /// A replica whose heartbeat is younger than this keeps its leases.
+    pub owner_fresh: Duration,
+    /// Only leases that ran out within this long before now (by the database's clock); `None` for all.
+    pub expired_within: Option<Duration>,
 }
 
 /// What happened in one minute, for the console's chart.
@@ -173,8 +320,27 @@ impl StoreError {
     }
 }
 
-/// The store for `DATABASE_URL`, chosen by its scheme; it connects on first use.
-pub fn connect(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
+/// Wraps a failed statement with what the store was doing.
+fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Database { action, source }
+}
+
+/// `SELECT 1`, the same on every backend.
+async fn ping<DB>(pool: &sqlx::Pool<DB>) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(db("answering a ping"))
+}
+
+/// The database for `DATABASE_URL`, chosen by its scheme; it connects on first use.
+pub fn connect(url: &str) -> Result<Arc<dyn Database>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect_lazy(url)?))
     } else {
@@ -182,38 +348,65 @@ pub fn connect(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
     }
 }
 
-/// The seam between the dispatcher and its database.
+/// Every seam on one database, as `connect` opens it. Callers are handed the seam they need
+/// (`Arc<dyn MessageStore>`, `Arc<dyn ReceiptStore>`, `Arc<dyn OptOutList>` and so on, by upcasting),
+/// and start-up migrates it.
 #[async_trait]
-pub trait MessageStore: Send + Sync + 'static {
+pub trait Database:
+    MessageStore + ClusterControl + ReceiptStore + StatusEventStore + OptOutList + Campaigns + InboundLog
+{
     /// Applies pending migrations; safe to run from several instances at once.
     async fn migrate(&self) -> Result<(), StoreError>;
 
+    /// Closes the pool once every connection in use is given back. sqlx returns a connection from its
+    /// `Drop` by spawning on the current runtime, so a connection still out when the runtime goes away
+    /// panics: close before the runtime ends.
+    async fn close(&self);
+
+    /// From now on, `finish_claims` and `settle_receipts` write a status event beside each change a
+    /// sender hears about, in the same transaction (`STATUS_WEBHOOK_URL` set).
+    fn write_status_events(&self, on: bool);
+}
+
+/// The seam between the dispatcher and its messages: every transition of the diagram above, and what
+/// the API and the console read of the messages.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
     /// Answers when the database does.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Enqueues validated messages as `pending`, due now, in one statement, queued in the order given.
+    /// Enqueues validated messages as `pending`, due now (or at their `send_at`), in one statement, queued
+    /// in the order given.
     /// Returns the stored rows in that order.
     async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<Message>, StoreError>;
 
     async fn get(&self, id: Uuid) -> Result<Option<Message>, StoreError>;
 
     /// `sending` rows whose lease expired go back to `pending`, keeping their place in the queue (they
-    /// were due when claimed). Returns their ids.
-    async fn rescue_expired_leases(&self) -> Result<Vec<Uuid>, StoreError>;
+    /// were due when claimed), but for the claims a live sender still holds: the rescuer's own claims in
+    /// `live` (it will record or give them back) and those of a replica that sent a heartbeat within
+    /// `owner_fresh` (it will too). With `expired_within`, only leases that ran out that recently are looked
+    /// at. Returns their ids.
+    async fn rescue_expired_leases(&self, rescue: &Rescue<'_>) -> Result<Vec<Uuid>, StoreError>;
 
-    /// Claims up to `limit` due `pending` rows, oldest first, for `owner` during `lease`; `sending` now.
-    /// Rows claimed by another instance at the same moment are skipped, never shared.
-    async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Claims up to `request.limit` due `pending` rows, high before normal before low (a row due for
+    /// longer than `request.aging` one level up), oldest first within one, for its owner during its lease,
+    /// as many as the cluster's pace allows (a 429's pause, `RATE_LIMIT`): `sending` now. Due rows past
+    /// their `expires_at` become `expired` instead, and those to an opted-out number `suppressed`: never
+    /// handed out. Rows claimed by another instance at
+    /// the same moment are skipped, never shared.
+    async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claimed, StoreError>;
+
+    /// The provider answered 429: pauses every replica's claims (for `retry_after`, or a backoff when it
+    /// gave none) and cuts the cluster's rate (`Pace`); `rate_limit` is `RATE_LIMIT`. Returns how long the
+    /// pause runs from now.
+    async fn throttle(&self, retry_after: Option<Duration>, rate_limit: Option<f64>) -> Result<Duration, StoreError>;
 
     /// Records what each claim came to: its attempt in the history (once per claim, however often this
     /// is called, and even when the row has moved on) and its message's next state, under the fence
     /// `NextState` names. Returns, in order, whether each message changed (`false`: the claim was lost,
     /// or the row was already final). Results for one message apply in the order given.
     async fn finish_claims(&self, results: &[Finish]) -> Result<Vec<bool>, StoreError>;
-
-    /// `sending` → `pending`, in its old place, if `claim` still holds the row, and the attempt is not counted:
-    /// for claims given back unsent because sending stopped. Returns whether it did.
-    async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError>;
 
     /// Messages in `status`, newest first by `list_key`, after `cursor` when given.
     async fn list_by_status(
@@ -234,25 +427,17 @@ pub trait MessageStore: Send + Sync + 'static {
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
 
+    /// When each of `numbers` was sent a message since `since`, oldest first: what
+    /// `RECIPIENT_DAILY_LIMIT` counts.
+    async fn sent_to_since(
+        &self,
+        numbers: &[&str],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
+
     /// Deletes up to `limit` sent messages sent before `before` (oldest first), with their history.
     /// Returns how many went.
     async fn delete_sent_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
-
-    /// Seeds whether sending is on for every replica, unless an earlier start already did; returns the
-    /// setting in force.
-    async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError>;
-
-    /// Turns sending on or off for every replica.
-    async fn set_sending(&self, sending: bool, by: &str) -> Result<(), StoreError>;
-
-    /// Records that `replica` is alive and returns whether sending is on, in one round trip.
-    async fn heartbeat(&self, replica: &Replica) -> Result<bool, StoreError>;
-
-    /// Instances seen since `since`, oldest start first.
-    async fn list_replicas(&self, since: DateTime<Utc>) -> Result<Vec<Replica>, StoreError>;
-
-    /// Removes a replica that is shutting down.
-    async fn forget_replica(&self, id: &str) -> Result<(), StoreError>;
 
     /// Messages sent and failed per minute since `since`, oldest minute first; minutes with neither are
     /// left out.

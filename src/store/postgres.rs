@@ -1,36 +1,64 @@
-//! Every SQL statement the service runs against Postgres, one function per transition of `store/mod.rs`.
+//! The SQL the service runs against Postgres: one function per transition of `store/mod.rs`, the
+//! statement texts of the seams implemented once (`*Sql`), and how Postgres's types stand for the shared
+//! ones (`Columns`: they are the shared ones; `Backend`: spans in seconds, arrays, `now()` in the
+//! statement). The claim and the flush are in `postgres/*.sql`; the statements SQLite runs too, in
+//! `list/` and `receipts/`.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
-    PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult},
 };
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimedMessage, Finish, MessageStore, MinuteActivity, NextState, PageCursor, QueueStats, Replica,
-    StoreError, Transition,
+    Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, MessageStore, MinuteActivity, PageCursor,
+    QueuePlace, QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Transition, db, list, ping,
+    rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
+    status_events::{self, EventWriter, StatusEventSql},
 };
-use crate::domain::{Attempt, Message, MessageStatus, NewMessage};
-
-/// Columns of a full message row, in `MessageRow` order.
-macro_rules! message_columns {
-    () => {
-        "id, phone_number, content, status, attempts, next_attempt_at, provider_message_id, last_error, \
-         created_at, updated_at, sent_at"
-    };
-}
+// What the seams implemented once, generic over the backend, ask of this one.
+use super::{backend::Backend, campaigns::CampaignSql, cluster::ClusterSql, inbound::InboundSql};
+use super::{
+    opt_outs::InsertOptOut,
+    receipts::{AppliedReceipt, ReceiptSql},
+};
+use crate::domain::{Attempt, Message, MessageStatus, NewMessage, NewStatusEvent, Priority, Receipt};
 
 const MAX_CONNECTIONS: u32 = 10;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT: &str = "10s";
 
+/// `$1` rows at most, for owner `$2`, leased for `$3` seconds, under RATE_LIMIT `$4`, each lane after its
+/// place in `$5`, `$6`, aging after `$7` seconds.
+const CLAIM_DUE: &str = include_str!("postgres/claim_due.sql");
+/// Retry-After `$1`, RATE_LIMIT `$2`.
+const THROTTLE: &str = include_str!("postgres/throttle.sql");
+/// One array per column, `$1` to `$17`: see the file.
+const FINISH_CLAIMS: &str = include_str!("postgres/finish_claims.sql");
+/// Receipts `$1` applied to messages `$2`, pairwise, no message twice: see the file.
+const APPLY_RECEIPTS: &str = include_str!("postgres/apply_receipts.sql");
+/// A round of status event deliveries, one array per column: `$1` seqs, `$2` statuses, `$3` seconds
+/// until due again (NULL: not again), `$4` errors.
+const FINISH_EVENTS: &str = include_str!("postgres/finish_events.sql");
+
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// `Database::write_status_events`.
+    status_events: Arc<AtomicBool>,
 }
 
 impl PostgresStore {
@@ -45,134 +73,83 @@ impl PostgresStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(Self { pool })
-    }
-}
-
-fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Database { action, source }
-}
-
-#[derive(sqlx::FromRow)]
-struct MessageRow {
-    id: Uuid,
-    phone_number: String,
-    content: String,
-    status: String,
-    attempts: i32,
-    next_attempt_at: DateTime<Utc>,
-    provider_message_id: Option<String>,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    sent_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<MessageRow> for Message {
-    type Error = StoreError;
-
-    fn try_from(row: MessageRow) -> Result<Self, Self::Error> {
-        let corrupt = |problem: String| StoreError::CorruptRow { id: row.id, problem };
-        let status = row
-            .status
-            .parse::<MessageStatus>()
-            .map_err(|e| corrupt(e.to_string()))?;
-        let attempts = u32::try_from(row.attempts).map_err(|e| corrupt(format!("attempts: {e}")))?;
-        Ok(Message {
-            id: row.id,
-            to: row.phone_number,
-            content: row.content,
-            status,
-            attempts,
-            next_attempt_at: row.next_attempt_at,
-            provider_message_id: row.provider_message_id,
-            last_error: row.last_error,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            sent_at: row.sent_at,
+        Ok(Self {
+            pool,
+            status_events: Arc::new(AtomicBool::new(false)),
         })
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct ClaimedRow {
-    id: Uuid,
-    seq: i64,
-    lease_token: Uuid,
-    attempts: i32,
-    phone_number: String,
-    content: String,
-}
+impl Columns for PostgresStore {
+    type DB = sqlx::Postgres;
+    type Id = Uuid;
+    type Time = DateTime<Utc>;
+    type Int = i32;
 
-impl PostgresStore {
-    /// The result of an operator's transition: the changed row, or why nothing changed.
-    async fn transition(&self, id: Uuid, changed: Option<MessageRow>) -> Result<Transition, StoreError> {
-        if let Some(row) = changed {
-            return Ok(Transition::Changed(row.try_into()?));
-        }
-        Ok(match self.get(id).await? {
-            Some(message) => Transition::Refused(message.status),
-            None => Transition::Missing,
-        })
+    fn uuid(stored: &Uuid) -> Result<Uuid, uuid::Error> {
+        Ok(*stored)
+    }
+
+    fn time(stored: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        Some(stored)
+    }
+
+    fn stored_uuid(id: Uuid) -> Uuid {
+        id
+    }
+
+    fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
+        at
     }
 }
 
-/// The first-page and next-page statements listing one status, newest first by `key`.
-macro_rules! list_sql {
-    ($status:literal, $key:literal) => {
-        (
-            concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE status = '",
-                $status,
-                "' ORDER BY ",
-                $key,
-                " DESC, id DESC LIMIT $1"
-            ),
-            concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE status = '",
-                $status,
-                "' AND (",
-                $key,
-                ", id) < ($2, $3) ORDER BY ",
-                $key,
-                " DESC, id DESC LIMIT $1"
-            ),
-        )
-    };
-}
+/// Spans in seconds, for `make_interval`; `now()` read in each statement.
+impl Backend for PostgresStore {
+    type Exec<'p> = &'p PgPool;
+    type Conn<'c> = &'c mut PgConnection;
+    type Span = f64;
+    type Ints = Vec<i64>;
+    type Texts = Vec<String>;
 
-#[derive(sqlx::FromRow)]
-struct AttemptRow {
-    attempt: i32,
-    started_at: DateTime<Utc>,
-    duration_ms: i64,
-    http_status: Option<i32>,
-    outcome: String,
-    error: Option<String>,
-    provider_message_id: Option<String>,
-}
+    fn exec(&self) -> &PgPool {
+        &self.pool
+    }
 
-impl AttemptRow {
-    fn into_attempt(self, id: Uuid) -> Result<Attempt, StoreError> {
-        let corrupt = |problem: String| StoreError::CorruptRow { id, problem };
-        Ok(Attempt {
-            attempt: u32::try_from(self.attempt).map_err(|e| corrupt(format!("attempt: {e}")))?,
-            started_at: self.started_at,
-            duration_ms: u64::try_from(self.duration_ms).unwrap_or(0),
-            http_status: self.http_status.and_then(|s| u16::try_from(s).ok()),
-            outcome: self.outcome,
-            error: self.error,
-            provider_message_id: self.provider_message_id,
-        })
+    fn conn(tx: &mut Tx) -> &mut PgConnection {
+        tx
+    }
+
+    fn span(duration: Duration) -> f64 {
+        duration.as_secs_f64()
+    }
+
+    fn ints(items: &[i64]) -> Vec<i64> {
+        items.to_vec()
+    }
+
+    fn texts<T: AsRef<str>>(items: &[T]) -> Vec<String> {
+        items.iter().map(|item| item.as_ref().to_owned()).collect()
+    }
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn writes_status_events(&self) -> bool {
+        self.status_events.load(Ordering::Relaxed)
+    }
+
+    fn clock() -> Option<DateTime<Utc>> {
+        None
     }
 }
+
+type MessageRow = rows::MessageRow<PostgresStore>;
+type ClaimRow = rows::ClaimRow<PostgresStore>;
+type AttemptRow = rows::AttemptRow<PostgresStore>;
 
 #[async_trait]
-impl MessageStore for PostgresStore {
+impl Database for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // sqlx takes a Postgres advisory lock, so replicas starting together migrate once.
         sqlx::migrate!("./migrations/postgres")
@@ -181,12 +158,19 @@ impl MessageStore for PostgresStore {
             .map_err(StoreError::Migrate)
     }
 
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn write_status_events(&self, on: bool) {
+        self.status_events.store(on, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl MessageStore for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(db("answering a ping"))
+        ping(&self.pool).await
     }
 
     async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<Message>, StoreError> {
@@ -195,11 +179,23 @@ impl MessageStore for PostgresStore {
         let ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
         let phone_numbers: Vec<&str> = messages.iter().map(|m| m.to.as_ref()).collect();
         let contents: Vec<&str> = messages.iter().map(|m| m.content.as_ref()).collect();
-        // ORDER BY ord: the identity `seq` is drawn row by row, so the queue keeps the request's order.
+        let send_ats: Vec<Option<DateTime<Utc>>> = messages.iter().map(|m| m.when.send_at).collect();
+        let expires_ats: Vec<Option<DateTime<Utc>>> = messages.iter().map(|m| m.when.expires_at).collect();
+        let priorities: Vec<i32> = messages.iter().map(|m| i32::from(m.when.priority.level())).collect();
+        let timezones: Vec<Option<&str>> = messages.iter().map(|m| m.when.timezone.map(|tz| tz.name())).collect();
+        let campaigns: Vec<Option<&str>> = messages.iter().map(|m| m.when.campaign.as_deref()).collect();
+        // ORDER BY ord: the identity `seq` is drawn row by row, so the queue keeps the request's order. A
+        // scheduled message is due at its send_at (one in the past: now, so that it lands ahead of the
+        // claims' frontiers, not behind them).
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-            "INSERT INTO messages (id, phone_number, content)
-             SELECT id, phone_number, content
-               FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS m(id, phone_number, content, ord)
+            "INSERT INTO messages (id, phone_number, content, send_at, expires_at, priority, timezone, campaign,
+                                   next_attempt_at)
+             SELECT id, phone_number, content, send_at, expires_at, priority, timezone, campaign,
+                    greatest(now(), send_at)
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int4[],
+                           $7::text[], $8::text[])
+                    WITH ORDINALITY AS m(id, phone_number, content, send_at, expires_at, priority, timezone, campaign,
+                                         ord)
               ORDER BY ord
           RETURNING ",
             message_columns!()
@@ -207,6 +203,11 @@ impl MessageStore for PostgresStore {
         .bind(&ids)
         .bind(&phone_numbers)
         .bind(&contents)
+        .bind(&send_ats)
+        .bind(&expires_ats)
+        .bind(&priorities)
+        .bind(&timezones)
+        .bind(&campaigns)
         .fetch_all(&self.pool)
         .await
         .map_err(db("inserting messages"))?;
@@ -223,82 +224,71 @@ impl MessageStore for PostgresStore {
         row.map(Message::try_from).transpose()
     }
 
-    async fn rescue_expired_leases(&self) -> Result<Vec<Uuid>, StoreError> {
+    async fn rescue_expired_leases(&self, rescue: &Rescue<'_>) -> Result<Vec<Uuid>, StoreError> {
         sqlx::query_scalar(
-            "UPDATE messages
+            "UPDATE messages m
                 SET status = 'pending',
                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                     last_error = 'lease expired before a result was recorded', updated_at = now()
               WHERE status = 'sending' AND lease_expires_at < now()
+                AND ($3::float8 IS NULL OR lease_expires_at >= now() - make_interval(secs => $3))
+                AND lease_token <> ALL($1)
+                AND NOT EXISTS (SELECT 1 FROM replicas r
+                                 WHERE r.id = m.lease_owner AND r.last_seen > now() - make_interval(secs => $2))
           RETURNING id",
         )
+        .bind(rescue.live)
+        .bind(rescue.owner_fresh.as_secs_f64())
+        .bind(rescue.expired_within.map(|within| within.as_secs_f64()))
         .fetch_all(&self.pool)
         .await
         .map_err(db("rescuing expired leases"))
     }
 
-    async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
-        let mut rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_DUE)
-            .bind(i64::from(limit))
-            .bind(owner)
-            .bind(lease.as_secs_f64())
+    async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claimed, StoreError> {
+        let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_DUE)
+            .bind(i64::from(request.limit))
+            .bind(request.owner)
+            .bind(request.lease.as_secs_f64())
+            .bind(request.rate_limit)
+            .bind(lanes(request, |place| place.due_at))
+            .bind(lanes(request, |place| place.seq))
+            .bind(request.aging.as_secs_f64())
             .fetch_all(&self.pool)
             .await
             .map_err(db("claiming due messages"))?;
-        // RETURNING does not keep the CTE's order; restore oldest first.
-        rows.sort_by_key(|row| row.seq);
-        rows.into_iter()
-            .map(|row| {
-                let attempt = u32::try_from(row.attempts).map_err(|e| StoreError::CorruptRow {
-                    id: row.id,
-                    problem: format!("attempts: {e}"),
-                })?;
-                Ok(ClaimedMessage {
-                    claim: Claim {
-                        message_id: row.id,
-                        token: row.lease_token,
-                        attempt,
-                    },
-                    phone_number: row.phone_number,
-                    content: row.content,
-                })
-            })
-            .collect()
+        rows::claimed(rows)
+    }
+
+    async fn throttle(&self, retry_after: Option<Duration>, rate_limit: Option<f64>) -> Result<Duration, StoreError> {
+        let paused_for: f64 = sqlx::query_scalar(THROTTLE)
+            .bind(retry_after.map(|after| after.as_secs_f64()))
+            .bind(rate_limit)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("pausing the cluster for the provider's 429"))?;
+        Ok(Duration::from_secs_f64(paused_for.clamp(0.0, 86_400.0)))
     }
 
     async fn finish_claims(&self, results: &[Finish]) -> Result<Vec<bool>, StoreError> {
         if results.is_empty() {
             return Ok(Vec::new());
         }
-        let chunks = split_at_repeats(results);
-        if let [only] = chunks.as_slice() {
+        let chunks = split_at_repeats(results, |result| result.claim.message_id);
+        let with_events = self.writes_status_events();
+        if let ([only], false) = (chunks.as_slice(), with_events) {
             return finish_chunk(&self.pool, only).await;
         }
         // A message twice in one flush (its lease expired and this instance claimed it again): one
         // UPDATE … FROM would apply only one of its results, so each repeat gets a statement of its own,
-        // in order, all in one transaction so that a retried flush finds either all or none applied.
+        // in order, all in one transaction so that a retried flush finds either all or none applied. With
+        // status events on, every flush takes this path, its events in the same transaction.
         let mut tx = self.pool.begin().await.map_err(db("recording results"))?;
         let mut changed = Vec::with_capacity(results.len());
         for chunk in chunks {
             changed.extend(finish_chunk(&mut *tx, chunk).await?);
         }
-        tx.commit().await.map_err(db("recording results"))?;
-        Ok(changed)
-    }
-
-    async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE messages
-                SET status = 'pending', attempts = attempts - 1,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-              WHERE id = $1 AND status = 'sending' AND lease_token = $2",
-        )
-        .bind(claim.message_id)
-        .bind(claim.token)
-        .execute(&self.pool)
-        .await
-        .map_err(db("releasing a claim"))?;
-        Ok(result.rows_affected() == 1)
+        status_events::commit_finishes::<Self>(tx, results, changed, with_events).await
     }
 
     async fn list_by_status(
@@ -307,22 +297,10 @@ impl MessageStore for PostgresStore {
         limit: u32,
         cursor: Option<PageCursor>,
     ) -> Result<Vec<Message>, StoreError> {
-        // One static statement per status, so each is planned against its own partial index.
-        let (first_page, next_page) = match status {
-            MessageStatus::Pending => list_sql!("pending", "created_at"),
-            MessageStatus::Sending => list_sql!("sending", "created_at"),
-            MessageStatus::Sent => list_sql!("sent", "sent_at"),
-            MessageStatus::Failed => list_sql!("failed", "updated_at"),
-            MessageStatus::Cancelled => list_sql!("cancelled", "updated_at"),
-        };
-        let query = match cursor {
-            None => sqlx::query_as::<_, MessageRow>(first_page).bind(i64::from(limit)),
-            Some(cursor) => sqlx::query_as::<_, MessageRow>(next_page)
-                .bind(i64::from(limit))
-                .bind(cursor.at)
-                .bind(cursor.id),
-        };
-        let rows = query.fetch_all(&self.pool).await.map_err(db("listing messages"))?;
+        let rows: Vec<MessageRow> = list::page(status, limit, cursor.map(|cursor| (cursor.at, cursor.id)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing messages"))?;
         rows.into_iter().map(Message::try_from).collect()
     }
 
@@ -348,7 +326,7 @@ impl MessageStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db("retrying a failed message"))?;
-        self.transition(id, row).await
+        Transition::of(row.map(Message::try_from).transpose()?, id, self).await
     }
 
     async fn cancel_if_pending(&self, id: Uuid) -> Result<Transition, StoreError> {
@@ -361,7 +339,7 @@ impl MessageStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db("cancelling a message"))?;
-        self.transition(id, row).await
+        Transition::of(row.map(Message::try_from).transpose()?, id, self).await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
@@ -376,6 +354,22 @@ impl MessageStore for PostgresStore {
             pending: u64::try_from(pending).unwrap_or(0),
             oldest_pending_age: oldest_age_seconds.map(|s| Duration::from_secs_f64(s.max(0.0))),
         })
+    }
+
+    async fn sent_to_since(
+        &self,
+        numbers: &[&str],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        sqlx::query_as(
+            "SELECT phone_number, sent_at FROM messages
+              WHERE status = 'sent' AND phone_number = ANY($1) AND sent_at >= $2 ORDER BY phone_number, sent_at",
+        )
+        .bind(numbers)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("counting what numbers were sent"))
     }
 
     async fn delete_sent_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
@@ -393,87 +387,8 @@ impl MessageStore for PostgresStore {
         Ok(result.rows_affected())
     }
 
-    async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError> {
-        sqlx::query(
-            "INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(sending)
-        .bind(by)
-        .execute(&self.pool)
-        .await
-        .map_err(db("seeding the sending switch"))?;
-        sqlx::query_scalar("SELECT sending FROM dispatcher_control WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("reading the sending switch"))
-    }
-
-    async fn set_sending(&self, sending: bool, by: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2)
-             ON CONFLICT (id) DO UPDATE SET sending = $1, changed_by = $2, changed_at = now()",
-        )
-        .bind(sending)
-        .bind(by)
-        .execute(&self.pool)
-        .await
-        .map_err(db("setting the sending switch"))?;
-        Ok(())
-    }
-
-    async fn heartbeat(&self, replica: &Replica) -> Result<bool, StoreError> {
-        let wanted: Option<bool> = sqlx::query_scalar(
-            "WITH beat AS (
-                 INSERT INTO replicas (id, host, started_at, last_seen, in_flight, sending)
-                 VALUES ($1, $2, $3, now(), $4, $5)
-                 ON CONFLICT (id) DO UPDATE SET last_seen = now(), in_flight = $4, sending = $5
-             )
-             SELECT sending FROM dispatcher_control WHERE id = 1",
-        )
-        .bind(&replica.id)
-        .bind(&replica.host)
-        .bind(replica.started_at)
-        .bind(i32::try_from(replica.in_flight).unwrap_or(i32::MAX))
-        .bind(replica.sending)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db("recording a heartbeat"))?;
-        Ok(wanted.unwrap_or(replica.sending))
-    }
-
-    async fn list_replicas(&self, since: DateTime<Utc>) -> Result<Vec<Replica>, StoreError> {
-        let rows: Vec<(String, String, DateTime<Utc>, DateTime<Utc>, i32, bool)> = sqlx::query_as(
-            "SELECT id, host, started_at, last_seen, in_flight, sending FROM replicas
-              WHERE last_seen >= $1 ORDER BY started_at, id",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("listing replicas"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, host, started_at, last_seen, in_flight, sending)| Replica {
-                id,
-                host,
-                started_at,
-                last_seen,
-                in_flight: u32::try_from(in_flight).unwrap_or(0),
-                sending,
-            })
-            .collect())
-    }
-
-    async fn forget_replica(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM replicas WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db("removing a replica"))?;
-        Ok(())
-    }
-
     async fn activity_since(&self, since: DateTime<Utc>) -> Result<Vec<MinuteActivity>, StoreError> {
-        let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(
+        let rows: Vec<rows::ActivityRow<Self>> = sqlx::query_as(
             "SELECT date_trunc('minute', at) AS minute,
                     count(*) FILTER (WHERE outcome = 'sent'), count(*) FILTER (WHERE outcome = 'failed')
                FROM (SELECT sent_at AS at, 'sent' AS outcome FROM messages WHERE status = 'sent' AND sent_at >= $1
@@ -485,112 +400,284 @@ impl MessageStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db("counting activity per minute"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(minute, sent, failed)| MinuteActivity {
-                minute,
-                sent: u64::try_from(sent).unwrap_or(0),
-                failed: u64::try_from(failed).unwrap_or(0),
-            })
-            .collect())
+        rows.into_iter().map(rows::minute_activity::<Self>).collect()
     }
 }
 
-/// Due `pending` rows to `sending`, oldest first, up to `$1`, for owner `$2` during `$3` seconds.
-/// SKIP LOCKED: two instances claiming at once each take different rows instead of waiting. The claim
-/// commits on its own; nothing holds a lock while the provider is called. (`load/bench.py` runs this
-/// statement and `FINISH_CLAIMS`, read from this file, through pgbench for the database's ceiling.)
-const CLAIM_DUE: &str = "
-    WITH due AS (
-        SELECT id FROM messages
-         WHERE status = 'pending' AND next_attempt_at <= now()
-         ORDER BY next_attempt_at, seq
-         LIMIT $1
-           FOR UPDATE SKIP LOCKED
-    )
-    UPDATE messages m
-       SET status = 'sending', attempts = m.attempts + 1,
-           lease_owner = $2, lease_token = gen_random_uuid(),
-           lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
-      FROM due
-     WHERE m.id = due.id
- RETURNING m.id, m.lease_token, m.attempts, m.phone_number, m.content, m.seq";
+#[async_trait]
+impl ClusterSql for PostgresStore {
+    const SEED_SENDING: &'static str =
+        "INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING";
+    const SET_SENDING: &'static str = "
+        INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2)
+        ON CONFLICT (id) DO UPDATE SET sending = $1, changed_by = $2, changed_at = now()";
 
-/// A flush of results in one statement: the history rows, then each message's fenced transition (see
-/// `NextState`). Results whose message is gone (deleted by hand, or pruned) leave no history rather than
-/// failing the whole flush on the foreign key.
-const FINISH_CLAIMS: &str = "
-    WITH history AS (
-        INSERT INTO message_attempts
-               (claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
-                provider_message_id)
-        SELECT a.* FROM unnest($8::uuid[], $9::uuid[], $10::int4[], $11::timestamptz[], $12::int8[], $13::int4[],
-                               $14::text[], $15::text[], $16::text[])
-                     AS a(claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
-                          provider_message_id)
-         WHERE EXISTS (SELECT 1 FROM messages WHERE id = a.message_id)
-        ON CONFLICT (claim_token) DO NOTHING
-    )
-    UPDATE messages m
-       SET status = r.status,
-           provider_message_id = CASE WHEN r.status = 'sent' THEN r.provider_message_id ELSE m.provider_message_id END,
-           sent_at = r.sent_at,
-           next_attempt_at = CASE WHEN r.status = 'pending' THEN now() + make_interval(secs => r.retry_in)
-                                  ELSE m.next_attempt_at END,
-           last_error = r.error,
-           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::float8[], $7::text[])
-           AS r(id, token, status, provider_message_id, sent_at, retry_in, error)
-     WHERE m.id = r.id
-       AND CASE WHEN r.status = 'sent' THEN m.status IN ('pending', 'sending')
-                ELSE m.status = 'sending' AND m.lease_token = r.token END
- RETURNING m.id";
+    async fn beat(&self, replica: &Replica) -> Result<Option<(bool, DateTime<Utc>)>, StoreError> {
+        sqlx::query_as(
+            "WITH beat AS (
+                 INSERT INTO replicas (id, host, started_at, last_seen, in_flight, sending)
+                 VALUES ($1, $2, $3, now(), $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET last_seen = now(), in_flight = $4, sending = $5
+             )
+             SELECT sending, changed_at FROM dispatcher_control WHERE id = 1",
+        )
+        .bind(&replica.id)
+        .bind(&replica.host)
+        .bind(replica.started_at)
+        .bind(i32::try_from(replica.in_flight).unwrap_or(i32::MAX))
+        .bind(replica.sending)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("recording a heartbeat"))
+    }
+}
 
-/// `results` cut wherever a message comes again, so that no part names one message twice.
-fn split_at_repeats(results: &[Finish]) -> Vec<&[Finish]> {
+#[async_trait]
+impl ReceiptSql for PostgresStore {
+    const PENDING_BY_SEQS: &'static str = concat!(
+        "SELECT ",
+        receipt_columns!(),
+        " FROM receipts WHERE seq = ANY($1) AND outcome = 'pending' ORDER BY seq"
+    );
+    const PENDING_BY_PROVIDER_IDS: &'static str = concat!(
+        "SELECT ",
+        receipt_columns!(),
+        " FROM receipts WHERE provider_message_id = ANY($1) AND outcome = 'pending' ORDER BY seq"
+    );
+    const MESSAGES_BY_PROVIDER_ID: &'static str =
+        "SELECT provider_message_id, id FROM messages WHERE provider_message_id = ANY($1) AND status = 'sent'";
+    const LIST_RECEIPTS: &'static str = concat!(
+        "SELECT ",
+        receipt_columns!(),
+        " FROM receipts WHERE outcome = ANY($1) AND seq < $2 ORDER BY seq DESC LIMIT $3"
+    );
+
+    const SETTLE_UNAPPLIED: &'static str =
+        "UPDATE receipts SET outcome = $2, settled_at = now() WHERE seq = $1 AND outcome = 'pending' RETURNING outcome";
+
+    async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError> {
+        let provider_ids: Vec<&str> = receipts.iter().map(|r| r.provider_message_id.as_ref()).collect();
+        let statuses: Vec<&str> = receipts.iter().map(|r| r.status.as_str()).collect();
+        let reported_ats: Vec<DateTime<Utc>> = receipts.iter().map(|r| r.reported_at).collect();
+        let errors: Vec<Option<&str>> = receipts.iter().map(|r| r.error.as_deref()).collect();
+        // ORDER BY ord: `seq` is drawn row by row, so it keeps the order the provider sent them in.
+        let mut seqs: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO receipts (provider_message_id, status, reported_at, error)
+             SELECT provider_message_id, status, reported_at, error
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) WITH ORDINALITY
+                    AS r(provider_message_id, status, reported_at, error, ord)
+              ORDER BY ord
+          RETURNING seq",
+        )
+        .bind(&provider_ids)
+        .bind(&statuses)
+        .bind(&reported_ats)
+        .bind(&errors)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("storing receipts"))?;
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    async fn apply_receipts(
+        tx: &mut Tx,
+        applies: &[(i64, Uuid)],
+        _with_delivery: bool,
+    ) -> Result<Vec<AppliedReceipt>, StoreError> {
+        // One statement per part with no message twice: one UPDATE moves a row once, and two receipts
+        // of one message apply one after the other.
+        let mut settled = Vec::with_capacity(applies.len());
+        for part in split_at_repeats(applies, |&(_, message_id)| message_id) {
+            let (seqs, message_ids): (Vec<i64>, Vec<Uuid>) = part.iter().copied().unzip();
+            let rows: Vec<AppliedRow> = sqlx::query_as(APPLY_RECEIPTS)
+                .bind(&seqs)
+                .bind(&message_ids)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db("applying receipts"))?;
+            settled.extend(
+                rows.into_iter()
+                    .map(|(seq, outcome, status, delivered_at, error, provider_id)| {
+                        let delivery = (outcome == ReceiptOutcome::Applied.as_str()).then_some((
+                            status,
+                            delivered_at,
+                            error,
+                            provider_id,
+                        ));
+                        AppliedReceipt { seq, outcome, delivery }
+                    }),
+            );
+        }
+        Ok(settled)
+    }
+}
+
+/// A row of `APPLY_RECEIPTS`: seq, outcome, and the delivery state it left (status, time, error, provider id).
+type AppliedRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<String>,
+);
+
+#[async_trait]
+impl StatusEventSql for PostgresStore {
+    const CLAIM_DUE_EVENTS: &'static str = concat!(
+        "UPDATE status_events SET attempts = attempts + 1, lease_expires_at = now() + make_interval(secs => $2)
+          WHERE seq IN (
+              SELECT e.seq FROM status_events e
+               WHERE e.status = 'pending' AND e.next_attempt_at <= now()
+                 AND (e.lease_expires_at IS NULL OR e.lease_expires_at < now())
+                 AND NOT EXISTS (SELECT 1 FROM status_events o
+                                  WHERE o.message_id = e.message_id AND o.status = 'pending' AND o.seq < e.seq)
+               ORDER BY e.next_attempt_at, e.seq
+               LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+      RETURNING ",
+        event_columns!()
+    );
+    const RETRY_EVENT: &'static str = concat!(
+        "UPDATE status_events
+            SET status = 'pending', next_attempt_at = now(), lease_expires_at = NULL, delivered_at = NULL
+          WHERE id = $1 RETURNING ",
+        event_columns!()
+    );
+    const DELETE_DELIVERED_EVENTS: &'static str = "
+        DELETE FROM status_events WHERE seq IN (
+            SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < $1
+             ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    const OUTBOX_STATS: &'static str = "
+        SELECT count(*) FILTER (WHERE status = 'pending'),
+               EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8,
+               count(*) FILTER (WHERE status = 'failed')
+          FROM status_events WHERE status IN ('pending', 'failed')";
+
+    async fn record_deliveries(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError> {
+        let (mut seqs, mut statuses, mut retry_ins, mut errors) = (vec![], vec![], vec![], vec![]);
+        for (seq, delivery) in deliveries {
+            let (status, retry_in, error) = rows::event_delivery_row(delivery);
+            seqs.push(*seq);
+            statuses.push(status);
+            retry_ins.push(retry_in.map(|delay| delay.as_secs_f64()));
+            errors.push(error);
+        }
+        sqlx::query(FINISH_EVENTS)
+            .bind(&seqs)
+            .bind(&statuses)
+            .bind(&retry_ins)
+            .bind(&errors)
+            .execute(&self.pool)
+            .await
+            .map_err(db("recording status event deliveries"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl InsertOptOut for PostgresStore {
+    async fn insert_opt_out(&self, to: &str) -> Result<(OptOutRow<Self>, bool), StoreError> {
+        // The no-op update makes an existing entry answer too; xmax = 0 only on a row just inserted.
+        let (phone_number, created_at, new) = sqlx::query_as(
+            "INSERT INTO opt_outs (phone_number) VALUES ($1)
+             ON CONFLICT (phone_number) DO UPDATE SET phone_number = EXCLUDED.phone_number
+             RETURNING phone_number, created_at, xmax = 0",
+        )
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("adding an opt-out"))?;
+        Ok(((phone_number, created_at), new))
+    }
+}
+
+impl CampaignSql for PostgresStore {
+    const LIST_CAMPAIGNS: &'static str = "
+        SELECT coalesce(c.campaign, p.campaign), p.campaign IS NOT NULL, c.status, coalesce(c.n, 0)
+          FROM (SELECT campaign, status, count(*) AS n FROM messages WHERE campaign IS NOT NULL
+                 GROUP BY campaign, status) AS c
+          FULL JOIN paused_campaigns p ON p.campaign = c.campaign
+         ORDER BY 1, 3";
+    const PAUSE_CAMPAIGN: &'static str = "INSERT INTO paused_campaigns (campaign) VALUES ($1) ON CONFLICT DO NOTHING";
+    const CANCEL_CAMPAIGN: &'static str =
+        "UPDATE messages SET status = 'cancelled', updated_at = now() WHERE campaign = $1 AND status = 'pending'";
+}
+
+impl InboundSql for PostgresStore {
+    const RECORD_INBOUND: &'static str = "
+        INSERT INTO inbound_messages (id, from_number, content, at, action) VALUES ($1, $2, $3, $4, $5)
+        RETURNING id, from_number, content, at, received_at, action";
+}
+
+#[async_trait]
+impl EventWriter for PostgresStore {
+    async fn insert_events(tx: &mut Tx, events: &[NewStatusEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+        let message_ids: Vec<Uuid> = events.iter().map(|event| event.message_id).collect();
+        let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+        let payloads: Vec<&str> = events.iter().map(|event| event.payload.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO status_events (id, message_id, type, payload)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
+        )
+        .bind(&ids)
+        .bind(&message_ids)
+        .bind(&kinds)
+        .bind(&payloads)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("writing status events"))?;
+        Ok(())
+    }
+}
+
+/// One value of each lane's place in the claim's frontier, in `Priority::ALL` order (the claim indexes the
+/// array by priority).
+fn lanes<T>(request: &ClaimRequest<'_>, value: impl Fn(QueuePlace) -> T) -> Vec<Option<T>> {
+    Priority::ALL
+        .into_iter()
+        .map(|priority| request.after.and_then(|after| after.lane(priority)).map(&value))
+        .collect()
+}
+
+/// `items` cut wherever a message (`message_of`) comes again, so that no part names one message twice.
+fn split_at_repeats<T>(items: &[T], message_of: impl Fn(&T) -> Uuid) -> Vec<&[T]> {
     let mut parts = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut start = 0;
-    for (i, result) in results.iter().enumerate() {
-        if !seen.insert(result.claim.message_id) {
-            parts.push(&results[start..i]);
+    for (i, item) in items.iter().enumerate() {
+        if !seen.insert(message_of(item)) {
+            parts.push(&items[start..i]);
             seen.clear();
-            seen.insert(result.claim.message_id);
+            seen.insert(message_of(item));
             start = i;
         }
     }
-    parts.push(&results[start..]);
+    parts.push(&items[start..]);
     parts
 }
 
 /// One statement of `finish_claims`: results for distinct messages, bound as one array per column.
 async fn finish_chunk<'c>(executor: impl sqlx::PgExecutor<'c>, results: &[Finish]) -> Result<Vec<bool>, StoreError> {
     let (mut ids, mut tokens, mut statuses, mut provider_ids) = (vec![], vec![], vec![], vec![]);
-    let (mut sent_ats, mut retry_ins, mut errors) = (vec![], vec![], vec![]);
+    let (mut sent_ats, mut retry_ins, mut errors, mut uncounted) = (vec![], vec![], vec![], vec![]);
     let mut history = AttemptColumns::default();
     for result in results {
         let claim = &result.claim;
+        let next = result.next.row();
         ids.push(claim.message_id);
         tokens.push(claim.token);
-        let (status, provider_id, sent_at, retry_in, error) = match &result.next {
-            NextState::Sent {
-                provider_message_id,
-                sent_at,
-            } => (
-                "sent",
-                provider_message_id.as_ref().map(AsRef::as_ref),
-                Some(*sent_at),
-                None,
-                None,
-            ),
-            NextState::RetryLater { delay, error } => ("pending", None, None, Some(delay.as_secs_f64()), Some(error)),
-            NextState::Failed { error } => ("failed", None, None, None, Some(error)),
-        };
-        statuses.push(status);
-        provider_ids.push(provider_id);
-        sent_ats.push(sent_at);
-        retry_ins.push(retry_in);
-        errors.push(error.map(String::as_str));
+        statuses.push(next.status);
+        provider_ids.push(next.provider_message_id);
+        sent_ats.push(next.sent_at);
+        retry_ins.push(next.retry_in.map(|delay| delay.as_secs_f64()));
+        errors.push(next.error);
+        uncounted.push(next.uncounted);
         if let Some(attempt) = &result.attempt {
             history.push(claim, attempt);
         }
@@ -612,6 +699,7 @@ async fn finish_chunk<'c>(executor: impl sqlx::PgExecutor<'c>, results: &[Finish
         .bind(&history.outcomes)
         .bind(&history.errors)
         .bind(&history.provider_message_ids)
+        .bind(&uncounted)
         .fetch_all(executor)
         .await
         .map_err(db("recording results"))?;

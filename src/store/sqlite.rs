@@ -1,40 +1,76 @@
-//! Every SQL statement the service runs against SQLite: `postgres.rs` in SQLite's terms, same names in
-//! the same order.
+//! The SQL the service runs against SQLite: `postgres.rs` in SQLite's terms, same names in the same
+//! order, and how SQLite's types stand for the shared ones (`Columns`; `Backend`: spans in microseconds,
+//! lists as JSON, this process's clock bound last). The claim and a flush's statements are in
+//! `sqlite/*.sql`; the statements shared with Postgres, in `list/` and `receipts/`.
 //!
 //! SQLite has one writer at a time, so each claim (`UPDATE … WHERE seq IN (SELECT … LIMIT n) RETURNING`)
 //! is atomic without row locks: two processes on one file never claim the same row. Times are INTEGER
-//! microseconds since the epoch and `now` comes from this process's clock.
+//! microseconds since the epoch and `now` comes from this process's clock; uuids are TEXT.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
-    SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+    SqliteConnection, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult},
 };
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimedMessage, Finish, MessageStore, MinuteActivity, NextState, PageCursor, QueueStats, Replica,
-    StoreError, Transition,
+    Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, MessageStore, MinuteActivity, PageCursor,
+    QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Transition, db, list, ping,
+    rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
+    status_events::{self, EventWriter, StatusEventSql},
 };
-use crate::domain::{Attempt, Message, MessageStatus, NewMessage};
-
-macro_rules! message_columns {
-    () => {
-        "id, phone_number, content, status, attempts, next_attempt_at, provider_message_id, last_error, \
-         created_at, updated_at, sent_at"
-    };
-}
+// What the seams implemented once, generic over the backend, ask of this one.
+use super::{backend::Backend, campaigns::CampaignSql, cluster::ClusterSql, inbound::InboundSql};
+use super::{
+    opt_outs::InsertOptOut,
+    receipts::{self, AppliedReceipt, DeliveryRow, ReceiptSql},
+};
+use crate::domain::{Attempt, Message, MessageStatus, NewMessage, NewStatusEvent, Priority, Receipt};
 
 /// A writer waits this long for another (another process on the same file) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 4;
 
+/// `?1` rows asked, RATE_LIMIT `?2`, now `?3`: what the pace grants, in the claim's transaction.
+const DRAW_PACE: &str = include_str!("sqlite/draw_pace.sql");
+/// `?1` rows at most, for owner `?2`, at `?3` (now) for `?4` µs, each lane after its place (`?5` to
+/// `?10`), aging after `?11` µs.
+const CLAIM_DUE: &str = include_str!("sqlite/claim_due.sql");
+/// Retry-After `?1`, RATE_LIMIT `?2`, now `?3`.
+const THROTTLE: &str = include_str!("sqlite/throttle.sql");
+/// `?1` to `?9`: the claim's token, the message and the attempt's columns in `message_attempts` order.
+const RECORD_ATTEMPT: &str = include_str!("sqlite/record_attempt.sql");
+/// One result of a flush, `?1` to `?9`: see the file.
+const FINISH_CLAIM: &str = include_str!("sqlite/finish_claim.sql");
+/// Receipt `?1` applied to message `?2` at `?3`, then settled by `SETTLE_APPLIED_RECEIPT`: see the files.
+const APPLY_RECEIPT: &str = include_str!("sqlite/apply_receipt.sql");
+const SETTLE_APPLIED_RECEIPT: &str = include_str!("sqlite/settle_applied_receipt.sql");
+/// Event `?1` (its `seq`) to status `?2`, due again `?3` µs after `?5` (now) when given, with error `?4`.
+const FINISH_EVENT: &str = "
+UPDATE status_events
+   SET status = ?2, lease_expires_at = NULL, last_error = ?4,
+       next_attempt_at = CASE WHEN ?3 IS NOT NULL THEN ?5 + ?3 ELSE next_attempt_at END,
+       delivered_at = CASE WHEN ?2 = 'delivered' THEN ?5 END
+ WHERE seq = ?1";
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// `Database::write_status_events`.
+    status_events: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -55,12 +91,35 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            status_events: Arc::new(AtomicBool::new(false)),
+        })
     }
 }
 
-fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Database { action, source }
+/// TEXT uuids, INTEGER microseconds since the epoch, 64-bit INTEGERs.
+impl Columns for SqliteStore {
+    type DB = sqlx::Sqlite;
+    type Id = String;
+    type Time = i64;
+    type Int = i64;
+
+    fn uuid(stored: &String) -> Result<Uuid, uuid::Error> {
+        Uuid::parse_str(stored)
+    }
+
+    fn time(stored: i64) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_micros(stored)
+    }
+
+    fn stored_uuid(id: Uuid) -> String {
+        id.to_string()
+    }
+
+    fn stored_time(at: DateTime<Utc>) -> i64 {
+        micros(at)
+    }
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -71,136 +130,53 @@ fn micros_of(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
-#[derive(sqlx::FromRow)]
-struct MessageRow {
-    id: String,
-    phone_number: String,
-    content: String,
-    status: String,
-    attempts: i64,
-    next_attempt_at: i64,
-    provider_message_id: Option<String>,
-    last_error: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-    sent_at: Option<i64>,
-}
+/// Spans in microseconds, as the times are; this process's clock, bound last.
+impl Backend for SqliteStore {
+    type Exec<'p> = &'p SqlitePool;
+    type Conn<'c> = &'c mut SqliteConnection;
+    type Span = i64;
+    type Ints = String;
+    type Texts = String;
 
-fn parse_id(raw: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(raw).map_err(|e| StoreError::CorruptRow {
-        id: Uuid::nil(),
-        problem: format!("id {raw:?} is not a UUID: {e}"),
-    })
-}
+    fn exec(&self) -> &SqlitePool {
+        &self.pool
+    }
 
-impl TryFrom<MessageRow> for Message {
-    type Error = StoreError;
+    fn conn(tx: &mut Tx) -> &mut SqliteConnection {
+        tx
+    }
 
-    fn try_from(row: MessageRow) -> Result<Self, Self::Error> {
-        let id = parse_id(&row.id)?;
-        let corrupt = |problem: String| StoreError::CorruptRow { id, problem };
-        let time = |name: &str, value: i64| {
-            DateTime::from_timestamp_micros(value).ok_or_else(|| corrupt(format!("{name} {value} is out of range")))
-        };
-        Ok(Message {
-            id,
-            status: row
-                .status
-                .parse::<MessageStatus>()
-                .map_err(|e| corrupt(e.to_string()))?,
-            attempts: u32::try_from(row.attempts).map_err(|e| corrupt(format!("attempts: {e}")))?,
-            next_attempt_at: time("next_attempt_at", row.next_attempt_at)?,
-            created_at: time("created_at", row.created_at)?,
-            updated_at: time("updated_at", row.updated_at)?,
-            sent_at: row.sent_at.map(|at| time("sent_at", at)).transpose()?,
-            to: row.phone_number,
-            content: row.content,
-            provider_message_id: row.provider_message_id,
-            last_error: row.last_error,
-        })
+    fn span(duration: Duration) -> i64 {
+        micros_of(duration)
+    }
+
+    fn ints(items: &[i64]) -> String {
+        serde_json::Value::from(items.to_vec()).to_string()
+    }
+
+    fn texts<T: AsRef<str>>(items: &[T]) -> String {
+        serde_json::Value::from(items.iter().map(AsRef::as_ref).collect::<Vec<&str>>()).to_string()
+    }
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn writes_status_events(&self) -> bool {
+        self.status_events.load(Ordering::Relaxed)
+    }
+
+    fn clock() -> Option<i64> {
+        Some(micros(Utc::now()))
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct ClaimedRow {
-    id: String,
-    seq: i64,
-    lease_token: String,
-    attempts: i64,
-    phone_number: String,
-    content: String,
-}
-
-impl SqliteStore {
-    /// The result of an operator's transition: the changed row, or why nothing changed.
-    async fn transition(&self, id: Uuid, changed: Option<MessageRow>) -> Result<Transition, StoreError> {
-        if let Some(row) = changed {
-            return Ok(Transition::Changed(row.try_into()?));
-        }
-        Ok(match self.get(id).await? {
-            Some(message) => Transition::Refused(message.status),
-            None => Transition::Missing,
-        })
-    }
-}
-
-/// The first-page and next-page statements listing one status, newest first by `key`.
-macro_rules! list_sql {
-    ($status:literal, $key:literal) => {
-        (
-            concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE status = '",
-                $status,
-                "' ORDER BY ",
-                $key,
-                " DESC, id DESC LIMIT ?1"
-            ),
-            concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE status = '",
-                $status,
-                "' AND (",
-                $key,
-                ", id) < (?2, ?3) ORDER BY ",
-                $key,
-                " DESC, id DESC LIMIT ?1"
-            ),
-        )
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct AttemptRow {
-    attempt: i64,
-    started_at: i64,
-    duration_ms: i64,
-    http_status: Option<i64>,
-    outcome: String,
-    error: Option<String>,
-    provider_message_id: Option<String>,
-}
-
-impl AttemptRow {
-    fn into_attempt(self, id: Uuid) -> Result<Attempt, StoreError> {
-        let corrupt = |problem: String| StoreError::CorruptRow { id, problem };
-        Ok(Attempt {
-            attempt: u32::try_from(self.attempt).map_err(|e| corrupt(format!("attempt: {e}")))?,
-            started_at: DateTime::from_timestamp_micros(self.started_at)
-                .ok_or_else(|| corrupt(format!("started_at {} is out of range", self.started_at)))?,
-            duration_ms: u64::try_from(self.duration_ms).unwrap_or(0),
-            http_status: self.http_status.and_then(|s| u16::try_from(s).ok()),
-            outcome: self.outcome,
-            error: self.error,
-            provider_message_id: self.provider_message_id,
-        })
-    }
-}
+type MessageRow = rows::MessageRow<SqliteStore>;
+type ClaimRow = rows::ClaimRow<SqliteStore>;
+type AttemptRow = rows::AttemptRow<SqliteStore>;
 
 #[async_trait]
-impl MessageStore for SqliteStore {
+impl Database for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.pool)
@@ -208,26 +184,43 @@ impl MessageStore for SqliteStore {
             .map_err(StoreError::Migrate)
     }
 
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn write_status_events(&self, on: bool) {
+        self.status_events.store(on, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(db("answering a ping"))
+        ping(&self.pool).await
     }
 
     async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<Message>, StoreError> {
         // One transaction, one commit: SQLite inserts a row in microseconds, the commit is what costs.
         let mut tx = self.pool.begin().await.map_err(db("inserting messages"))?;
         let mut stored = Vec::with_capacity(messages.len());
+        let now = micros(Utc::now());
         for message in messages {
+            // Due at its send_at, or now (see postgres.rs).
             let row: MessageRow = sqlx::query_as(concat!(
-                "INSERT INTO messages (id, phone_number, content) VALUES (?1, ?2, ?3) RETURNING ",
+                "INSERT INTO messages (id, phone_number, content, send_at, expires_at, priority, timezone, campaign,
+                                       next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?9, max(?7, coalesce(?4, ?7)), ?7, ?7) RETURNING ",
                 message_columns!()
             ))
             .bind(Uuid::now_v7().to_string())
             .bind(message.to.as_ref())
             .bind(message.content.as_ref())
+            .bind(message.when.send_at.map(micros))
+            .bind(message.when.expires_at.map(micros))
+            .bind(i64::from(message.when.priority.level()))
+            .bind(now)
+            .bind(message.when.timezone.map(|tz| tz.name()))
+            .bind(message.when.campaign.as_deref())
             .fetch_one(&mut *tx)
             .await
             .map_err(db("inserting messages"))?;
@@ -247,65 +240,74 @@ impl MessageStore for SqliteStore {
         row.map(Message::try_from).transpose()
     }
 
-    async fn rescue_expired_leases(&self) -> Result<Vec<Uuid>, StoreError> {
+    async fn rescue_expired_leases(&self, rescue: &Rescue<'_>) -> Result<Vec<Uuid>, StoreError> {
+        // SQLite binds no arrays: the live tokens go in as a JSON array.
+        let live = serde_json::Value::from(rescue.live.iter().map(ToString::to_string).collect::<Vec<_>>());
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE messages
                 SET status = 'pending',
                     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                     last_error = 'lease expired before a result was recorded', updated_at = ?1
               WHERE status = 'sending' AND lease_expires_at < ?1
+                AND (?4 IS NULL OR lease_expires_at >= ?1 - ?4)
+                AND lease_token NOT IN (SELECT value FROM json_each(?2))
+                AND NOT EXISTS (SELECT 1 FROM replicas r
+                                 WHERE r.id = messages.lease_owner AND r.last_seen > ?1 - ?3)
           RETURNING id",
         )
         .bind(micros(Utc::now()))
+        .bind(live.to_string())
+        .bind(micros_of(rescue.owner_fresh))
+        .bind(rescue.expired_within.map(micros_of))
         .fetch_all(&self.pool)
         .await
         .map_err(db("rescuing expired leases"))?;
-        ids.iter().map(|id| parse_id(id)).collect()
+        ids.iter().map(rows::message_id::<Self>).collect()
     }
 
-    async fn claim_due(&self, limit: u32, owner: &str, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
-        // A fresh token per row (random per row, as in Postgres): it keys the row's attempt history too.
+    async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claimed, StoreError> {
+        // The pace and the claim in one transaction: with one writer at a time, one atomic step.
         let now = micros(Utc::now());
-        let mut rows: Vec<ClaimedRow> = sqlx::query_as(
-            "UPDATE messages
-                SET status = 'sending', attempts = attempts + 1,
-                    lease_owner = ?1, lease_expires_at = ?3 + ?4, updated_at = ?3,
-                    lease_token = lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' ||
-                                        substr(hex(randomblob(2)), 2) || '-' ||
-                                        substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) ||
-                                        '-' || hex(randomblob(6)))
-              WHERE seq IN (
-                    SELECT seq FROM messages
-                     WHERE status = 'pending' AND next_attempt_at <= ?3
-                     ORDER BY next_attempt_at, seq
-                     LIMIT ?5)
-          RETURNING id, seq, lease_token, attempts, phone_number, content",
-        )
-        .bind(owner)
-        .bind(None::<String>) // ?2 is unused: the token is made per row above
-        .bind(now)
-        .bind(micros_of(lease))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("claiming due messages"))?;
-        // RETURNING does not keep the subquery's order; restore oldest first.
-        rows.sort_by_key(|row| row.seq);
-        rows.into_iter()
-            .map(|row| {
-                let id = parse_id(&row.id)?;
-                let corrupt = |problem: String| StoreError::CorruptRow { id, problem };
-                Ok(ClaimedMessage {
-                    claim: Claim {
-                        message_id: id,
-                        token: Uuid::parse_str(&row.lease_token).map_err(|e| corrupt(format!("lease_token: {e}")))?,
-                        attempt: u32::try_from(row.attempts).map_err(|e| corrupt(format!("attempts: {e}")))?,
-                    },
-                    phone_number: row.phone_number,
-                    content: row.content,
-                })
-            })
-            .collect()
+        let mut tx = self.pool.begin().await.map_err(db("claiming due messages"))?;
+        let (granted, rate, paused_for, next_in): (i64, Option<f64>, Option<f64>, Option<f64>) =
+            sqlx::query_as(DRAW_PACE)
+                .bind(i64::from(request.limit))
+                .bind(request.rate_limit)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("drawing on the cluster's pace"))?;
+        let mut claim = sqlx::query_as(CLAIM_DUE)
+            .bind(granted)
+            .bind(request.owner)
+            .bind(now)
+            .bind(micros_of(request.lease));
+        for priority in Priority::ALL {
+            let place = request.after.and_then(|after| after.lane(priority));
+            claim = claim
+                .bind(place.map_or(i64::MIN, |place| micros(place.due_at)))
+                .bind(place.map_or(i64::MIN, |place| place.seq));
+        }
+        let rows: Vec<ClaimRow> = claim
+            .bind(micros_of(request.aging))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("claiming due messages"))?;
+        tx.commit().await.map_err(db("claiming due messages"))?;
+        let mut claimed = rows::claimed(rows)?;
+        claimed.pace = rows::pace(rate, paused_for, next_in.filter(|_| granted < i64::from(request.limit)));
+        Ok(claimed)
+    }
+
+    async fn throttle(&self, retry_after: Option<Duration>, rate_limit: Option<f64>) -> Result<Duration, StoreError> {
+        let paused_for: f64 = sqlx::query_scalar(THROTTLE)
+            .bind(retry_after.map(|after| after.as_secs_f64()))
+            .bind(rate_limit)
+            .bind(micros(Utc::now()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("pausing the cluster for the provider's 429"))?;
+        Ok(Duration::from_secs_f64(paused_for.clamp(0.0, 86_400.0)))
     }
 
     async fn finish_claims(&self, results: &[Finish]) -> Result<Vec<bool>, StoreError> {
@@ -318,25 +320,7 @@ impl MessageStore for SqliteStore {
             }
             changed.push(finish_one(&mut tx, result).await?);
         }
-        tx.commit().await.map_err(db("recording results"))?;
-        Ok(changed)
-    }
-
-    async fn release_if_claimed(&self, claim: &Claim) -> Result<bool, StoreError> {
-        let now = micros(Utc::now());
-        let result = sqlx::query(
-            "UPDATE messages
-                SET status = 'pending', attempts = attempts - 1,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?3
-              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
-        )
-        .bind(claim.message_id.to_string())
-        .bind(claim.token.to_string())
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db("releasing a claim"))?;
-        Ok(result.rows_affected() == 1)
+        status_events::commit_finishes::<Self>(tx, results, changed, self.writes_status_events()).await
     }
 
     async fn list_by_status(
@@ -345,22 +329,14 @@ impl MessageStore for SqliteStore {
         limit: u32,
         cursor: Option<PageCursor>,
     ) -> Result<Vec<Message>, StoreError> {
-        // One static statement per status, so each is planned against its own partial index.
-        let (first_page, next_page) = match status {
-            MessageStatus::Pending => list_sql!("pending", "created_at"),
-            MessageStatus::Sending => list_sql!("sending", "created_at"),
-            MessageStatus::Sent => list_sql!("sent", "sent_at"),
-            MessageStatus::Failed => list_sql!("failed", "updated_at"),
-            MessageStatus::Cancelled => list_sql!("cancelled", "updated_at"),
-        };
-        let query = match cursor {
-            None => sqlx::query_as::<_, MessageRow>(first_page).bind(i64::from(limit)),
-            Some(cursor) => sqlx::query_as::<_, MessageRow>(next_page)
-                .bind(i64::from(limit))
-                .bind(micros(cursor.at))
-                .bind(cursor.id.to_string()),
-        };
-        let rows = query.fetch_all(&self.pool).await.map_err(db("listing messages"))?;
+        let rows: Vec<MessageRow> = list::page(
+            status,
+            limit,
+            cursor.map(|cursor| (micros(cursor.at), cursor.id.to_string())),
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("listing messages"))?;
         rows.into_iter().map(Message::try_from).collect()
     }
 
@@ -387,7 +363,7 @@ impl MessageStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db("retrying a failed message"))?;
-        self.transition(id, row).await
+        Transition::of(row.map(Message::try_from).transpose()?, id, self).await
     }
 
     async fn cancel_if_pending(&self, id: Uuid) -> Result<Transition, StoreError> {
@@ -401,7 +377,7 @@ impl MessageStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db("cancelling a message"))?;
-        self.transition(id, row).await
+        Transition::of(row.map(Message::try_from).transpose()?, id, self).await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
@@ -418,6 +394,29 @@ impl MessageStore for SqliteStore {
         })
     }
 
+    async fn sent_to_since(
+        &self,
+        numbers: &[&str],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        // SQLite binds no arrays: the numbers go in as a JSON array.
+        let numbers = serde_json::Value::from(numbers.to_vec()).to_string();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT phone_number, sent_at FROM messages
+              WHERE status = 'sent' AND phone_number IN (SELECT value FROM json_each(?1)) AND sent_at >= ?2
+              ORDER BY phone_number, sent_at",
+        )
+        .bind(numbers)
+        .bind(micros(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("counting what numbers were sent"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(number, at)| Some((number, Self::time(at)?)))
+            .collect())
+    }
+
     async fn delete_sent_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let result = sqlx::query(
             "DELETE FROM messages WHERE seq IN (
@@ -431,38 +430,34 @@ impl MessageStore for SqliteStore {
         Ok(result.rows_affected())
     }
 
-    async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError> {
-        sqlx::query(
-            "INSERT INTO dispatcher_control (id, sending, changed_at, changed_by) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO NOTHING",
+    async fn activity_since(&self, since: DateTime<Utc>) -> Result<Vec<MinuteActivity>, StoreError> {
+        const MINUTE: i64 = 60_000_000;
+        let rows: Vec<rows::ActivityRow<Self>> = sqlx::query_as(
+            "SELECT at / ?2 * ?2 AS minute, sum(outcome = 'sent'), sum(outcome = 'failed')
+               FROM (SELECT sent_at AS at, 'sent' AS outcome FROM messages WHERE status = 'sent' AND sent_at >= ?1
+                     UNION ALL
+                     SELECT updated_at, 'failed' FROM messages WHERE status = 'failed' AND updated_at >= ?1)
+              GROUP BY minute ORDER BY minute",
         )
-        .bind(sending)
-        .bind(micros(Utc::now()))
-        .bind(by)
-        .execute(&self.pool)
+        .bind(micros(since))
+        .bind(MINUTE)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db("seeding the sending switch"))?;
-        sqlx::query_scalar("SELECT sending FROM dispatcher_control WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("reading the sending switch"))
+        .map_err(db("counting activity per minute"))?;
+        rows.into_iter().map(rows::minute_activity::<Self>).collect()
     }
+}
 
-    async fn set_sending(&self, sending: bool, by: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO dispatcher_control (id, sending, changed_at, changed_by) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET sending = ?1, changed_at = ?2, changed_by = ?3",
-        )
-        .bind(sending)
-        .bind(micros(Utc::now()))
-        .bind(by)
-        .execute(&self.pool)
-        .await
-        .map_err(db("setting the sending switch"))?;
-        Ok(())
-    }
+#[async_trait]
+impl ClusterSql for SqliteStore {
+    const SEED_SENDING: &'static str = "
+        INSERT INTO dispatcher_control (id, sending, changed_by, changed_at) VALUES (1, ?1, ?2, ?3)
+        ON CONFLICT (id) DO NOTHING";
+    const SET_SENDING: &'static str = "
+        INSERT INTO dispatcher_control (id, sending, changed_by, changed_at) VALUES (1, ?1, ?2, ?3)
+        ON CONFLICT (id) DO UPDATE SET sending = ?1, changed_by = ?2, changed_at = ?3";
 
-    async fn heartbeat(&self, replica: &Replica) -> Result<bool, StoreError> {
+    async fn beat(&self, replica: &Replica) -> Result<Option<(bool, i64)>, StoreError> {
         sqlx::query(
             "INSERT INTO replicas (id, host, started_at, last_seen, in_flight, sending)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -477,141 +472,265 @@ impl MessageStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db("recording a heartbeat"))?;
-        let wanted: Option<bool> = sqlx::query_scalar("SELECT sending FROM dispatcher_control WHERE id = 1")
+        sqlx::query_as("SELECT sending, changed_at FROM dispatcher_control WHERE id = 1")
             .fetch_optional(&self.pool)
             .await
-            .map_err(db("reading the sending switch"))?;
-        Ok(wanted.unwrap_or(replica.sending))
-    }
-
-    async fn list_replicas(&self, since: DateTime<Utc>) -> Result<Vec<Replica>, StoreError> {
-        let rows: Vec<(String, String, i64, i64, i64, bool)> = sqlx::query_as(
-            "SELECT id, host, started_at, last_seen, in_flight, sending FROM replicas
-              WHERE last_seen >= ?1 ORDER BY started_at, id",
-        )
-        .bind(micros(since))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("listing replicas"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, host, started_at, last_seen, in_flight, sending)| Replica {
-                id,
-                host,
-                started_at: DateTime::from_timestamp_micros(started_at).unwrap_or_default(),
-                last_seen: DateTime::from_timestamp_micros(last_seen).unwrap_or_default(),
-                in_flight: u32::try_from(in_flight).unwrap_or(0),
-                sending,
-            })
-            .collect())
-    }
-
-    async fn forget_replica(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM replicas WHERE id = ?1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db("removing a replica"))?;
-        Ok(())
-    }
-
-    async fn activity_since(&self, since: DateTime<Utc>) -> Result<Vec<MinuteActivity>, StoreError> {
-        const MINUTE: i64 = 60_000_000;
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT at / ?2 * ?2 AS minute, sum(outcome = 'sent'), sum(outcome = 'failed')
-               FROM (SELECT sent_at AS at, 'sent' AS outcome FROM messages WHERE status = 'sent' AND sent_at >= ?1
-                     UNION ALL
-                     SELECT updated_at, 'failed' FROM messages WHERE status = 'failed' AND updated_at >= ?1)
-              GROUP BY minute ORDER BY minute",
-        )
-        .bind(micros(since))
-        .bind(MINUTE)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("counting activity per minute"))?;
-        rows.into_iter()
-            .map(|(minute, sent, failed)| {
-                Ok(MinuteActivity {
-                    minute: DateTime::from_timestamp_micros(minute).ok_or_else(|| StoreError::CorruptRow {
-                        id: Uuid::nil(),
-                        problem: format!("a time of {minute} µs is out of range"),
-                    })?,
-                    sent: u64::try_from(sent).unwrap_or(0),
-                    failed: u64::try_from(failed).unwrap_or(0),
-                })
-            })
-            .collect()
+            .map_err(db("reading the sending switch"))
     }
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+#[async_trait]
+impl ReceiptSql for SqliteStore {
+    const PENDING_BY_SEQS: &'static str = concat!(
+        "SELECT ",
+        receipt_columns!(),
+        " FROM receipts WHERE seq IN (SELECT value FROM json_each(?1)) AND outcome = 'pending' ORDER BY seq"
+    );
+    const PENDING_BY_PROVIDER_IDS: &'static str = concat!(
+        "SELECT ",
+        receipt_columns!(),
+        " FROM receipts WHERE provider_message_id IN (SELECT value FROM json_each(?1))
+           AND outcome = 'pending' ORDER BY seq"
+    );
+    const MESSAGES_BY_PROVIDER_ID: &'static str = "
+        SELECT provider_message_id, id FROM messages
+         WHERE provider_message_id IN (SELECT value FROM json_each(?1)) AND status = 'sent'";
+    const LIST_RECEIPTS: &'static str = concat!(
+        "SELECT ",
+        receipt_columns!(),
+        " FROM receipts WHERE outcome IN (SELECT value FROM json_each(?1)) AND seq < ?2
+           ORDER BY seq DESC LIMIT ?3"
+    );
+
+    const SETTLE_UNAPPLIED: &'static str =
+        "UPDATE receipts SET outcome = ?2, settled_at = ?3 WHERE seq = ?1 AND outcome = 'pending' RETURNING outcome";
+
+    async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError> {
+        // Row by row in one transaction: SQLite has no unnest, and its statements cost microseconds.
+        let now = micros(Utc::now());
+        let mut tx = self.pool.begin().await.map_err(db("storing receipts"))?;
+        let mut seqs = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO receipts (provider_message_id, status, reported_at, error, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING seq",
+            )
+            .bind(receipt.provider_message_id.as_ref())
+            .bind(receipt.status.as_str())
+            .bind(micros(receipt.reported_at))
+            .bind(receipt.error.as_deref())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("storing receipts"))?;
+            seqs.push(seq);
+        }
+        tx.commit().await.map_err(db("storing receipts"))?;
+        Ok(seqs)
+    }
+
+    async fn apply_receipts(
+        tx: &mut Tx,
+        applies: &[(i64, Uuid)],
+        with_delivery: bool,
+    ) -> Result<Vec<AppliedReceipt>, StoreError> {
+        // Receipt by receipt, in the one transaction: SQLite has no data-modifying CTE (and no unnest).
+        let now = micros(Utc::now());
+        let mut settled = Vec::with_capacity(applies.len());
+        for &(seq, message_id) in applies {
+            let moved = sqlx::query(APPLY_RECEIPT)
+                .bind(seq)
+                .bind(message_id.to_string())
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("applying a receipt"))?
+                .rows_affected()
+                == 1;
+            let outcome: Option<String> = sqlx::query_scalar(SETTLE_APPLIED_RECEIPT)
+                .bind(seq)
+                .bind(message_id.to_string())
+                .bind(moved)
+                .bind(now)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db("applying a receipt"))?;
+            let Some(outcome) = outcome else {
+                continue; // another settler was first
+            };
+            let delivery = if with_delivery && outcome == ReceiptOutcome::Applied.as_str() {
+                let (status, delivered_at, error, provider_id): DeliveryRow<Self> =
+                    sqlx::query_as(receipts::DELIVERY_OF)
+                        .bind(message_id.to_string())
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(db("reading a delivered message"))?;
+                Some((status, delivered_at.and_then(Self::time), error, provider_id))
+            } else {
+                None
+            };
+            settled.push(AppliedReceipt { seq, outcome, delivery });
+        }
+        Ok(settled)
+    }
+}
+
+#[async_trait]
+impl StatusEventSql for SqliteStore {
+    // One writer at a time: the UPDATE … WHERE seq IN (SELECT …) is atomic without row locks.
+    const CLAIM_DUE_EVENTS: &'static str = concat!(
+        "UPDATE status_events SET attempts = attempts + 1, lease_expires_at = ?3 + ?2
+          WHERE seq IN (
+              SELECT e.seq FROM status_events e
+               WHERE e.status = 'pending' AND e.next_attempt_at <= ?3
+                 AND (e.lease_expires_at IS NULL OR e.lease_expires_at < ?3)
+                 AND NOT EXISTS (SELECT 1 FROM status_events o
+                                  WHERE o.message_id = e.message_id AND o.status = 'pending' AND o.seq < e.seq)
+               ORDER BY e.next_attempt_at, e.seq
+               LIMIT ?1)
+      RETURNING ",
+        event_columns!()
+    );
+    const RETRY_EVENT: &'static str = concat!(
+        "UPDATE status_events
+            SET status = 'pending', next_attempt_at = ?2, lease_expires_at = NULL, delivered_at = NULL
+          WHERE id = ?1 RETURNING ",
+        event_columns!()
+    );
+    const DELETE_DELIVERED_EVENTS: &'static str = "
+        DELETE FROM status_events WHERE seq IN (
+            SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < ?1
+             ORDER BY delivered_at LIMIT ?2)";
+    const OUTBOX_STATS: &'static str = "
+        SELECT count(*) FILTER (WHERE status = 'pending'),
+               (?1 - min(created_at) FILTER (WHERE status = 'pending')) / 1e6,
+               count(*) FILTER (WHERE status = 'failed')
+          FROM status_events WHERE status IN ('pending', 'failed')";
+
+    async fn record_deliveries(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError> {
+        // Row by row in one transaction: SQLite has no unnest, and its statements cost microseconds.
+        let now = micros(Utc::now());
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("recording status event deliveries"))?;
+        for (seq, delivery) in deliveries {
+            let (status, retry_in, error) = rows::event_delivery_row(delivery);
+            sqlx::query(FINISH_EVENT)
+                .bind(seq)
+                .bind(status)
+                .bind(retry_in.map(micros_of))
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording status event deliveries"))?;
+        }
+        tx.commit().await.map_err(db("recording status event deliveries"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl InsertOptOut for SqliteStore {
+    async fn insert_opt_out(&self, to: &str) -> Result<(OptOutRow<Self>, bool), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("adding an opt-out"))?;
+        let inserted =
+            sqlx::query("INSERT INTO opt_outs (phone_number, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+                .bind(to)
+                .bind(micros(Utc::now()))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("adding an opt-out"))?;
+        let entry = sqlx::query_as("SELECT phone_number, created_at FROM opt_outs WHERE phone_number = ?1")
+            .bind(to)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("adding an opt-out"))?;
+        tx.commit().await.map_err(db("adding an opt-out"))?;
+        Ok((entry, inserted.rows_affected() == 1))
+    }
+}
+
+impl CampaignSql for SqliteStore {
+    // SQLite before 3.39 has no FULL JOIN: the counts, then the paused campaigns without messages.
+    const LIST_CAMPAIGNS: &'static str = "
+        SELECT c.campaign, EXISTS (SELECT 1 FROM paused_campaigns p WHERE p.campaign = c.campaign),
+               c.status, count(*)
+          FROM messages c WHERE c.campaign IS NOT NULL GROUP BY c.campaign, c.status
+        UNION ALL
+        SELECT p.campaign, 1, NULL, 0 FROM paused_campaigns p
+         WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign = p.campaign)
+         ORDER BY 1, 3";
+    const PAUSE_CAMPAIGN: &'static str =
+        "INSERT INTO paused_campaigns (campaign, paused_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+    const CANCEL_CAMPAIGN: &'static str =
+        "UPDATE messages SET status = 'cancelled', updated_at = ?2 WHERE campaign = ?1 AND status = 'pending'";
+}
+
+impl InboundSql for SqliteStore {
+    const RECORD_INBOUND: &'static str = "
+        INSERT INTO inbound_messages (id, from_number, content, at, action, received_at)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        RETURNING id, from_number, content, at, received_at, action";
+}
+
+#[async_trait]
+impl EventWriter for SqliteStore {
+    async fn insert_events(tx: &mut Tx, events: &[NewStatusEvent]) -> Result<(), StoreError> {
+        let now = micros(Utc::now());
+        for event in events {
+            sqlx::query(
+                "INSERT INTO status_events (id, message_id, type, payload, created_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            )
+            .bind(event.id.to_string())
+            .bind(event.message_id.to_string())
+            .bind(event.kind.as_str())
+            .bind(&event.payload)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("writing status events"))?;
+        }
+        Ok(())
+    }
+}
 
 /// One POST and its result in the history, once per claim; nothing when the message is gone.
 async fn record_attempt(tx: &mut Tx, claim: &Claim, attempt: &Attempt) -> Result<(), StoreError> {
-    // `WHERE` before `ON CONFLICT`: SQLite needs it to tell the upsert from a join.
-    sqlx::query(
-        "INSERT INTO message_attempts
-                (claim_token, message_id, attempt, started_at, duration_ms, http_status, outcome, error,
-                 provider_message_id)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?2)
-         ON CONFLICT (claim_token) DO NOTHING",
-    )
-    .bind(claim.token.to_string())
-    .bind(claim.message_id.to_string())
-    .bind(i64::from(attempt.attempt))
-    .bind(micros(attempt.started_at))
-    .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
-    .bind(attempt.http_status.map(i32::from))
-    .bind(&attempt.outcome)
-    .bind(attempt.error.as_deref())
-    .bind(attempt.provider_message_id.as_deref())
-    .execute(&mut **tx)
-    .await
-    .map_err(db("recording an attempt"))?;
+    sqlx::query(RECORD_ATTEMPT)
+        .bind(claim.token.to_string())
+        .bind(claim.message_id.to_string())
+        .bind(i64::from(attempt.attempt))
+        .bind(micros(attempt.started_at))
+        .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
+        .bind(attempt.http_status.map(i32::from))
+        .bind(&attempt.outcome)
+        .bind(attempt.error.as_deref())
+        .bind(attempt.provider_message_id.as_deref())
+        .execute(&mut **tx)
+        .await
+        .map_err(db("recording an attempt"))?;
     Ok(())
 }
 
 /// One message's fenced transition (see `NextState`); whether it changed the row.
 async fn finish_one(tx: &mut Tx, result: &Finish) -> Result<bool, StoreError> {
-    let now = micros(Utc::now());
-    let id = result.claim.message_id.to_string();
-    let token = result.claim.token.to_string();
-    let query = match &result.next {
-        NextState::Sent {
-            provider_message_id,
-            sent_at,
-        } => sqlx::query(
-            "UPDATE messages
-                SET status = 'sent', provider_message_id = ?2, sent_at = ?3, last_error = NULL,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?4
-              WHERE id = ?1 AND status IN ('pending', 'sending')",
-        )
-        .bind(id)
-        .bind(provider_message_id.as_ref().map(|p| p.as_ref().to_owned()))
-        .bind(micros(*sent_at))
-        .bind(now),
-        NextState::RetryLater { delay, error } => sqlx::query(
-            "UPDATE messages
-                SET status = 'pending', next_attempt_at = ?3 + ?4, last_error = ?5,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?3
-              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
-        )
-        .bind(id)
-        .bind(token)
-        .bind(now)
-        .bind(micros_of(*delay))
-        .bind(error.clone()),
-        NextState::Failed { error } => sqlx::query(
-            "UPDATE messages
-                SET status = 'failed', last_error = ?3,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?4
-              WHERE id = ?1 AND status = 'sending' AND lease_token = ?2",
-        )
-        .bind(id)
-        .bind(token)
-        .bind(error.clone())
-        .bind(now),
-    };
-    let done = query.execute(&mut **tx).await.map_err(db("recording results"))?;
+    let next = result.next.row();
+    let done = sqlx::query(FINISH_CLAIM)
+        .bind(result.claim.message_id.to_string())
+        .bind(result.claim.token.to_string())
+        .bind(next.status)
+        .bind(next.provider_message_id)
+        .bind(next.sent_at.map(micros))
+        .bind(next.retry_in.map(micros_of))
+        .bind(next.error)
+        .bind(micros(Utc::now()))
+        .bind(next.uncounted)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("recording results"))?;
     Ok(done.rows_affected() == 1)
 }

@@ -1,6 +1,7 @@
 // The operator console in a real browser: Debian's Chromium driven by playwright-core, against a live
 // `insider-messaging demo` started here on a free port and a fresh SQLite file. The steps run in order,
-// as an operator would: look, cancel one message, start, look again, stop, retry the dead letter; then a
+// as an operator would: look, cancel one message, start, look again, stop, retry the dead letter; a page
+// of another site tries to start sending and to enqueue from the same browser, and is refused; then a
 // second server with API_KEY set checks that the page asks for the key and acts with it. Run it with
 // `bash .ci/console-test`, which installs what it needs; by hand (after `cargo build`):
 // `node --test --test-reporter=spec tests/console/`. Cancel and Retry are skipped when the API lacks them.
@@ -13,6 +14,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -283,6 +285,11 @@ test('at 1280×800 and at phone width the page fits the screen; screenshots are 
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
   await page.waitForTimeout(300); // Let the chart settle after the last refresh.
   assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no sideways scroll at 1280');
+  // Every card shown spans at least a fifth of the row: none is left to shrink around its heading.
+  for (const card of await page.locator('.layout > .card:not([hidden])').all()) {
+    const box = await card.boundingBox();
+    assert.ok(box && box.width >= 1280 / 5, `${await card.getAttribute('class')} is ${box && box.width}px wide`);
+  }
   await page.screenshot({ path: join(SCREENSHOT_DIR, 'console.png') });
 
   const phone = await browser.newContext({
@@ -333,6 +340,64 @@ test('Retry on a dead letter puts it back in the queue', async (t) => {
   assert.equal((await getJson('/stats')).pending, 1);
   assert.match(await text('#action-status'), /^Queued again: /);
   assert.deepEqual(problems, []);
+});
+
+/** One series of the main server's GET /metrics, 0 when it has none yet. */
+async function metric(series) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
+test('a page of another site open in the same browser cannot start sending or enqueue', async () => {
+  assert.equal((await getJson('/scheduler')).running, false);
+  const pending = (await getJson('/stats')).pending;
+  const refused = {
+    start: 'http_requests_total{method="POST",route="/scheduler/start",status="403"}',
+    enqueue: 'http_requests_total{method="POST",route="/messages",status="403"}',
+  };
+  const refusedBefore = { start: await metric(refused.start), enqueue: await metric(refused.enqueue) };
+
+  // Any page will do: what matters is where it comes from. Another port of the same host is the same
+  // site for the browser (Sec-Fetch-Site: same-site); another host name is another site.
+  const port = await freePort();
+  const elsewhere = createHttpServer((request, response) => {
+    response.writeHead(200, { 'content-type': 'text/html' });
+    response.end('<!doctype html><title>another site</title>');
+  });
+  await new Promise((resolve) => elsewhere.listen(port, '127.0.0.1', resolve));
+  const context = await browser.newContext();
+  try {
+    for (const origin of [`http://127.0.0.1:${port}`, `http://localhost:${port}`]) {
+      const other = await context.newPage();
+      await other.goto(`${origin}/`);
+      // no-cors: the page may not read the answers, but the browser sends the requests without asking.
+      const sent = await other.evaluate(async (target) => {
+        const message = JSON.stringify({ to: '+905559999999', content: 'from another site' });
+        const outcomes = [];
+        for (const [path, body] of [['/scheduler/start', undefined], ['/messages', message]]) {
+          try {
+            await fetch(`${target}${path}`, { method: 'POST', mode: 'no-cors', body });
+            outcomes.push('sent');
+          } catch (error) {
+            outcomes.push(`not sent: ${error.message}`);
+          }
+        }
+        return outcomes;
+      }, base);
+      assert.deepEqual(sent, ['sent', 'sent'], `${origin}: the browser sent both requests`);
+      await other.close();
+    }
+  } finally {
+    await context.close();
+    elsewhere.close();
+  }
+
+  assert.equal((await getJson('/scheduler')).running, false, 'sending was not started from another site');
+  assert.equal((await getJson('/stats')).pending, pending, 'nothing was enqueued from another site');
+  // The server saw the requests and refused them (the browser did not simply block them).
+  assert.equal(await metric(refused.start), refusedBefore.start + 2);
+  assert.equal(await metric(refused.enqueue), refusedBefore.enqueue + 2);
 });
 
 test('nothing went wrong in the browser the whole time', async () => {

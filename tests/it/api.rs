@@ -333,11 +333,14 @@ async fn the_spec_documents_every_route_and_each_one_is_served() {
                 operation["description"].is_string() || operation["summary"].is_string(),
                 "{method} {path}"
             );
-            let concrete = path.replace("{id}", &Uuid::new_v4().to_string());
-            let (status, body) = if method == "get" {
-                app.get(&concrete).await
-            } else {
-                app.post_json(&concrete, &json!({})).await
+            let concrete = path
+                .replace("{id}", &Uuid::new_v4().to_string())
+                .replace("{to}", "%2B905551111111")
+                .replace("{campaign}", "promo");
+            let (status, body) = match method.as_str() {
+                "get" => app.get(&concrete).await,
+                "delete" => app.request("DELETE", &concrete, &[], None).await,
+                _ => app.post_json(&concrete, &json!({})).await,
             };
             assert_ne!(
                 body["error"], "no_route",
@@ -349,18 +352,31 @@ async fn the_spec_documents_every_route_and_each_one_is_served() {
     assert_eq!(
         operations,
         [
+            "DELETE /opt-outs/{to}",
+            "GET /campaigns",
+            "GET /events",
             "GET /healthz",
+            "GET /inbound",
             "GET /messages",
             "GET /messages/sent",
             "GET /messages/{id}",
             "GET /metrics",
+            "GET /opt-outs",
             "GET /readyz",
+            "GET /receipts",
             "GET /scheduler",
             "GET /stats",
+            "POST /campaigns/{campaign}/cancel",
+            "POST /campaigns/{campaign}/pause",
+            "POST /campaigns/{campaign}/resume",
+            "POST /events/{id}/retry",
+            "POST /inbound",
             "POST /messages",
             "POST /messages/batch",
             "POST /messages/{id}/cancel",
             "POST /messages/{id}/retry",
+            "POST /opt-outs",
+            "POST /receipts",
             "POST /scheduler/start",
             "POST /scheduler/stop",
         ]
@@ -405,6 +421,13 @@ async fn scheduler_state_reports_interval_batch_and_ticks() {
     let replicas = state.as_object_mut().unwrap().remove("replicas").unwrap();
     let breaker = state.as_object_mut().unwrap().remove("breaker").unwrap();
     assert_eq!(breaker, json!({"state": "closed", "probe_in_seconds": null}));
+    let flow = state.as_object_mut().unwrap().remove("flow").unwrap();
+    assert_eq!(
+        flow,
+        json!({"send_slots_in_use": 0, "send_slots": 7, "run_ahead": 0, "run_ahead_capacity": 7,
+               "rate_limit_per_second": null, "rate_per_second": null, "throttled_for_seconds": null,
+               "credentials_refused": null})
+    );
     assert_eq!(
         state,
         json!({"running": false, "interval_seconds": 120.0, "batch_size": 3, "last_tick_at": null,
@@ -545,5 +568,116 @@ async fn a_wrong_method_on_a_real_route_is_405_with_allow() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         assert_eq!(response.headers().get("allow").unwrap(), allow, "{method} {path}");
+    }
+}
+
+#[actix_web::test]
+async fn content_that_is_blank_without_its_invisible_characters_or_holds_bidi_controls_is_refused() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        ("\u{200B}\u{200B}", "must not be empty"),
+        ("\u{2800}\u{2800}\u{2800}", "must not be empty"),
+        ("\u{FEFF} \u{200D}", "must not be empty"),
+        ("\u{E0048}\u{E0069}", "must not be empty"),
+        ("pay here \u{202E}gpj.exe", "bidirectional control"),
+        ("\u{2066}hidden\u{2069}", "bidirectional control"),
+    ];
+    for (content, message) in cases {
+        let (status, error) = app
+            .post_json("/messages", &json!({"to": "+905551111111", "content": content}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{content:?}: {error}");
+        assert_eq!(error["field"], "content", "{content:?}");
+        assert!(
+            error["message"].as_str().unwrap().contains(message),
+            "{content:?}: {error}"
+        );
+    }
+    let (status, batch) = app
+        .post_json(
+            "/messages/batch",
+            &json!({"messages": [
+                {"to": "+905551111111", "content": "\u{200B}"},
+                {"to": "+905551111111", "content": "a\u{202E}b"},
+                {"to": "+905551111111", "content": "👍\u{FE0F} visible"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(
+        (batch["accepted"].as_u64(), batch["rejected"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(batch["items"][0]["error"]["field"], "content");
+    assert_eq!(batch["items"][1]["error"]["field"], "content");
+    assert_eq!(app.database.count_with_status("pending").await, 1);
+}
+
+#[actix_web::test]
+async fn head_on_health_and_readiness_answers_like_get_without_a_body() {
+    let app = TestApp::spawn().await;
+    let client = awc::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let url = format!("{}{path}", app.address);
+        let mut get = client.get(&url).send().await.unwrap();
+        let get_body = get.body().await.unwrap();
+        let mut head = client.head(&url).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "HEAD {path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "{path}"
+        );
+        assert_eq!(
+            head.headers().get("content-length").unwrap().to_str().unwrap(),
+            get_body.len().to_string(),
+            "{path}"
+        );
+        assert!(head.body().await.unwrap().is_empty(), "HEAD {path} has no body");
+    }
+}
+
+#[actix_web::test]
+async fn requests_are_counted_by_route_template_never_by_raw_path() {
+    let app = TestApp::spawn().await;
+    let unknown = Uuid::new_v4();
+    assert_eq!(app.get(&format!("/messages/{unknown}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&format!("/messages/{unknown}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/messages/sent").await.0, StatusCode::OK);
+    assert_eq!(app.get(&format!("/no/such/{unknown}")).await.0, StatusCode::NOT_FOUND);
+    let (status, _) = app.request("BREW", &format!("/coffee/{unknown}"), &[], None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (_, text) = app.get_text("/metrics").await;
+    assert!(
+        !text.contains(&unknown.to_string()),
+        "a raw path became a label:\n{text}"
+    );
+    for (series, count) in [
+        (
+            r#"http_requests_total{method="GET",route="/messages/{id}",status="404"}"#,
+            2.0,
+        ),
+        (
+            r#"http_requests_total{method="GET",route="/messages/sent",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"http_requests_total{method="GET",route="unmatched",status="404"}"#,
+            1.0,
+        ),
+        (
+            r#"http_requests_total{method="other",route="unmatched",status="404"}"#,
+            1.0,
+        ),
+        (r#"http_request_duration_seconds_count{route="/messages/{id}"}"#, 2.0),
+    ] {
+        assert_eq!(app.metric(series).await, count, "{series}");
+    }
+    // The standard process series operators scrape from any process.
+    if cfg!(target_os = "linux") {
+        assert!(app.metric("process_resident_memory_bytes").await > 0.0);
+        assert!(app.metric("process_open_fds").await > 0.0);
+        assert!(app.metric("process_start_time_seconds").await > 0.0);
     }
 }

@@ -83,3 +83,35 @@ async fn the_spec_declares_the_key_on_every_protected_route() {
         }
     }
 }
+
+#[actix_web::test]
+async fn a_key_set_with_surrounding_spaces_still_lets_its_holder_in() {
+    let app = TestApp::builder().var("API_KEY", " padded-key ").spawn().await;
+    for header in [("x-api-key", "padded-key"), ("authorization", "Bearer padded-key")] {
+        let (status, body) = status_with(&app, "GET", "/scheduler", Some(header)).await;
+        assert_eq!(status, StatusCode::OK, "{header:?}: {body}");
+    }
+}
+
+#[actix_web::test]
+async fn each_refused_request_is_counted_and_answered_like_any_other() {
+    let app = TestApp::builder().var("API_KEY", "s3cret-key").spawn().await;
+    for header in [
+        None,
+        Some(("x-api-key", "wrong")),
+        Some(("authorization", "Bearer wrong")),
+    ] {
+        let (status, _) = status_with(&app, "POST", "/scheduler/stop", header).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = status_with(&app, "POST", "/scheduler/stop", Some(("x-api-key", "s3cret-key"))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    assert_eq!(app.metric("auth_failures_total").await, 3.0);
+    // Seen by the layers that log and count every answer, as a handler's errors are.
+    assert_eq!(
+        app.metric("http_requests_total{method=\"POST\",route=\"/scheduler/stop\",status=\"401\"}")
+            .await,
+        3.0
+    );
+}

@@ -3,13 +3,20 @@
 //! `Idempotency-Key`), never a third time, and nothing is lost.
 
 use std::{
+    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
+    sync::mpsc,
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::oneshot;
 use wiremock::MockServer;
 
 use crate::helpers::*;
+
+const INTERVAL: Duration = Duration::from_millis(100);
 
 fn serve(database: &TestDatabase, provider: &MockServer, lease: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
@@ -19,15 +26,42 @@ fn serve(database: &TestDatabase, provider: &MockServer, lease: &str) -> Child {
         .env("DATABASE_URL", &database.url)
         .env("WEBHOOK_URL", format!("{}{WEBHOOK_PATH}", provider.uri()))
         .env("HTTP_ADDR", "127.0.0.1:0")
-        .env("INTERVAL", "100ms")
+        .env("INTERVAL", format!("{}ms", INTERVAL.as_millis()))
         .env("BATCH_SIZE", "4")
         .env("LEASE", lease)
         .env("WEBHOOK_TIMEOUT", "60s")
-        .env("RUST_LOG", "warn")
+        // `info`, for the line that says which port it bound.
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts")
+}
+
+/// The `http://127.0.0.1:<port>` the process logs once it listens. Its log is read to the end, so the
+/// process never blocks on a full pipe.
+fn address_of(child: &mut Child) -> String {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(WAIT).expect("the process reports where it listens")
+}
+
+/// `last_tick_at` of `GET /scheduler`, when nothing is in flight.
+async fn last_tick_with_nothing_in_flight(address: &str) -> Option<DateTime<Utc>> {
+    let mut response = awc::Client::default()
+        .get(format!("{address}/scheduler"))
+        .send()
+        .await
+        .ok()?;
+    let scheduler: Value = response.json().await.ok()?;
+    timestamp(&scheduler["last_tick_at"]).filter(|_| scheduler["in_flight"] == 0)
 }
 
 #[actix_web::test]
@@ -40,6 +74,7 @@ async fn a_process_killed_mid_send_loses_nothing_and_posts_at_most_once_more() {
 
     // A short lease so the restart need not wait long; the kill comes well within it.
     let mut first = serve(&database, &provider, "5s");
+    address_of(&mut first);
     wait_until("all four are in flight", || async {
         provider.received_requests().await.unwrap().len() == 4
     })
@@ -56,11 +91,20 @@ async fn a_process_killed_mid_send_loses_nothing_and_posts_at_most_once_more() {
     provider.reset().await;
     accept_all(&provider, Duration::ZERO).await;
     let mut second = serve(&database, &provider, "30s");
+    let address = address_of(&mut second);
     wait_until("the rescued messages are sent", || async {
         database.count_with_status("sent").await == 4
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // a few more ticks: nothing further may go out
+    // Nothing further may go out. A repeat needs a claim and a claim needs a tick, so the quiet spell is
+    // over once three ticks have run since, with nothing in flight.
+    let all_sent_at = Utc::now();
+    wait_until("three more ticks ran, with nothing in flight", || async {
+        last_tick_with_nothing_in_flight(&address)
+            .await
+            .is_some_and(|last_tick| last_tick > all_sent_at + 2 * INTERVAL)
+    })
+    .await;
     let after_restart = posts_per_key(&provider).await;
 
     nix_terminate(&second);
@@ -73,6 +117,99 @@ async fn a_process_killed_mid_send_loses_nothing_and_posts_at_most_once_more() {
         let row = database.row(*id).await;
         assert_eq!((row.status.as_str(), row.attempts), ("sent", 2));
     }
+}
+
+#[actix_web::test]
+async fn sigterm_while_a_statement_waits_exits_0_once_the_statement_returns() {
+    let database = TestDatabase::create().await;
+    database.insert_many(2).await;
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::ZERO).await;
+    let mut service = serve(&database, &provider, "30s");
+    address_of(&mut service);
+    wait_until("the first messages are sent", || async {
+        database.count_with_status("sent").await == 2
+    })
+    .await;
+
+    // The next claim waits on this lock, holding a pooled connection, when SIGTERM comes.
+    let mut lock = database.pg().begin().await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    a_statement_waits_on_a_lock(&database).await;
+    nix_terminate(&service);
+    // Long enough for the drain and the server's stop to finish while the statement still waits.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lock.rollback().await.unwrap();
+
+    let status = wait_for("the process exits", || {
+        std::future::ready(service.try_wait().ok().flatten())
+    })
+    .await;
+    // The connection the statement holds is given back before the runtime ends: sqlx's `Drop` spawns
+    // on the runtime, and panics (SIGABRT) when there is none.
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+}
+
+/// The harness's promise to every test: one that ends while the application's statements wait stops the
+/// application as SIGTERM would, instead of tearing its runtime down under them.
+#[actix_web::test]
+async fn a_test_that_ends_while_a_statement_waits_stops_its_application_cleanly() {
+    let app = TestApp::builder()
+        .var("INTERVAL", "50ms")
+        .var("AUTOSTART", "true")
+        .spawn()
+        .await;
+    // Kept past the application, so that its database is not dropped with it.
+    let database = app.database.clone();
+    database.insert_many(2).await;
+    wait_until("the first messages are sent", || async {
+        database.count_with_status("sent").await == 2
+    })
+    .await;
+    // The lock lives on a thread of its own, so that it outlives this test's runtime by a second.
+    let url = database.url.clone();
+    let (locked, on_lock) = oneshot::channel();
+    let holder = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let mut lock = pool.begin().await.unwrap();
+            sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *lock)
+                .await
+                .unwrap();
+            let _ = locked.send(());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            lock.rollback().await.unwrap();
+            pool.close().await;
+        })
+    });
+    on_lock.await.unwrap();
+    a_statement_waits_on_a_lock(&database).await;
+    drop(app);
+    holder.join().unwrap();
+}
+
+/// Waits until a statement on `database` (of the service under test: the test's own hold the lock)
+/// waits on a lock.
+async fn a_statement_waits_on_a_lock(database: &TestDatabase) {
+    wait_until("a statement of the service waits on the lock", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(database.pg())
+        .await
+        .unwrap()
+            > 0
+    })
+    .await;
 }
 
 /// SIGTERM, as an orchestrator stops a container.

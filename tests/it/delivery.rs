@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use insider_messaging::dispatch::messages::TickSkipped;
 use serde_json::json;
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
@@ -410,6 +411,59 @@ async fn a_provider_that_keeps_failing_opens_the_breaker_and_claiming_stops() {
     app.provider.verify().await;
 }
 
+/// Eight messages the provider can never take (a redirect, or a body it never answers in time) are in
+/// their retries when a good message comes: the good one goes out on the next ticks. Counted by sends,
+/// the poison's retries opened the breaker, every probe was a poison message, and the good one waited
+/// for cool-down after cool-down (57 s in the report).
+#[actix_web::test]
+async fn a_few_poison_messages_do_not_open_the_breaker_on_everyone() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::body_partial_json(json!({"content": "poison: redirect"})))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "http://127.0.0.1:9/elsewhere"))
+        .mount(&provider)
+        .await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::body_partial_json(json!({"content": "poison: slow"})))
+        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(3)))
+        .mount(&provider)
+        .await;
+    accept_all(&provider, Duration::ZERO).await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("INTERVAL", "1s")
+        .var("AUTOSTART", "true")
+        .var("BATCH_SIZE", "8")
+        .var("WEBHOOK_TIMEOUT", "1s")
+        .var("BACKOFF_MIN", "1s")
+        .var("BACKOFF_MAX", "2s")
+        .var("MAX_RETRIES", "100")
+        .spawn()
+        .await;
+    for i in 0..8 {
+        let kind = if i % 2 == 0 { "redirect" } else { "slow" };
+        app.database
+            .insert_raw(&format!("+9055501{i:05}"), &format!("poison: {kind}"))
+            .await;
+    }
+    // More failed sends than a breaker counting sends would need to open.
+    wait_until("the poison messages failed 20 times", || async {
+        app.provider.received_requests().await.unwrap_or_default().len() >= 20
+    })
+    .await;
+
+    let good = app.database.insert_raw("+905550200000", "good").await;
+    let enqueued = std::time::Instant::now();
+    wait_until("the good message is sent", || async {
+        app.database.row(good).await.status == "sent"
+    })
+    .await;
+    let waited = enqueued.elapsed();
+    assert!(waited < Duration::from_secs(10), "the good message waited {waited:?}");
+    let (_, scheduler) = app.get("/scheduler").await;
+    assert_eq!(scheduler["breaker"]["state"], "closed", "{scheduler}");
+}
+
 #[actix_web::test]
 async fn a_result_the_database_refuses_holds_up_only_itself_not_its_flush() {
     let provider = MockServer::start().await;
@@ -459,4 +513,194 @@ async fn a_result_the_database_refuses_holds_up_only_itself_not_its_flush() {
         1,
         "only its own slot stays taken"
     );
+}
+
+/// A provider speaking raw HTTP/1.1 that first answers `102 Processing`, then `202 Accepted` with an id,
+/// on each request of each connection. Counts the requests it read.
+async fn provider_with_an_interim_answer() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}{WEBHOOK_PATH}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&requests);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = std::sync::Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: its head, then as many body bytes as it says.
+                    let Some(head_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .and_then(|value| value.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buffer.len() < head_end + 4 + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    }
+                    buffer.drain(..head_end + 4 + length);
+                    let n = counted.fetch_add(1, Ordering::SeqCst);
+                    let body = format!(r#"{{"message":"Accepted","messageId":"interim-{n}"}}"#);
+                    let answer = format!(
+                        "HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, requests)
+}
+
+#[actix_web::test]
+async fn an_interim_1xx_answer_is_read_past_to_the_final_one() {
+    let (url, requests) = provider_with_an_interim_answer().await;
+    let app = TestApp::builder()
+        .var("WEBHOOK_URL", url)
+        .var("MAX_RETRIES", "3")
+        .spawn()
+        .await;
+    let ids = app.database.insert_many(2).await;
+
+    app.tick_and_settle().await;
+
+    for id in &ids {
+        let row = app.database.row(*id).await;
+        assert_eq!((row.status.as_str(), row.attempts), ("sent", 1), "{row:?}");
+        assert!(row.provider_message_id.unwrap().starts_with("interim-"));
+    }
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "each message POSTed once: the 102 is not the answer"
+    );
+}
+
+#[actix_web::test]
+async fn a_provider_refusing_our_credentials_pauses_sending_until_started_again_and_spends_no_attempt() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"message": "bad auth key"})))
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        // One attempt only: a refusal that counted would make every message a dead letter.
+        .var("MAX_RETRIES", "1")
+        .spawn()
+        .await;
+    let ids = app.database.insert_many(3).await;
+
+    app.tick_and_settle().await;
+
+    for id in &ids {
+        let row = app.database.row(*id).await;
+        assert_eq!((row.status.as_str(), row.attempts), ("pending", 0), "{row:?}");
+    }
+    assert_eq!(app.database.count_with_status("failed").await, 0, "no dead letters");
+    let (_, scheduler) = app.get("/scheduler").await;
+    assert_eq!(scheduler["flow"]["credentials_refused"]["status"], 401, "{scheduler}");
+    assert_eq!(app.metric("provider_credentials_refused").await, 1.0);
+    let posted = app.provider.received_requests().await.unwrap().len();
+    let report = app.pipeline.tick_now().await.unwrap();
+    assert_eq!(report.skipped, Some(TickSkipped::CredentialsRefused), "{report:?}");
+    assert_eq!(
+        app.provider.received_requests().await.unwrap().len(),
+        posted,
+        "nothing more is sent"
+    );
+
+    // The key is fixed at the provider's end; an operator starts sending again.
+    app.provider.reset().await;
+    accept_all(&app.provider, Duration::ZERO).await;
+    app.post_start().await;
+    app.post_stop().await;
+    wait_until("every message is sent", || async {
+        app.tick_and_settle().await;
+        app.database.count_with_status("sent").await == 3
+    })
+    .await;
+
+    for id in &ids {
+        let row = app.database.row(*id).await;
+        assert_eq!((row.status.as_str(), row.attempts), ("sent", 1), "{row:?}");
+    }
+    assert_eq!(app.metric("provider_credentials_refused").await, 0.0);
+}
+
+#[actix_web::test]
+async fn a_start_on_one_replica_lifts_every_replicas_pause_for_refused_credentials() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(403))
+        .mount(&provider)
+        .await;
+    let provider = std::sync::Arc::new(provider);
+    let first = TestApp::builder().provider(&provider).spawn().await;
+    let second = TestApp::builder()
+        .database(&first.database)
+        .provider(&provider)
+        .spawn()
+        .await;
+    first.database.insert_many(4).await;
+    first.tick_and_settle().await;
+    second.tick_and_settle().await;
+    for app in [&first, &second] {
+        assert_eq!(
+            app.get("/scheduler").await.1["flow"]["credentials_refused"]["status"],
+            403
+        );
+    }
+
+    // The provider takes our key again (rotated back); an operator starts sending on one replica.
+    provider.reset().await;
+    accept_all(&provider, Duration::ZERO).await;
+    first.post_start().await;
+
+    wait_until("both replicas send again", || async {
+        first.database.count_with_status("sent").await == 4
+    })
+    .await;
+    for app in [&first, &second] {
+        assert!(app.get("/scheduler").await.1["flow"]["credentials_refused"].is_null());
+    }
+}
+
+#[actix_web::test]
+async fn rows_of_invisible_content_or_with_bidi_controls_fail_when_claimed_without_being_sent() {
+    let app = TestApp::builder().var("BATCH_SIZE", "5").spawn().await;
+    let invisible = app.database.insert_raw("+905551111111", "\u{200B}\u{2800}").await;
+    let reordered = app.database.insert_raw("+905551111112", "pay \u{202E}gpj.exe").await;
+    let good = app.database.insert_raw("+905551111113", "ok").await;
+
+    let report = app.tick_and_settle().await;
+
+    assert_eq!((report.claimed, report.invalid), (3, 2));
+    for id in [invisible, reordered] {
+        let row = app.database.row(id).await;
+        assert_eq!(row.status, "failed");
+        assert!(row.last_error.unwrap().contains("content"));
+    }
+    assert_eq!(app.database.row(good).await.status, "sent");
+    assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
 }

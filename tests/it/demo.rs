@@ -74,7 +74,9 @@ fn the_demo_sends_its_samples_in_seconds_and_a_restart_resends_nothing() {
     let mut second = demo_in(&folder);
     let lines = lines_of(&mut second);
     wait_for_line(&lines, "nothing new enqueued, nothing resent");
-    std::thread::sleep(Duration::from_secs(2)); // two ticks
+    // Nothing resent needs a quiet spell with ticks in it. The demo's first progress report comes 2 s
+    // after start, by when its scheduler (a tick at start, then every second) has ticked at least twice.
+    wait_for_line(&lines, "demo: pending");
     terminate(&mut second);
     let summary = wait_for_line(&lines, "demo: stopped");
     assert!(summary.contains("received 0 POSTs"), "{summary}");

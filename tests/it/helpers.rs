@@ -15,9 +15,9 @@ use deadpool_redis::redis;
 use insider_messaging::{
     config::Settings,
     dispatch::Pipeline,
-    domain::{MessageContent, NewMessage, PhoneNumber},
+    domain::{MessageContent, NewMessage, PhoneNumber, Schedule},
     startup::Application,
-    store::MessageStore,
+    store::{Campaigns, Database, InboundLog, MessageStore, OptOutList, ReceiptStore},
 };
 use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool, postgres::PgPoolOptions};
@@ -29,6 +29,30 @@ pub const WEBHOOK_PATH: &str = "/hook";
 pub const AUTH_KEY: &str = "test-auth-key";
 /// Generous: a wait that times out is a failure, and CI machines are slow.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The contract tests of a store seam, each run on both backends: `<module>::postgres::<name>` on a fresh
+/// Postgres database and `<module>::sqlite::<name>` on a fresh SQLite file. A test is handed the
+/// `&TestDatabase`, or what `|database| <expression>` makes of it.
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        contract!(|database| &database; $($test),*);
+    };
+    (|$database:ident| $argument:expr; $($test:ident),* $(,)?) => {
+        contract!(@on postgres, create, |$database| $argument; $($test),*);
+        contract!(@on sqlite, sqlite, |$database| $argument; $($test),*);
+    };
+    (@on $backend:ident, $open:ident, |$database:ident| $argument:expr; $($test:ident),*) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let $database = crate::helpers::TestDatabase::$open().await;
+                    super::$test($argument).await;
+                }
+            )*
+        }
+    };
+}
 
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
@@ -44,6 +68,12 @@ pub fn redis_url() -> String {
 pub struct TestDatabase {
     pub url: String,
     pub store: Arc<dyn MessageStore>,
+    pub receipts: Arc<dyn ReceiptStore>,
+    /// Every seam, for tests of the outbox (`Database::write_status_events`).
+    pub all: Arc<dyn Database>,
+    pub opt_outs: Arc<dyn OptOutList>,
+    pub campaigns: Arc<dyn Campaigns>,
+    pub inbound: Arc<dyn InboundLog>,
     pool: Pool,
     _cleanup: Arc<Cleanup>,
 }
@@ -120,6 +150,11 @@ impl TestDatabase {
             .expect("test pool");
         Self {
             url,
+            receipts: store.clone(),
+            all: store.clone(),
+            opt_outs: Arc::clone(&store) as Arc<dyn OptOutList>,
+            campaigns: Arc::clone(&store) as Arc<dyn Campaigns>,
+            inbound: Arc::clone(&store) as Arc<dyn InboundLog>,
             store,
             pool: Pool::Postgres(pool),
             _cleanup: cleanup,
@@ -137,6 +172,11 @@ impl TestDatabase {
         let pool = SqlitePool::connect(&url).await.expect("test pool");
         Self {
             url,
+            receipts: store.clone(),
+            all: store.clone(),
+            opt_outs: Arc::clone(&store) as Arc<dyn OptOutList>,
+            campaigns: Arc::clone(&store) as Arc<dyn Campaigns>,
+            inbound: Arc::clone(&store) as Arc<dyn InboundLog>,
             store,
             pool: Pool::Sqlite(pool),
             _cleanup: cleanup,
@@ -167,6 +207,7 @@ impl TestDatabase {
             .map(|i| NewMessage {
                 to: PhoneNumber::parse(&format!("+9055500{i:05}")).expect("valid number"),
                 content: MessageContent::parse(&format!("message {i}"), 160).expect("valid content"),
+                when: Schedule::default(),
             })
             .collect();
         let stored = self.store.insert_many(&messages).await.expect("insert messages");
@@ -302,15 +343,24 @@ impl TestAppBuilder {
         vars.entry("WEBHOOK_URL")
             .or_insert_with(|| format!("{}{WEBHOOK_PATH}", provider.uri()));
         let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings are valid");
-        let app = Application::build(settings).await.expect("application builds");
-        let address = format!("http://127.0.0.1:{}", app.port());
-        let pipeline = app.pipeline().clone();
+        // The application runs on a thread and runtime of its own, as it would in its own process, and
+        // `Drop` shuts it down there. Left on the test's runtime, it would be torn down with that runtime
+        // mid-statement, and sqlx panics when a connection is given back with no runtime to spawn on.
+        let (built, ready) = oneshot::channel();
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = actix_rt::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
+        let running = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let app = Application::build(settings).await.expect("application builds");
+                let _ = built.send((app.port(), app.pipeline().clone()));
+                app.run_until(async move {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        let (port, pipeline) = ready.await.expect("application builds");
         TestApp {
-            address,
+            address: format!("http://127.0.0.1:{port}"),
             database,
             provider,
             pipeline,
@@ -328,7 +378,19 @@ pub struct TestApp {
     pub pipeline: Pipeline,
     api: awc::Client,
     stop: Option<oneshot::Sender<()>>,
-    running: Option<actix_rt::task::JoinHandle<anyhow::Result<()>>>,
+    running: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for TestApp {
+    /// A test that ends without `shutdown` stops its application here, as SIGTERM would.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            let _ = running.join();
+        }
+    }
 }
 
 impl TestApp {
@@ -377,7 +439,10 @@ impl TestApp {
             let _ = stop.send(());
         }
         match self.running.take() {
-            Some(running) => running.await.expect("application task"),
+            Some(running) => actix_rt::task::spawn_blocking(move || running.join())
+                .await
+                .expect("joining the application's thread")
+                .expect("the application's thread"),
             None => Ok(()),
         }
     }
@@ -418,6 +483,33 @@ impl TestApp {
             .send_body(body)
             .await
             .expect("POST");
+        let body = response.body().limit(1 << 20).await.expect("body");
+        (response.status(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// `method path` with these headers and, when given, a body with its content type (`None` sends none).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(Option<&str>, &[u8])>,
+    ) -> (StatusCode, Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut request = self.api.request(method, format!("{}{path}", self.address));
+        for &header in headers {
+            request = request.insert_header(header);
+        }
+        let mut response = match body {
+            Some((content_type, bytes)) => {
+                if let Some(content_type) = content_type {
+                    request = request.insert_header(("content-type", content_type));
+                }
+                request.send_body(bytes.to_vec()).await
+            }
+            None => request.send().await,
+        }
+        .expect("a response");
         let body = response.body().limit(1 << 20).await.expect("body");
         (response.status(), serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
@@ -465,7 +557,7 @@ impl TestApp {
     }
 }
 
-async fn redis_connection() -> redis::aio::MultiplexedConnection {
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(redis_url()).expect("redis url");
     client
         .get_multiplexed_async_connection()
@@ -473,11 +565,11 @@ async fn redis_connection() -> redis::aio::MultiplexedConnection {
         .expect("redis connection")
 }
 
-/// `GET message:<id>` in Redis, parsed.
+/// The message's cache entry in Redis (`cache::key`), parsed.
 pub async fn cached(id: Uuid) -> Option<Value> {
     let mut conn = redis_connection().await;
     let value: Option<String> = redis::cmd("GET")
-        .arg(format!("message:{id}"))
+        .arg(insider_messaging::cache::key(id))
         .query_async(&mut conn)
         .await
         .expect("redis GET");
@@ -487,7 +579,7 @@ pub async fn cached(id: Uuid) -> Option<Value> {
 pub async fn ttl(id: Uuid) -> i64 {
     let mut conn = redis_connection().await;
     redis::cmd("TTL")
-        .arg(format!("message:{id}"))
+        .arg(insider_messaging::cache::key(id))
         .query_async(&mut conn)
         .await
         .expect("redis TTL")
@@ -499,11 +591,33 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    wait_for(what, || {
+        let holds = condition();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `probe` until it finds something, and returns it; fails the test after `WAIT`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition().await {
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A timestamp field of a JSON answer (`last_tick_at`, `last_seen`), when it is set.
+pub fn timestamp(field: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(field.as_str()?).ok()?;
+    Some(parsed.with_timezone(&chrono::Utc))
 }
 
 pub fn distinct(ids: &[Uuid]) -> HashSet<Uuid> {

@@ -1,10 +1,15 @@
 //! The stand-in provider speaks the contract: 202 with a fresh id, the original id for a repeated key,
-//! auth checked when configured, and the faults its knobs ask for.
+//! auth checked when configured, the faults its knobs ask for, arrivals counted per second, and receipts
+//! retried until the receiver takes them.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use insider_messaging::mock_provider::{MockProvider, MockProviderConfig, Stats};
+use futures_util::future::join_all;
+use insider_messaging::mock_provider::{MockProvider, MockProviderConfig, ReportedDelivery, Stats};
 use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+
+use crate::helpers::wait_for;
 
 async fn post(provider: &MockProvider, key: &str, auth: Option<&str>) -> (u16, Value, Option<String>) {
     let mut request = awc::Client::new()
@@ -25,6 +30,26 @@ async fn post(provider: &MockProvider, key: &str, auth: Option<&str>) -> (u16, V
     (response.status().as_u16(), body, retry_after)
 }
 
+/// POSTs `n` messages at once, each under its own key.
+async fn post_at_once(provider: &MockProvider, n: usize) -> Vec<(u16, Value, Option<String>)> {
+    join_all((0..n).map(|i| async move { post(provider, &format!("key-{i}"), None).await })).await
+}
+
+async fn get_stats(provider: &MockProvider) -> Stats {
+    get_json(provider, "/stats").await
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(provider: &MockProvider, path: &str) -> T {
+    awc::Client::new()
+        .get(format!("{}{path}", provider.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[actix_web::test]
 async fn it_accepts_with_a_fresh_id_and_answers_a_repeated_key_with_the_original() {
     let provider = MockProvider::start(MockProviderConfig::default()).unwrap();
@@ -37,14 +62,7 @@ async fn it_accepts_with_a_fresh_id_and_answers_a_repeated_key_with_the_original
     assert_eq!(first["message"], "Accepted");
     assert_eq!(first["messageId"], again["messageId"], "same key, same id");
     assert_ne!(first["messageId"], other["messageId"]);
-    let stats: Stats = awc::Client::new()
-        .get(format!("{}/stats", provider.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_stats(&provider).await;
     assert_eq!((stats.received, stats.accepted, stats.duplicates), (3, 3, 1));
     assert_eq!(
         (
@@ -114,4 +132,132 @@ async fn a_body_without_to_and_content_is_a_400() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
     assert_eq!(provider.stats().bad_request, 1);
+}
+
+#[actix_web::test]
+async fn its_quota_answers_429_beyond_n_posts_in_a_wall_clock_second() {
+    let provider = MockProvider::start(MockProviderConfig {
+        quota: Some("2/s".parse().unwrap()),
+        retry_after: Duration::from_secs(3),
+        ..MockProviderConfig::default()
+    })
+    .unwrap();
+
+    let answers = post_at_once(&provider, 7).await;
+
+    let stats = provider.stats();
+    // Seven POSTs at once usually share a second; when they straddle two, each second admits its own two.
+    let admitted: u64 = stats.posts_per_second.iter().map(|&posts| posts.min(2)).sum();
+    let accepted = answers.iter().filter(|(status, _, _)| *status == 202).count() as u64;
+    let throttled: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 429).collect();
+    assert_eq!(stats.posts_per_second.iter().sum::<u64>(), 7);
+    assert_eq!(accepted, admitted);
+    assert_eq!(throttled.len() as u64, 7 - admitted);
+    assert!(
+        throttled
+            .iter()
+            .all(|(_, _, retry_after)| retry_after.as_deref() == Some("3"))
+    );
+    assert_eq!((stats.accepted, stats.throttled), (admitted, 7 - admitted));
+}
+
+#[actix_web::test]
+async fn its_stats_count_posts_per_second_and_the_busiest_second() {
+    let provider = MockProvider::start(MockProviderConfig::default()).unwrap();
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+
+    assert_eq!(provider.stats().posts_per_second_from, None);
+    post_at_once(&provider, 5).await;
+
+    let stats = get_stats(&provider).await;
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(stats.max_in_any_second, 5, "five POSTs at once fall in one second");
+    assert_eq!(stats.posts_per_second.iter().sum::<u64>(), 5);
+    let first = stats.posts_per_second_from.unwrap();
+    assert!(
+        (before..=after).contains(&first),
+        "{first} is a wall-clock second of the run"
+    );
+}
+
+#[actix_web::test]
+async fn a_receipt_the_receiver_fails_is_posted_again_until_it_is_taken_and_listed_as_reported() {
+    let receiver = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&receiver)
+        .await;
+    let provider = MockProvider::start(MockProviderConfig {
+        receipts_url: Some(format!("{}/receipts", receiver.uri())),
+        receipt_delay: Duration::ZERO,
+        undelivered_rate: 1.0,
+        ..MockProviderConfig::default()
+    })
+    .unwrap();
+
+    let (_, accepted, _) = post(&provider, "key-1", None).await;
+
+    let reported = wait_for("the third POST of the receipt is taken", || async {
+        let reported: Vec<ReportedDelivery> = get_json(&provider, "/receipts").await;
+        (reported.iter().map(|delivery| delivery.acknowledged).sum::<u32>() == 1).then_some(reported)
+    })
+    .await;
+    assert_eq!(
+        reported,
+        vec![ReportedDelivery {
+            message_id: accepted["messageId"].as_str().unwrap().to_owned(),
+            status: "undelivered".to_owned(),
+            copies: 1,
+            posts: 3,
+            acknowledged: 1,
+        }]
+    );
+    let bodies: Vec<Value> = receiver
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|request| request.body_json().unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    assert!(
+        bodies.iter().all(|body| body == &bodies[0]),
+        "the same receipt each time"
+    );
+    let stats = provider.stats();
+    assert_eq!(
+        (stats.receipts_sent, stats.receipts_refused, stats.receipts_given_up),
+        (3, 2, 0)
+    );
+}
+
+#[actix_web::test]
+async fn a_receipt_refused_with_a_4xx_is_given_up_at_once() {
+    let receiver = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&receiver)
+        .await;
+    let provider = MockProvider::start(MockProviderConfig {
+        receipts_url: Some(receiver.uri()),
+        receipt_delay: Duration::ZERO,
+        ..MockProviderConfig::default()
+    })
+    .unwrap();
+
+    post(&provider, "key-1", None).await;
+
+    wait_for("the receipt is given up", || async {
+        (provider.stats().receipts_given_up == 1).then_some(())
+    })
+    .await;
+    let stats = provider.stats();
+    assert_eq!((stats.receipts_sent, stats.receipts_refused), (1, 1));
+    assert_eq!(provider.reported_deliveries()[0].acknowledged, 0);
 }

@@ -2,9 +2,31 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
 use wiremock::MockServer;
 
 use crate::helpers::*;
+
+/// `INTERVAL` of the tests that stop and start sending.
+const INTERVAL: Duration = Duration::from_millis(100);
+
+/// Waits until each of the `replicas` that `app` lists has sent a heartbeat after `after`, still not
+/// sending. A bounded quiet spell: proving that nothing is sent takes time, and while sending is stopped
+/// no tick marks it. A heartbeat does: it is the control loop re-reading the cluster's switch (off) and
+/// finding its scheduler stopped, and a stopped scheduler sends no tick.
+async fn stopped_heartbeats_after(app: &TestApp, after: DateTime<Utc>, replicas: usize) {
+    wait_until("every replica reports a heartbeat, still stopped", || async {
+        let listed = app.get("/scheduler").await.1["replicas"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        listed.len() == replicas
+            && listed.iter().all(|replica| {
+                replica["sending"] == false && timestamp(&replica["last_seen"]).is_some_and(|t| t > after)
+            })
+    })
+    .await;
+}
 
 #[actix_web::test]
 async fn with_autostart_sending_begins_by_itself_and_keeps_the_pace() {
@@ -45,7 +67,7 @@ async fn stop_halts_sending_and_start_resumes_it() {
     let app = TestApp::builder()
         .database(&database)
         .var("AUTOSTART", "true")
-        .var("INTERVAL", "100ms")
+        .var("INTERVAL", format!("{}ms", INTERVAL.as_millis()))
         .spawn()
         .await;
 
@@ -55,7 +77,7 @@ async fn stop_halts_sending_and_start_resumes_it() {
     assert_eq!(app.metric("scheduler_running").await, 0.0);
     app.settle().await;
     let ids = database.insert_many(3).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // five intervals: any tick would have sent
+    stopped_heartbeats_after(&app, Utc::now() + 5 * INTERVAL, 1).await; // five intervals, no tick
     assert!(
         app.provider.received_requests().await.unwrap().is_empty(),
         "no POST while stopped"
@@ -76,7 +98,7 @@ async fn stop_halts_sending_and_start_resumes_it() {
 }
 
 #[actix_web::test]
-async fn ticks_never_claim_more_than_the_free_send_slots() {
+async fn posts_in_flight_never_exceed_the_send_slots_and_claims_run_ahead_by_one_round() {
     let provider = MockServer::start().await;
     accept_all(&provider, Duration::from_millis(1500)).await;
     let database = TestDatabase::create().await;
@@ -93,19 +115,31 @@ async fn ticks_never_claim_more_than_the_free_send_slots() {
         app.provider.received_requests().await.unwrap().len() == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await; // 14 ticks while the provider is slow
+    // Ten ticks while the provider is slow (its answers take 1.5 s), as GET /scheduler reports them.
+    let both_posted_at = Utc::now();
+    wait_until("ten more ticks ran", || async {
+        timestamp(&app.get("/scheduler").await.1["last_tick_at"])
+            .is_some_and(|last_tick| last_tick > both_posted_at + 9 * Duration::from_millis(50))
+    })
+    .await;
 
     assert_eq!(
         app.provider.received_requests().await.unwrap().len(),
         2,
         "slow sends hold their slots"
     );
-    assert_eq!(database.count_with_status("sending").await, 2);
+    assert_eq!(
+        database.count_with_status("sending").await,
+        4,
+        "two posted, two waiting in the run-ahead buffer"
+    );
     assert_eq!(
         database.count_with_status("pending").await,
-        4,
-        "nothing claimed to wait in memory"
+        2,
+        "the buffer holds one round of slots, no more"
     );
+    let (_, scheduler) = app.get("/scheduler").await;
+    assert_eq!(scheduler["in_flight"], 4, "{scheduler}");
 }
 
 #[actix_web::test]
@@ -152,7 +186,7 @@ async fn a_stop_on_one_replica_halts_the_others_and_survives_a_restart() {
         TestApp::builder()
             .database(&database)
             .var("AUTOSTART", "true")
-            .var("INTERVAL", "100ms")
+            .var("INTERVAL", format!("{}ms", INTERVAL.as_millis()))
             .spawn()
     };
     let (a, b) = (spawn().await, spawn().await);
@@ -169,7 +203,7 @@ async fn a_stop_on_one_replica_halts_the_others_and_survives_a_restart() {
     })
     .await;
     database.insert_many(2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stopped_heartbeats_after(&a, Utc::now() + 5 * INTERVAL, 2).await; // five intervals, no tick
     assert!(a.provider.received_requests().await.unwrap().is_empty());
     assert!(
         b.provider.received_requests().await.unwrap().is_empty(),

@@ -7,37 +7,21 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use chrono::{SubsecRound, Utc};
 use futures_util::future::join_all;
 use insider_messaging::{
-    domain::{Attempt, MessageContent, MessageStatus, NewMessage, PhoneNumber, ProviderMessageId},
-    store::{Claim, Finish, MessageStore, NextState, PageCursor, Transition},
+    domain::{Attempt, MessageContent, MessageStatus, NewMessage, PhoneNumber, Priority, ProviderMessageId, Schedule},
+    store::{
+        Claim, ClaimRequest, Claimed, ClaimedMessage, Finish, MessageStore, NextState, PageCursor, Rescue, Transition,
+    },
 };
 use uuid::Uuid;
 
-const LEASE: Duration = Duration::from_secs(30);
+use crate::helpers::{TestDatabase, wait_for, wait_until};
 
-macro_rules! contract {
-    ($($test:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let database = crate::helpers::TestDatabase::create().await;
-                    super::$test(std::sync::Arc::clone(&database.store)).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let database = crate::helpers::TestDatabase::sqlite().await;
-                    super::$test(std::sync::Arc::clone(&database.store)).await;
-                }
-            )*
-        }
-    };
-}
+const LEASE: Duration = Duration::from_secs(30);
+/// `PRIORITY_AGING`'s default: no test waits that long.
+const AGING: Duration = Duration::from_secs(600);
 
 contract!(
+    |database| std::sync::Arc::clone(&database.store);
     claims_take_due_messages_oldest_first_up_to_the_limit,
     a_message_waiting_for_a_retry_is_not_claimed_before_it_is_due,
     transitions_out_of_sending_only_succeed_under_the_claim_that_holds_the_row,
@@ -53,13 +37,53 @@ contract!(
     a_message_twice_in_one_flush_ends_as_its_results_in_order_say,
     a_batch_is_queued_in_the_order_given,
     sent_messages_before_the_retention_go_with_their_history,
+    a_rate_limit_grants_a_burst_then_the_next_message_when_it_fits,
+    a_throttle_pauses_every_claim_then_the_rate_comes_back_cut,
+    a_rescue_spares_the_claims_the_rescuer_still_holds,
+    a_put_back_keeps_its_place_and_a_throttled_one_waits_uncounted,
+    a_claim_resumes_after_its_frontier_and_a_sweep_finds_what_came_due_behind_it,
+    a_scheduled_message_is_due_at_its_send_at_and_not_before,
+    a_due_message_past_its_expires_at_is_expired_by_the_claim_and_never_handed_out,
+    a_retry_that_comes_due_after_the_expiry_expires_instead,
+    claims_take_high_before_normal_before_low_and_oldest_first_within_each,
+    a_message_due_for_longer_than_the_aging_counts_one_level_higher,
+    each_priority_lane_resumes_after_its_own_frontier,
 );
+
+/// The contract of the seams beside the messages (the suppression list, campaigns, replies), on each
+/// backend: `opt_outs::postgres::<name>`, `opt_outs::sqlite::<name>`.
+mod opt_outs {
+    use super::{
+        a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
+        a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
+        inbound_replies_are_kept_with_their_action_and_listed_newest_first,
+        the_opt_out_list_adds_once_pages_in_order_and_removes,
+    };
+
+    contract!(
+        |database| database.clone();
+        the_opt_out_list_adds_once_pages_in_order_and_removes,
+        a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
+        a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
+        inbound_replies_are_kept_with_their_action_and_listed_newest_first,
+    );
+}
+
+/// Rescues as a tick would, until a lease has run out and something is rescued; returns what was. The
+/// wait ends on the lease's expiry, not on a guess at how long the clock takes to get there.
+async fn rescue_once_expired(store: &dyn MessageStore) -> Vec<Uuid> {
+    wait_for("a lease expires and is rescued", || async move {
+        Some(rescue(store).await).filter(|rescued| !rescued.is_empty())
+    })
+    .await
+}
 
 async fn enqueue(store: &dyn MessageStore, n: usize) -> Vec<Uuid> {
     let messages: Vec<NewMessage> = (0..n)
         .map(|i| NewMessage {
             to: PhoneNumber::parse(&format!("+9055511{i:05}")).unwrap(),
             content: MessageContent::parse(&format!("message {i}"), 160).unwrap(),
+            when: Schedule::default(),
         })
         .collect();
     store
@@ -81,6 +105,42 @@ fn result(claim: Claim, next: NextState) -> Finish {
 }
 
 /// One result, written alone.
+/// Claims as the fetcher does, with no rate limit: the claimed messages, oldest first.
+async fn claim_due(store: &dyn MessageStore, limit: u32, owner: &str, lease: Duration) -> Vec<ClaimedMessage> {
+    let request = ClaimRequest {
+        limit,
+        owner,
+        lease,
+        rate_limit: None,
+        after: None,
+        aging: AGING,
+    };
+    store.claim_due(&request).await.unwrap().messages
+}
+
+/// Rescues as a dispatcher holding no claims would: every expired lease of a replica not seen lately.
+async fn rescue(store: &dyn MessageStore) -> Vec<Uuid> {
+    let rescue = Rescue {
+        live: &[],
+        owner_fresh: Duration::from_secs(3),
+        expired_within: None,
+    };
+    store.rescue_expired_leases(&rescue).await.unwrap()
+}
+
+/// Gives a claim back unsent, as the fetcher does when sending stops.
+async fn put_back(store: &dyn MessageStore, claim: &Claim) -> bool {
+    finish(
+        store,
+        claim,
+        NextState::PutBack {
+            after: None,
+            error: None,
+        },
+    )
+    .await
+}
+
 async fn finish(store: &dyn MessageStore, claim: &Claim, next: NextState) -> bool {
     store.finish_claims(&[result(*claim, next)]).await.unwrap()[0]
 }
@@ -125,8 +185,8 @@ fn provider_id() -> ProviderMessageId {
 async fn claims_take_due_messages_oldest_first_up_to_the_limit(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 5).await;
 
-    let first = store.claim_due(2, "a", LEASE).await.unwrap();
-    let second = store.claim_due(2, "a", LEASE).await.unwrap();
+    let first = claim_due(store.as_ref(), 2, "a", LEASE).await;
+    let second = claim_due(store.as_ref(), 2, "a", LEASE).await;
 
     let claimed: Vec<Uuid> = first.iter().chain(&second).map(|m| m.claim.message_id).collect();
     assert_eq!(claimed, ids[..4]);
@@ -139,11 +199,11 @@ async fn claims_take_due_messages_oldest_first_up_to_the_limit(store: Arc<dyn Me
 
 async fn a_message_waiting_for_a_retry_is_not_claimed_before_it_is_due(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 1).await;
-    let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let claim = claim_due(store.as_ref(), 1, "a", LEASE).await[0].claim;
 
     assert!(retry_later(store.as_ref(), &claim, Duration::from_secs(60), "503").await);
 
-    assert!(store.claim_due(10, "a", LEASE).await.unwrap().is_empty());
+    assert!(claim_due(store.as_ref(), 10, "a", LEASE).await.is_empty());
     let message = store.get(ids[0]).await.unwrap().unwrap();
     assert_eq!(message.status, MessageStatus::Pending);
     assert_eq!(message.last_error.as_deref(), Some("503"));
@@ -151,7 +211,7 @@ async fn a_message_waiting_for_a_retry_is_not_claimed_before_it_is_due(store: Ar
 
 async fn transitions_out_of_sending_only_succeed_under_the_claim_that_holds_the_row(store: Arc<dyn MessageStore>) {
     enqueue(store.as_ref(), 2).await;
-    let claims = store.claim_due(2, "a", LEASE).await.unwrap();
+    let claims = claim_due(store.as_ref(), 2, "a", LEASE).await;
     let (claim, other) = (claims[0].claim, claims[1].claim);
     let forged = Claim {
         token: Uuid::new_v4(),
@@ -160,7 +220,7 @@ async fn transitions_out_of_sending_only_succeed_under_the_claim_that_holds_the_
 
     assert!(!mark_failed(store.as_ref(), &forged, "x").await);
     assert!(!retry_later(store.as_ref(), &forged, LEASE, "x").await);
-    assert!(!store.release_if_claimed(&forged).await.unwrap());
+    assert!(!put_back(store.as_ref(), &forged).await);
     assert_eq!(
         store.get(claim.message_id).await.unwrap().unwrap().status,
         MessageStatus::Sending
@@ -170,7 +230,7 @@ async fn transitions_out_of_sending_only_succeed_under_the_claim_that_holds_the_
     assert!(!mark_failed(store.as_ref(), &claim, "400 again").await, "reported once");
     assert!(retry_later(store.as_ref(), &other, LEASE, "503").await);
     assert!(
-        !store.release_if_claimed(&other).await.unwrap(),
+        !put_back(store.as_ref(), &other).await,
         "the claim ended with the retry"
     );
 }
@@ -179,10 +239,9 @@ async fn an_acceptance_is_recorded_even_after_the_claim_was_lost_and_final_state
     store: Arc<dyn MessageStore>,
 ) {
     enqueue(store.as_ref(), 2).await;
-    let old = store.claim_due(1, "slow", Duration::from_millis(50)).await.unwrap()[0].claim;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    store.rescue_expired_leases().await.unwrap();
-    let new = store.claim_due(1, "b", LEASE).await.unwrap()[0].claim;
+    let old = claim_due(store.as_ref(), 1, "slow", Duration::from_millis(50)).await[0].claim;
+    rescue_once_expired(store.as_ref()).await;
+    let new = claim_due(store.as_ref(), 1, "b", LEASE).await[0].claim;
     assert_eq!(new.message_id, old.message_id);
     let now = Utc::now().trunc_subsecs(6);
 
@@ -197,7 +256,7 @@ async fn an_acceptance_is_recorded_even_after_the_claim_was_lost_and_final_state
     assert!(message.provider_message_id.is_some());
 
     // A failed message is final too.
-    let failed = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let failed = claim_due(store.as_ref(), 1, "a", LEASE).await[0].claim;
     assert!(mark_failed(store.as_ref(), &failed, "400").await);
     assert!(!mark_sent(store.as_ref(), &failed, None).await);
     assert_eq!(
@@ -208,26 +267,25 @@ async fn an_acceptance_is_recorded_even_after_the_claim_was_lost_and_final_state
 
 async fn a_released_claim_is_due_again_without_spending_an_attempt(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 1).await;
-    let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let claim = claim_due(store.as_ref(), 1, "a", LEASE).await[0].claim;
 
-    assert!(store.release_if_claimed(&claim).await.unwrap());
+    assert!(put_back(store.as_ref(), &claim).await);
 
     let message = store.get(ids[0]).await.unwrap().unwrap();
     assert_eq!((message.status, message.attempts), (MessageStatus::Pending, 0));
-    let again = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let again = claim_due(store.as_ref(), 1, "a", LEASE).await[0].claim;
     assert_eq!((again.message_id, again.attempt), (ids[0], 1));
 }
 
 async fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_write(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 2).await;
-    let old = store.claim_due(1, "dead", Duration::from_millis(50)).await.unwrap()[0].claim;
-    let live = store.claim_due(1, "alive", LEASE).await.unwrap()[0].claim;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let old = claim_due(store.as_ref(), 1, "dead", Duration::from_millis(50)).await[0].claim;
+    let live = claim_due(store.as_ref(), 1, "alive", LEASE).await[0].claim;
 
-    let rescued = store.rescue_expired_leases().await.unwrap();
+    let rescued = rescue_once_expired(store.as_ref()).await;
 
     assert_eq!(rescued, vec![ids[0]], "only the expired lease");
-    let new = store.claim_due(1, "b", LEASE).await.unwrap()[0].claim;
+    let new = claim_due(store.as_ref(), 1, "b", LEASE).await[0].claim;
     assert_eq!(new.message_id, old.message_id);
     assert_eq!(new.attempt, 2);
     assert_ne!(new.token, old.token);
@@ -251,7 +309,7 @@ async fn concurrent_claimers_never_share_a_message(store: Arc<dyn MessageStore>)
         async move {
             let mut mine = Vec::new();
             loop {
-                let batch = store.claim_due(7, &format!("claimer-{i}"), LEASE).await.unwrap();
+                let batch = claim_due(store.as_ref(), 7, &format!("claimer-{i}"), LEASE).await;
                 if batch.is_empty() {
                     return mine;
                 }
@@ -269,7 +327,7 @@ async fn concurrent_claimers_never_share_a_message(store: Arc<dyn MessageStore>)
 async fn sent_pages_are_stable_when_many_messages_share_a_sent_at(store: Arc<dyn MessageStore>) {
     enqueue(store.as_ref(), 10).await;
     let same_time = Utc::now().trunc_subsecs(6);
-    for message in store.claim_due(10, "a", LEASE).await.unwrap() {
+    for message in claim_due(store.as_ref(), 10, "a", LEASE).await {
         assert!(finish(store.as_ref(), &message.claim, sent(None, same_time)).await);
     }
 
@@ -298,10 +356,8 @@ async fn sent_pages_are_stable_when_many_messages_share_a_sent_at(store: Arc<dyn
 async fn dead_letters_page_newest_failure_first_and_activity_counts_per_minute(store: Arc<dyn MessageStore>) {
     enqueue(store.as_ref(), 5).await;
     let since = Utc::now() - chrono::Duration::minutes(1);
-    let claims: Vec<Claim> = store
-        .claim_due(5, "a", LEASE)
+    let claims: Vec<Claim> = claim_due(store.as_ref(), 5, "a", LEASE)
         .await
-        .unwrap()
         .into_iter()
         .map(|m| m.claim)
         .collect();
@@ -309,7 +365,12 @@ async fn dead_letters_page_newest_failure_first_and_activity_counts_per_minute(s
     for claim in &claims[..3] {
         assert!(mark_failed(store.as_ref(), claim, "400").await);
         failed.push(claim.message_id);
-        tokio::time::sleep(Duration::from_millis(5)).await; // distinct failure times
+        // Distinct failure times: the next failure is stamped after the clock has passed this one.
+        let failed_at = store.get(claim.message_id).await.unwrap().unwrap().updated_at;
+        wait_until("the clock moves past the last failure", || async move {
+            Utc::now().trunc_subsecs(6) > failed_at
+        })
+        .await;
     }
     for claim in &claims[3..] {
         assert!(mark_sent(store.as_ref(), claim, None).await);
@@ -349,7 +410,7 @@ async fn dead_letters_page_newest_failure_first_and_activity_counts_per_minute(s
 
 async fn operators_retry_only_failed_and_cancel_only_pending_messages(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 3).await;
-    let claim = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let claim = claim_due(store.as_ref(), 1, "a", LEASE).await[0].claim;
     assert!(mark_failed(store.as_ref(), &claim, "400").await);
 
     let Transition::Changed(retried) = store.retry_if_failed(ids[0]).await.unwrap() else {
@@ -373,10 +434,8 @@ async fn operators_retry_only_failed_and_cancel_only_pending_messages(store: Arc
         store.cancel_if_pending(ids[1]).await.unwrap(),
         Transition::Refused(MessageStatus::Cancelled)
     );
-    let claimed: Vec<Uuid> = store
-        .claim_due(10, "a", LEASE)
+    let claimed: Vec<Uuid> = claim_due(store.as_ref(), 10, "a", LEASE)
         .await
-        .unwrap()
         .iter()
         .map(|m| m.claim.message_id)
         .collect();
@@ -395,7 +454,7 @@ async fn operators_retry_only_failed_and_cancel_only_pending_messages(store: Arc
 
 async fn attempts_are_recorded_once_per_claim_oldest_first(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 1).await;
-    let first = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let first = claim_due(store.as_ref(), 1, "a", LEASE).await[0].claim;
     let started = Utc::now().trunc_subsecs(6);
     let failed_post = Attempt {
         attempt: 1,
@@ -420,7 +479,7 @@ async fn attempts_are_recorded_once_per_claim_oldest_first(store: Arc<dyn Messag
         [false],
         "a retried write changes nothing more"
     );
-    let second = store.claim_due(1, "a", LEASE).await.unwrap()[0].claim;
+    let second = claim_due(store.as_ref(), 1, "a", LEASE).await[0].claim;
     let accepted = Attempt {
         attempt: 2,
         started_at: started + chrono::Duration::seconds(1),
@@ -446,10 +505,8 @@ async fn attempts_are_recorded_once_per_claim_oldest_first(store: Arc<dyn Messag
 
     // Every message of one claim has its own token, so each keeps its own history.
     let more = enqueue(store.as_ref(), 2).await;
-    let results: Vec<Finish> = store
-        .claim_due(2, "a", LEASE)
+    let results: Vec<Finish> = claim_due(store.as_ref(), 2, "a", LEASE)
         .await
-        .unwrap()
         .iter()
         .map(|m| Finish {
             claim: m.claim,
@@ -469,10 +526,8 @@ async fn attempts_are_recorded_once_per_claim_oldest_first(store: Arc<dyn Messag
 
 async fn a_flush_applies_each_result_under_its_own_fence(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 5).await;
-    let claims: Vec<Claim> = store
-        .claim_due(5, "a", LEASE)
+    let claims: Vec<Claim> = claim_due(store.as_ref(), 5, "a", LEASE)
         .await
-        .unwrap()
         .iter()
         .map(|m| m.claim)
         .collect();
@@ -519,10 +574,9 @@ async fn a_flush_applies_each_result_under_its_own_fence(store: Arc<dyn MessageS
 async fn a_message_twice_in_one_flush_ends_as_its_results_in_order_say(store: Arc<dyn MessageStore>) {
     // Each message is claimed, its lease lost and claimed again, so one flush holds a result of each claim.
     let ids = enqueue(store.as_ref(), 2).await;
-    let old = store.claim_due(2, "slow", Duration::from_millis(50)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(store.rescue_expired_leases().await.unwrap().len(), 2);
-    let new = store.claim_due(2, "b", LEASE).await.unwrap();
+    let old = claim_due(store.as_ref(), 2, "slow", Duration::from_millis(50)).await;
+    assert_eq!(rescue_once_expired(store.as_ref()).await.len(), 2);
+    let new = claim_due(store.as_ref(), 2, "b", LEASE).await;
     let sent_at = Utc::now().trunc_subsecs(6);
 
     let changed = store
@@ -550,6 +604,7 @@ async fn a_batch_is_queued_in_the_order_given(store: Arc<dyn MessageStore>) {
         .map(|i| NewMessage {
             to: PhoneNumber::parse(&format!("+9055522{i:05}")).unwrap(),
             content: MessageContent::parse(&format!("batch {i}"), 160).unwrap(),
+            when: Schedule::default(),
         })
         .collect();
 
@@ -560,10 +615,8 @@ async fn a_batch_is_queued_in_the_order_given(store: Arc<dyn MessageStore>) {
         assert_eq!(message.content, format!("batch {i}"), "returned in the order given");
         assert_eq!((message.status, message.attempts), (MessageStatus::Pending, 0));
     }
-    let claimed: Vec<Uuid> = store
-        .claim_due(50, "a", LEASE)
+    let claimed: Vec<Uuid> = claim_due(store.as_ref(), 50, "a", LEASE)
         .await
-        .unwrap()
         .iter()
         .map(|m| m.claim.message_id)
         .collect();
@@ -577,7 +630,7 @@ async fn a_batch_is_queued_in_the_order_given(store: Arc<dyn MessageStore>) {
 
 async fn sent_messages_before_the_retention_go_with_their_history(store: Arc<dyn MessageStore>) {
     let ids = enqueue(store.as_ref(), 4).await;
-    let claims = store.claim_due(3, "a", LEASE).await.unwrap();
+    let claims = claim_due(store.as_ref(), 3, "a", LEASE).await;
     let long_ago = Utc::now().trunc_subsecs(6) - chrono::Duration::days(40);
     let results: Vec<Finish> = claims
         .iter()
@@ -599,7 +652,7 @@ async fn sent_messages_before_the_retention_go_with_their_history(store: Arc<dyn
         .collect();
     store.finish_claims(&results).await.unwrap();
     let recent = enqueue(store.as_ref(), 1).await[0];
-    let claim = store.claim_due(1, "a", LEASE).await.unwrap();
+    let claim = claim_due(store.as_ref(), 1, "a", LEASE).await;
     assert!(mark_sent(store.as_ref(), &claim[0].claim, None).await);
     let cutoff = Utc::now() - chrono::Duration::days(30);
 
@@ -619,4 +672,594 @@ async fn sent_messages_before_the_retention_go_with_their_history(store: Arc<dyn
     assert_eq!(store.list_attempts(ids[2]).await.unwrap().len(), 1);
     assert_eq!(store.get(ids[3]).await.unwrap().unwrap().status, MessageStatus::Sent);
     assert_eq!(store.get(recent).await.unwrap().unwrap().status, MessageStatus::Pending);
+}
+
+/// A claim under `RATE_LIMIT` `rate`, of up to `limit`.
+async fn claim_paced(store: &dyn MessageStore, limit: u32, rate: f64) -> Claimed {
+    let request = ClaimRequest {
+        limit,
+        owner: "a",
+        lease: LEASE,
+        rate_limit: Some(rate),
+        after: None,
+        aging: AGING,
+    };
+    store.claim_due(&request).await.unwrap()
+}
+
+async fn a_rate_limit_grants_a_burst_then_the_next_message_when_it_fits(store: Arc<dyn MessageStore>) {
+    enqueue(store.as_ref(), 50).await;
+
+    // 200 a second: a burst of 50 ms' worth, 10, and the claim is told it was held back.
+    let first = claim_paced(store.as_ref(), 40, 200.0).await;
+    assert_eq!(first.messages.len(), 10, "{:?}", first.pace);
+    assert_eq!(first.pace.rate, Some(200.0));
+    assert!(first.pace.next_in.is_some(), "held back by the rate: {:?}", first.pace);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // One a second: a burst of one, then nothing until a second has passed since.
+    let one = claim_paced(store.as_ref(), 40, 1.0).await;
+    assert_eq!(one.messages.len(), 1, "{:?}", one.pace);
+    let none = claim_paced(store.as_ref(), 40, 1.0).await;
+    assert!(none.messages.is_empty(), "{:?}", none.pace);
+    let wait = none.pace.next_in.expect("the rate says when the next fits");
+    assert!(
+        wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    assert_eq!(
+        claim_paced(store.as_ref(), 40, 1.0).await.messages.len(),
+        1,
+        "never more than the burst"
+    );
+
+    // Without a cap, a claim takes what it asks for.
+    assert_eq!(claim_due(store.as_ref(), 5, "a", LEASE).await.len(), 5);
+}
+
+async fn a_throttle_pauses_every_claim_then_the_rate_comes_back_cut(store: Arc<dyn MessageStore>) {
+    enqueue(store.as_ref(), 10).await;
+    for message in claim_due(store.as_ref(), 2, "a", LEASE).await {
+        assert!(mark_sent(store.as_ref(), &message.claim, None).await);
+    }
+
+    let pause = store.throttle(Some(Duration::from_millis(600)), None).await.unwrap();
+    assert!(
+        pause > Duration::from_millis(400) && pause <= Duration::from_millis(600),
+        "{pause:?}"
+    );
+    // The answers to what else was in flight stretch nothing.
+    let again = store.throttle(None, None).await.unwrap();
+    assert!(again <= pause, "{again:?} after {pause:?}");
+
+    let paused = claim_due_all(store.as_ref()).await;
+    assert!(paused.messages.is_empty());
+    assert!(paused.pace.paused_for.is_some(), "{:?}", paused.pace);
+
+    let resumed = wait_for("the pause ends", || {
+        let store = Arc::clone(&store);
+        async move { Some(claim_due_all(store.as_ref()).await).filter(|claimed| !claimed.messages.is_empty()) }
+    })
+    .await;
+    // Two were accepted in the last second before the 429: the cut rate is half of that, at least 1/s.
+    let rate = resumed.pace.rate.expect("a cut rate in force");
+    assert!((1.0..2.0).contains(&rate), "{rate}");
+    assert_eq!(resumed.messages.len(), 1, "the cut rate's burst: one");
+}
+
+/// A claim of up to 10 with no cap of its own.
+async fn claim_due_all(store: &dyn MessageStore) -> Claimed {
+    let request = ClaimRequest {
+        limit: 10,
+        owner: "a",
+        lease: LEASE,
+        rate_limit: None,
+        after: None,
+        aging: AGING,
+    };
+    store.claim_due(&request).await.unwrap()
+}
+
+async fn a_rescue_spares_the_claims_the_rescuer_still_holds(store: Arc<dyn MessageStore>) {
+    let ids = enqueue(store.as_ref(), 2).await;
+    let held = claim_due(store.as_ref(), 1, "me", Duration::from_millis(50)).await[0].claim;
+    let lost = claim_due(store.as_ref(), 1, "me", Duration::from_millis(50)).await[0].claim;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let rescue = Rescue {
+        live: &[held.token],
+        owner_fresh: Duration::from_secs(3),
+        expired_within: None,
+    };
+    let rescued = store.rescue_expired_leases(&rescue).await.unwrap();
+
+    assert_eq!(rescued, vec![ids[1]], "only the claim the rescuer no longer holds");
+    assert_eq!(lost.message_id, ids[1]);
+    let recent = Rescue {
+        live: &[],
+        owner_fresh: Duration::from_secs(3),
+        expired_within: Some(Duration::from_millis(1)),
+    };
+    assert!(
+        store.rescue_expired_leases(&recent).await.unwrap().is_empty(),
+        "its lease ran out longer ago than the window"
+    );
+    assert_eq!(rescue_once_expired(store.as_ref()).await, vec![held.message_id]);
+}
+
+async fn a_put_back_keeps_its_place_and_a_throttled_one_waits_uncounted(store: Arc<dyn MessageStore>) {
+    let ids = enqueue(store.as_ref(), 3).await;
+    let claims = claim_due(store.as_ref(), 2, "a", LEASE).await;
+
+    assert!(put_back(store.as_ref(), &claims[0].claim).await);
+    let throttled = NextState::PutBack {
+        after: Some(Duration::from_secs(60)),
+        error: Some("provider answered 429".to_owned()),
+    };
+    assert!(finish(store.as_ref(), &claims[1].claim, throttled).await);
+
+    let first = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!((first.status, first.attempts), (MessageStatus::Pending, 0));
+    let second = store.get(ids[1]).await.unwrap().unwrap();
+    assert_eq!((second.status, second.attempts), (MessageStatus::Pending, 0));
+    assert_eq!(second.last_error.as_deref(), Some("provider answered 429"));
+    assert!(second.next_attempt_at > Utc::now() + chrono::Duration::seconds(50));
+    let next: Vec<Uuid> = claim_due(store.as_ref(), 3, "a", LEASE)
+        .await
+        .iter()
+        .map(|m| m.claim.message_id)
+        .collect();
+    assert_eq!(
+        next,
+        vec![ids[0], ids[2]],
+        "the one put back first, in its place; the throttled one waits"
+    );
+}
+
+async fn a_claim_resumes_after_its_frontier_and_a_sweep_finds_what_came_due_behind_it(store: Arc<dyn MessageStore>) {
+    let ids = enqueue(store.as_ref(), 6).await;
+    let request = |after| ClaimRequest {
+        limit: 2,
+        owner: "a",
+        lease: LEASE,
+        rate_limit: None,
+        after,
+        aging: AGING,
+    };
+    let first = store.claim_due(&request(None)).await.unwrap();
+    let frontier = first.frontier.expect("the last claimed row's place");
+    assert!(
+        put_back(store.as_ref(), &first.messages[0].claim).await,
+        "back behind the frontier"
+    );
+
+    let resumed = store.claim_due(&request(Some(frontier))).await.unwrap();
+    let taken: Vec<Uuid> = resumed.messages.iter().map(|m| m.claim.message_id).collect();
+    assert_eq!(taken, vec![ids[2], ids[3]], "after the frontier, not the one put back");
+    let reached = resumed.frontier.expect("claimed");
+    assert!(frontier.is_behind(&reached));
+    assert!(reached.lane(Priority::Normal) > frontier.lane(Priority::Normal));
+
+    let swept = store.claim_due(&request(None)).await.unwrap();
+    let taken: Vec<Uuid> = swept.messages.iter().map(|m| m.claim.message_id).collect();
+    assert_eq!(taken, vec![ids[0], ids[4]], "a sweep starts from the oldest due row");
+}
+
+/// One message to `+9055522xxxxx` (`i`) with this schedule.
+fn scheduled(i: usize, when: Schedule) -> NewMessage {
+    NewMessage {
+        to: PhoneNumber::parse(&format!("+9055522{i:05}")).unwrap(),
+        content: MessageContent::parse(&format!("scheduled {i}"), 160).unwrap(),
+        when,
+    }
+}
+
+fn with_priority(priority: Priority) -> Schedule {
+    Schedule {
+        priority,
+        ..Schedule::default()
+    }
+}
+
+async fn enqueue_each(store: &dyn MessageStore, messages: Vec<NewMessage>) -> Vec<Uuid> {
+    store
+        .insert_many(&messages)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect()
+}
+
+/// Claims up to `limit` with this aging, as the fetcher does on a sweep.
+async fn claim_aged(store: &dyn MessageStore, limit: u32, aging: Duration) -> Claimed {
+    let request = ClaimRequest {
+        limit,
+        owner: "a",
+        lease: LEASE,
+        rate_limit: None,
+        after: None,
+        aging,
+    };
+    store.claim_due(&request).await.unwrap()
+}
+
+fn ids_of(claimed: &Claimed) -> Vec<Uuid> {
+    claimed.messages.iter().map(|m| m.claim.message_id).collect()
+}
+
+async fn a_scheduled_message_is_due_at_its_send_at_and_not_before(store: Arc<dyn MessageStore>) {
+    let later = Utc::now().trunc_subsecs(6) + chrono::Duration::milliseconds(300);
+    let ids = enqueue_each(
+        store.as_ref(),
+        vec![
+            scheduled(
+                0,
+                Schedule {
+                    send_at: Some(later),
+                    ..Schedule::default()
+                },
+            ),
+            scheduled(1, Schedule::default()),
+        ],
+    )
+    .await;
+    let stored = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!((stored.when.send_at, stored.next_attempt_at), (Some(later), later));
+
+    assert_eq!(
+        ids_of(&claim_aged(store.as_ref(), 10, AGING).await),
+        vec![ids[1]],
+        "only the due one"
+    );
+    let claimed = wait_for("the send_at passes", || async {
+        Some(claim_aged(store.as_ref(), 10, AGING).await).filter(|claimed| !claimed.messages.is_empty())
+    })
+    .await;
+    assert!(Utc::now() >= later, "never before its send_at");
+    assert_eq!(ids_of(&claimed), vec![ids[0]]);
+}
+
+async fn a_due_message_past_its_expires_at_is_expired_by_the_claim_and_never_handed_out(store: Arc<dyn MessageStore>) {
+    let soon = Utc::now() + chrono::Duration::milliseconds(50);
+    let ids = enqueue_each(
+        store.as_ref(),
+        vec![
+            scheduled(
+                0,
+                Schedule {
+                    expires_at: Some(soon),
+                    ..Schedule::default()
+                },
+            ),
+            scheduled(
+                1,
+                Schedule {
+                    expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
+                    ..Schedule::default()
+                },
+            ),
+        ],
+    )
+    .await;
+    wait_until("the first expires", || async { Utc::now() > soon }).await;
+
+    let claimed = claim_aged(store.as_ref(), 10, AGING).await;
+
+    assert_eq!(ids_of(&claimed), vec![ids[1]], "the one not expired is claimed");
+    assert_eq!(claimed.ended, vec![(ids[0], MessageStatus::Expired)]);
+    let expired = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!((expired.status, expired.attempts), (MessageStatus::Expired, 0));
+    assert!(expired.last_error.unwrap().contains("expires_at"));
+    let listed = store.list_by_status(MessageStatus::Expired, 10, None).await.unwrap();
+    assert_eq!(listed.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[0]]);
+    assert!(claim_aged(store.as_ref(), 10, AGING).await.messages.is_empty(), "final");
+}
+
+async fn a_retry_that_comes_due_after_the_expiry_expires_instead(store: Arc<dyn MessageStore>) {
+    let expires_at = Utc::now() + chrono::Duration::milliseconds(200);
+    let ids = enqueue_each(
+        store.as_ref(),
+        vec![scheduled(
+            0,
+            Schedule {
+                expires_at: Some(expires_at),
+                ..Schedule::default()
+            },
+        )],
+    )
+    .await;
+    let claim = claim_aged(store.as_ref(), 1, AGING).await.messages[0].claim;
+    assert!(retry_later(store.as_ref(), &claim, Duration::from_millis(300), "503").await);
+
+    let claimed = wait_for("the retry comes due", || async {
+        Some(claim_aged(store.as_ref(), 1, AGING).await).filter(|c| !c.messages.is_empty() || !c.ended.is_empty())
+    })
+    .await;
+
+    assert!(claimed.messages.is_empty(), "not attempted again after its expiry");
+    assert_eq!(claimed.ended, vec![(ids[0], MessageStatus::Expired)]);
+    let message = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!((message.status, message.attempts), (MessageStatus::Expired, 1));
+}
+
+async fn claims_take_high_before_normal_before_low_and_oldest_first_within_each(store: Arc<dyn MessageStore>) {
+    use Priority::*;
+    let order = [Low, Normal, High, Low, High, Normal];
+    let ids = enqueue_each(
+        store.as_ref(),
+        order
+            .iter()
+            .enumerate()
+            .map(|(i, p)| scheduled(i, with_priority(*p)))
+            .collect(),
+    )
+    .await;
+
+    let first = claim_aged(store.as_ref(), 3, AGING).await;
+    let second = claim_aged(store.as_ref(), 3, AGING).await;
+
+    assert_eq!(
+        ids_of(&first),
+        vec![ids[2], ids[4], ids[1]],
+        "both high, then the oldest normal"
+    );
+    assert_eq!(
+        ids_of(&second),
+        vec![ids[5], ids[0], ids[3]],
+        "the other normal, then the lows oldest first"
+    );
+    let stored = store.get(ids[2]).await.unwrap().unwrap();
+    assert_eq!(stored.when.priority, High);
+}
+
+async fn a_message_due_for_longer_than_the_aging_counts_one_level_higher(store: Arc<dyn MessageStore>) {
+    let aging = Duration::from_millis(200);
+    let starved = enqueue_each(store.as_ref(), vec![scheduled(0, with_priority(Priority::Low))]).await[0];
+    let waited_since = Utc::now();
+    wait_until("the low message has waited out the aging", || async {
+        Utc::now() > waited_since + chrono::Duration::milliseconds(300)
+    })
+    .await;
+    let fresh = enqueue_each(
+        store.as_ref(),
+        vec![
+            scheduled(1, with_priority(Priority::Normal)),
+            scheduled(2, with_priority(Priority::High)),
+        ],
+    )
+    .await;
+
+    let without_aging = claim_aged(store.as_ref(), 2, AGING).await;
+    assert_eq!(
+        ids_of(&without_aging),
+        vec![fresh[1], fresh[0]],
+        "strict priority: the low waits"
+    );
+    for message in &without_aging.messages {
+        assert!(put_back(store.as_ref(), &message.claim).await);
+    }
+
+    let aged = claim_aged(store.as_ref(), 2, aging).await;
+    assert_eq!(
+        ids_of(&aged),
+        vec![fresh[1], starved],
+        "the starved low counts as normal and is older than the fresh normal; the fresh high still first"
+    );
+}
+
+async fn each_priority_lane_resumes_after_its_own_frontier(store: Arc<dyn MessageStore>) {
+    use Priority::*;
+    let ids = enqueue_each(
+        store.as_ref(),
+        [High, Low, High, Low]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| scheduled(i, with_priority(*p)))
+            .collect(),
+    )
+    .await;
+    let request = |after| ClaimRequest {
+        limit: 2,
+        owner: "a",
+        lease: LEASE,
+        rate_limit: None,
+        after,
+        aging: AGING,
+    };
+    let first = store.claim_due(&request(None)).await.unwrap();
+    assert_eq!(ids_of(&first), vec![ids[0], ids[2]]);
+    let frontier = first.frontier.expect("the high lane's place");
+    assert_eq!(frontier.lane(Low), None, "nothing claimed in the low lane");
+    assert!(put_back(store.as_ref(), &first.messages[0].claim).await);
+
+    let resumed = store.claim_due(&request(Some(frontier))).await.unwrap();
+    assert_eq!(
+        ids_of(&resumed),
+        vec![ids[1], ids[3]],
+        "the high lane resumes after its frontier; the low lane, with none, from its oldest"
+    );
+    let swept = store.claim_due(&request(None)).await.unwrap();
+    assert_eq!(
+        ids_of(&swept),
+        vec![ids[0]],
+        "a sweep finds the high put back behind the frontier"
+    );
+}
+
+fn number(raw: &str) -> PhoneNumber {
+    PhoneNumber::parse(raw).unwrap()
+}
+
+async fn the_opt_out_list_adds_once_pages_in_order_and_removes(database: TestDatabase) {
+    let list = database.opt_outs;
+    let (first, new) = list.add_opt_out(&number("+905552222222")).await.unwrap();
+    assert!(new);
+    assert_eq!(first.to, "+905552222222");
+    let (again, new) = list.add_opt_out(&number("+90 555 222 22 22")).await.unwrap();
+    assert!(!new, "already on the list");
+    assert_eq!(again, first, "the same entry, with its first time");
+    list.add_opt_out(&number("+441234567890")).await.unwrap();
+    list.add_opt_out(&number("+905551111111")).await.unwrap();
+
+    let page = list.list_opt_outs(2, None).await.unwrap();
+    let numbers: Vec<&str> = page.iter().map(|e| e.to.as_str()).collect();
+    assert_eq!(numbers, ["+441234567890", "+905551111111"]);
+    let rest = list.list_opt_outs(2, Some("+905551111111")).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.to.as_str()).collect::<Vec<_>>(),
+        ["+905552222222"]
+    );
+
+    assert!(list.remove_opt_out(&number("+905552222222")).await.unwrap());
+    assert!(
+        !list.remove_opt_out(&number("+905552222222")).await.unwrap(),
+        "gone already"
+    );
+    assert_eq!(list.list_opt_outs(10, None).await.unwrap().len(), 2);
+}
+
+async fn a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after(database: TestDatabase) {
+    let (store, list) = (database.store, database.opt_outs);
+    let before = enqueue_each(store.as_ref(), vec![scheduled(0, Schedule::default())]).await[0];
+    let opted_out = store.get(before).await.unwrap().unwrap().to;
+    list.add_opt_out(&number(&opted_out)).await.unwrap();
+    let after = enqueue_each(
+        store.as_ref(),
+        vec![scheduled(0, Schedule::default()), scheduled(1, Schedule::default())],
+    )
+    .await;
+
+    let claimed = claim_aged(store.as_ref(), 10, AGING).await;
+
+    assert_eq!(
+        ids_of(&claimed),
+        vec![after[1]],
+        "only the other number's message is claimed"
+    );
+    assert!(
+        claimed
+            .ended
+            .iter()
+            .all(|(_, status)| *status == MessageStatus::Suppressed)
+    );
+    let mut ended: Vec<Uuid> = claimed.ended.iter().map(|(id, _)| *id).collect();
+    ended.sort();
+    let mut expected = vec![before, after[0]];
+    expected.sort();
+    assert_eq!(
+        ended, expected,
+        "enqueued before and after the opt-out, both suppressed"
+    );
+    for id in [before, after[0]] {
+        let message = store.get(id).await.unwrap().unwrap();
+        assert_eq!((message.status, message.attempts), (MessageStatus::Suppressed, 0));
+        assert!(message.last_error.unwrap().contains("opted out"));
+    }
+    assert!(list.remove_opt_out(&number(&opted_out)).await.unwrap());
+    let again = enqueue_each(store.as_ref(), vec![scheduled(0, Schedule::default())]).await[0];
+    assert_eq!(
+        ids_of(&claim_aged(store.as_ref(), 10, AGING).await),
+        vec![again],
+        "opted in again"
+    );
+}
+
+fn in_campaign(campaign: &str) -> Schedule {
+    Schedule {
+        campaign: Some(campaign.to_owned()),
+        ..Schedule::default()
+    }
+}
+
+async fn a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once(
+    database: TestDatabase,
+) {
+    let (store, campaigns) = (database.store, database.campaigns);
+    let promo = enqueue_each(
+        store.as_ref(),
+        vec![
+            scheduled(0, in_campaign("promo")),
+            scheduled(1, in_campaign("promo")),
+            scheduled(2, Schedule::default()),
+        ],
+    )
+    .await;
+    assert!(campaigns.pause_campaign("promo").await.unwrap());
+    assert!(!campaigns.pause_campaign("promo").await.unwrap(), "already paused");
+    assert!(
+        campaigns.pause_campaign("later").await.unwrap(),
+        "a name with no messages yet"
+    );
+
+    let claimed = claim_aged(store.as_ref(), 1, AGING).await;
+    assert_eq!(
+        ids_of(&claimed),
+        vec![promo[2]],
+        "the paused rows ahead of it do not block it"
+    );
+    let listed = campaigns.list_campaigns().await.unwrap();
+    let names: Vec<(&str, bool)> = listed.iter().map(|c| (c.name.as_str(), c.paused)).collect();
+    assert_eq!(names, [("later", true), ("promo", true)]);
+    assert_eq!(listed[1].counts.get("pending"), Some(&2));
+
+    assert!(campaigns.resume_campaign("promo").await.unwrap());
+    assert!(!campaigns.resume_campaign("promo").await.unwrap(), "already running");
+    let resumed = claim_aged(store.as_ref(), 10, AGING).await;
+    assert_eq!(ids_of(&resumed), vec![promo[0], promo[1]], "in their places");
+    for message in &resumed.messages {
+        assert!(mark_sent(store.as_ref(), &message.claim, None).await);
+    }
+
+    let more = enqueue_each(
+        store.as_ref(),
+        vec![scheduled(3, in_campaign("promo")), scheduled(4, in_campaign("promo"))],
+    )
+    .await;
+    assert_eq!(campaigns.cancel_campaign("promo").await.unwrap(), 2);
+    for id in more {
+        assert_eq!(store.get(id).await.unwrap().unwrap().status, MessageStatus::Cancelled);
+    }
+    let promo = campaigns
+        .list_campaigns()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "promo")
+        .unwrap();
+    assert!(!promo.paused);
+    assert_eq!(
+        promo.counts.into_iter().collect::<Vec<_>>(),
+        [("cancelled", 2), ("sent", 2)]
+    );
+}
+
+async fn inbound_replies_are_kept_with_their_action_and_listed_newest_first(database: TestDatabase) {
+    use insider_messaging::{domain::InboundAction, store::InboundReply};
+    let log = database.inbound;
+    let at = Utc::now().trunc_subsecs(6);
+    let mut kept = Vec::new();
+    for (content, action) in [
+        ("STOP", InboundAction::OptOut),
+        ("hello", InboundAction::Other),
+        ("START", InboundAction::OptIn),
+    ] {
+        let reply = InboundReply {
+            from: "+905551111111",
+            content,
+            at,
+            action,
+        };
+        kept.push(log.record_inbound(&reply).await.unwrap());
+    }
+    assert_eq!((kept[0].action.as_str(), kept[0].at), ("opt_out", at));
+
+    let first = log.list_inbound(2, None).await.unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.content.as_str()).collect::<Vec<_>>(),
+        ["START", "hello"]
+    );
+    let rest = log.list_inbound(2, Some(first[1].id)).await.unwrap();
+    assert_eq!(rest, vec![kept[0].clone()]);
 }

@@ -31,13 +31,13 @@ const state = {
 // ---- Masking -----------------------------------------------------------------------------------------
 
 /**
- * `+905551111111` → `+90555****11`: the rule of `mask` in src/domain/phone_number.rs. At most 5 leading
- * digits are shown, never more than (digits − 6), then `****`, then the last 2 characters when the number
- * has at least 6 digits; what precedes the first digit (the `+`) is kept.
+ * `+905551111111` → `+90555****11`: the rule of `PhoneNumber::masked` in src/domain/phone_number.rs. At most
+ * 5 leading digits are shown, never more than (digits − 6), then `****`, then the last 2 characters when the
+ * number has at least 6 digits; what precedes the first digit (the `+`) is kept.
  *
- * The head is counted in digits, not characters. For every stored, parsed number (`+` and digits only) this
- * gives exactly what the Rust function gives; it differs only for raw strings with separators inside, which
- * dead letters inserted by plain SQL can hold: `0555 111 22 33` shows `0555 1****33`, not 9 of its 11 digits.
+ * The head is counted in digits, not characters. For every parsed number (`+` and digits only) this gives
+ * exactly what the Rust method gives. The console also sees raw strings, which dead letters inserted by plain
+ * SQL can hold, separators included: `0555 111 22 33` shows `0555 1****33`, not 9 of its 11 digits.
  */
 export function mask(number) {
   const chars = Array.from(String(number ?? ''));
@@ -174,12 +174,32 @@ function renderScheduler(scheduler) {
   pill.className = `pill ${state.running ? 'ok' : 'warn'}`;
   $('#interval').textContent = formatDuration(scheduler.interval_seconds);
   $('#batch-size').textContent = count.format(scheduler.batch_size);
-  $('#in-flight').textContent = `${count.format(scheduler.in_flight)} of ${count.format(scheduler.webhook_concurrency)}`;
+  $('#in-flight').textContent = count.format(scheduler.in_flight);
   setTime($('#last-tick'), scheduler.last_tick_at, 'never');
   setTime($('#next-tick'), scheduler.next_tick_at, state.running ? 'now' : '— (stopped)');
+  renderFlow(scheduler.flow);
   renderBreaker(scheduler.breaker);
   renderReplicas(scheduler.replicas);
   renderButtons();
+}
+
+/** Send slots, the run-ahead buffer and the cluster's pace, once GET /scheduler reports them. */
+function renderFlow(flow) {
+  for (const id of ['#slots-row', '#run-ahead-row', '#rate-row']) $(id).hidden = !flow;
+  if (!flow) return;
+  $('#slots').textContent = `${count.format(flow.send_slots_in_use)} of ${count.format(flow.send_slots)}`;
+  $('#run-ahead').textContent = `${count.format(flow.run_ahead)} of ${count.format(flow.run_ahead_capacity)}`;
+  const value = $('#rate');
+  value.replaceChildren();
+  const perSecond = (rate) => `${count.format(Math.round(rate * 10) / 10)}/s`;
+  const paused = typeof flow.throttled_for_seconds === 'number';
+  const pill = document.createElement('span');
+  pill.className = `pill ${paused ? 'bad' : 'ok'}`;
+  pill.textContent = paused ? `paused by a 429 for ${formatDuration(flow.throttled_for_seconds)}` : 'sending';
+  value.append(pill);
+  const rate = flow.rate_per_second == null ? 'no cap' : perSecond(flow.rate_per_second);
+  const limit = flow.rate_limit_per_second == null ? 'RATE_LIMIT unset' : `RATE_LIMIT ${perSecond(flow.rate_limit_per_second)}`;
+  value.append(` ${rate} · ${limit}`);
 }
 
 /** The provider circuit breaker, once GET /scheduler reports one: a state name, or an object with `state`. */
@@ -272,7 +292,43 @@ function renderStats(stats) {
   const sum = (field) => stats.per_minute.reduce((total, minute) => total + minute[field], 0);
   $('#sent-hour').textContent = count.format(sum('sent'));
   $('#failed-hour').textContent = count.format(sum('failed'));
+  renderDeliveryRates(stats.delivery);
+  renderOutbox(stats.status_outbox);
   renderChart();
+}
+
+/** Delivered / (delivered + undelivered) of the last hour and day, when receipts are tracked. */
+function renderDeliveryRates(delivery) {
+  $('#delivery-rates').hidden = !delivery;
+  if (!delivery) return;
+  const percent = (window) => (window.rate === null ? '—' : `${Math.round(window.rate * 1000) / 10}%`);
+  const rate = $('#delivery-rate');
+  rate.textContent = `${percent(delivery.last_hour)} · ${percent(delivery.last_day)}`;
+  rate.dataset.value = delivery.last_hour.rate === null ? '' : String(delivery.last_hour.rate);
+  rate.title = `Last hour: ${delivery.last_hour.delivered} delivered, ${delivery.last_hour.undelivered} undelivered; `
+    + `last day: ${delivery.last_day.delivered} delivered, ${delivery.last_day.undelivered} undelivered`;
+}
+
+/** The status events outbox: events waiting (with the oldest one's age) and failed. */
+function renderOutbox(outbox) {
+  $('#status-outbox').hidden = !outbox;
+  if (!outbox) return;
+  const depth = $('#outbox-depth');
+  depth.textContent = `${count.format(outbox.pending)} · ${count.format(outbox.failed)}`;
+  depth.dataset.value = String(outbox.pending);
+  depth.className = outbox.failed > 0 ? 'bad-text' : '';
+  depth.title = outbox.oldest_pending_age_seconds === null
+    ? 'Nothing waits' : `The oldest has waited ${formatDuration(outbox.oldest_pending_age_seconds)}`;
+}
+
+/** A sent message's delivery state, with the carrier's error when undelivered. */
+function deliveryCell(item) {
+  const status = item.delivery_status ?? 'not_tracked';
+  const text = status.replaceAll('_', ' ');
+  const className = status === 'delivered' ? 'ok-text' : status === 'undelivered' || status === 'no_receipt' ? 'bad-text' : '';
+  const td = cell(item.delivery_error ? `${text}: ${item.delivery_error}` : text, { label: 'Delivery', className });
+  td.dataset.value = status;
+  return td;
 }
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -407,6 +463,7 @@ function renderSent(page) {
     cell(mask(item.to), { label: 'To', className: 'mono' }),
     cell(item.content, { label: 'Content', title: item.content }),
     cell(item.provider_message_id ?? '—', { label: 'Provider id', className: 'mono', title: item.provider_message_id ?? undefined }),
+    deliveryCell(item),
   ]));
 }
 
@@ -432,6 +489,32 @@ function renderPending(page) {
     cell(item.content, { label: 'Content', title: item.content }),
     cell(count.format(item.attempts), { label: 'Tries', className: 'number' }),
     actionCell('Cancel', item.id, 'cancel', false),
+  ]));
+}
+
+function renderCampaigns(list) {
+  renderList('#campaign-rows', '#campaigns-empty', list.items, (item) => {
+    const counts = item.counts ?? {};
+    const other = Object.entries(counts)
+      .filter(([status]) => status !== 'pending' && status !== 'sent')
+      .reduce((sum, [, n]) => sum + n, 0);
+    return row([
+      cell(item.campaign, { label: 'Campaign', title: item.campaign }),
+      cell(item.paused ? 'paused' : 'running', { label: 'State' }),
+      cell(count.format(counts.pending ?? 0), { label: 'Pending', className: 'number' }),
+      cell(count.format(counts.sent ?? 0), { label: 'Sent', className: 'number' }),
+      cell(count.format(other), { label: 'Other', className: 'number' }),
+    ]);
+  });
+}
+
+/** Replies (STOP opts out, START opts back in), newest first; numbers masked like every other. */
+function renderReplies(page) {
+  renderList('#reply-rows', '#replies-empty', page.items, (item) => row([
+    timeCell(item.received_at, 'Received'),
+    cell(mask(item.from), { label: 'From', className: 'mono' }),
+    cell(item.content, { label: 'Content', title: item.content }),
+    cell(item.action.replace('_', '-'), { label: 'Action' }),
   ]));
 }
 
@@ -474,6 +557,8 @@ async function load() {
     ['the queue', api('/stats'), renderStats],
     ['the sent list', api(`/messages/sent?limit=${LIST_LIMIT}`), renderSent],
     ['the dead letters', api(`/messages?status=failed&limit=${LIST_LIMIT}`), renderDead],
+    ['the campaigns', api('/campaigns'), renderCampaigns],
+    ['the replies', api(`/inbound?limit=${LIST_LIMIT}`), renderReplies],
   ];
   if (state.capabilities.cancel) {
     sources.push(['the pending messages', api(`/messages?status=pending&limit=${LIST_LIMIT}`), renderPending]);

@@ -31,7 +31,8 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
     {"to": "+905552222222", "content": "Kampanya başladı"}
 ]}))]
 pub struct CreateBatchRequest {
-    /// 1 to 1,000 messages, each `{"to", "content"}` as `POST /messages` takes it. Any item is
+    /// 1 to 1,000 messages, each `{"to", "content"}` (and optionally `send_at`, `expires_at`,
+    /// `priority`) as `POST /messages` takes it. Any item is
     /// accepted here and judged on its own: one that is not a valid message (a bad number, blank
     /// content, a missing field, not even an object) is refused at its index, the others are stored.
     #[schema(min_items = 1, max_items = 1000)]

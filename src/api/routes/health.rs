@@ -1,6 +1,6 @@
-//! Liveness and readiness.
+//! Liveness and readiness. Both answer `HEAD` as `GET`, without the body, for probes that use it.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, route, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -15,8 +15,8 @@ pub struct HealthResponse {
 /// The process is up.
 ///
 /// Answers 200 as long as the HTTP server runs; it checks nothing else.
-#[utoipa::path(tag = "health", responses((status = 200, description = "Alive", body = HealthResponse)))]
-#[get("/healthz")]
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = HealthResponse)))]
+#[route("/healthz", method = "GET", method = "HEAD")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse { status: "ok" })
 }
@@ -39,6 +39,8 @@ pub struct ReadinessResponse {
 /// 200 when the database answers, 503 when it does not. Redis is reported but optional: with Redis down
 /// messages are still sent, so readiness stays 200.
 #[utoipa::path(
+    get,
+    path = "/readyz",
     tag = "health",
     responses(
         (status = 200, description = "Ready", body = ReadinessResponse),
@@ -46,7 +48,7 @@ pub struct ReadinessResponse {
          example = json!({"status": "not_ready", "database": "down", "cache": "up"})),
     )
 )]
-#[get("/readyz")]
+#[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let (database, cache) = futures_util::future::join(state.store.ping(), state.cache.ping()).await;
     let database = match database {

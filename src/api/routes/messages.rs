@@ -1,10 +1,14 @@
-//! Enqueueing a message, reading one, and the sent list.
+//! Enqueueing a message and reading one back: the request and the message resource that the other
+//! message routes (`listing.rs`, `operator.rs`, `batch.rs`) answer with too.
+
+use std::time::Duration;
 
 use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -12,16 +16,11 @@ use crate::{
         AppState,
         error::{ApiError, ErrorBody},
     },
-    domain::{Attempt, Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, segments_of},
-    store::{PageCursor, Transition, list_key},
+    domain::{
+        Attempt, DeliveryStatus, Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, Priority,
+        Schedule, segments_of,
+    },
 };
-
-const SENT_LIMIT_DEFAULT: u32 = 20;
-const SENT_LIMIT_MAX: u32 = 100;
-const STATUS_NAMES: &str = "pending, sending, sent, failed, cancelled";
-/// The largest position the spec's cursor pattern allows (18 digits: AD 33658), which every backend
-/// stores: Postgres's timestamps reach AD 294276, SQLite keeps i64 microseconds.
-const CURSOR_MAX_MICROS: i64 = 999_999_999_999_999_999;
 
 /// A message to enqueue.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -31,15 +30,70 @@ pub struct CreateMessageRequest {
     /// dropped.
     #[schema(example = "+905551111111", pattern = r"^\+[ -]*[1-9](?:[ -]*[0-9]){7,14}[ -]*$")]
     pub to: String,
-    /// 1 to `CONTENT_MAX_CHARS` (default 160) characters, characters not bytes; not blank, and no
-    /// control characters other than line breaks and tabs.
+    /// 1 to `CONTENT_MAX_CHARS` (default 160) characters, characters not bytes; at least one visible
+    /// character (spaces, zero-width and other invisible characters such as U+200B, U+2800 or U+FEFF
+    /// alone are blank), no control characters other than line breaks and tabs, and no bidirectional
+    /// controls (U+202A to U+202E, U+2066 to U+2069). The pattern lists the invisible characters below
+    /// U+10000; those above (tags U+E0000 to U+E0FFF and a few others) are refused as well.
     #[schema(
         example = "Insider - Project",
         min_length = 1,
         max_length = 160,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\s\u0000-\u001F\u007F-\u00A0\u00AD\u034F\u0600-\u0605\u061C\u06DD\u070F\u0890\u0891\u08E2\u115F\u1160\u1680\u17B4\u17B5\u180B-\u180F\u2000-\u200F\u2028-\u202F\u205F-\u206F\u2800\u3000\u3164\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFFB][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
     )]
     pub content: String,
+    /// Not sent before this time (RFC 3339); due from then on like any other message. Omitted, or in
+    /// the past: due now.
+    #[schema(example = "2026-12-24T09:00:00+03:00")]
+    pub send_at: Option<DateTime<Utc>>,
+    /// Never sent after this time (RFC 3339; after `send_at` when both are given, else a 400): a
+    /// message not handed to the provider by then becomes `expired`, and its retries stop. One already
+    /// past expires at its first claim: never sent.
+    #[schema(example = "2026-12-24T09:05:00+03:00")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `high`, `normal` (the default) or `low`. A claim takes due `high` before `normal` before `low`,
+    /// oldest first within one; a message due for longer than `PRIORITY_AGING` counts one level higher.
+    pub priority: Option<Priority>,
+    /// The recipient's IANA time zone, for quiet hours (`QUIET_HOURS` holds `low` messages in the
+    /// recipient's night). Omitted: the zone of the number's country calling code when the country has
+    /// one, else `QUIET_HOURS_TZ`.
+    #[schema(value_type = Option<TimeZoneName>, example = "Europe/Istanbul")]
+    pub timezone: Option<Tz>,
+    /// A campaign label, 1 to 64 characters without `/` or control characters: its messages are
+    /// listed, paused, resumed and cancelled together (`/campaigns`).
+    #[schema(example = "black-friday-2026", pattern = r"^[^/\u0000-\u001F\u007F-\u009F]{1,64}$")]
+    pub campaign: Option<String>,
+}
+
+/// An IANA time zone name, documented as the list `chrono-tz` knows, so that a client (or a generator
+/// of requests) can tell a name the API takes from one it refuses.
+pub struct TimeZoneName;
+
+impl utoipa::PartialSchema for TimeZoneName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("An IANA time zone name"))
+            .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+            .into()
+    }
+}
+
+impl ToSchema for TimeZoneName {}
+
+/// A campaign's name as a request gives it (a body's `campaign`, a path's `{campaign}`).
+pub(super) fn parse_campaign(raw: &str) -> Result<String, ApiError> {
+    let length = raw.chars().count();
+    if !(1..=64).contains(&length) {
+        return Err(ApiError::invalid(
+            "campaign",
+            format!("must be 1 to 64 characters, got {length}"),
+        ));
+    }
+    if raw.chars().any(|c| c == '/' || c.is_control()) {
+        return Err(ApiError::invalid("campaign", "must not hold / or control characters"));
+    }
+    Ok(raw.to_owned())
 }
 
 impl CreateMessageRequest {
@@ -55,17 +109,59 @@ impl CreateMessageRequest {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => Err(ApiError::invalid(name, "must be a string")),
         };
+        let optional_text = |name: &'static str| match fields.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(ApiError::invalid(name, "must be a string")),
+        };
+        let time = |name: &'static str| {
+            optional_text(name)?
+                .map(|raw| {
+                    DateTime::parse_from_rfc3339(raw)
+                        .map(|at| at.with_timezone(&Utc))
+                        .map_err(|e| ApiError::invalid(name, format!("must be an RFC 3339 time: {e}")))
+                })
+                .transpose()
+        };
         Ok(Self {
             to: text("to")?,
             content: text("content")?,
+            send_at: time("send_at")?,
+            expires_at: time("expires_at")?,
+            priority: optional_text("priority")?
+                .map(|raw| raw.parse::<Priority>())
+                .transpose()
+                .map_err(|e| ApiError::invalid("priority", e.to_string()))?,
+            timezone: optional_text("timezone")?
+                .map(|raw| raw.parse::<Tz>())
+                .transpose()
+                .map_err(|_| ApiError::invalid("timezone", "must be an IANA time zone such as Europe/Istanbul"))?,
+            campaign: optional_text("campaign")?.map(parse_campaign).transpose()?,
         })
     }
 
     pub(super) fn parse(self, content_max_chars: usize) -> Result<NewMessage, ApiError> {
+        let to = PhoneNumber::parse(&self.to).map_err(|e| ApiError::invalid("to", e.to_string()))?;
+        let content = MessageContent::parse(&self.content, content_max_chars)
+            .map_err(|e| ApiError::invalid("content", e.to_string()))?;
+        // A window that closes before it opens is a client's mistake, told at once. An expiry already
+        // past is not: the clock moved on since the client wrote it, and such a message expires at its
+        // first claim, never sent, which is what that expiry asks for.
+        if let (Some(send_at), Some(expires_at)) = (self.send_at, self.expires_at)
+            && expires_at <= send_at
+        {
+            return Err(ApiError::invalid("expires_at", "must be after send_at"));
+        }
         Ok(NewMessage {
-            to: PhoneNumber::parse(&self.to).map_err(|e| ApiError::invalid("to", e.to_string()))?,
-            content: MessageContent::parse(&self.content, content_max_chars)
-                .map_err(|e| ApiError::invalid("content", e.to_string()))?,
+            to,
+            content,
+            when: Schedule {
+                send_at: self.send_at,
+                expires_at: self.expires_at,
+                priority: self.priority.unwrap_or_default(),
+                timezone: self.timezone,
+                campaign: self.campaign,
+            },
         })
     }
 }
@@ -98,6 +194,26 @@ pub struct MessageResponse {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     sent_at: Option<DateTime<Utc>>,
+    /// Not sent before this time; null when it was due at once.
+    send_at: Option<DateTime<Utc>>,
+    /// Never sent after this time; null when it never expires.
+    expires_at: Option<DateTime<Utc>>,
+    priority: Priority,
+    /// The recipient's time zone for quiet hours, when the message gave one.
+    #[schema(example = "Europe/Istanbul")]
+    timezone: Option<String>,
+    /// The campaign it belongs to, if any.
+    #[schema(example = "black-friday-2026")]
+    campaign: Option<String>,
+    /// Where a sent message stands with the carrier (null until it is sent): `not_tracked` without
+    /// `CALLBACK_AUTH_KEY`; `awaiting_receipt`, `accepted` or `buffered` until a final receipt;
+    /// `delivered` or `undelivered` (final); `no_receipt` when none came within `RECEIPT_TIMEOUT`.
+    delivery_status: Option<DeliveryStatus>,
+    /// When the carrier delivered it.
+    delivered_at: Option<DateTime<Utc>>,
+    /// The carrier's error code or text, when undelivered.
+    #[schema(example = json!(null))]
+    delivery_error: Option<String>,
     /// Every POST of this message and its result, oldest first; only on `GET /messages/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     history: Option<Vec<AttemptResponse>>,
@@ -135,9 +251,15 @@ impl From<Attempt> for AttemptResponse {
     }
 }
 
-impl From<Message> for MessageResponse {
-    fn from(m: Message) -> Self {
+impl MessageResponse {
+    /// `m` as the API shows it; `receipt_timeout` is `RECEIPT_TIMEOUT` when receipts are tracked.
+    pub fn new(m: Message, receipt_timeout: Option<Duration>) -> Self {
         Self {
+            delivery_status: m
+                .sent_at
+                .map(|sent_at| DeliveryStatus::of(sent_at, m.delivery_status, receipt_timeout, Utc::now())),
+            delivered_at: m.delivered_at,
+            delivery_error: m.delivery_error,
             encoding: Encoding::of(&m.content),
             segments: segments_of(&m.content),
             id: m.id,
@@ -151,6 +273,11 @@ impl From<Message> for MessageResponse {
             created_at: m.created_at,
             updated_at: m.updated_at,
             sent_at: m.sent_at,
+            send_at: m.when.send_at,
+            expires_at: m.when.expires_at,
+            priority: m.when.priority,
+            timezone: m.when.timezone.map(|tz| tz.name().to_owned()),
+            campaign: m.when.campaign,
             history: None,
         }
     }
@@ -158,7 +285,8 @@ impl From<Message> for MessageResponse {
 
 /// Enqueue a message.
 ///
-/// The message is stored `pending` and goes out on a coming tick.
+/// The message is stored `pending` and goes out on a coming tick: at once, or from its `send_at`, in
+/// the order of its `priority`, unless its `expires_at` passes first.
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "messages",
@@ -183,7 +311,7 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Resul
         .pop()
         .ok_or_else(|| ApiError::Unexpected("the database stored no message".into()))?;
     log::info!(message_id:% = message.id, to:% = new.to; "message enqueued");
-    Ok(HttpResponse::Created().json(MessageResponse::from(message)))
+    Ok(HttpResponse::Created().json(MessageResponse::new(message, state.receipt_timeout)))
 }
 
 /// One message by id, with the history of its attempts.
@@ -204,318 +332,11 @@ pub async fn get_one(state: web::Data<AppState>, id: web::Path<String>) -> Resul
     let id = parse_id(&id)?;
     let message = state.store.get(id).await?.ok_or(ApiError::MessageNotFound(id))?;
     let history = state.store.list_attempts(id).await?;
-    let mut response = MessageResponse::from(message);
+    let mut response = MessageResponse::new(message, state.receipt_timeout);
     response.history = Some(history.into_iter().map(AttemptResponse::from).collect());
     Ok(HttpResponse::Ok().json(response))
 }
 
-/// Send a failed message again.
-///
-/// `failed` → `pending`, due now, with a fresh count of attempts; the history of earlier attempts stays.
-#[utoipa::path(
-    security(("api_key" = []), ("bearer" = [])),
-    tag = "messages",
-    params(("id" = Uuid, Path, description = "The message's UUID")),
-    responses(
-        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
-        (status = 200, description = "Pending again", body = MessageResponse),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 404, description = "No such message", body = ErrorBody),
-        (status = 409, description = "The message is not failed", body = ErrorBody,
-         example = json!({"error": "wrong_state", "message": "message 0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11 is sent: only a failed message can be retried", "status": "sent"})),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
-    )
-)]
-#[post("/messages/{id}/retry")]
-pub async fn retry(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let changed = state.store.retry_if_failed(id).await?;
-    operator_result(
-        id,
-        changed,
-        "only a failed message can be retried",
-        "retried by an operator",
-    )
-}
-
-/// Cancel a pending message.
-///
-/// `pending` → `cancelled`: it will never be sent. A message already claimed (`sending`) cannot be
-/// cancelled.
-#[utoipa::path(
-    security(("api_key" = []), ("bearer" = [])),
-    tag = "messages",
-    params(("id" = Uuid, Path, description = "The message's UUID")),
-    responses(
-        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
-        (status = 200, description = "Cancelled", body = MessageResponse),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 404, description = "No such message", body = ErrorBody),
-        (status = 409, description = "The message is not pending", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
-    )
-)]
-#[post("/messages/{id}/cancel")]
-pub async fn cancel(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let changed = state.store.cancel_if_pending(id).await?;
-    operator_result(
-        id,
-        changed,
-        "only a pending message can be cancelled",
-        "cancelled by an operator",
-    )
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::invalid("id", "must be a UUID"))
-}
-
-fn operator_result(
-    id: Uuid,
-    changed: Transition,
-    rule: &'static str,
-    done: &'static str,
-) -> Result<HttpResponse, ApiError> {
-    match changed {
-        Transition::Changed(message) => {
-            log::info!(message_id:% = id; "message {done}");
-            Ok(HttpResponse::Ok().json(MessageResponse::from(message)))
-        }
-        Transition::Refused(status) => Err(ApiError::WrongState { id, status, rule }),
-        Transition::Missing => Err(ApiError::MessageNotFound(id)),
-    }
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SentQuery {
-    /// Items per page, 1 to 100 (default 20).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
-    limit: Option<String>,
-    /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
-    #[param(pattern = r"^$|^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
-    cursor: Option<String>,
-}
-
-/// A sent message as the sent list shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SentItem {
-    #[schema(example = "0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11")]
-    id: Uuid,
-    #[schema(example = "+905551111111")]
-    to: String,
-    #[schema(example = "Insider - Project")]
-    content: String,
-    sent_at: DateTime<Utc>,
-    /// From the Redis cache when present, else from the database.
-    #[schema(example = "67f2f8a8-ea58-4ed0-a6f9-ff217df4d849")]
-    provider_message_id: Option<String>,
-}
-
-/// One page of the sent list.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SentPage {
-    items: Vec<SentItem>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    #[schema(example = "1764218460123456_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11")]
-    next_cursor: Option<String>,
-}
-
-/// Sent messages, newest first.
-///
-/// Keyset pagination on (`sent_at`, `id`): pages stay stable while messages keep being sent.
-#[utoipa::path(
-    security(("api_key" = []), ("bearer" = [])),
-    tag = "messages",
-    params(SentQuery),
-    responses(
-        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
-        (status = 200, description = "A page of sent messages", body = SentPage),
-        (status = 400, description = "`limit` or `cursor` is invalid", body = ErrorBody,
-         example = json!({"error": "invalid_field", "message": "limit: must be a whole number from 1 to 100", "field": "limit"})),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
-    )
-)]
-#[get("/messages/sent")]
-pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>) -> Result<HttpResponse, ApiError> {
-    let (messages, next_cursor) = page(
-        &state,
-        MessageStatus::Sent,
-        query.limit.as_deref(),
-        query.cursor.as_deref(),
-    )
-    .await?;
-    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
-    let cached = state.cache.get_sent_many(&ids).await.unwrap_or_else(|error| {
-        state.metrics.cache_errors_total.inc();
-        log::warn!(
-            "sent list served without the cache: {}",
-            crate::telemetry::error_chain(&error)
-        );
-        vec![None; ids.len()]
-    });
-    let items = messages
-        .into_iter()
-        .zip(cached)
-        .filter_map(|(m, cached)| {
-            Some(SentItem {
-                sent_at: m.sent_at?,
-                provider_message_id: cached.map(|c| c.message_id).or(m.provider_message_id),
-                id: m.id,
-                to: m.to,
-                content: m.content,
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(SentPage { items, next_cursor }))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// `pending`, `sending`, `sent`, `failed` (the dead letters) or `cancelled`.
-    #[param(required = true, value_type = MessageStatus, example = "failed")]
-    status: Option<String>,
-    /// Items per page, 1 to 100 (default 20).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
-    limit: Option<String>,
-    /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
-    #[param(pattern = r"^$|^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
-    cursor: Option<String>,
-}
-
-/// One page of messages.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MessagePage {
-    items: Vec<MessageResponse>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    #[schema(example = "1764218460123456_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11")]
-    next_cursor: Option<String>,
-}
-
-/// Messages in one state, full records, newest first.
-///
-/// Sent messages by send time; `failed` (the dead letters, each with its `last_error`) and `cancelled`
-/// by when they ended; `pending` and `sending` by when they were enqueued. Keyset pagination, as for
-/// the sent list.
-#[utoipa::path(
-    security(("api_key" = []), ("bearer" = [])),
-    tag = "messages",
-    params(ListQuery),
-    responses(
-        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
-        (status = 200, description = "A page of messages", body = MessagePage),
-        (status = 400, description = "`status`, `limit` or `cursor` is invalid", body = ErrorBody,
-         example = json!({"error": "invalid_field", "message": "status: must be one of pending, sending, sent, failed, cancelled", "field": "status"})),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
-    )
-)]
-#[get("/messages")]
-pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
-    let status = match query.status.as_deref() {
-        None => {
-            return Err(ApiError::invalid(
-                "status",
-                format!("is required: one of {}", STATUS_NAMES),
-            ));
-        }
-        Some(raw) => raw
-            .parse::<MessageStatus>()
-            .map_err(|_| ApiError::invalid("status", format!("must be one of {}", STATUS_NAMES)))?,
-    };
-    let (messages, next_cursor) = page(&state, status, query.limit.as_deref(), query.cursor.as_deref()).await?;
-    let items = messages.into_iter().map(MessageResponse::from).collect();
-    Ok(HttpResponse::Ok().json(MessagePage { items, next_cursor }))
-}
-
-/// One page of messages in `status` and the cursor of the next page (none on the last one).
-async fn page(
-    state: &AppState,
-    status: MessageStatus,
-    limit: Option<&str>,
-    cursor: Option<&str>,
-) -> Result<(Vec<Message>, Option<String>), ApiError> {
-    let limit = parse_limit(limit)?;
-    // An empty `cursor=` is the first page, as an absent one.
-    let cursor = cursor.filter(|c| !c.is_empty()).map(parse_cursor).transpose()?;
-    // One more than asked tells whether another page exists, so the last page has no cursor.
-    let mut messages = state.store.list_by_status(status, limit + 1, cursor).await?;
-    let has_more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
-    let next_cursor = messages
-        .last()
-        .filter(|_| has_more)
-        .and_then(|m| list_key(m).map(|at| format_cursor(PageCursor { at, id: m.id })));
-    Ok((messages, next_cursor))
-}
-
-fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
-    let Some(raw) = raw else { return Ok(SENT_LIMIT_DEFAULT) };
-    raw.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|limit| (1..=SENT_LIMIT_MAX).contains(limit))
-        .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {SENT_LIMIT_MAX}")))
-}
-
-/// `<sent_at in µs since the epoch>_<id>`: opaque to clients, readable in a log.
-fn format_cursor(cursor: PageCursor) -> String {
-    format!("{}_{}", cursor.at.timestamp_micros(), cursor.id)
-}
-
-fn parse_cursor(raw: &str) -> Result<PageCursor, ApiError> {
-    let invalid = || ApiError::invalid("cursor", "must be a next_cursor returned by this endpoint");
-    let (micros, id) = raw.split_once('_').ok_or_else(invalid)?;
-    // Bounded to what the spec allows and any backend stores, so a forged cursor is a 400, not a 500.
-    let sent_at = micros
-        .parse::<i64>()
-        .ok()
-        .filter(|micros| (0..=CURSOR_MAX_MICROS).contains(micros))
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(invalid)?;
-    let id = Uuid::parse_str(id).map_err(|_| invalid())?;
-    Ok(PageCursor { at: sent_at, id })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cursor_round_trips() {
-        let cursor = PageCursor {
-            at: DateTime::from_timestamp_micros(1_764_218_460_123_456).unwrap(),
-            id: Uuid::new_v4(),
-        };
-        assert_eq!(parse_cursor(&format_cursor(cursor)).unwrap(), cursor);
-    }
-
-    #[test]
-    fn broken_cursors_and_limits_name_their_field() {
-        for raw in [
-            "",
-            "abc",
-            "12_notauuid",
-            "x_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
-            "-300000000000000000_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
-            "1000000000000000000_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
-        ] {
-            assert!(
-                matches!(parse_cursor(raw), Err(ApiError::InvalidField { field: "cursor", .. })),
-                "{raw}"
-            );
-        }
-        for raw in ["0", "101", "-1", "ten", ""] {
-            assert!(
-                matches!(
-                    parse_limit(Some(raw)),
-                    Err(ApiError::InvalidField { field: "limit", .. })
-                ),
-                "{raw}"
-            );
-        }
-        assert_eq!(parse_limit(None).unwrap(), 20);
-        assert_eq!(parse_limit(Some("100")).unwrap(), 100);
-    }
 }

@@ -9,8 +9,8 @@ use crate::{
 
 /// Prometheus metrics in the text exposition format.
 ///
-/// Queue depth and the age of the oldest pending message are read from the database at each scrape; when
-/// it does not answer they keep their last values.
+/// Queue depth, the age of the oldest pending message and the status events outbox's depth are read from
+/// the database at each scrape; when it does not answer they keep their last values.
 #[utoipa::path(
     tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4",
@@ -21,6 +21,10 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     match state.store.queue_stats().await {
         Ok(stats) => state.metrics.set_queue(&stats),
         Err(error) => log::warn!("metrics: queue depth not refreshed: {}", error_chain(&error)),
+    }
+    match state.events.outbox_stats().await {
+        Ok(stats) => state.metrics.set_outbox(&stats),
+        Err(error) => log::warn!("metrics: status outbox depth not refreshed: {}", error_chain(&error)),
     }
     let text = state.metrics.render().map_err(|e| ApiError::Unexpected(Box::new(e)))?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))

@@ -28,18 +28,59 @@ pub struct SchedulerResponse {
     last_tick_at: Option<DateTime<Utc>>,
     /// When the next tick is due; null while stopped.
     next_tick_at: Option<DateTime<Utc>>,
-    /// Messages claimed by this instance whose result is not yet recorded.
+    /// Messages claimed by this instance whose result is not yet recorded: waiting for a send slot, being
+    /// POSTed, or waiting to be recorded.
     #[schema(example = 0)]
     in_flight: usize,
-    /// `WEBHOOK_CONCURRENCY`: the most `in_flight` may reach; when it does, ticks claim nothing.
+    /// `WEBHOOK_CONCURRENCY`: this instance's send slots, the most POSTs in flight at once.
     #[schema(example = 2)]
     webhook_concurrency: usize,
+    /// This instance's send slots and run-ahead buffer, and the cluster's pace.
+    flow: FlowResponse,
     /// Every instance that sent a heartbeat in the last 10 seconds, this one included. Each ticks on
     /// its own, so N replicas send up to N × `batch_size` per interval. Empty when the database does
     /// not answer.
     replicas: Vec<ReplicaResponse>,
     /// The provider circuit breaker of this instance.
     breaker: BreakerResponse,
+}
+
+/// How this instance keeps its send slots busy, and the pace the cluster shares.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlowResponse {
+    /// POSTs in flight now; a slot frees when the provider answers.
+    #[schema(example = 1)]
+    send_slots_in_use: usize,
+    /// `WEBHOOK_CONCURRENCY`.
+    #[schema(example = 2)]
+    send_slots: usize,
+    /// Claimed messages waiting in memory for a free slot.
+    #[schema(example = 0)]
+    run_ahead: usize,
+    /// The most that may wait: one round of slots, or none when the lease leaves no room for waiting.
+    #[schema(example = 2)]
+    run_ahead_capacity: usize,
+    /// `RATE_LIMIT`, messages a second, shared by every replica; null when unset.
+    #[schema(example = 100.0)]
+    rate_limit_per_second: Option<f64>,
+    /// The rate in force as this instance's last claim found it: `RATE_LIMIT`, or lower while a provider's
+    /// 429 cut grows back; null when nothing caps it.
+    #[schema(example = 100.0)]
+    rate_per_second: Option<f64>,
+    /// While a provider's 429 pauses every replica's claims and sends: seconds the pause still runs.
+    #[schema(example = json!(null))]
+    throttled_for_seconds: Option<f64>,
+    /// While the provider's refusal of our credentials (401, 403) pauses this instance's sending: that
+    /// status and since when. `POST /scheduler/start`, or a restart with a key that works, resumes it.
+    credentials_refused: Option<CredentialsRefused>,
+}
+
+/// The provider refused our credentials: this instance sends nothing until started again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialsRefused {
+    #[schema(example = 401)]
+    status: u16,
+    since: DateTime<Utc>,
 }
 
 /// When the provider keeps failing (5xx, 429, timeouts on most recent sends) the breaker opens:
@@ -72,6 +113,7 @@ pub struct ReplicaResponse {
 async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResponse, ApiError> {
     let in_flight = state.pipeline.in_flight().await?;
     let breaker = state.pipeline.breaker().await?;
+    let flow = state.pipeline.flow().await?;
     let replicas = state.pipeline.replicas().await.unwrap_or_else(|error| {
         log::warn!("scheduler state served without the replica list: {error}");
         Vec::new()
@@ -83,7 +125,19 @@ async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResp
         last_tick_at: scheduler.last_tick_at,
         next_tick_at: scheduler.next_tick_at,
         in_flight,
-        webhook_concurrency: state.webhook_concurrency,
+        webhook_concurrency: flow.slots,
+        flow: FlowResponse {
+            send_slots_in_use: flow.slots_in_use,
+            send_slots: flow.slots,
+            run_ahead: flow.buffered,
+            run_ahead_capacity: flow.buffer_capacity,
+            rate_limit_per_second: flow.rate_limit,
+            rate_per_second: flow.rate,
+            throttled_for_seconds: flow.throttled_for.map(|left| left.as_secs_f64()),
+            credentials_refused: flow
+                .credentials_refused
+                .map(|(code, since)| CredentialsRefused { status: code, since }),
+        },
         replicas: replicas
             .into_iter()
             .map(|r| ReplicaResponse {

@@ -1,0 +1,205 @@
+//! Replies from phones: `POST /inbound`, the provider's call (authenticated by `CALLBACK_AUTH_KEY`),
+//! judged once on arrival (`InboundAction`: an opt-out keyword puts the number on the suppression list,
+//! an opt-in keyword takes it off), kept, counted, and listed for operators (`GET /inbound`).
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    api::{
+        AppState,
+        callback_auth::require_callback_key,
+        error::{ApiError, ErrorBody},
+    },
+    domain::{InboundAction, PhoneNumber},
+    store::{InboundReply, StoredReply},
+};
+
+const LIMIT_DEFAULT: u32 = 20;
+const LIMIT_MAX: u32 = 100;
+/// The longest reply kept: a concatenated SMS is rarely longer.
+const CONTENT_MAX_CHARS: usize = 1600;
+
+/// A reply, as the provider contract sends it.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"from": "+905551111111", "content": "STOP", "at": "2026-12-02T10:05:00Z"}))]
+pub struct InboundRequest {
+    /// The phone that replied, E.164.
+    #[schema(example = "+905551111111", pattern = r"^\+[ -]*[1-9](?:[ -]*[0-9]){7,14}[ -]*$")]
+    pub from: String,
+    /// What it sent. `STOP`, `UNSUBSCRIBE`, `CANCEL`, `END`, `QUIT`, `IPTAL`/`İPTAL`, `DUR` (the whole
+    /// trimmed text, any case) opt the number out; `START`, `UNSTOP` opt it back in.
+    #[schema(example = "STOP", max_length = 1600)]
+    pub content: String,
+    /// When the carrier says it was sent (RFC 3339); omitted, when it arrived.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// A reply as kept.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboundResponse {
+    id: Uuid,
+    #[schema(example = "+905551111111")]
+    from: String,
+    #[schema(example = "STOP")]
+    content: String,
+    at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    /// What it did: `opt_out`, `opt_in` or `other` (kept only).
+    #[schema(example = "opt_out")]
+    action: String,
+}
+
+impl From<StoredReply> for InboundResponse {
+    fn from(reply: StoredReply) -> Self {
+        Self {
+            id: reply.id,
+            from: reply.from,
+            content: reply.content,
+            at: reply.at,
+            received_at: reply.received_at,
+            action: reply.action,
+        }
+    }
+}
+
+/// One page of replies, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboundPage {
+    items: Vec<InboundResponse>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InboundQuery {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
+    limit: Option<String>,
+    /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
+    #[param(pattern = r"^$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    cursor: Option<String>,
+}
+
+/// A reply from a phone (the provider's call).
+///
+/// Authenticated by `CALLBACK_AUTH_KEY`, sent as `x-ins-auth-key`, when the service runs with it set
+/// (and then `API_KEY` is not asked); by `API_KEY` like any route when it is not. An
+/// opt-out keyword puts the number on the suppression list (its pending messages become `suppressed`
+/// when they come due), an opt-in keyword takes it off; every reply is kept and listed by
+/// `GET /inbound`.
+#[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
+    tag = "inbound",
+    request_body = InboundRequest,
+    responses(
+        (status = 401, description = "`CALLBACK_AUTH_KEY` (or `API_KEY`) is set and the request lacks it", body = ErrorBody),
+        (status = 201, description = "Kept, and acted on", body = InboundResponse),
+        (status = 400, description = "`from`, `content` or `at` is missing or invalid", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+#[post("/inbound")]
+pub async fn receive(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    require_callback_key(&state, &request)?;
+    let Value::Object(fields) = &*body else {
+        return Err(ApiError::MalformedBody(
+            "a reply must be a JSON object with \"from\" and \"content\"".to_owned(),
+        ));
+    };
+    let text = |name: &'static str| match fields.get(name) {
+        None | Some(Value::Null) => Err(ApiError::invalid(name, "is required")),
+        Some(Value::String(s)) => Ok(s.as_str()),
+        Some(_) => Err(ApiError::invalid(name, "must be a string")),
+    };
+    let from = PhoneNumber::parse(text("from")?).map_err(|e| ApiError::invalid("from", e.to_string()))?;
+    let content = text("content")?;
+    if content.chars().count() > CONTENT_MAX_CHARS {
+        return Err(ApiError::invalid(
+            "content",
+            format!("must be at most {CONTENT_MAX_CHARS} characters"),
+        ));
+    }
+    let at = match fields.get("at") {
+        None | Some(Value::Null) => Utc::now(),
+        Some(Value::String(raw)) => DateTime::parse_from_rfc3339(raw)
+            .map_err(|e| ApiError::invalid("at", format!("must be an RFC 3339 time: {e}")))?
+            .with_timezone(&Utc),
+        Some(_) => return Err(ApiError::invalid("at", "must be a string")),
+    };
+    let action = InboundAction::of(content);
+    match action {
+        InboundAction::OptOut => {
+            state.opt_outs.add_opt_out(&from).await?;
+            log::info!(from:% = from; "a reply opted the number out");
+        }
+        InboundAction::OptIn => {
+            state.opt_outs.remove_opt_out(&from).await?;
+            log::info!(from:% = from; "a reply opted the number back in");
+        }
+        InboundAction::Other => {}
+    }
+    let stored = state
+        .inbound
+        .record_inbound(&InboundReply {
+            from: from.as_ref(),
+            content,
+            at,
+            action,
+        })
+        .await?;
+    state.metrics.inbound_total.with_label_values(&[action.as_str()]).inc();
+    Ok(HttpResponse::Created().json(InboundResponse::from(stored)))
+}
+
+/// Replies from phones, newest first, with what each did.
+#[utoipa::path(
+    security(("api_key" = []), ("bearer" = [])),
+    tag = "inbound",
+    params(InboundQuery),
+    responses(
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),
+        (status = 200, description = "A page of replies", body = InboundPage),
+        (status = 400, description = "`limit` or `cursor` is invalid", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+#[get("/inbound")]
+pub async fn list(state: web::Data<AppState>, query: web::Query<InboundQuery>) -> Result<HttpResponse, ApiError> {
+    let limit = match query.limit.as_deref() {
+        None => LIMIT_DEFAULT,
+        Some(raw) => raw
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=LIMIT_MAX).contains(limit))
+            .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {LIMIT_MAX}")))?,
+    };
+    let before = query
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            Uuid::parse_str(c).map_err(|_| ApiError::invalid("cursor", "must be the next_cursor of a previous page"))
+        })
+        .transpose()?;
+    let mut replies = state.inbound.list_inbound(limit + 1, before).await?;
+    let has_more = replies.len() > limit as usize;
+    replies.truncate(limit as usize);
+    let next_cursor = replies.last().filter(|_| has_more).map(|reply| reply.id);
+    Ok(HttpResponse::Ok().json(InboundPage {
+        items: replies.into_iter().map(InboundResponse::from).collect(),
+        next_cursor,
+    }))
+}

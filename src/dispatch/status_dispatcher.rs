@@ -1,0 +1,201 @@
+//! `StatusDispatcherActor`: delivers the status events outbox to `STATUS_WEBHOOK_URL`.
+//!
+//! Every `POLL_EVERY` it claims due events (`claim_due_events`: the oldest pending one of each message, so
+//! one message's events arrive in order) and POSTs them, at most `CONCURRENCY` at once, with the Standard
+//! Webhooks headers: `webhook-id` (the event's id, the same on every attempt), `webhook-timestamp` and
+//! `webhook-signature` (`status_signature.rs`). A 2xx delivers the event. Anything else, or no answer
+//! within the timeout, puts it back due after an exponential backoff with jitter (`BACKOFF_MIN` to
+//! `BACKOFF_MAX`), until `STATUS_WEBHOOK_MAX_AGE` after it was written: then it is `failed`, for an
+//! operator's `POST /events/{id}/retry`. A crash mid-delivery leaves a lease that runs out, and the event
+//! goes again under the same id; a receiver drops the repeat by its `webhook-id`.
+
+use std::{sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures_util::{StreamExt, stream};
+
+use super::{retry::RetryPolicy, status_signature::StatusSigner};
+use crate::{
+    metrics::Metrics,
+    store::{EventDelivery, StatusEventStore, StoreError, StoredEvent},
+    telemetry::error_chain,
+};
+
+/// How often due events are looked for.
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
+/// Events claimed per round: a round costs two statements (the claim, and `finish_events`) whatever
+/// its size, so a backlog drains in rounds this large.
+const BATCH: u32 = 256;
+/// POSTs in flight at once.
+const CONCURRENCY: usize = 32;
+
+/// Where and how status events go.
+#[derive(Debug, Clone)]
+pub struct StatusWebhookTarget {
+    pub url: String,
+    pub signer: StatusSigner,
+    /// The longest one POST may take.
+    pub timeout: Duration,
+    /// Past this age an event that was not acknowledged is failed.
+    pub max_age: Duration,
+    pub backoff: RetryPolicy,
+}
+
+pub struct StatusDispatcherActor {
+    deliverer: Arc<Deliverer>,
+    running: bool,
+}
+
+struct Deliverer {
+    store: Arc<dyn StatusEventStore>,
+    client: reqwest::Client,
+    target: StatusWebhookTarget,
+    metrics: Metrics,
+}
+
+impl StatusDispatcherActor {
+    pub fn new(
+        store: Arc<dyn StatusEventStore>,
+        target: StatusWebhookTarget,
+        metrics: Metrics,
+    ) -> Result<Self, super::ClientError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(target.timeout)
+            .build()
+            .map_err(super::ClientError)?;
+        Ok(Self {
+            deliverer: Arc::new(Deliverer {
+                store,
+                client,
+                target,
+                metrics,
+            }),
+            running: false,
+        })
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.running {
+            return;
+        }
+        self.running = true;
+        let deliverer = Arc::clone(&self.deliverer);
+        ctx.spawn(
+            async move { deliverer.round().await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    act.running = false;
+                    if let Err(error) = result {
+                        log::warn!("could not deliver status events: {}", error_chain(&error));
+                    }
+                }),
+        );
+    }
+}
+
+/// What one round came to, for its log line.
+#[derive(Debug, Default)]
+struct Round {
+    delivered: usize,
+    retrying: usize,
+    failed: usize,
+}
+
+impl Deliverer {
+    /// Claims due events and delivers them, until none is due.
+    async fn round(&self) -> Result<(), StoreError> {
+        // A round records its outcomes when its last POST is done: up to `BATCH / CONCURRENCY` timeouts
+        // one after the other. The lease outlasts that, or another replica would claim them meanwhile.
+        let waves = BATCH.div_ceil(CONCURRENCY as u32);
+        let lease = self.target.timeout * (waves + 1) + Duration::from_secs(5);
+        loop {
+            let events = self.store.claim_due_events(BATCH, lease).await?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            let full = events.len() == BATCH as usize;
+            let deliveries: Vec<(i64, EventDelivery)> = stream::iter(events)
+                .map(|event| async move {
+                    let delivery = self.deliver(&event).await;
+                    (event.seq, delivery)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            let mut round = Round::default();
+            for (_, delivery) in &deliveries {
+                let outcome = match delivery {
+                    EventDelivery::Delivered => {
+                        round.delivered += 1;
+                        "delivered"
+                    }
+                    EventDelivery::RetryIn { .. } => {
+                        round.retrying += 1;
+                        "retry"
+                    }
+                    EventDelivery::Failed { .. } => {
+                        round.failed += 1;
+                        "failed"
+                    }
+                };
+                self.metrics.status_events_total.with_label_values(&[outcome]).inc();
+            }
+            // One commit for the round: a commit per event held the outbox to the database's commit rate.
+            self.store.finish_events(&deliveries).await?;
+            log::info!(
+                delivered = round.delivered, retrying = round.retrying, failed = round.failed;
+                "status events sent"
+            );
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One POST of `event`, judged.
+    async fn deliver(&self, event: &StoredEvent) -> EventDelivery {
+        let id = event.id.to_string();
+        let timestamp = Utc::now().timestamp();
+        let signature = self.target.signer.sign(&id, timestamp, &event.payload);
+        let answer = self
+            .client
+            .post(&self.target.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(event.payload.clone())
+            .send()
+            .await;
+        let error = match answer {
+            Ok(response) if response.status().is_success() => return EventDelivery::Delivered,
+            Ok(response) => format!("the receiver answered {}", response.status().as_u16()),
+            Err(error) if error.is_timeout() => format!("no answer within {:?}", self.target.timeout),
+            Err(error) => format!("the receiver could not be reached: {}", error_chain(&error)),
+        };
+        let age = (Utc::now() - event.created_at).to_std().unwrap_or_default();
+        if age >= self.target.max_age {
+            log::warn!(
+                event:% = event.id, message_id:% = event.message_id, kind = event.kind.as_str();
+                "status event failed: not acknowledged within STATUS_WEBHOOK_MAX_AGE: {error}"
+            );
+            return EventDelivery::Failed { error };
+        }
+        let delay = match self.target.backoff.decide(event.attempts, None, rand::random::<f64>()) {
+            super::retry::RetryDecision::RetryIn(delay) => delay,
+            super::retry::RetryDecision::GiveUp => self.target.backoff.backoff_max,
+        };
+        EventDelivery::RetryIn { delay, error }
+    }
+}
+
+impl Actor for StatusDispatcherActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.poll(ctx);
+        ctx.run_interval(POLL_EVERY, |act, ctx| act.poll(ctx));
+    }
+}

@@ -1,0 +1,308 @@
+//! The status events outbox: events written in the same transaction as the change they report (by
+//! `finish_claims` and `settle_receipts`, while `Database::write_status_events` is on), then claimed,
+//! delivered and settled by `StatusDispatcherActor`.
+//!
+//! ```text
+//!  written ──▶ pending ──claim_due_events (lease)──▶ POST ──2xx──▶ delivered
+//!                 ▲                                     └─ no 2xx ─▶ pending, due after a backoff,
+//!                 └──────── retry_event (operator) ◀──────────────── or failed past STATUS_WEBHOOK_MAX_AGE
+//! ```
+//!
+//! A claim takes only the oldest pending event of each message, so one message's events arrive in the
+//! order they were written (no `message.delivered` before its `message.sent` is acknowledged); the lease
+//! lets a crashed dispatcher's events be claimed again, under the same id.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    Finish, NextState, StoreError,
+    backend::{Backend, Clocked},
+    db,
+    receipts::Delivery,
+    rows::{Columns, EventRow, event_columns},
+};
+use crate::domain::{NewStatusEvent, StatusEventType};
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        Some(match stored {
+            "pending" => Self::Pending,
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: Uuid,
+    pub message_id: Uuid,
+    pub kind: StatusEventType,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub status: EventStatus,
+    /// Attempts so far, counting one in progress.
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventDelivery {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Not acknowledged: due again after `delay`.
+    RetryIn { delay: Duration, error: String },
+    /// Not acknowledged, and past `STATUS_WEBHOOK_MAX_AGE`.
+    Failed { error: String },
+}
+
+/// The seam between the outbox and its dispatcher and the API.
+#[async_trait]
+pub trait StatusEventStore: Send + Sync + 'static {
+    /// Up to `limit` due pending events, oldest first, the oldest pending one of each message only,
+    /// leased for `lease`; another claim skips them until it runs out.
+    async fn claim_due_events(&self, limit: u32, lease: Duration) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Records what delivering each event (its `seq`) came to: a whole round's outcomes in one commit.
+    async fn finish_events(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError>;
+
+    /// Events newest first, in `status` when given, before `before` (a `seq`) when given.
+    async fn list_events(
+        &self,
+        status: Option<EventStatus>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Event `id` back to `pending`, due now, with its id kept (a replay). `None` when there is none.
+    async fn retry_event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Deletes up to `limit` events delivered before `before` (oldest first). Returns how many went.
+    async fn delete_delivered_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
+    /// The outbox's depth: pending events, the age of the oldest, and failed events.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+}
+
+/// The outbox as the metrics and the console see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutboxStats {
+    pub pending: u64,
+    pub oldest_pending_age: Option<Duration>,
+    pub failed: u64,
+}
+
+/// The outbox statements whose text is dialect, and the one whose shape is (recording a round's
+/// deliveries); listing the outbox runs on both as it is.
+#[async_trait]
+pub(super) trait StatusEventSql: Backend {
+    /// Leases up to `$1` due events, the oldest pending one of each message only, for `$2` (a
+    /// `Backend::span`, and `Backend::clock`): the `EventRow`s leased.
+    const CLAIM_DUE_EVENTS: &'static str;
+    /// Event `$1` (its id) back to `pending`, due now (and `Backend::clock`): its `EventRow`.
+    const RETRY_EVENT: &'static str;
+    /// Deletes up to `$2` events delivered before `$1`, oldest first.
+    const DELETE_DELIVERED_EVENTS: &'static str;
+    /// Pending events, the age of the oldest in seconds, and failed events (`Backend::clock`).
+    const OUTBOX_STATS: &'static str;
+
+    /// Records a round's deliveries (`seq`, outcome) in one commit: one statement on Postgres.
+    async fn record_deliveries(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<B> StatusEventStore for B
+where
+    B: StatusEventSql,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
+    for<'q> &'q str: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
+    for<'q> i64: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
+    for<'r> EventRow<B>: sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
+    for<'r> (i64, Option<f64>, i64): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
+{
+    async fn claim_due_events(&self, limit: u32, lease: Duration) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query_as(B::CLAIM_DUE_EVENTS)
+            .bind(i64::from(limit))
+            .bind(B::span(lease))
+            .clocked::<B>()
+            .fetch_all(self.exec())
+            .await
+            .map_err(db("claiming status events"))?;
+        claimed(rows)
+    }
+
+    async fn finish_events(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        self.record_deliveries(deliveries).await
+    }
+
+    async fn list_events(
+        &self,
+        status: Option<EventStatus>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<EventRow<B>> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM status_events WHERE ($1 IS NULL OR status = $1) AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(status.map(EventStatus::as_str))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(self.exec())
+        .await
+        .map_err(db("listing status events"))?;
+        rows.into_iter().map(StoredEvent::try_from).collect()
+    }
+
+    async fn retry_event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        let row: Option<EventRow<B>> = sqlx::query_as(B::RETRY_EVENT)
+            .bind(B::stored_uuid(id))
+            .clocked::<B>()
+            .fetch_optional(self.exec())
+            .await
+            .map_err(db("replaying a status event"))?;
+        row.map(StoredEvent::try_from).transpose()
+    }
+
+    async fn delete_delivered_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(B::DELETE_DELIVERED_EVENTS)
+            .bind(B::stored_time(before))
+            .bind(i64::from(limit))
+            .execute(self.exec())
+            .await
+            .map_err(db("deleting old delivered status events"))?;
+        Ok(B::rows_affected(&done))
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let (pending, oldest_age_seconds, failed): (i64, Option<f64>, i64) = sqlx::query_as(B::OUTBOX_STATS)
+            .clocked::<B>()
+            .fetch_one(self.exec())
+            .await
+            .map_err(db("counting status events"))?;
+        Ok(OutboxStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_pending_age: oldest_age_seconds.map(|s| Duration::from_secs_f64(s.max(0.0))),
+            failed: u64::try_from(failed).unwrap_or(0),
+        })
+    }
+}
+
+/// How a backend writes status events in the transaction of the change they report: the one statement
+/// the shared commit of a flush and settle of receipts need from it.
+#[async_trait]
+pub(super) trait EventWriter: Backend {
+    async fn insert_events(
+        tx: &mut sqlx::Transaction<'static, Self::DB>,
+        events: &[NewStatusEvent],
+    ) -> Result<(), StoreError>;
+}
+
+/// Commits a flush of results with the events they report (while events are on), in the flush's
+/// transaction: both commit, or neither. Returns `changed`.
+pub(super) async fn commit_finishes<W: EventWriter>(
+    mut tx: sqlx::Transaction<'static, W::DB>,
+    results: &[Finish],
+    changed: Vec<bool>,
+    with_events: bool,
+) -> Result<Vec<bool>, StoreError> {
+    if with_events {
+        W::insert_events(&mut tx, &events_of_finishes(results, &changed, Utc::now())).await?;
+    }
+    tx.commit().await.map_err(db("recording results"))?;
+    Ok(changed)
+}
+
+/// Claimed events as a claim's RETURNING gives them (in no order), oldest first.
+fn claimed<C: Columns>(rows: Vec<EventRow<C>>) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut events: Vec<StoredEvent> = rows.into_iter().map(StoredEvent::try_from).collect::<Result<_, _>>()?;
+    events.sort_by_key(|event| event.seq);
+    Ok(events)
+}
+
+/// The events a flush of results reports: `message.sent` and `message.failed` for the transitions that
+/// changed their message.
+pub(super) fn events_of_finishes(results: &[Finish], changed: &[bool], at: DateTime<Utc>) -> Vec<NewStatusEvent> {
+    results
+        .iter()
+        .zip(changed)
+        .filter(|(_, changed)| **changed)
+        .filter_map(|(result, _)| {
+            let message_id = result.claim.message_id;
+            match &result.next {
+                NextState::Sent {
+                    provider_message_id,
+                    sent_at,
+                } => Some(NewStatusEvent::new(
+                    StatusEventType::Sent,
+                    message_id,
+                    at,
+                    json!({"status": "sent", "provider_message_id": provider_message_id.as_ref().map(AsRef::as_ref),
+                           "sent_at": sent_at}),
+                )),
+                NextState::Failed { error } => Some(NewStatusEvent::new(
+                    StatusEventType::Failed,
+                    message_id,
+                    at,
+                    json!({"status": "failed", "error": error}),
+                )),
+                NextState::RetryLater { .. } | NextState::PutBack { .. } => None,
+            }
+        })
+        .collect()
+}
+
+/// The event a receipt's final state reports, from the message as it now stands: its delivery status,
+/// delivery time, carrier error and provider id.
+pub(super) fn event_of_delivery(
+    message_id: Uuid,
+    (delivery_status, delivered_at, delivery_error, provider_message_id): Delivery,
+    at: DateTime<Utc>,
+) -> Option<NewStatusEvent> {
+    let kind = match delivery_status.as_deref() {
+        Some("delivered") => StatusEventType::Delivered,
+        Some("undelivered") => StatusEventType::Undelivered,
+        _ => return None,
+    };
+    Some(NewStatusEvent::new(
+        kind,
+        message_id,
+        at,
+        json!({"status": "sent", "delivery_status": delivery_status, "delivered_at": delivered_at,
+               "delivery_error": delivery_error, "provider_message_id": provider_message_id}),
+    ))
+}

@@ -1,0 +1,115 @@
+//! Campaigns across two replicas on one database: a pause on one holds on both, a resume on the other
+//! lets both claim again, and a cancel takes every pending message at once.
+
+use actix_web::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn enqueue(app: &TestApp, to: &str, campaign: Option<&str>) -> String {
+    let mut body = json!({"to": to, "content": "Kampanya"});
+    if let Some(campaign) = campaign {
+        body["campaign"] = json!(campaign);
+    }
+    let (status, message) = app.post_json("/messages", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{message}");
+    assert_eq!(message["campaign"], body["campaign"]);
+    message["id"].as_str().expect("an id").to_owned()
+}
+
+async fn campaign(app: &TestApp, name: &str) -> Value {
+    let (status, list) = app.get("/campaigns").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|c| c["campaign"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[actix_web::test]
+async fn a_campaign_paused_on_one_replica_holds_on_both_resumes_from_the_other_and_cancels_at_once() {
+    let first = TestApp::builder().var("BATCH_SIZE", "10").spawn().await;
+    let second = TestApp::builder()
+        .var("BATCH_SIZE", "10")
+        .database(&first.database)
+        .provider(&first.provider)
+        .spawn()
+        .await;
+    let promo: Vec<String> = [
+        enqueue(&first, "+905551111111", Some("promo")).await,
+        enqueue(&first, "+905551111112", Some("promo")).await,
+    ]
+    .into();
+    let plain = enqueue(&first, "+905552222222", None).await;
+
+    let (status, paused) = first.post_json("/campaigns/promo/pause", &json!({})).await;
+    assert_eq!(
+        (status, paused["paused"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{paused}"
+    );
+    first.tick_and_settle().await;
+    second.tick_and_settle().await;
+
+    let posted: Vec<String> = posts_per_key(&first.provider).await.into_keys().collect();
+    assert_eq!(posted, vec![plain], "neither replica claims the paused campaign");
+    let seen = campaign(&second, "promo").await;
+    assert_eq!(
+        (seen["paused"].as_bool(), seen["counts"]["pending"].as_u64()),
+        (Some(true), Some(2)),
+        "{seen}"
+    );
+
+    let (status, _) = second.post_json("/campaigns/promo/resume", &json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    first.tick_and_settle().await;
+    let posted = posts_per_key(&first.provider).await;
+    assert!(
+        promo.iter().all(|id| posted.get(id) == Some(&1)),
+        "resumed: each sent once"
+    );
+
+    let later = [
+        enqueue(&second, "+905551111113", Some("promo")).await,
+        enqueue(&second, "+905551111114", Some("promo")).await,
+    ];
+    let (status, cancelled) = second.post_json("/campaigns/promo/cancel", &json!({})).await;
+    assert_eq!(
+        (status, cancelled["cancelled"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{cancelled}"
+    );
+    for id in &later {
+        assert_eq!(first.database.row(id.parse().unwrap()).await.status, "cancelled");
+    }
+    let seen = campaign(&first, "promo").await;
+    assert_eq!(seen["counts"], json!({"cancelled": 2, "sent": 2}), "{seen}");
+    assert_eq!(seen["paused"], false);
+}
+
+#[actix_web::test]
+async fn a_campaign_label_out_of_bounds_gets_a_400_naming_it() {
+    let app = TestApp::spawn().await;
+    for bad in [json!(""), json!("x".repeat(65)), json!("a/b"), json!(7)] {
+        let (status, answer) = app
+            .post_json(
+                "/messages",
+                &json!({"to": "+905551111111", "content": "x", "campaign": bad}),
+            )
+            .await;
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("campaign")),
+            "{bad}"
+        );
+    }
+    let long = "x".repeat(65);
+    let (status, answer) = app.post_json(&format!("/campaigns/{long}/pause"), &json!({})).await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("campaign"))
+    );
+}

@@ -1,0 +1,270 @@
+//! Flow control across replicas: the cluster's rate cap, a provider's 429 pausing every replica without
+//! spending attempts, the run-ahead buffer given back on a drain, and a database that stops answering
+//! mid-drain losing nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use insider_messaging::{
+    dispatch::messages::TickSkipped,
+    mock_provider::{MockProvider, MockProviderConfig},
+};
+use serde_json::json;
+use uuid::Uuid;
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+
+use crate::helpers::*;
+
+/// The stand-in provider, in process, accepting everything at once.
+fn stand_in() -> MockProvider {
+    MockProvider::start(MockProviderConfig::default()).expect("the stand-in starts")
+}
+
+#[actix_web::test]
+async fn three_replicas_together_never_exceed_the_rate_limit() {
+    const MESSAGES: usize = 150;
+    const RATE: f64 = 50.0;
+    let database = TestDatabase::create().await;
+    let ids = database.insert_many(MESSAGES).await;
+    let provider = stand_in();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let app = TestApp::builder()
+            .database(&database)
+            .var("WEBHOOK_URL", format!("{}/sms", provider.url()))
+            .var("INTERVAL", "5ms")
+            .var("BATCH_SIZE", "500")
+            .var("WEBHOOK_CONCURRENCY", "16")
+            .var("RATE_LIMIT", "50/s")
+            .spawn()
+            .await;
+        replicas.push(app);
+    }
+    for app in &replicas {
+        app.post_start().await;
+    }
+
+    wait_until("every message is sent", || async {
+        database.count_with_status("sent").await == MESSAGES as i64
+    })
+    .await;
+
+    let stats = provider.stats();
+    assert_eq!(stats.distinct_keys, ids.len() as u64);
+    assert_eq!(stats.keys_posted_more_than_once, 0);
+    // The burst the rate allows on top of it: 50 ms' worth, 5%.
+    assert!(
+        stats.max_in_any_second as f64 <= RATE * 1.05 + 1.0,
+        "{} POSTs within one second, at a cap of {RATE}/s",
+        stats.max_in_any_second
+    );
+    let mut senders = 0;
+    for app in &replicas {
+        if app.metric("sends_total{outcome=\"accepted\"}").await > 0.0 {
+            senders += 1;
+        }
+        let (_, scheduler) = app.get("/scheduler").await;
+        assert_eq!(scheduler["flow"]["rate_limit_per_second"], RATE, "{scheduler}");
+    }
+    assert!(senders >= 2, "the replicas draw on one budget: {senders} of them sent");
+}
+
+#[actix_web::test]
+async fn a_429_on_one_replica_pauses_the_others_and_spends_no_attempt() {
+    let database = TestDatabase::create().await;
+    let throttling = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "2")
+                .set_body_json(json!({"message": "slow down"})),
+        )
+        .mount(&throttling)
+        .await;
+    let throttled = TestApp::builder()
+        .database(&database)
+        .provider(&Arc::new(throttling))
+        // One attempt only: a 429 that counted would make the message a dead letter.
+        .var("MAX_RETRIES", "1")
+        .spawn()
+        .await;
+    let other = TestApp::builder().database(&database).spawn().await;
+    let first = database.insert_raw("+905551111111", "hello").await;
+
+    throttled.tick_and_settle().await;
+
+    let row = database.row(first).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("pending", 0), "{row:?}");
+    assert!(row.last_error.unwrap().starts_with("provider answered 429"));
+    assert_eq!(throttled.metric("throttled_total").await, 1.0);
+    database.make_due(first).await;
+    let second = database.insert_raw("+905552222222", "hello").await;
+
+    let report = other.tick_and_settle().await;
+
+    assert_eq!(report.skipped, Some(TickSkipped::Throttled), "{report:?}");
+    assert!(other.provider.received_requests().await.unwrap().is_empty());
+    let (_, scheduler) = other.get("/scheduler").await;
+    assert!(
+        scheduler["flow"]["throttled_for_seconds"]
+            .as_f64()
+            .is_some_and(|left| left > 0.0),
+        "{scheduler}"
+    );
+
+    wait_for("the pause ends and the other replica sends both", || async {
+        other.tick_and_settle().await;
+        (database.count_with_status("sent").await == 2).then_some(())
+    })
+    .await;
+    let row = database.row(first).await;
+    assert_eq!(
+        (row.status.as_str(), row.attempts),
+        ("sent", 1),
+        "the 429 did not count"
+    );
+    assert_eq!(database.row(second).await.status, "sent");
+}
+
+/// The claims waiting in the run-ahead buffer were drawn at the rate the provider just refused: a 429
+/// gives them back at once, instead of keeping them to send together when the pause ends.
+#[actix_web::test]
+async fn a_429_gives_the_run_ahead_buffer_back_at_once() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "5")
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&provider)
+        .await;
+    let (database, _, app) = two_posted_and_two_waiting(provider, 4).await;
+    let posted = std::time::Instant::now();
+
+    wait_until("every message is pending again, none in the buffer", || async {
+        database.count_with_status("pending").await == 4 && app.get("/scheduler").await.1["flow"]["run_ahead"] == 0
+    })
+    .await;
+
+    // Well inside the 5 s pause: before, the buffer waited it out and then went out as one burst.
+    assert!(posted.elapsed() < Duration::from_secs(3), "{:?}", posted.elapsed());
+    assert_eq!(
+        app.provider.received_requests().await.unwrap().len(),
+        2,
+        "only the two in flight"
+    );
+    assert_eq!(app.metric("throttled_total").await, 2.0);
+}
+
+#[actix_web::test]
+async fn a_drain_gives_back_every_claim_waiting_in_the_run_ahead_buffer() {
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::from_millis(1500)).await;
+    let (database, ids, app) = two_posted_and_two_waiting(provider, 10).await;
+    let provider = Arc::clone(&app.provider);
+
+    app.shutdown().await.expect("a clean drain");
+
+    assert_eq!(
+        provider.received_requests().await.unwrap().len(),
+        2,
+        "nothing posted after the stop"
+    );
+    assert_eq!(
+        database.count_with_status("sent").await,
+        2,
+        "the two in flight finished"
+    );
+    assert_eq!(
+        database.count_with_status("sending").await,
+        0,
+        "every other claim was given back"
+    );
+    assert_eq!(database.count_with_status("pending").await, 8);
+    for id in &ids {
+        let row = database.row(*id).await;
+        if row.status == "pending" {
+            assert_eq!(row.attempts, 0, "a claim given back spends no attempt");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_database_that_stops_answering_mid_drain_stops_the_claims_and_loses_nothing() {
+    const MESSAGES: usize = 400;
+    let database = TestDatabase::create().await;
+    let ids = database.insert_many(MESSAGES).await;
+    let provider = stand_in();
+    let app = TestApp::builder()
+        .database(&database)
+        .var("WEBHOOK_URL", format!("{}/sms", provider.url()))
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "10ms")
+        .var("BATCH_SIZE", "20")
+        .var("WEBHOOK_CONCURRENCY", "8")
+        .spawn()
+        .await;
+    wait_until("the drain is under way", || async {
+        database.count_with_status("sent").await >= 40
+    })
+    .await;
+
+    // Every statement on `messages` now waits, as against a database that stopped answering.
+    let mut lock = database.pg().begin().await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let posts_at_lock = provider.stats().received;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, early) = app.get("/scheduler").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let posts_during_lock = provider.stats().received - posts_at_lock;
+    let (_, scheduler) = app.get("/scheduler").await;
+    lock.rollback().await.unwrap();
+
+    // What was claimed (the slots and the buffer) may still go out; nothing more is claimed.
+    assert!(
+        posts_during_lock <= 8 + 8,
+        "{posts_during_lock} POSTs while the database was stuck"
+    );
+    // Held in memory: what the slots and the buffer had, the answers a blocked flush holds, and one claim
+    // that may have committed as the lock landed (up to a slot round and a buffer). It does not grow.
+    let in_flight = scheduler["in_flight"].as_u64().unwrap();
+    assert_eq!(
+        in_flight,
+        early["in_flight"].as_u64().unwrap(),
+        "nothing claimed while stuck: {scheduler}"
+    );
+    assert!(in_flight <= 2 * (8 + 8) + 8, "{in_flight} held in memory: {scheduler}");
+    wait_until("every message is sent", || async {
+        database.count_with_status("sent").await == MESSAGES as i64
+    })
+    .await;
+    app.settle().await;
+    let stats = provider.stats();
+    assert_eq!(stats.distinct_keys, ids.len() as u64);
+    assert_eq!(stats.keys_posted_more_than_once, 0, "nothing posted twice");
+    assert_eq!(database.count_with_status("sending").await, 0);
+}
+
+/// `messages` enqueued and sending on `provider` with two slots, a tick's batch of all of them: two are
+/// posted and two more wait in the run-ahead buffer.
+async fn two_posted_and_two_waiting(provider: MockServer, messages: usize) -> (TestDatabase, Vec<Uuid>, TestApp) {
+    let database = TestDatabase::create().await;
+    let ids = database.insert_many(messages).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .provider(&Arc::new(provider))
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "20ms")
+        .var("BATCH_SIZE", messages.to_string())
+        .var("WEBHOOK_CONCURRENCY", "2")
+        .spawn()
+        .await;
+    wait_until("two are posted and two more wait for a slot", || async {
+        app.get("/scheduler").await.1["flow"]["run_ahead"] == 2
+    })
+    .await;
+    (database, ids, app)
+}

@@ -1,0 +1,140 @@
+//! Replies from phones (`POST /inbound`, the provider's call, with `CALLBACK_AUTH_KEY`): STOP opts the
+//! number out, so its pending message is never sent; START opts it back in; every reply is listed.
+
+use actix_web::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const CALLBACK_KEY: &str = "callback-key";
+const API_KEY: &str = "operator-key";
+const NUMBER: &str = "+905551111111";
+
+async fn spawn() -> TestApp {
+    TestApp::builder()
+        .var("CALLBACK_AUTH_KEY", CALLBACK_KEY)
+        .var("API_KEY", API_KEY)
+        .var("BATCH_SIZE", "10")
+        .spawn()
+        .await
+}
+
+async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let bytes = body.map(|b| b.to_string().into_bytes());
+    app.request(
+        method,
+        path,
+        headers,
+        bytes.as_deref().map(|b| (Some("application/json"), b)),
+    )
+    .await
+}
+
+async fn reply(app: &TestApp, content: &str) -> Value {
+    let (status, stored) = call(
+        app,
+        "POST",
+        "/inbound",
+        &[("x-ins-auth-key", CALLBACK_KEY)],
+        Some(json!({"from": NUMBER, "content": content, "at": "2026-12-02T10:05:00Z"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    stored
+}
+
+async fn enqueue(app: &TestApp) -> String {
+    let (status, message) = call(
+        app,
+        "POST",
+        "/messages",
+        &[("x-api-key", API_KEY)],
+        Some(json!({"to": NUMBER, "content": "Kampanya"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{message}");
+    message["id"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn stop_by_inbound_suppresses_a_pending_message_and_start_lets_the_next_one_go() {
+    let app = spawn().await;
+    let pending = enqueue(&app).await;
+
+    let stop = reply(&app, "  stop ").await;
+    assert_eq!(stop["action"], "opt_out");
+    app.tick_and_settle().await;
+
+    assert!(posts_per_key(&app.provider).await.is_empty(), "never POSTed after STOP");
+    assert_eq!(app.database.row(pending.parse().unwrap()).await.status, "suppressed");
+    assert_eq!(reply(&app, "Hello, who is this?").await["action"], "other");
+    assert_eq!(
+        reply(&app, "İPTAL").await["action"],
+        "opt_out",
+        "the Turkish keyword too"
+    );
+
+    assert_eq!(reply(&app, "START").await["action"], "opt_in");
+    let next = enqueue(&app).await;
+    app.tick_and_settle().await;
+    assert_eq!(
+        posts_per_key(&app.provider).await.get(&next),
+        Some(&1),
+        "opted in: sent"
+    );
+
+    let (status, page) = call(&app, "GET", "/inbound?limit=3", &[("x-api-key", API_KEY)], None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let actions: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["opt_in", "opt_out", "other"], "newest first");
+    let cursor = page["next_cursor"].as_str().expect("one more");
+    let (_, rest) = call(
+        &app,
+        "GET",
+        &format!("/inbound?cursor={cursor}"),
+        &[("x-api-key", API_KEY)],
+        None,
+    )
+    .await;
+    assert_eq!(rest["items"][0]["content"], "  stop ");
+    assert_eq!(rest["items"][0]["from"], NUMBER);
+    let (_, metrics) = app.get_text("/metrics").await;
+    assert!(metrics.contains("inbound_total{action=\"opt_out\"} 2"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn inbound_takes_only_the_callback_key_and_its_list_only_the_api_key() {
+    let app = spawn().await;
+    let body = json!({"from": NUMBER, "content": "STOP"});
+    for headers in [vec![], vec![("x-ins-auth-key", "wrong")], vec![("x-api-key", API_KEY)]] {
+        let (status, _) = call(&app, "POST", "/inbound", &headers, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
+    }
+    let (status, _) = call(&app, "GET", "/inbound", &[("x-ins-auth-key", CALLBACK_KEY)], None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the list is the operators'");
+    let (status, answer) = call(
+        &app,
+        "POST",
+        "/inbound",
+        &[("x-ins-auth-key", CALLBACK_KEY)],
+        Some(json!({"from": "0555", "content": "STOP"})),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("from"))
+    );
+    let (_, list) = call(&app, "GET", "/opt-outs", &[("x-api-key", API_KEY)], None).await;
+    assert_eq!(list["items"], json!([]), "nothing refused changed the list");
+}

@@ -1,0 +1,471 @@
+//! Delivery receipts end to end on Postgres and Redis: `POST /receipts` with `CALLBACK_AUTH_KEY`, the
+//! receipt applier matching them through the cache and the database, and what a message then shows.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use chrono::{DateTime, SubsecRound, Utc};
+use deadpool_redis::redis;
+use insider_messaging::domain::ReceiptStatus;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers};
+
+use crate::helpers::{TestApp, TestAppBuilder, WEBHOOK_PATH, cached, redis_connection, wait_for};
+
+const CALLBACK_KEY: &str = "provider-callback-key";
+
+/// Receipts tracked: the callback key set.
+fn tracked() -> TestAppBuilder {
+    TestApp::builder().var("CALLBACK_AUTH_KEY", CALLBACK_KEY)
+}
+
+/// A provider that answers every request 202 with the same `messageId`, after `delay`.
+struct AcceptWithId {
+    id: String,
+    delay: Duration,
+}
+
+impl Respond for AcceptWithId {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        ResponseTemplate::new(202)
+            .set_body_json(json!({"message": "Accepted", "messageId": self.id}))
+            .set_delay(self.delay)
+    }
+}
+
+async fn provider_answering(id: &str, delay: Duration) -> std::sync::Arc<MockServer> {
+    let server = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path(WEBHOOK_PATH))
+        .respond_with(AcceptWithId {
+            id: id.to_owned(),
+            delay,
+        })
+        .mount(&server)
+        .await;
+    std::sync::Arc::new(server)
+}
+
+fn receipt(provider_id: &str, status: &str, at: DateTime<Utc>) -> Value {
+    json!({"messageId": provider_id, "status": status, "at": at.to_rfc3339(), "error": null})
+}
+
+async fn post_receipts(app: &TestApp, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let headers: Vec<(&str, &str)> = key.map(|key| ("x-ins-auth-key", key)).into_iter().collect();
+    app.request("POST", "/receipts", &headers, Some((Some("application/json"), &bytes)))
+        .await
+}
+
+/// Enqueues one message, sends it, and returns its id and the provider's id for it.
+async fn send_one(app: &TestApp) -> (Uuid, String) {
+    let id = app.database.insert_many(1).await[0];
+    app.tick_and_settle().await;
+    let message = app.database.store.get(id).await.unwrap().unwrap();
+    (id, message.provider_message_id.expect("sent with a provider id"))
+}
+
+/// Waits until the message's delivery state is `status`, and returns the message.
+async fn wait_for_delivery(app: &TestApp, id: Uuid, status: ReceiptStatus) -> insider_messaging::domain::Message {
+    wait_for(&format!("message {id} is {status}"), || async {
+        let message = app.database.store.get(id).await.unwrap().unwrap();
+        (message.delivery_status == Some(status)).then_some(message)
+    })
+    .await
+}
+
+/// Waits until every stored receipt is settled, and returns them newest first.
+async fn settled_receipts(app: &TestApp) -> Vec<Value> {
+    wait_for("every receipt is settled", || async {
+        let (status, page) = app.get("/receipts").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().unwrap().clone();
+        items.iter().all(|item| item["outcome"] != "pending").then_some(items)
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_receipt_that_beats_the_202_waits_and_is_applied_once_the_message_is_recorded_sent() {
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    let provider = provider_answering(&provider_id, Duration::from_millis(500)).await;
+    let app = tracked().provider(&provider).spawn().await;
+    let id = app.database.insert_many(1).await[0];
+
+    // The provider reports delivery while its 202 is still on the way to us.
+    assert_eq!(app.pipeline.tick_now().await.unwrap().claimed, 1);
+    let at = Utc::now().trunc_subsecs(0);
+    let (status, body) = post_receipts(&app, &receipt(&provider_id, "delivered", at), Some(CALLBACK_KEY)).await;
+    assert_eq!((status, &body["stored"]), (StatusCode::ACCEPTED, &json!(1)), "{body}");
+
+    let message = wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
+    assert_eq!(message.delivered_at, Some(at));
+    let receipts = settled_receipts(&app).await;
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(
+        (&receipts[0]["outcome"], &receipts[0]["message_id"]),
+        (&json!("applied"), &json!(id))
+    );
+    let received_at: DateTime<Utc> = serde_json::from_value(receipts[0]["received_at"].clone()).unwrap();
+    assert!(
+        received_at < message.sent_at.unwrap(),
+        "the receipt was stored before the send was recorded"
+    );
+    // The cache entry that matches the next receipts for this id names this message.
+    let mut redis = redis_connection().await;
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(insider_messaging::cache::provider_key(&provider_id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(members, [id.to_string()]);
+}
+
+#[actix_web::test]
+async fn a_duplicate_receipt_changes_nothing_and_a_final_state_is_never_undone() {
+    let app = tracked().spawn().await;
+    let (id, provider_id) = send_one(&app).await;
+    let at = Utc::now().trunc_subsecs(0);
+
+    let first = receipt(&provider_id, "delivered", at);
+    assert_eq!(
+        post_receipts(&app, &first, Some(CALLBACK_KEY)).await.0,
+        StatusCode::ACCEPTED
+    );
+    wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
+    // The same receipt again, a later copy, then an intermediate state that arrives out of order.
+    let late = json!([
+        first,
+        receipt(&provider_id, "delivered", at + chrono::Duration::seconds(5)),
+        receipt(&provider_id, "buffered", at + chrono::Duration::seconds(9))
+    ]);
+    assert_eq!(
+        post_receipts(&app, &late, Some(CALLBACK_KEY)).await.0,
+        StatusCode::ACCEPTED
+    );
+
+    let receipts = settled_receipts(&app).await;
+    let outcomes: Vec<&str> = receipts.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["ignored", "ignored", "ignored", "applied"], "newest first");
+    let message = app.database.store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (message.delivery_status, message.delivered_at),
+        (Some(ReceiptStatus::Delivered), Some(at))
+    );
+    assert_eq!(app.metric("receipts_total{status=\"delivered\"}").await, 3.0);
+    assert_eq!(app.metric("receipts_total{status=\"buffered\"}").await, 1.0);
+}
+
+#[actix_web::test]
+async fn an_undelivered_receipt_keeps_the_carriers_error_and_intermediate_states_come_first() {
+    let app = tracked().spawn().await;
+    let (id, provider_id) = send_one(&app).await;
+    let at = Utc::now().trunc_subsecs(0);
+
+    post_receipts(&app, &receipt(&provider_id, "buffered", at), Some(CALLBACK_KEY)).await;
+    wait_for_delivery(&app, id, ReceiptStatus::Buffered).await;
+    let mut undelivered = receipt(&provider_id, "undelivered", at + chrono::Duration::seconds(1));
+    undelivered["error"] = json!("EC 34: absent subscriber");
+    post_receipts(&app, &undelivered, Some(CALLBACK_KEY)).await;
+
+    let message = wait_for_delivery(&app, id, ReceiptStatus::Undelivered).await;
+    assert_eq!(message.delivery_error.as_deref(), Some("EC 34: absent subscriber"));
+    assert_eq!(message.delivered_at, None);
+}
+
+#[actix_web::test]
+async fn a_receipt_whose_id_names_several_messages_is_applied_to_none_and_counted() {
+    // webhook.site answers every request with the same id.
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    let provider = provider_answering(&provider_id, Duration::ZERO).await;
+    let app = tracked().provider(&provider).spawn().await;
+    let ids = app.database.insert_many(2).await;
+    app.tick_and_settle().await;
+
+    let (status, _) = post_receipts(
+        &app,
+        &receipt(&provider_id, "delivered", Utc::now()),
+        Some(CALLBACK_KEY),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let (_, page) = app.get("/receipts?matched=false").await;
+    let listed = wait_for("the receipt is listed as ambiguous", || async {
+        let (_, page) = app.get("/receipts?matched=false").await;
+        let items = page["items"].as_array().unwrap().clone();
+        (!items.is_empty()).then_some(items)
+    })
+    .await;
+    assert_eq!(listed.len(), 1, "{page}");
+    assert_eq!(
+        (&listed[0]["outcome"], &listed[0]["message_id"]),
+        (&json!("ambiguous"), &Value::Null)
+    );
+    assert_eq!(app.metric("receipts_ambiguous_total").await, 1.0);
+    for id in ids {
+        assert_eq!(app.database.store.get(id).await.unwrap().unwrap().delivery_status, None);
+    }
+}
+
+#[actix_web::test]
+async fn a_receipt_that_matches_nothing_is_listed_unmatched_once_its_window_runs_out() {
+    let app = tracked().var("RECEIPT_MATCH_WINDOW", "1s").spawn().await;
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+
+    post_receipts(
+        &app,
+        &receipt(&provider_id, "delivered", Utc::now()),
+        Some(CALLBACK_KEY),
+    )
+    .await;
+    let (_, pending) = app.get("/receipts").await;
+    assert_eq!(pending["items"][0]["provider_message_id"], json!(provider_id));
+
+    let listed = wait_for("the receipt is listed as unmatched", || async {
+        let (_, page) = app.get("/receipts?matched=false").await;
+        page["items"].as_array().filter(|items| !items.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(
+        (&listed[0]["outcome"], &listed[0]["status"]),
+        (&json!("unmatched"), &json!("delivered"))
+    );
+    assert_eq!(app.metric("receipts_unmatched_total").await, 1.0);
+    let (_, matched) = app.get("/receipts?matched=true").await;
+    assert_eq!(matched["items"], json!([]));
+}
+
+#[actix_web::test]
+async fn receipts_need_the_callback_key_not_the_api_key() {
+    let app = tracked().var("API_KEY", "operator-key").spawn().await;
+    let body = receipt("prov-x", "delivered", Utc::now());
+
+    for key in [None, Some("wrong"), Some("operator-key")] {
+        let (status, answer) = post_receipts(&app, &body, key).await;
+        assert_eq!(
+            (status, &answer["error"]),
+            (StatusCode::UNAUTHORIZED, &json!("unauthorized")),
+            "{key:?}"
+        );
+    }
+    assert_eq!(
+        post_receipts(&app, &body, Some(CALLBACK_KEY)).await.0,
+        StatusCode::ACCEPTED
+    );
+    // The operators' list is behind API_KEY like every other route.
+    assert_eq!(app.get("/receipts").await.0, StatusCode::UNAUTHORIZED);
+    let (status, page) = app
+        .request("GET", "/receipts", &[("x-api-key", "operator-key")], None)
+        .await;
+    assert_eq!(
+        (status, page["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    assert_eq!(app.metric("auth_failures_total").await, 4.0);
+}
+
+#[actix_web::test]
+async fn receipts_are_refused_with_503_naming_the_setting_when_no_callback_key_is_set() {
+    let app = TestApp::spawn().await;
+    let (status, body) = post_receipts(&app, &receipt("prov-x", "delivered", Utc::now()), Some("anything")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("callbacks_off"))
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("CALLBACK_AUTH_KEY"),
+        "{body}"
+    );
+    let (_, page) = app.get("/receipts").await;
+    assert_eq!(page["items"], json!([]), "nothing stored");
+}
+
+#[actix_web::test]
+async fn a_malformed_receipt_is_refused_naming_the_field_and_nothing_is_stored() {
+    let app = tracked().spawn().await;
+    let good = receipt("prov-x", "delivered", Utc::now());
+    let cases = [
+        (
+            json!([good, {"messageId": "prov-y", "status": "sent", "at": "2026-12-02T10:00:03Z"}]),
+            "status",
+            "receipt 1: ",
+        ),
+        (
+            json!({"status": "delivered", "at": "2026-12-02T10:00:03Z"}),
+            "messageId",
+            "is required",
+        ),
+        (
+            json!({"messageId": "p", "status": "delivered", "at": "soon"}),
+            "at",
+            "RFC 3339",
+        ),
+        (json!([]), "receipts", "empty"),
+        (Value::Array(vec![good.clone(); 1001]), "receipts", "at most 1000"),
+    ];
+    for (body, field, says) in cases {
+        let (status, answer) = post_receipts(&app, &body, Some(CALLBACK_KEY)).await;
+        assert_eq!(
+            (status, &answer["field"]),
+            (StatusCode::BAD_REQUEST, &json!(field)),
+            "{answer}"
+        );
+        assert!(answer["message"].as_str().unwrap().contains(says), "{answer}");
+    }
+    let (status, answer) = app
+        .request(
+            "POST",
+            "/receipts",
+            &[("x-ins-auth-key", CALLBACK_KEY)],
+            Some((Some("application/json"), b"{")),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (StatusCode::BAD_REQUEST, &json!("malformed_body"))
+    );
+    let (_, page) = app.get("/receipts").await;
+    assert_eq!(page["items"], json!([]));
+    // A thousand in one request is fine.
+    let batch = Value::Array(
+        (0..1000)
+            .map(|i| receipt(&format!("prov-{i}"), "accepted", Utc::now()))
+            .collect(),
+    );
+    let (status, answer) = post_receipts(&app, &batch, Some(CALLBACK_KEY)).await;
+    assert_eq!((status, &answer["stored"]), (StatusCode::ACCEPTED, &json!(1000)));
+}
+
+#[actix_web::test]
+async fn a_sent_message_shows_its_delivery_on_its_page_the_sent_list_and_the_stats() {
+    let app = tracked().var("BATCH_SIZE", "3").spawn().await;
+    let ids = app.database.insert_many(3).await;
+    app.tick_and_settle().await;
+    let mut provider_ids = Vec::new();
+    for id in &ids {
+        let message = app.database.store.get(*id).await.unwrap().unwrap();
+        provider_ids.push(message.provider_message_id.unwrap());
+    }
+    let at = Utc::now().trunc_subsecs(0);
+    let mut undelivered = receipt(&provider_ids[1], "undelivered", at);
+    undelivered["error"] = json!(34);
+    let body = json!([receipt(&provider_ids[0], "delivered", at), undelivered]);
+    assert_eq!(
+        post_receipts(&app, &body, Some(CALLBACK_KEY)).await.0,
+        StatusCode::ACCEPTED
+    );
+    wait_for_delivery(&app, ids[1], ReceiptStatus::Undelivered).await;
+    wait_for_delivery(&app, ids[0], ReceiptStatus::Delivered).await;
+
+    let (_, delivered) = app.get(&format!("/messages/{}", ids[0])).await;
+    assert_eq!(
+        (
+            &delivered["delivery_status"],
+            &delivered["delivered_at"],
+            &delivered["delivery_error"]
+        ),
+        (&json!("delivered"), &json!(at), &Value::Null),
+        "{delivered}"
+    );
+    let (_, failed) = app.get(&format!("/messages/{}", ids[1])).await;
+    assert_eq!(
+        (&failed["delivery_status"], &failed["delivery_error"]),
+        (&json!("undelivered"), &json!("34"))
+    );
+    let (_, waiting) = app.get(&format!("/messages/{}", ids[2])).await;
+    assert_eq!(waiting["delivery_status"], json!("awaiting_receipt"));
+
+    let sent = app.all_sent(10).await;
+    let status_of = |id: Uuid| {
+        sent.iter()
+            .find(|item| item["id"] == json!(id))
+            .map(|item| item["delivery_status"].clone())
+    };
+    assert_eq!(status_of(ids[0]), Some(json!("delivered")));
+    assert_eq!(status_of(ids[1]), Some(json!("undelivered")));
+    assert_eq!(status_of(ids[2]), Some(json!("awaiting_receipt")));
+
+    let (_, stats) = app.get("/stats").await;
+    for window in ["last_hour", "last_day"] {
+        assert_eq!(
+            stats["delivery"][window],
+            json!({"delivered": 1, "undelivered": 1, "rate": 0.5}),
+            "{stats}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_sent_message_with_no_final_receipt_within_the_timeout_shows_no_receipt() {
+    let app = tracked().var("RECEIPT_TIMEOUT", "1s").spawn().await;
+    let (id, provider_id) = send_one(&app).await;
+    post_receipts(&app, &receipt(&provider_id, "buffered", Utc::now()), Some(CALLBACK_KEY)).await;
+    wait_for_delivery(&app, id, ReceiptStatus::Buffered).await;
+
+    wait_for("the message shows no_receipt", || async {
+        let (_, message) = app.get(&format!("/messages/{id}")).await;
+        (message["delivery_status"] == json!("no_receipt")).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn without_the_callback_key_sent_messages_are_not_tracked() {
+    let app = TestApp::spawn().await;
+    let (id, provider_id) = send_one(&app).await;
+    // Cached as ever, but not indexed by the provider's id: no receipt will ever look it up.
+    assert_eq!(cached(id).await.unwrap()["messageId"], json!(provider_id));
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(insider_messaging::cache::provider_key(&provider_id))
+        .query_async(&mut redis_connection().await)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "no provider index without receipts");
+    let (_, message) = app.get(&format!("/messages/{id}")).await;
+    assert_eq!(message["delivery_status"], json!("not_tracked"));
+    assert_eq!(app.all_sent(10).await[0]["delivery_status"], json!("not_tracked"));
+    let (_, stats) = app.get("/stats").await;
+    assert_eq!(stats["delivery"], Value::Null, "{stats}");
+    let pending = app.database.insert_many(1).await[0];
+    let (_, pending) = app.get(&format!("/messages/{pending}")).await;
+    assert_eq!(
+        pending["delivery_status"],
+        Value::Null,
+        "not sent: nothing to deliver yet"
+    );
+}
+
+#[actix_web::test]
+async fn the_stand_in_provider_reports_delivery_early_and_twice_and_each_message_ends_delivered_once() {
+    use insider_messaging::mock_provider::{MockProvider, MockProviderConfig};
+    let provider = MockProvider::start(MockProviderConfig {
+        receipt_delay: Duration::ZERO,
+        duplicate_receipt_rate: 1.0,
+        early_receipt_rate: 1.0,
+        ..MockProviderConfig::default()
+    })
+    .unwrap();
+    let app = tracked()
+        .var("WEBHOOK_URL", format!("{}/sms", provider.url()))
+        .var("BATCH_SIZE", "4")
+        .spawn()
+        .await;
+    provider.send_receipts_to(format!("{}/receipts", app.address), Some(CALLBACK_KEY.to_owned()));
+    let ids = app.database.insert_many(4).await;
+    app.tick_and_settle().await;
+
+    for id in &ids {
+        wait_for_delivery(&app, *id, ReceiptStatus::Delivered).await;
+    }
+    let receipts = settled_receipts(&app).await;
+    let count = |outcome: &str| receipts.iter().filter(|r| r["outcome"] == outcome).count();
+    assert_eq!(
+        (count("applied"), count("ignored"), receipts.len()),
+        (4, 4, 8),
+        "{receipts:?}"
+    );
+    let stats = provider.stats();
+    assert_eq!((stats.receipts_sent, stats.receipts_refused), (8, 0));
+}

@@ -1,0 +1,268 @@
+//! The status events outbox's contract, on both backends (`status_event_store::postgres::<name>`,
+//! `status_event_store::sqlite::<name>`): events are written in the transaction of the change they
+//! report, claimed one message at a time in order, and settled.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use insider_messaging::{
+    domain::{ProviderMessageId, Receipt, ReceiptStatus, StatusEventType},
+    store::{ClaimRequest, EventDelivery, EventStatus, Finish, NextState, Settlement},
+};
+use uuid::Uuid;
+
+use crate::helpers::TestDatabase;
+
+contract!(
+    changes_write_their_events_only_when_they_happen_and_only_while_events_are_on,
+    a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled,
+    a_round_of_deliveries_is_recorded_by_one_call_and_each_event_ends_in_its_state,
+);
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Claims `n` messages and finishes them as `next` says, in one flush; returns their ids.
+async fn finish_all(database: &TestDatabase, nexts: Vec<NextState>) -> Vec<Uuid> {
+    let ids = database.insert_many(nexts.len()).await;
+    let request = ClaimRequest {
+        limit: u32::try_from(ids.len()).unwrap(),
+        owner: "a",
+        lease: LEASE,
+        rate_limit: None,
+        after: None,
+        aging: std::time::Duration::from_secs(600),
+    };
+    let claimed = database.store.claim_due(&request).await.unwrap().messages;
+    let finishes: Vec<Finish> = claimed
+        .iter()
+        .zip(nexts)
+        .map(|(claimed, next)| Finish {
+            claim: claimed.claim,
+            next,
+            attempt: None,
+        })
+        .collect();
+    database.store.finish_claims(&finishes).await.unwrap();
+    ids
+}
+
+fn sent(provider_id: &str) -> NextState {
+    NextState::Sent {
+        provider_message_id: Some(ProviderMessageId::parse(provider_id).unwrap()),
+        sent_at: Utc::now(),
+    }
+}
+
+async fn changes_write_their_events_only_when_they_happen_and_only_while_events_are_on(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    finish_all(database, vec![sent("off")]).await;
+    assert!(
+        events.list_events(None, 10, None).await.unwrap().is_empty(),
+        "events off"
+    );
+
+    events.write_status_events(true);
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    let ids = finish_all(
+        database,
+        vec![
+            sent(&provider_id),
+            NextState::Failed {
+                error: "rejected".to_owned(),
+            },
+            NextState::RetryLater {
+                delay: Duration::from_secs(60),
+                error: "503".to_owned(),
+            },
+        ],
+    )
+    .await;
+    let written = events.list_events(None, 10, None).await.unwrap();
+    let kinds: Vec<(StatusEventType, Uuid)> = written.iter().map(|e| (e.kind, e.message_id)).collect();
+    assert_eq!(
+        kinds,
+        [(StatusEventType::Failed, ids[1]), (StatusEventType::Sent, ids[0])],
+        "newest first"
+    );
+    assert!(
+        written
+            .iter()
+            .all(|e| e.status == EventStatus::Pending && e.attempts == 0)
+    );
+    let body: serde_json::Value = serde_json::from_str(&written[1].payload).unwrap();
+    assert_eq!(body["data"]["provider_message_id"], serde_json::json!(provider_id));
+
+    // A receipt's final state is an event; a duplicate that changes nothing is not.
+    let at = Utc::now();
+    let receipt = Receipt {
+        provider_message_id: ProviderMessageId::parse(&provider_id).unwrap(),
+        status: ReceiptStatus::Undelivered,
+        reported_at: at,
+        error: Some("34".to_owned()),
+    };
+    let seqs = database
+        .receipts
+        .insert_receipts(&[receipt.clone(), receipt])
+        .await
+        .unwrap();
+    let settlements: Vec<Settlement> = seqs
+        .iter()
+        .map(|&seq| Settlement::Apply {
+            seq,
+            message_id: ids[0],
+        })
+        .collect();
+    database.receipts.settle_receipts(&settlements).await.unwrap();
+    let written = events.list_events(None, 10, None).await.unwrap();
+    assert_eq!(written.len(), 3);
+    assert_eq!(written[0].kind, StatusEventType::Undelivered);
+    let body: serde_json::Value = serde_json::from_str(&written[0].payload).unwrap();
+    assert_eq!(body["data"]["delivery_error"], serde_json::json!("34"));
+}
+
+async fn a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    let ids = finish_all(database, vec![sent(&provider_id)]).await;
+    let seqs = database
+        .receipts
+        .insert_receipts(&[Receipt {
+            provider_message_id: ProviderMessageId::parse(&provider_id).unwrap(),
+            status: ReceiptStatus::Delivered,
+            reported_at: Utc::now(),
+            error: None,
+        }])
+        .await
+        .unwrap();
+    database
+        .receipts
+        .settle_receipts(&[Settlement::Apply {
+            seq: seqs[0],
+            message_id: ids[0],
+        }])
+        .await
+        .unwrap();
+
+    let first = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        first.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [StatusEventType::Sent]
+    );
+    assert_eq!(first[0].attempts, 1);
+    assert!(
+        events.claim_due_events(10, LEASE).await.unwrap().is_empty(),
+        "leased, and the next waits for it"
+    );
+
+    events
+        .finish_events(&[(
+            first[0].seq,
+            EventDelivery::RetryIn {
+                delay: Duration::ZERO,
+                error: "the receiver answered 500".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+    let again = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        (again[0].id, again[0].attempts),
+        (first[0].id, 2),
+        "the same event, its id kept"
+    );
+    events
+        .finish_events(&[(again[0].seq, EventDelivery::Delivered)])
+        .await
+        .unwrap();
+
+    let next = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        next.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [StatusEventType::Delivered]
+    );
+    events
+        .finish_events(&[(
+            next[0].seq,
+            EventDelivery::Failed {
+                error: "too old".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+    let failed = events.list_events(Some(EventStatus::Failed), 10, None).await.unwrap();
+    assert_eq!((failed.len(), failed[0].last_error.as_deref()), (1, Some("too old")));
+    let delivered = events
+        .list_events(Some(EventStatus::Delivered), 10, None)
+        .await
+        .unwrap();
+    assert!(delivered[0].delivered_at.is_some());
+
+    let replayed = events.retry_event(failed[0].id).await.unwrap().unwrap();
+    assert_eq!((replayed.status, replayed.id), (EventStatus::Pending, failed[0].id));
+    assert_eq!(events.claim_due_events(10, LEASE).await.unwrap()[0].id, failed[0].id);
+    assert!(events.retry_event(Uuid::new_v4()).await.unwrap().is_none());
+
+    // Retention takes delivered events only.
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(events.delete_delivered_events_before(later, 10).await.unwrap(), 1);
+    let left = events.list_events(None, 10, None).await.unwrap();
+    assert_eq!(
+        (left.len(), left[0].status),
+        (1, EventStatus::Pending),
+        "the replayed one stays"
+    );
+}
+
+async fn a_round_of_deliveries_is_recorded_by_one_call_and_each_event_ends_in_its_state(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let providers: Vec<String> = (0..3).map(|_| format!("prov-{}", Uuid::new_v4())).collect();
+    finish_all(database, providers.iter().map(|p| sent(p)).collect()).await;
+    let round = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(round.len(), 3);
+
+    events
+        .finish_events(&[
+            (round[0].seq, EventDelivery::Delivered),
+            (
+                round[1].seq,
+                EventDelivery::RetryIn {
+                    delay: Duration::ZERO,
+                    error: "the receiver answered 503".to_owned(),
+                },
+            ),
+            (
+                round[2].seq,
+                EventDelivery::Failed {
+                    error: "too old".to_owned(),
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+
+    let now_stand = events.list_events(None, 10, None).await.unwrap();
+    let state_of = |seq: i64| now_stand.iter().find(|e| e.seq == seq).unwrap();
+    let delivered = state_of(round[0].seq);
+    assert_eq!(delivered.status, EventStatus::Delivered);
+    assert!(delivered.delivered_at.is_some());
+    let retrying = state_of(round[1].seq);
+    assert_eq!(
+        (retrying.status, retrying.last_error.as_deref(), retrying.delivered_at),
+        (EventStatus::Pending, Some("the receiver answered 503"), None)
+    );
+    let failed = state_of(round[2].seq);
+    assert_eq!(
+        (failed.status, failed.last_error.as_deref()),
+        (EventStatus::Failed, Some("too old"))
+    );
+
+    let again = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        again.iter().map(|e| (e.id, e.attempts)).collect::<Vec<_>>(),
+        [(round[1].id, 2)],
+        "only the one to retry is due again, its lease ended and its id kept"
+    );
+    events.finish_events(&[]).await.unwrap();
+}
