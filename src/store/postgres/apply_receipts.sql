@@ -37,16 +37,22 @@ WITH r AS (
             OR (m.delivery_status IS DISTINCT FROM r.status
                 AND (m.delivery_reported_at IS NULL OR m.delivery_reported_at <= r.reported_at)))
        AND NOT EXISTS (SELECT 1 FROM ambiguous a WHERE a.seq = r.seq)
-    RETURNING r.seq, m.delivery_status, m.delivered_at, m.delivery_error, m.provider_message_id
+    RETURNING r.seq, r.message_id, m.delivery_status, m.delivered_at, m.delivery_error, m.provider_message_id
+), outcome AS (
+    -- Each pending receipt once: applied, else ambiguous, else ignored. A sort, not a join of the CTEs:
+    -- those have no statistics, and the planner joined them in a nested loop, 0.37 s of 0.39 s per 1,000.
+    SELECT DISTINCT ON (seq) *
+      FROM (SELECT seq, 1 AS precedence, 'applied' AS outcome, message_id, delivery_status, delivered_at,
+                   delivery_error, provider_message_id
+              FROM applied
+            UNION ALL
+            SELECT seq, 2, 'ambiguous', NULL::uuid, NULL, NULL::timestamptz, NULL, NULL FROM ambiguous
+            UNION ALL
+            SELECT seq, 3, 'ignored', message_id, NULL, NULL::timestamptz, NULL, NULL FROM r) AS o
+     ORDER BY seq, precedence
 )
 UPDATE receipts rc
-   SET outcome = CASE WHEN a.seq IS NOT NULL THEN 'applied'
-                      WHEN amb.seq IS NOT NULL THEN 'ambiguous'
-                      ELSE 'ignored' END,
-       message_id = CASE WHEN amb.seq IS NOT NULL THEN NULL ELSE r.message_id END,
-       settled_at = now()
-  FROM r
-  LEFT JOIN applied a ON a.seq = r.seq
-  LEFT JOIN ambiguous amb ON amb.seq = r.seq
- WHERE rc.seq = r.seq
-RETURNING rc.seq, rc.outcome, a.delivery_status, a.delivered_at, a.delivery_error, a.provider_message_id
+   SET outcome = o.outcome, message_id = o.message_id, settled_at = now()
+  FROM outcome o
+ WHERE rc.seq = o.seq
+RETURNING rc.seq, rc.outcome, o.delivery_status, o.delivered_at, o.delivery_error, o.provider_message_id
