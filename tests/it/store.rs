@@ -1015,11 +1015,13 @@ async fn claims_take_high_before_normal_before_low_and_oldest_first_within_each(
 }
 
 async fn a_message_due_for_longer_than_the_aging_counts_one_level_higher(store: Arc<dyn MessageStore>) {
-    let aging = Duration::from_millis(200);
+    // A past `send_at` is due now, so age comes only from waiting. The fresh messages must be claimed
+    // inside the aging: 2 s leaves room for a loaded machine (200 ms made this flaky under load).
+    let aging = Duration::from_secs(2);
     let starved = enqueue_each(store.as_ref(), vec![scheduled(0, with_priority(Priority::Low))]).await[0];
     let waited_since = Utc::now();
     wait_until("the low message has waited out the aging", || async {
-        Utc::now() > waited_since + chrono::Duration::milliseconds(300)
+        Utc::now() > waited_since + chrono::Duration::milliseconds(2_500)
     })
     .await;
     let fresh = enqueue_each(
