@@ -77,7 +77,7 @@ settings! {
     backoff_max: Duration = "BACKOFF_MAX" as DURATION, Unset::Default("10m");
     /// Attempts a message gets before it is failed (a dead letter).
     max_retries: NonZeroU32 = "MAX_RETRIES" as COUNT_U32, Unset::Default("10");
-    /// Sent messages older than this are deleted with their history; unset, they are kept.
+    /// Sent messages older than this go with their history, and events and receipts as old; unset, all kept.
     sent_retention: Option<Duration> = "SENT_RETENTION" as RETENTION, Unset::Off;
     /// When set, every route but health, metrics, docs and the console requires it; unset, all are open.
     api_key: Option<Secret> = "API_KEY" as KEY, Unset::Off;

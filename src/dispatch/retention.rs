@@ -1,17 +1,18 @@
 //! `RetentionActor`: with `SENT_RETENTION` set, deletes sent messages older than it, with their history,
-//! and status events delivered before it, when the service starts and then every `PRUNE_EVERY`. Each statement deletes at most `PRUNE_BATCH`
-//! rows, so none holds its locks for long, and a round stops after `MAX_BATCHES` of them, so a backlog
-//! (retention just switched on over a big table) drains over a few rounds instead of one long one.
-//! Every replica prunes; the store skips rows another one is deleting.
+//! status events delivered before it and delivery receipts settled before it, when the service starts and
+//! then every `PRUNE_EVERY`. Each statement deletes at most `PRUNE_BATCH` rows, so none holds its locks
+//! for long, and a round stops after `MAX_BATCHES` of them, so a backlog (retention just switched on over
+//! a big table) drains over a few rounds instead of one long one. Every replica prunes; the store skips
+//! rows another one is deleting.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use chrono::Utc;
 
 use crate::{
     metrics::Metrics,
-    store::{MessageStore, StatusEventStore, StoreError},
+    store::{MessageStore, ReceiptStore, StatusEventStore, StoreError},
     telemetry::error_chain,
 };
 
@@ -22,6 +23,7 @@ const MAX_BATCHES: usize = 50;
 pub struct RetentionActor {
     store: Arc<dyn MessageStore>,
     events: Arc<dyn StatusEventStore>,
+    receipts: Arc<dyn ReceiptStore>,
     retention: Duration,
     metrics: Metrics,
     pruning: bool,
@@ -31,12 +33,14 @@ impl RetentionActor {
     pub fn new(
         store: Arc<dyn MessageStore>,
         events: Arc<dyn StatusEventStore>,
+        receipts: Arc<dyn ReceiptStore>,
         retention: Duration,
         metrics: Metrics,
     ) -> Self {
         Self {
             store,
             events,
+            receipts,
             retention,
             metrics,
             pruning: false,
@@ -53,29 +57,27 @@ impl RetentionActor {
         self.pruning = true;
         let store = Arc::clone(&self.store);
         let events = Arc::clone(&self.events);
+        let receipts = Arc::clone(&self.receipts);
         ctx.spawn(
             async move {
                 let before = Utc::now() - retention;
                 // Delivered events are only history once acknowledged; pending and failed ones stay.
-                let mut events_deleted = 0;
-                for _ in 0..MAX_BATCHES {
-                    match events.delete_delivered_events_before(before, PRUNE_BATCH).await {
-                        Ok(batch) => {
-                            events_deleted += batch;
-                            if batch < u64::from(PRUNE_BATCH) {
-                                break;
-                            }
-                        }
-                        Err(error) => {
-                            log::warn!("could not delete old status events: {}", error_chain(&error));
-                            break;
-                        }
+                match in_batches(|| events.delete_delivered_events_before(before, PRUNE_BATCH)).await {
+                    Ok(0) => {}
+                    Ok(deleted) => {
+                        log::info!(deleted = deleted; "deleted status events delivered before SENT_RETENTION")
                     }
+                    Err(error) => log::warn!("could not delete old status events: {}", error_chain(&error)),
                 }
-                if events_deleted > 0 {
-                    log::info!(deleted = events_deleted; "deleted status events delivered before SENT_RETENTION");
+                // Settled receipts, unmatched ones included, are only history too; pending ones stay.
+                match in_batches(|| receipts.delete_settled_receipts_before(before, PRUNE_BATCH)).await {
+                    Ok(0) => {}
+                    Ok(deleted) => {
+                        log::info!(deleted = deleted; "deleted delivery receipts settled before SENT_RETENTION")
+                    }
+                    Err(error) => log::warn!("could not delete old delivery receipts: {}", error_chain(&error)),
                 }
-                prune_sent_before(store.as_ref(), before).await
+                in_batches(|| store.delete_sent_before(before, PRUNE_BATCH)).await
             }
             .into_actor(self)
             .map(|result, act, _| {
@@ -96,11 +98,16 @@ impl RetentionActor {
     }
 }
 
-/// One round: batches until one comes back short, `MAX_BATCHES` at most. Returns how many went.
-async fn prune_sent_before(store: &dyn MessageStore, before: chrono::DateTime<Utc>) -> Result<u64, StoreError> {
+/// One round of one kind of row: batches until one comes back short, `MAX_BATCHES` at most, stopping at the
+/// first error. Returns how many went.
+async fn in_batches<F, Fut>(mut delete_batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
     let mut deleted = 0;
     for _ in 0..MAX_BATCHES {
-        let batch = store.delete_sent_before(before, PRUNE_BATCH).await?;
+        let batch = delete_batch().await?;
         deleted += batch;
         if batch < u64::from(PRUNE_BATCH) {
             break;

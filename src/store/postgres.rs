@@ -454,6 +454,10 @@ impl ReceiptSql for PostgresStore {
 
     const SETTLE_UNAPPLIED: &'static str =
         "UPDATE receipts SET outcome = $2, settled_at = now() WHERE seq = $1 AND outcome = 'pending' RETURNING outcome";
+    const DELETE_SETTLED_RECEIPTS: &'static str = "
+        DELETE FROM receipts WHERE seq IN (
+            SELECT seq FROM receipts WHERE outcome <> 'pending' AND settled_at < $1
+             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
     async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError> {
         let provider_ids: Vec<&str> = receipts.iter().map(|r| r.provider_message_id.as_ref()).collect();

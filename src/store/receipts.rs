@@ -164,6 +164,10 @@ pub trait ReceiptStore: Send + Sync + 'static {
 
     /// Messages whose final delivery state was reported since `since`.
     async fn delivery_counts_since(&self, since: DateTime<Utc>) -> Result<DeliveryCounts, StoreError>;
+
+    /// Deletes up to `limit` receipts settled before `before` (oldest first); pending ones stay. Returns
+    /// how many went.
+    async fn delete_settled_receipts_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 }
 
 /// The stored outcomes a filter shows.
@@ -208,6 +212,8 @@ pub(super) trait ReceiptSql: EventWriter {
     /// Settles pending receipt `$1` as outcome `$2` without applying it (and `Backend::clock`): the
     /// outcome, no row when another settler was first.
     const SETTLE_UNAPPLIED: &'static str;
+    /// Deletes up to `$2` receipts settled before `$1`, oldest first.
+    const DELETE_SETTLED_RECEIPTS: &'static str;
 
     /// Stores receipts as `pending` in the order given: their `seq`s.
     async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError>;
@@ -361,5 +367,15 @@ where
             .await
             .map_err(db("counting deliveries"))?;
         Ok(rows::delivery_counts(counts))
+    }
+
+    async fn delete_settled_receipts_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(B::DELETE_SETTLED_RECEIPTS)
+            .bind(B::stored_time(before))
+            .bind(i64::from(limit))
+            .execute(self.exec())
+            .await
+            .map_err(db("deleting old settled receipts"))?;
+        Ok(B::rows_affected(&done))
     }
 }

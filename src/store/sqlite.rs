@@ -504,6 +504,9 @@ impl ReceiptSql for SqliteStore {
 
     const SETTLE_UNAPPLIED: &'static str =
         "UPDATE receipts SET outcome = ?2, settled_at = ?3 WHERE seq = ?1 AND outcome = 'pending' RETURNING outcome";
+    const DELETE_SETTLED_RECEIPTS: &'static str = "
+        DELETE FROM receipts WHERE seq IN (
+            SELECT seq FROM receipts WHERE outcome <> 'pending' AND settled_at < ?1 ORDER BY seq LIMIT ?2)";
 
     async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError> {
         // Row by row in one transaction: SQLite has no unnest, and its statements cost microseconds.

@@ -22,6 +22,7 @@ contract!(
     an_id_that_names_several_messages_is_applied_to_none,
     a_receipt_is_settled_once_and_the_lists_show_what_became_of_each,
     a_batch_for_many_messages_settles_in_one_call_with_an_event_per_final_state,
+    settled_receipts_are_deleted_oldest_first_in_batches_and_pending_ones_stay,
 );
 
 fn unique_id() -> String {
@@ -408,5 +409,51 @@ async fn a_batch_for_many_messages_settles_in_one_call_with_an_event_per_final_s
         receipts.settle_receipts(&settlements).await.unwrap(),
         [None, None, None, None, None, None],
         "settled once"
+    );
+}
+
+async fn settled_receipts_are_deleted_oldest_first_in_batches_and_pending_ones_stay(database: &TestDatabase) {
+    let receipts = database.receipts.as_ref();
+    let (a, b, waiting) = (unique_id(), unique_id(), unique_id());
+    let at = Utc::now().trunc_subsecs(6);
+    let seqs = receipts
+        .insert_receipts(&[
+            receipt(&a, ReceiptStatus::Delivered, at, None),
+            receipt(&b, ReceiptStatus::Delivered, at, None),
+            receipt(&waiting, ReceiptStatus::Delivered, at, None),
+        ])
+        .await
+        .unwrap();
+    for seq in &seqs[..2] {
+        assert_eq!(
+            settle_one(receipts, Settlement::Unmatched { seq: *seq }).await,
+            Some(ReceiptOutcome::Unmatched)
+        );
+    }
+
+    let long_ago = Utc::now() - Span::hours(1);
+    assert_eq!(
+        receipts.delete_settled_receipts_before(long_ago, 10).await.unwrap(),
+        0,
+        "settled just now: younger than the cut"
+    );
+    let later = Utc::now() + Span::minutes(1);
+    assert_eq!(
+        receipts.delete_settled_receipts_before(later, 1).await.unwrap(),
+        1,
+        "one batch of one"
+    );
+    let left = |list: Vec<insider_messaging::store::StoredReceipt>| list.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(
+        left(receipts.list_receipts(ReceiptFilter::All, 10, None).await.unwrap()),
+        vec![seqs[2], seqs[1]],
+        "the oldest settled went first"
+    );
+    assert_eq!(receipts.delete_settled_receipts_before(later, 10).await.unwrap(), 1);
+    assert_eq!(receipts.delete_settled_receipts_before(later, 10).await.unwrap(), 0);
+    assert_eq!(
+        left(receipts.list_receipts(ReceiptFilter::All, 10, None).await.unwrap()),
+        vec![seqs[2]],
+        "the pending receipt stays"
     );
 }
