@@ -13,7 +13,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::body_timeout;
-use crate::{dispatch::PipelineError, domain::MessageStatus, store::StoreError, telemetry::error_chain};
+use crate::{
+    dispatch::{PipelineError, ReceiptsNotStored},
+    domain::MessageStatus,
+    store::StoreError,
+    telemetry::error_chain,
+};
 
 /// Every error the API returns has this shape.
 #[derive(Debug, Serialize, ToSchema)]
@@ -70,7 +75,7 @@ pub enum ApiError {
     #[error("this route refuses requests sent by a page of another site: {0}")]
     CrossSite(String),
     #[error("the database is unavailable; try again shortly")]
-    DatabaseUnavailable(#[source] StoreError),
+    DatabaseUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the service failed unexpectedly")]
     Unexpected(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -123,12 +128,10 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        match &error {
-            StoreError::Database {
-                source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-                ..
-            } => Self::DatabaseUnavailable(error),
-            _ => Self::Unexpected(Box::new(error)),
+        if error.is_unavailable() {
+            Self::DatabaseUnavailable(Box::new(error))
+        } else {
+            Self::Unexpected(Box::new(error))
         }
     }
 }
@@ -137,6 +140,10 @@ impl From<PipelineError> for ApiError {
     fn from(error: PipelineError) -> Self {
         match error {
             PipelineError::Switch(store) => store.into(),
+            PipelineError::Receipts(ReceiptsNotStored::Database(store)) if store.is_unavailable() => {
+                Self::DatabaseUnavailable(Box::new(store))
+            }
+            PipelineError::ReceiptsOff => Self::CallbacksOff,
             gone => Self::Unexpected(Box::new(gone)),
         }
     }

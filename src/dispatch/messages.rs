@@ -193,7 +193,7 @@ pub struct SchedulerState {
     pub next_tick_at: Option<DateTime<Utc>>,
 }
 
-/// API → receipt applier: these receipts were just stored (`POST /receipts`); apply them.
+/// Receipt writer → receipt applier: these receipts were just stored (`POST /receipts`); apply them.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ReceiptsStored {

@@ -14,8 +14,9 @@
 //! batches. Each answer is judged once, on arrival (`verdict.rs`).
 //!
 //! Beside the pipeline, `ControlActor` keeps this instance in step with the cluster's switch,
-//! `RetentionActor` (with `SENT_RETENTION` set) prunes old sent messages, and `ReceiptApplierActor` (with
-//! `CALLBACK_AUTH_KEY` set) applies delivery receipts, told by the persister which messages went out, and
+//! `RetentionActor` (with `SENT_RETENTION` set) prunes old sent messages; with `CALLBACK_AUTH_KEY` set,
+//! `ReceiptWriterActor` stores the receipts of concurrent requests in one commit and `ReceiptApplierActor`
+//! applies them, told by the writer which receipts came and by the persister which messages went out; and
 //! `StatusDispatcherActor` (with `STATUS_WEBHOOK_URL` set) delivers the status events outbox.
 //!
 //! Each actor knows the stages it talks to only by the `Recipient`s it was given here, never by their
@@ -30,6 +31,7 @@ mod flow;
 pub mod messages;
 mod persister;
 mod receipt_applier;
+mod receipt_writer;
 pub mod quiet_hours;
 mod retention;
 pub mod retry;
@@ -51,13 +53,13 @@ use self::{
     control::{ControlActor, PipelineControls},
     fetcher::{ClaimRules, FetcherActor, FetcherOutlets},
     flow::FlowLimits,
-    messages::ReceiptsStored,
     messages::{
         BreakerReport, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, SchedulerState, ShutDown,
         StartSending, StopSending, Tick, TickReport, TickSource,
     },
     persister::{FLUSH_MAX, PersisterActor},
     receipt_applier::ReceiptApplierActor,
+    receipt_writer::{ReceiptWriterActor, StoreReceipts},
     retention::RetentionActor,
     retry::RetryPolicy,
     scheduler::{FetcherControls, SchedulerActor},
@@ -65,12 +67,14 @@ use self::{
     webhook::{BODY_TIMEOUT, WebhookActor, WebhookReports},
 };
 pub use self::{
+    receipt_writer::ReceiptsNotStored,
     status_dispatcher::StatusWebhookTarget,
     status_signature::{SignerError, StatusSigner},
     webhook::{ClientError, WebhookTarget},
 };
 use crate::{
     cache::Cache,
+    domain::Receipt,
     metrics::Metrics,
     store::{ClusterControl, Database, MessageStore, ReceiptStore, Replica, StatusEventStore, StoreError},
 };
@@ -125,8 +129,8 @@ pub struct Pipeline {
     fetcher: Addr<FetcherActor>,
     cluster: Arc<dyn ClusterControl>,
     owner: String,
-    /// The receipt applier, when receipts are tracked.
-    receipts: Option<Recipient<ReceiptsStored>>,
+    /// The receipt writer, when receipts are tracked.
+    receipts: Option<Addr<ReceiptWriterActor>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +139,10 @@ pub enum PipelineError {
     Gone(#[from] MailboxError),
     #[error("the cluster's sending switch could not be read or changed")]
     Switch(#[from] StoreError),
+    #[error("the receipts were not stored")]
+    Receipts(#[from] ReceiptsNotStored),
+    #[error("delivery receipts are not tracked (CALLBACK_AUTH_KEY is not set)")]
+    ReceiptsOff,
 }
 
 /// Why the pipeline could not start.
@@ -162,7 +170,7 @@ pub async fn start(
     let store: Arc<dyn MessageStore> = database;
     let sending = cluster.seed_sending(settings.autostart, &owner).await?;
     let receipts = settings.receipt_match_window.map(|match_window| {
-        ReceiptApplierActor::new(receipt_store, cache.clone(), metrics.clone(), match_window).start()
+        ReceiptApplierActor::new(Arc::clone(&receipt_store), cache.clone(), metrics.clone(), match_window).start()
     });
     // The fetcher's address is needed by the persister and the webhook actor before it can be built.
     let fetcher_context = Context::<FetcherActor>::new();
@@ -233,14 +241,14 @@ pub async fn start(
         StatusDispatcherActor::new(Arc::clone(&event_store), target.clone(), metrics.clone())?.start();
     }
     if let Some(retention) = settings.sent_retention {
-        RetentionActor::new(store, event_store, retention, metrics).start();
+        RetentionActor::new(store, event_store, Arc::clone(&receipt_store), retention, metrics).start();
     }
     Ok(Pipeline {
         scheduler,
         fetcher,
         cluster,
         owner,
-        receipts: receipts.map(Addr::recipient),
+        receipts: receipts.map(|applier| ReceiptWriterActor::new(receipt_store, applier.recipient()).start()),
     })
 }
 
@@ -264,12 +272,11 @@ fn flow_limits(settings: &DispatchSettings) -> FlowLimits {
 }
 
 impl Pipeline {
-    /// Tells the receipt applier that these receipts were stored; nothing when receipts are not tracked
-    /// (a sweep would find them anyway).
-    pub fn receipts_stored(&self, seqs: Vec<i64>) {
-        if let Some(receipts) = &self.receipts {
-            receipts.do_send(ReceiptsStored { seqs });
-        }
+    /// Stores a request's receipts, in one commit with other requests' that arrive meanwhile, and has
+    /// them applied; returns once they are committed.
+    pub async fn store_receipts(&self, receipts: Vec<Receipt>) -> Result<(), PipelineError> {
+        let writer = self.receipts.as_ref().ok_or(PipelineError::ReceiptsOff)?;
+        Ok(writer.send(StoreReceipts(receipts)).await??)
     }
 
     /// Turns the cluster's switch on, and this instance at once; the others follow within a heartbeat.

@@ -2,7 +2,7 @@
 //!
 //! `POST /receipts` stores receipts and answers at once; this actor applies them behind. It runs one
 //! pass at a time over what it was told about, and what arrives meanwhile waits for the next pass:
-//! - `ReceiptsStored` (from the API): receipts just stored here;
+//! - `ReceiptsStored` (from the receipt writer): receipts just stored here;
 //! - `MessagesSent` (from the persister, after each flush): provider ids just recorded sent, whose
 //!   receipts may have come first (the provider is faster than our flush) and wait `pending`;
 //! - every `SWEEP_EVERY`, a sweep of every pending receipt, oldest first: those stored by another replica

@@ -302,6 +302,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database could not be reached or the pool had no connection to give: worth trying again
+    /// shortly, unlike a statement that failed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Database {
+                source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+                ..
+            }
+        )
+    }
+
     /// The database refused the statement for what it holds (a constraint, or a value it cannot store):
     /// sent again unchanged it fails again, unlike a lost connection or a timeout.
     pub fn is_refusal(&self) -> bool {

@@ -6,12 +6,13 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_redis::redis;
+use futures_util::future::join_all;
 use insider_messaging::domain::ReceiptStatus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers};
 
-use crate::helpers::{TestApp, TestAppBuilder, WEBHOOK_PATH, cached, redis_connection, wait_for};
+use crate::helpers::{TestApp, TestAppBuilder, WEBHOOK_PATH, cached, redis_connection, wait_for, wait_until};
 
 const CALLBACK_KEY: &str = "provider-callback-key";
 
@@ -468,4 +469,73 @@ async fn the_stand_in_provider_reports_delivery_early_and_twice_and_each_message
     );
     let stats = provider.stats();
     assert_eq!((stats.receipts_sent, stats.receipts_refused), (8, 0));
+}
+
+#[actix_web::test]
+async fn receipts_of_concurrent_requests_are_stored_together_and_one_the_database_refuses_fails_alone() {
+    let app = tracked().spawn().await;
+    let pg = app.database.pg();
+    // A receipt the database refuses, as one that a gap in the validation let through would be.
+    sqlx::query("ALTER TABLE receipts ADD CONSTRAINT no_poison CHECK (provider_message_id <> 'poison')")
+        .execute(pg)
+        .await
+        .unwrap();
+    // The table held, the first write waits and the next requests gather behind it, to go as one write.
+    let mut lock = pg.begin().await.unwrap();
+    sqlx::query("LOCK TABLE receipts IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let at = Utc::now();
+    let names: Vec<String> = (0..10)
+        .map(|i| {
+            if i == 4 {
+                "poison".to_owned()
+            } else {
+                format!("gathered-{i}")
+            }
+        })
+        .collect();
+    let first_body = receipt("first", "delivered", at);
+    let bodies: Vec<Value> = names.iter().map(|name| receipt(name, "delivered", at)).collect();
+    let first = post_receipts(&app, &first_body, Some(CALLBACK_KEY));
+    let gathered = async {
+        wait_until("the first write waits for the table", || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INTO receipts%'",
+            )
+            .fetch_one(pg)
+            .await
+            .unwrap()
+                == 1
+        })
+        .await;
+        let posts = join_all(bodies.iter().map(|body| post_receipts(&app, body, Some(CALLBACK_KEY))));
+        let release = async {
+            actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+            lock.commit().await.unwrap();
+        };
+        futures_util::future::join(posts, release).await.0
+    };
+    let (first, gathered) = futures_util::future::join(first, gathered).await;
+
+    assert_eq!(first.0, StatusCode::ACCEPTED);
+    for (name, (status, body)) in names.iter().zip(&gathered) {
+        let expected = if name == "poison" {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::ACCEPTED
+        };
+        assert_eq!(*status, expected, "{name}: {body}");
+    }
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT provider_message_id FROM receipts ORDER BY provider_message_id")
+            .fetch_all(pg)
+            .await
+            .unwrap();
+    let mut expected: Vec<String> = names.into_iter().filter(|name| name != "poison").collect();
+    expected.push("first".to_owned());
+    expected.sort();
+    assert_eq!(stored, expected, "every request but the refused one is stored");
 }

@@ -155,17 +155,14 @@ pub async fn receive(
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::MalformedBody(format!("the request body is not valid JSON: {e}")))?;
     let receipts = parse_receipts(&body)?;
-    let seqs = state.receipts.insert_receipts(&receipts).await?;
-    for receipt in &receipts {
-        state
-            .metrics
-            .receipts_total
-            .with_label_values(&[receipt.status.as_str()])
-            .inc();
+    let stored = receipts.len();
+    let statuses: Vec<ReceiptStatus> = receipts.iter().map(|receipt| receipt.status).collect();
+    state.pipeline.store_receipts(receipts).await?;
+    for status in statuses {
+        state.metrics.receipts_total.with_label_values(&[status.as_str()]).inc();
     }
-    log::info!(receipts = receipts.len(); "delivery receipts stored");
-    state.pipeline.receipts_stored(seqs);
-    Ok(HttpResponse::Accepted().json(ReceiptsAccepted { stored: receipts.len() }))
+    log::info!(receipts = stored; "delivery receipts stored");
+    Ok(HttpResponse::Accepted().json(ReceiptsAccepted { stored }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
