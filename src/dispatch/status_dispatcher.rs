@@ -27,8 +27,12 @@ pub const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Events claimed per round: a round costs two statements (the claim, and `finish_events`) whatever
 /// its size, so a backlog drains in rounds this large.
 const BATCH: u32 = 256;
-/// POSTs in flight at once.
+/// POSTs in flight at once, per round.
 const CONCURRENCY: usize = 32;
+/// Rounds under way at once: while one records its outcomes and claims again, the other's POSTs go on.
+/// The claim's order rule (the oldest pending event of each message, leased or not) keeps one message's
+/// events in order across rounds, as it does across replicas.
+const ROUNDS: usize = 2;
 
 /// Where and how status events go.
 #[derive(Debug, Clone)]
@@ -44,7 +48,7 @@ pub struct StatusWebhookTarget {
 
 pub struct StatusDispatcherActor {
     deliverer: Arc<Deliverer>,
-    running: bool,
+    rounds: usize,
 }
 
 struct Deliverer {
@@ -72,21 +76,21 @@ impl StatusDispatcherActor {
                 target,
                 metrics,
             }),
-            running: false,
+            rounds: 0,
         })
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.running {
+        if self.rounds >= ROUNDS {
             return;
         }
-        self.running = true;
+        self.rounds += 1;
         let deliverer = Arc::clone(&self.deliverer);
         ctx.spawn(
             async move { deliverer.round().await }
                 .into_actor(self)
                 .map(|result, act, _| {
-                    act.running = false;
+                    act.rounds -= 1;
                     if let Err(error) = result {
                         log::warn!("could not deliver status events: {}", error_chain(&error));
                     }
