@@ -452,8 +452,11 @@ impl ReceiptSql for PostgresStore {
         " FROM receipts WHERE outcome = ANY($1) AND seq < $2 ORDER BY seq DESC LIMIT $3"
     );
 
-    const SETTLE_UNAPPLIED: &'static str =
-        "UPDATE receipts SET outcome = $2, settled_at = now() WHERE seq = $1 AND outcome = 'pending' RETURNING outcome";
+    // Skips a receipt another replica is settling, as `apply_receipts.sql` does.
+    const SETTLE_UNAPPLIED: &'static str = "
+        UPDATE receipts SET outcome = $2, settled_at = now()
+         WHERE seq = (SELECT seq FROM receipts WHERE seq = $1 AND outcome = 'pending' FOR UPDATE SKIP LOCKED)
+        RETURNING outcome";
     const DELETE_SETTLED_RECEIPTS: &'static str = "
         DELETE FROM receipts WHERE seq IN (
             SELECT seq FROM receipts WHERE outcome <> 'pending' AND settled_at < $1

@@ -151,7 +151,8 @@ pub trait ReceiptStore: Send + Sync + 'static {
     async fn messages_by_provider_id(&self, provider_ids: &[String]) -> Result<Vec<(String, Uuid)>, StoreError>;
 
     /// Settles receipts in the order given, in one transaction, each only while still `pending`. Returns
-    /// what each came to, `None` where another settler was first.
+    /// what each came to, `None` where another settler was first, or is settling it now (never waited
+    /// for: if it fails, the receipt is still pending for the next sweep).
     async fn settle_receipts(&self, settlements: &[Settlement]) -> Result<Vec<Option<ReceiptOutcome>>, StoreError>;
 
     /// Stored receipts, newest first, before `before` (a `seq`) when given.
@@ -210,7 +211,7 @@ pub(super) trait ReceiptSql: EventWriter {
     /// The `ReceiptRow`s whose outcome is in list `$1`, before `$2` (a `seq`), newest first, `$3` at most.
     const LIST_RECEIPTS: &'static str;
     /// Settles pending receipt `$1` as outcome `$2` without applying it (and `Backend::clock`): the
-    /// outcome, no row when another settler was first.
+    /// outcome, no row when another settler was first or is settling it now.
     const SETTLE_UNAPPLIED: &'static str;
     /// Deletes up to `$2` receipts settled before `$1`, oldest first.
     const DELETE_SETTLED_RECEIPTS: &'static str;

@@ -457,3 +457,61 @@ async fn settled_receipts_are_deleted_oldest_first_in_batches_and_pending_ones_s
         "the pending receipt stays"
     );
 }
+
+/// Postgres only: SQLite has one writer, so two settlers never overlap there.
+#[actix_web::test]
+async fn a_receipt_another_replica_is_settling_is_skipped_not_waited_for() {
+    let database = TestDatabase::create().await;
+    let receipts = database.receipts.as_ref();
+    let (a, b) = (unique_id(), unique_id());
+    let ids = sent_under(&database, &[&a, &b]).await;
+    let at = Utc::now().trunc_subsecs(6);
+    let seqs = receipts
+        .insert_receipts(&[
+            receipt(&a, ReceiptStatus::Delivered, at, None),
+            receipt(&b, ReceiptStatus::Delivered, at, None),
+            receipt(&unique_id(), ReceiptStatus::Delivered, at, None),
+        ])
+        .await
+        .unwrap();
+    // Another replica's settle holds the first receipt and the unmatched one.
+    let mut other = database.pg().begin().await.unwrap();
+    sqlx::query("SELECT seq FROM receipts WHERE seq = ANY($1) FOR UPDATE")
+        .bind(vec![seqs[0], seqs[2]])
+        .execute(&mut *other)
+        .await
+        .unwrap();
+
+    let settled = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        receipts.settle_receipts(&[
+            Settlement::Apply {
+                seq: seqs[0],
+                message_id: ids[0],
+            },
+            Settlement::Apply {
+                seq: seqs[1],
+                message_id: ids[1],
+            },
+            Settlement::Unmatched { seq: seqs[2] },
+        ]),
+    )
+    .await
+    .expect("settling does not wait for the other replica")
+    .unwrap();
+    assert_eq!(settled, vec![None, Some(ReceiptOutcome::Applied), None]);
+
+    other.rollback().await.unwrap();
+    let pending: Vec<i64> = receipts
+        .pending_receipts(PendingReceipts::After { after: None, limit: 10 })
+        .await
+        .unwrap()
+        .iter()
+        .map(|receipt| receipt.seq)
+        .collect();
+    assert_eq!(
+        pending,
+        vec![seqs[0], seqs[2]],
+        "the other replica failed: still pending for the next sweep"
+    );
+}

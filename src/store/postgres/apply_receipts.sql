@@ -1,7 +1,8 @@
 -- Settles pending receipts $1 against messages $2, pairwise (receipt $1[i] against message $2[i], the one
 -- its provider id names; no message twice, so each moves at most once), in one statement (see
--- store/receipts.rs). The receipt rows are locked first, in seq order, so a replica settling them at the
--- same moment waits, then finds them no longer pending and changes nothing. A message moves only forward:
+-- store/receipts.rs). The receipt rows are locked first, in seq order, skipping those another replica is
+-- settling: they are its to settle, and stay pending for the next sweep if it fails. Replicas sweeping the
+-- same backlog so divide it instead of queuing behind each other's batch. A message moves only forward:
 -- not once final, an intermediate report only when it says something new and is not older than the one
 -- in force; and only when it is `sent` under the receipt's provider id and no other message has that id.
 -- The message is found by its key alone. "Sent under that id" is asked as `sent_at IS NOT NULL` (the same,
@@ -17,7 +18,7 @@ WITH r AS (
       JOIN unnest($1::bigint[], $2::uuid[]) AS i(seq, message_id) ON i.seq = rc.seq
      WHERE rc.outcome = 'pending'
      ORDER BY rc.seq
-       FOR UPDATE OF rc
+       FOR UPDATE OF rc SKIP LOCKED
 ), ambiguous AS (
     SELECT r.seq FROM r
      WHERE EXISTS (SELECT 1 FROM messages o
