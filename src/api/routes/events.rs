@@ -9,6 +9,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::page;
 use crate::{
     api::{
         AppState,
@@ -111,28 +112,10 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<EventsQuery>) ->
                 .ok_or_else(|| ApiError::invalid("status", "must be one of pending, delivered, failed"))?,
         ),
     };
-    let limit = match query.limit.as_deref() {
-        None => LIMIT_DEFAULT,
-        Some(raw) => raw
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=LIMIT_MAX).contains(limit))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {LIMIT_MAX}")))?,
-    };
-    let before = match query.cursor.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => Some(
-            raw.parse::<i64>()
-                .ok()
-                .filter(|seq| *seq > 0)
-                .ok_or_else(|| ApiError::invalid("cursor", "must be the next_cursor of a previous page"))?,
-        ),
-    };
-    let mut events = state.events.list_events(status, limit + 1, before).await?;
-    let has_more = events.len() > limit as usize;
-    events.truncate(limit as usize);
-    let next_cursor = events.last().filter(|_| has_more).map(|e| e.seq.to_string());
+    let limit = page::limit(query.limit.as_deref(), LIMIT_DEFAULT, LIMIT_MAX)?;
+    let before = page::seq_cursor(query.cursor.as_deref())?;
+    let events = state.events.list_events(status, limit + 1, before).await?;
+    let (events, next_cursor) = page::cut(events, limit, |e| e.seq.to_string());
     let items = events.into_iter().map(EventResponse::from).collect();
     Ok(HttpResponse::Ok().json(EventPage { items, next_cursor }))
 }

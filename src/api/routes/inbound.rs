@@ -9,6 +9,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::page;
 use crate::{
     api::{
         AppState,
@@ -177,15 +178,7 @@ pub async fn receive(
 )]
 #[get("/inbound")]
 pub async fn list(state: web::Data<AppState>, query: web::Query<InboundQuery>) -> Result<HttpResponse, ApiError> {
-    let limit = match query.limit.as_deref() {
-        None => LIMIT_DEFAULT,
-        Some(raw) => raw
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=LIMIT_MAX).contains(limit))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {LIMIT_MAX}")))?,
-    };
+    let limit = page::limit(query.limit.as_deref(), LIMIT_DEFAULT, LIMIT_MAX)?;
     let before = query
         .cursor
         .as_deref()
@@ -194,10 +187,8 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<InboundQuery>) -
             Uuid::parse_str(c).map_err(|_| ApiError::invalid("cursor", "must be the next_cursor of a previous page"))
         })
         .transpose()?;
-    let mut replies = state.inbound.list_inbound(limit + 1, before).await?;
-    let has_more = replies.len() > limit as usize;
-    replies.truncate(limit as usize);
-    let next_cursor = replies.last().filter(|_| has_more).map(|reply| reply.id);
+    let replies = state.inbound.list_inbound(limit + 1, before).await?;
+    let (replies, next_cursor) = page::cut(replies, limit, |reply| reply.id);
     Ok(HttpResponse::Ok().json(InboundPage {
         items: replies.into_iter().map(InboundResponse::from).collect(),
         next_cursor,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::messages::MessageResponse;
+use super::{messages::MessageResponse, page};
 use crate::{
     api::{
         AppState,
@@ -202,12 +202,7 @@ async fn page(
 }
 
 fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
-    let Some(raw) = raw else { return Ok(SENT_LIMIT_DEFAULT) };
-    raw.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|limit| (1..=SENT_LIMIT_MAX).contains(limit))
-        .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {SENT_LIMIT_MAX}")))
+    page::limit(raw, SENT_LIMIT_DEFAULT, SENT_LIMIT_MAX)
 }
 
 /// `<sent_at in µs since the epoch>_<id>`: opaque to clients, readable in a log.

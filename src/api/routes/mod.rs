@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod operator;
 pub mod receipts;
 pub mod opt_outs;
+mod page;
 pub mod sending;
 pub mod stats;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::page;
 use crate::{
     api::{
         AppState,
@@ -134,15 +135,7 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Resul
 )]
 #[get("/opt-outs")]
 pub async fn list(state: web::Data<AppState>, query: web::Query<OptOutQuery>) -> Result<HttpResponse, ApiError> {
-    let limit = match query.limit.as_deref() {
-        None => LIMIT_DEFAULT,
-        Some(raw) => raw
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=LIMIT_MAX).contains(limit))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {LIMIT_MAX}")))?,
-    };
+    let limit = page::limit(query.limit.as_deref(), LIMIT_DEFAULT, LIMIT_MAX)?;
     let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(digits) if digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(format!("+{digits}")),
@@ -153,13 +146,8 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<OptOutQuery>) ->
             ));
         }
     };
-    let mut entries = state.opt_outs.list_opt_outs(limit + 1, after.as_deref()).await?;
-    let has_more = entries.len() > limit as usize;
-    entries.truncate(limit as usize);
-    let next_cursor = entries
-        .last()
-        .filter(|_| has_more)
-        .map(|entry| entry.to.trim_start_matches('+').to_owned());
+    let entries = state.opt_outs.list_opt_outs(limit + 1, after.as_deref()).await?;
+    let (entries, next_cursor) = page::cut(entries, limit, |entry| entry.to.trim_start_matches('+').to_owned());
     Ok(HttpResponse::Ok().json(OptOutPage {
         items: entries.into_iter().map(OptOutResponse::from).collect(),
         next_cursor,

@@ -10,6 +10,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::page;
 use crate::{
     api::{
         AppState,
@@ -248,28 +249,10 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ReceiptsQuery>) 
         Some("false") => ReceiptFilter::NotMatched,
         Some(_) => return Err(ApiError::invalid("matched", "must be true or false")),
     };
-    let limit = match query.limit.as_deref() {
-        None => LIST_LIMIT_DEFAULT,
-        Some(raw) => raw
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be a whole number from 1 to {LIST_LIMIT_MAX}")))?,
-    };
-    let before = match query.cursor.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => Some(
-            raw.parse::<i64>()
-                .ok()
-                .filter(|seq| *seq > 0)
-                .ok_or_else(|| ApiError::invalid("cursor", "must be the next_cursor of a previous page"))?,
-        ),
-    };
-    let mut receipts = state.receipts.list_receipts(filter, limit + 1, before).await?;
-    let has_more = receipts.len() > limit as usize;
-    receipts.truncate(limit as usize);
-    let next_cursor = receipts.last().filter(|_| has_more).map(|r| r.seq.to_string());
+    let limit = page::limit(query.limit.as_deref(), LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
+    let before = page::seq_cursor(query.cursor.as_deref())?;
+    let receipts = state.receipts.list_receipts(filter, limit + 1, before).await?;
+    let (receipts, next_cursor) = page::cut(receipts, limit, |r| r.seq.to_string());
     let items = receipts.into_iter().map(ReceiptResponse::from).collect();
     Ok(HttpResponse::Ok().json(ReceiptPage { items, next_cursor }))
 }
