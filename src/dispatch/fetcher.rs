@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::{
     breaker::{Breaker, BreakerState},
     daily_cap::DailyCap,
-    flow::{Flow, FlowLimits, Next},
+    flow::{Flow, FlowLimits, Next, RecentAnswers},
     messages::{
         BreakerReport, Deliver, EndedUnsent, FlowReport, GetBreaker, GetFlow, GetInFlight, PauseClaims, Recorded,
         ResumeClaims, SendEnded, Tick, TickReport, TickSkipped, TickSource,
@@ -36,6 +36,7 @@ use crate::{
     metrics::Metrics,
     store::{
         ClaimRequest, Claimed, ClaimedMessage, Finish, Frontier, MessageStore, NextState, Pace, Rescue, StoreError,
+        Throttle,
     },
     telemetry::error_chain,
 };
@@ -73,6 +74,8 @@ pub struct FetcherActor {
     paced_until: Option<Instant>,
     /// The pace as the last claim found it.
     pace: Pace,
+    /// What the provider answered here lately: a 429's rate cut starts from it.
+    answers: RecentAnswers,
     /// The provider refused our credentials (its status, and since when): nothing is claimed or sent
     /// until an operator starts sending again, or the instance restarts with a key that works.
     refused: Option<(u16, DateTime<Utc>)>,
@@ -147,6 +150,7 @@ impl FetcherActor {
             throttled_until: None,
             paced_until: None,
             pace: Pace::default(),
+            answers: RecentAnswers::new(Instant::now()),
             refused: None,
             wake: None,
             frontier: None,
@@ -678,7 +682,10 @@ impl Handler<SendEnded> for FetcherActor {
         let now = Instant::now();
         let before = self.breaker.state(now);
         match ended.signal {
-            SendSignal::Answered => self.breaker.record(ended.claim.message_id, false, now),
+            SendSignal::Answered => {
+                self.answers.record(now);
+                self.breaker.record(ended.claim.message_id, false, now);
+            }
             SendSignal::ProviderFailed => self.breaker.record(ended.claim.message_id, true, now),
             SendSignal::CredentialsRefused { status } => {
                 // Its message goes back to its old place, behind the frontier.
@@ -692,21 +699,23 @@ impl Handler<SendEnded> for FetcherActor {
                     // The first 429 of a burst tells the cluster; the answers to what was still in flight
                     // change nothing more.
                     let store = Arc::clone(&self.store);
-                    let rate_limit = self.rules.rate_limit;
-                    ctx.spawn(
-                        async move { store.throttle(retry_after, rate_limit).await }
-                            .into_actor(self)
-                            .map(|result, act, ctx| {
-                                match result {
-                                    Ok(pause) => act.pause_for(pause, Instant::now()),
-                                    Err(error) => log::error!(
-                                        "could not pause the cluster for the provider's 429: {}",
-                                        error_chain(&error)
-                                    ),
-                                }
-                                act.pump(ctx);
-                            }),
-                    );
+                    let throttle = Throttle {
+                        retry_after,
+                        rate_limit: self.rules.rate_limit,
+                        answered_here: self.answers.last_second(now),
+                    };
+                    ctx.spawn(async move { store.throttle(&throttle).await }.into_actor(self).map(
+                        |result, act, ctx| {
+                            match result {
+                                Ok(pause) => act.pause_for(pause, Instant::now()),
+                                Err(error) => log::error!(
+                                    "could not pause the cluster for the provider's 429: {}",
+                                    error_chain(&error)
+                                ),
+                            }
+                            act.pump(ctx);
+                        },
+                    ));
                 }
                 self.pause_for(retry_after.unwrap_or(THROTTLE_FLOOR), now);
             }

@@ -187,6 +187,49 @@ impl Flow {
     }
 }
 
+/// Answers the provider gave this instance over the last second, in tenths of a second: what a 429's rate
+/// cut starts from when no rate is in force. The database's count of messages sent lags by the flushes
+/// not yet committed, and right after a burst that is all of them: the cut then started from nothing.
+#[derive(Debug)]
+pub struct RecentAnswers {
+    origin: Instant,
+    /// Answers per tenth of a second, the latest at `latest % 10`.
+    tenths: [u32; 10],
+    latest: u64,
+}
+
+impl RecentAnswers {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            origin: now,
+            tenths: [0; 10],
+            latest: 0,
+        }
+    }
+
+    pub fn record(&mut self, now: Instant) {
+        let tenth = self.advance(now);
+        self.tenths[tenth] = self.tenths[tenth].saturating_add(1);
+    }
+
+    pub fn last_second(&mut self, now: Instant) -> u32 {
+        self.advance(now);
+        self.tenths.iter().fold(0, |sum, count| sum.saturating_add(*count))
+    }
+
+    /// Empties the tenths that went by since the latest; returns the slot of `now`'s.
+    fn advance(&mut self, now: Instant) -> usize {
+        let tenth = u64::try_from(now.saturating_duration_since(self.origin).as_millis() / 100).unwrap_or(u64::MAX);
+        if tenth > self.latest {
+            for gone in (self.latest + 1)..=tenth.min(self.latest + 10) {
+                self.tenths[(gone % 10) as usize] = 0;
+            }
+            self.latest = tenth;
+        }
+        (self.latest % 10) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use uuid::Uuid;
@@ -325,5 +368,20 @@ mod tests {
         assert_eq!(flow.in_flight(), 2, "one answer and one give-back to record");
         flow.recorded(1, 1);
         assert_eq!(flow.in_flight(), 0);
+    }
+
+    #[test]
+    fn recent_answers_count_the_last_second_and_forget_older_ones() {
+        let start = Instant::now();
+        let mut recent = RecentAnswers::new(start);
+        for i in 0..10 {
+            recent.record(start + Duration::from_millis(i * 50));
+        }
+        assert_eq!(recent.last_second(start + Duration::from_millis(500)), 10);
+        // 1.25 s in: the answers of the first 300 ms (six of them) are over a second old.
+        assert_eq!(recent.last_second(start + Duration::from_millis(1_250)), 4);
+        assert_eq!(recent.last_second(start + Duration::from_secs(5)), 0);
+        recent.record(start + Duration::from_secs(5));
+        assert_eq!(recent.last_second(start + Duration::from_secs(5)), 1);
     }
 }

@@ -126,6 +126,18 @@ pub struct ClaimRequest<'a> {
     pub aging: Duration,
 }
 
+/// A provider's 429, as the cluster's pace is told of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    /// The answer's `Retry-After`; `None` when it gave none.
+    pub retry_after: Option<Duration>,
+    /// `RATE_LIMIT` in messages a second.
+    pub rate_limit: Option<f64>,
+    /// Answers the telling instance had over the last second, recorded or not: with no rate in force, the
+    /// cut halves what went through, and the database's count alone misses what is not yet flushed.
+    pub answered_here: u32,
+}
+
 /// A place in one priority's due queue: the `next_attempt_at` and `seq` of a claimed row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct QueuePlace {
@@ -409,10 +421,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// the same moment are skipped, never shared.
     async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claimed, StoreError>;
 
-    /// The provider answered 429: pauses every replica's claims (for `retry_after`, or a backoff when it
-    /// gave none) and cuts the cluster's rate (`Pace`); `rate_limit` is `RATE_LIMIT`. Returns how long the
-    /// pause runs from now.
-    async fn throttle(&self, retry_after: Option<Duration>, rate_limit: Option<f64>) -> Result<Duration, StoreError>;
+    /// The provider answered 429: pauses every replica's claims (for its `retry_after`, or a backoff when
+    /// it gave none) and cuts the cluster's rate (`Pace`). Returns how long the pause runs from now.
+    async fn throttle(&self, throttle: &Throttle) -> Result<Duration, StoreError>;
 
     /// Records what each claim came to: its attempt in the history (once per claim, however often this
     /// is called, and even when the row has moved on) and its message's next state, under the fence

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, MessageStore, MinuteActivity, PageCursor,
-    QueuePlace, QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Transition, db, list, ping,
+    QueuePlace, QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
     status_events::{self, EventWriter, StatusEventSql},
 };
@@ -260,10 +260,11 @@ impl MessageStore for PostgresStore {
         rows::claimed(rows)
     }
 
-    async fn throttle(&self, retry_after: Option<Duration>, rate_limit: Option<f64>) -> Result<Duration, StoreError> {
+    async fn throttle(&self, throttle: &Throttle) -> Result<Duration, StoreError> {
         let paused_for: f64 = sqlx::query_scalar(THROTTLE)
-            .bind(retry_after.map(|after| after.as_secs_f64()))
-            .bind(rate_limit)
+            .bind(throttle.retry_after.map(|after| after.as_secs_f64()))
+            .bind(throttle.rate_limit)
+            .bind(i64::from(throttle.answered_here))
             .fetch_one(&self.pool)
             .await
             .map_err(db("pausing the cluster for the provider's 429"))?;

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::{
     Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, MessageStore, MinuteActivity, PageCursor,
-    QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Transition, db, list, ping,
+    QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
     status_events::{self, EventWriter, StatusEventSql},
 };
@@ -299,11 +299,12 @@ impl MessageStore for SqliteStore {
         Ok(claimed)
     }
 
-    async fn throttle(&self, retry_after: Option<Duration>, rate_limit: Option<f64>) -> Result<Duration, StoreError> {
+    async fn throttle(&self, throttle: &Throttle) -> Result<Duration, StoreError> {
         let paused_for: f64 = sqlx::query_scalar(THROTTLE)
-            .bind(retry_after.map(|after| after.as_secs_f64()))
-            .bind(rate_limit)
+            .bind(throttle.retry_after.map(|after| after.as_secs_f64()))
+            .bind(throttle.rate_limit)
             .bind(micros(Utc::now()))
+            .bind(i64::from(throttle.answered_here))
             .fetch_one(&self.pool)
             .await
             .map_err(db("pausing the cluster for the provider's 429"))?;

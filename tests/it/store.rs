@@ -9,7 +9,8 @@ use futures_util::future::join_all;
 use insider_messaging::{
     domain::{Attempt, MessageContent, MessageStatus, NewMessage, PhoneNumber, Priority, ProviderMessageId, Schedule},
     store::{
-        Claim, ClaimRequest, Claimed, ClaimedMessage, Finish, MessageStore, NextState, PageCursor, Rescue, Transition,
+        Claim, ClaimRequest, Claimed, ClaimedMessage, Finish, MessageStore, NextState, PageCursor, Rescue, Throttle,
+        Transition,
     },
 };
 use uuid::Uuid;
@@ -39,6 +40,7 @@ contract!(
     sent_messages_before_the_retention_go_with_their_history,
     a_rate_limit_grants_a_burst_then_the_next_message_when_it_fits,
     a_throttle_pauses_every_claim_then_the_rate_comes_back_cut,
+    a_throttle_right_after_a_burst_cuts_from_the_answers_not_yet_recorded,
     a_rescue_spares_the_claims_the_rescuer_still_holds,
     a_put_back_keeps_its_place_and_a_throttled_one_waits_uncounted,
     a_claim_resumes_after_its_frontier_and_a_sweep_finds_what_came_due_behind_it,
@@ -724,13 +726,16 @@ async fn a_throttle_pauses_every_claim_then_the_rate_comes_back_cut(store: Arc<d
         assert!(mark_sent(store.as_ref(), &message.claim, None).await);
     }
 
-    let pause = store.throttle(Some(Duration::from_millis(600)), None).await.unwrap();
+    let pause = store
+        .throttle(&throttle(Some(Duration::from_millis(600)), 0))
+        .await
+        .unwrap();
     assert!(
         pause > Duration::from_millis(400) && pause <= Duration::from_millis(600),
         "{pause:?}"
     );
     // The answers to what else was in flight stretch nothing.
-    let again = store.throttle(None, None).await.unwrap();
+    let again = store.throttle(&throttle(None, 0)).await.unwrap();
     assert!(again <= pause, "{again:?} after {pause:?}");
 
     let paused = claim_due_all(store.as_ref()).await;
@@ -746,6 +751,31 @@ async fn a_throttle_pauses_every_claim_then_the_rate_comes_back_cut(store: Arc<d
     let rate = resumed.pace.rate.expect("a cut rate in force");
     assert!((1.0..2.0).contains(&rate), "{rate}");
     assert_eq!(resumed.messages.len(), 1, "the cut rate's burst: one");
+}
+
+async fn a_throttle_right_after_a_burst_cuts_from_the_answers_not_yet_recorded(store: Arc<dyn MessageStore>) {
+    enqueue(store.as_ref(), 10).await;
+    // The provider accepted 40 in the last second, none of them flushed yet: no row is `sent`.
+    store
+        .throttle(&throttle(Some(Duration::from_millis(300)), 40))
+        .await
+        .unwrap();
+
+    let resumed = wait_for("the pause ends", || {
+        let store = Arc::clone(&store);
+        async move { Some(claim_due_all(store.as_ref()).await).filter(|claimed| !claimed.messages.is_empty()) }
+    })
+    .await;
+    let rate = resumed.pace.rate.expect("a cut rate in force");
+    assert!((20.0..23.0).contains(&rate), "half of the 40 answered, not 1/s: {rate}");
+}
+
+fn throttle(retry_after: Option<Duration>, answered_here: u32) -> Throttle {
+    Throttle {
+        retry_after,
+        rate_limit: None,
+        answered_here,
+    }
 }
 
 /// A claim of up to 10 with no cap of its own.

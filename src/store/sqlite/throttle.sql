@@ -1,12 +1,12 @@
 -- A 429 from the provider (see postgres/throttle.sql, the same in Postgres's terms): ?1 Retry-After in
--- seconds (NULL: none given), ?2 RATE_LIMIT per second (NULL: none), ?3 now (µs). Answers how long the
--- pause runs from now, in seconds.
+-- seconds (NULL: none given), ?2 RATE_LIMIT per second (NULL: none), ?3 now (µs), ?4 the answers this
+-- instance had over the last second. Answers how long the pause runs from now, in seconds.
 WITH pace AS (
     SELECT CASE WHEN cut_rate IS NULL OR cut_at < ?3 - 30000000 THEN ?2
                 ELSE min(coalesce(?2, 1e300), cut_rate * (1 + 0.1 * (?3 - cut_at) / 1e6)) END AS rate
       FROM send_rate WHERE id = 1
 ), accepted AS (
-    SELECT count(*) AS per_second FROM messages WHERE status = 'sent' AND sent_at > ?3 - 1000000
+    SELECT max(count(*), ?4) AS per_second FROM messages WHERE status = 'sent' AND sent_at > ?3 - 1000000
 ), pause AS (
     SELECT CASE WHEN coalesce(throttled_until, 0) > ?3 THEN max(pause_seconds, coalesce(?1, 0))
                 WHEN ?1 IS NOT NULL THEN ?1
