@@ -151,6 +151,10 @@ RECEIPTS_DRAIN_ROWS = (
     ("messages delivered (receipts applied)", "delivered", "{:,.0f}"),
     ("receipts the stand-in posted", "receipts_sent", "{:,.0f}"),
     ("status events the receiver got", "events_received", "{:,.0f}"),
+    ("CPU, start to outbox empty: serve (s)", "whole_serve_cpu_s", "{:.2f}"),
+    ("CPU, start to outbox empty: Postgres (s)", "whole_postgres_cpu_s", "{:.2f}"),
+    ("CPU, start to outbox empty: stand-in (s)", "whole_provider_cpu_s", "{:.2f}"),
+    ("CPU, start to outbox empty: receiver (s)", "whole_receiver_cpu_s", "{:.2f}"),
 )
 MIXED_DRAIN_ROWS = (
     *THROUGHPUT_ROWS,
@@ -330,6 +334,8 @@ def run_ours(scenario: Scenario, binary: Path, scale: float) -> dict[str, Any]:
         stack.database.sql("ANALYZE messages")
         cpu_before = sum(replica.cpu_seconds() for replica in stack.replicas)
         postgres_before = postgres_cpu_seconds()
+        provider_before = stack.provider.cpu_seconds()
+        receiver_before = stack.receiver.cpu_seconds() if stack.receiver is not None else 0.0
         client = Http(stack.url)
         started = time.time()
         status, _ = client.request("POST", "/scheduler/start")
@@ -372,6 +378,13 @@ def run_ours(scenario: Scenario, binary: Path, scale: float) -> dict[str, Any]:
         check_ours(scenario, result, n)
         if scenario.receipts:
             result.update(wait_for_outbox(stack, n, started, last_commit))
+            # Where the two cores went from the start to the empty outbox: the service's processes and
+            # the stand-ins of the provider and the sender's receiver, which share them.
+            result["whole_serve_cpu_s"] = sum(replica.cpu_seconds() for replica in stack.replicas) - cpu_before
+            result["whole_postgres_cpu_s"] = postgres_cpu_seconds() - postgres_before
+            result["whole_provider_cpu_s"] = stack.provider.cpu_seconds() - provider_before
+            if stack.receiver is not None:
+                result["whole_receiver_cpu_s"] = stack.receiver.cpu_seconds() - receiver_before
         if scenario.scheduled_share and scheduled != rows - n:
             raise StackError(f"{scenario.name}: {rows - n} rows scheduled a day ahead, {scheduled:.0f} still pending")
     except BaseException:
@@ -395,7 +408,11 @@ def wait_for_outbox(stack: Stack, n: int, started: float, last_commit: float) ->
     refused = stack.provider_stats()["receipts_refused"]
     if refused:
         raise StackError(f"the service refused {refused} of the stand-in's receipts")
+    # On the receiver's count while events arrive (a count of status_events every 100 ms would load the
+    # database it measures), then on the rows, which record each delivery after its POST.
     deadline = time.monotonic() + DRAIN_TIMEOUT
+    while stack.receiver_stats()["distinct"] < 2 * n and time.monotonic() < deadline:
+        time.sleep(0.1)
     while (stack.database.scalar("SELECT count(*) FROM status_events WHERE status = 'delivered'") < 2 * n
            and time.monotonic() < deadline):
         time.sleep(0.1)
