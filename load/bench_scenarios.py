@@ -661,7 +661,7 @@ def constant(value: float) -> Callable[[float], float]:
 
 TARGETS = (
     Target("latency-bound", "messages/s / 3,200 (64 connections / 20 ms)",
-           median_of("latency-bound", "messages_per_s", over=LATENCY_BOUND_IDEAL), ">=", constant(0.90), "{:.2f}"),
+           median_of("latency-bound", "messages_per_s", over=LATENCY_BOUND_IDEAL), ">=", constant(0.90), "{:.3f}"),
     Target("latency-bound", "ours / apalis, messages/s", ours_over_apalis("latency-bound"), ">=", constant(1.5),
            "{:.2f}"),
     Target("instant-64", "messages/s", median_of("instant-64", "messages_per_s"), ">=", constant(10_000), "{:,.0f}"),
