@@ -125,6 +125,58 @@ async fn a_429_on_one_replica_pauses_the_others_and_spends_no_attempt() {
     assert_eq!(database.row(second).await.status, "sent");
 }
 
+/// Right after sending starts, the answers the provider accepted are not flushed yet: the rate a 429
+/// cuts to starts from what the replica was answered, not from the rows recorded sent (none: 1/s).
+#[actix_web::test]
+async fn a_429_before_the_burst_is_recorded_cuts_the_rate_to_half_of_what_went_through() {
+    const QUOTA: f64 = 30.0;
+    let provider = MockProvider::start(MockProviderConfig {
+        quota: Some("30/s".parse().expect("a quota")),
+        ..MockProviderConfig::default()
+    })
+    .expect("the stand-in starts");
+    let database = TestDatabase::create().await;
+    database.insert_many(300).await;
+    // A few POSTs at a time, so that the quota's 30 are answered before the first 429 is: with many at
+    // once the answers interleave, and the cut halves only those in before it.
+    let app = TestApp::builder()
+        .database(&database)
+        .var("WEBHOOK_URL", format!("{}/sms", provider.url()))
+        .var("INTERVAL", "5ms")
+        .var("BATCH_SIZE", "500")
+        .var("WEBHOOK_CONCURRENCY", "4")
+        .spawn()
+        .await;
+    // Every flush writes the history first: holding it holds every result unrecorded, as a burst's
+    // flushes are in the moment its first 429 comes. The claims and the 429's pause go on.
+    let mut hold = database.pg().begin().await.unwrap();
+    sqlx::query("LOCK TABLE message_attempts IN EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+
+    app.post_start().await;
+    let cut: f64 = wait_for("the 429 cuts the cluster's rate", || async {
+        sqlx::query_scalar::<_, Option<f64>>("SELECT cut_rate FROM send_rate")
+            .fetch_one(database.pg())
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(database.count_with_status("sent").await, 0, "nothing recorded yet");
+    hold.rollback().await.unwrap();
+
+    assert!(provider.stats().throttled > 0, "the quota was hit");
+    assert!(
+        (QUOTA / 4.0..=QUOTA).contains(&cut),
+        "half of the {QUOTA} a second the provider took (or of two seconds' worth, when the burst straddled two): {cut}/s"
+    );
+    wait_until("the held results are recorded", || async {
+        database.count_with_status("sent").await >= QUOTA as i64
+    })
+    .await;
+}
+
 /// The claims waiting in the run-ahead buffer were drawn at the rate the provider just refused: a 429
 /// gives them back at once, instead of keeping them to send together when the pause ends.
 #[actix_web::test]
