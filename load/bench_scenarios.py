@@ -145,6 +145,9 @@ RECEIPTS_DRAIN_ROWS = (
     *THROUGHPUT_ROWS,
     ("messages/s / instant-64's, same run", "ratio_to_plain", "{:.2f}"),
     ("outbox depth at the drain's end", "outbox_depth_at_end", "{:,.0f}"),
+    ("receipts the stand-in had yet to post then", "receipts_unposted_at_end", "{:,.0f}"),
+    ("status event written to delivered, p50 (s)", "event_lag_p50_s", "{:.2f}"),
+    ("status event written to delivered, p99 (s)", "event_lag_p99_s", "{:.2f}"),
     ("outbox empty, s after the drain's end", "outbox_empty_after_s", "{:.2f}"),
     ("status events left at the timeout", "outbox_left", "{:,.0f}"),
     ("status events delivered/s, start to empty", "events_per_s", "{:,.0f}"),
@@ -351,6 +354,10 @@ def run_ours(scenario: Scenario, binary: Path, scale: float) -> dict[str, Any]:
         if scenario.status_webhooks:
             result["outbox_depth_at_end"] = stack.database.scalar(
                 "SELECT count(*) FROM status_events WHERE status = 'pending'")
+        if scenario.receipts:
+            # The stand-in posts each receipt a second after its 202, a few at a time: those it has not
+            # posted yet are events the outbox cannot have.
+            result["receipts_unposted_at_end"] = n - stack.provider_stats()["receipts_sent"]
         result["peak_rss_mb"] = max(replica.peak_rss_mb() for replica in stack.replicas)
         result["drain_postgres_cpu_s"] = postgres_cpu_seconds() - postgres_before
         drain_cpu = sum(replica.cpu_seconds() for replica in stack.replicas) - cpu_before
@@ -425,8 +432,20 @@ def wait_for_outbox(stack: Stack, n: int, started: float, last_commit: float) ->
             " (SELECT count(*) FROM messages WHERE delivery_status = 'delivered')"
         ).split("|")
     )
+    # The outbox's own pace, whatever the receipts' (an event exists from its change's commit): how long
+    # events waited from written to delivered.
+    lag_p50, lag_p99 = (
+        float(value or 0)
+        for value in stack.database.sql(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at)),"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at))"
+            " FROM status_events WHERE status = 'delivered'"
+        ).split("|")
+    )
     receiver = stack.receiver_stats()
     figures = {
+        "event_lag_p50_s": lag_p50,
+        "event_lag_p99_s": lag_p99,
         "outbox_left": 2 * n - delivered_events,
         "events_per_s": delivered_events / (emptied - started) if delivered_events else 0.0,
         "delivered": delivered,
