@@ -742,11 +742,7 @@ async fn a_throttle_pauses_every_claim_then_the_rate_comes_back_cut(store: Arc<d
     assert!(paused.messages.is_empty());
     assert!(paused.pace.paused_for.is_some(), "{:?}", paused.pace);
 
-    let resumed = wait_for("the pause ends", || {
-        let store = Arc::clone(&store);
-        async move { Some(claim_due_all(store.as_ref()).await).filter(|claimed| !claimed.messages.is_empty()) }
-    })
-    .await;
+    let resumed = first_claim_after_the_pause(&store).await;
     // Two were accepted in the last second before the 429: the cut rate is half of that, at least 1/s.
     let rate = resumed.pace.rate.expect("a cut rate in force");
     assert!((1.0..2.0).contains(&rate), "{rate}");
@@ -761,13 +757,18 @@ async fn a_throttle_right_after_a_burst_cuts_from_the_answers_not_yet_recorded(s
         .await
         .unwrap();
 
-    let resumed = wait_for("the pause ends", || {
-        let store = Arc::clone(&store);
-        async move { Some(claim_due_all(store.as_ref()).await).filter(|claimed| !claimed.messages.is_empty()) }
-    })
-    .await;
+    let resumed = first_claim_after_the_pause(&store).await;
     let rate = resumed.pace.rate.expect("a cut rate in force");
     assert!((20.0..23.0).contains(&rate), "half of the 40 answered, not 1/s: {rate}");
+}
+
+/// The first claim of up to 10 that gets messages: the one after a throttle's pause ends.
+async fn first_claim_after_the_pause(store: &Arc<dyn MessageStore>) -> Claimed {
+    wait_for("the pause ends", || {
+        let store = Arc::clone(store);
+        async move { Some(claim_due_all(store.as_ref()).await).filter(|claimed| !claimed.messages.is_empty()) }
+    })
+    .await
 }
 
 fn throttle(retry_after: Option<Duration>, answered_here: u32) -> Throttle {
