@@ -133,11 +133,7 @@ async fn sigterm_while_a_statement_waits_exits_0_once_the_statement_returns() {
     .await;
 
     // The next claim waits on this lock, holding a pooled connection, when SIGTERM comes.
-    let mut lock = database.pg().begin().await.unwrap();
-    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = database.hold_lock("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE").await;
     a_statement_waits_on_a_lock(&database).await;
     nix_terminate(&service);
     // Long enough for the drain and the server's stop to finish while the statement still waits.

@@ -149,11 +149,9 @@ async fn a_429_before_the_burst_is_recorded_cuts_the_rate_to_half_of_what_went_t
         .await;
     // Every flush writes the history first: holding it holds every result unrecorded, as a burst's
     // flushes are in the moment its first 429 comes. The claims and the 429's pause go on.
-    let mut hold = database.pg().begin().await.unwrap();
-    sqlx::query("LOCK TABLE message_attempts IN EXCLUSIVE MODE")
-        .execute(&mut *hold)
-        .await
-        .unwrap();
+    let hold = database
+        .hold_lock("LOCK TABLE message_attempts IN EXCLUSIVE MODE")
+        .await;
 
     app.post_start().await;
     let cut: f64 = wait_for("the 429 cuts the cluster's rate", || async {
@@ -262,11 +260,7 @@ async fn a_database_that_stops_answering_mid_drain_stops_the_claims_and_loses_no
     .await;
 
     // Every statement on `messages` now waits, as against a database that stopped answering.
-    let mut lock = database.pg().begin().await.unwrap();
-    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = database.hold_lock("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE").await;
     let posts_at_lock = provider.stats().received;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, early) = app.get("/scheduler").await;

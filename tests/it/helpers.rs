@@ -191,6 +191,14 @@ impl TestDatabase {
         }
     }
 
+    /// Runs `lock` (a `LOCK TABLE`) in a transaction of its own, held until it is rolled back or dropped:
+    /// the statements that need a conflicting lock wait, as on a stuck database.
+    pub async fn hold_lock(&self, lock: &'static str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut hold = self.pg().begin().await.unwrap();
+        sqlx::query(lock).execute(&mut *hold).await.unwrap();
+        hold
+    }
+
     /// Enqueues the way another system would: plain SQL, defaults for everything else.
     pub async fn insert_raw(&self, phone_number: &str, content: &str) -> Uuid {
         sqlx::query_scalar("INSERT INTO messages (phone_number, content) VALUES ($1, $2) RETURNING id")

@@ -481,11 +481,7 @@ async fn receipts_of_concurrent_requests_are_stored_together_and_one_the_databas
         .await
         .unwrap();
     // The table held, the first write waits and the next requests gather behind it, to go as one write.
-    let mut lock = pg.begin().await.unwrap();
-    sqlx::query("LOCK TABLE receipts IN EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = app.database.hold_lock("LOCK TABLE receipts IN EXCLUSIVE MODE").await;
     let at = Utc::now();
     let names: Vec<String> = (0..10)
         .map(|i| {
