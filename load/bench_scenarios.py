@@ -424,22 +424,18 @@ def wait_for_outbox(stack: Stack, n: int, started: float, last_commit: float) ->
            and time.monotonic() < deadline):
         time.sleep(0.1)
     waited_until = time.time()
-    delivered_events, emptied, delivered = (
+    # With the outbox's own pace, whatever the receipts' (an event exists from its change's commit): how
+    # long events waited from written to delivered.
+    delivered_events, emptied, delivered, lag_p50, lag_p99 = (
         float(value or 0)
         for value in stack.database.sql(
             "SELECT (SELECT count(*) FROM status_events WHERE status = 'delivered'),"
             " (SELECT extract(epoch FROM max(delivered_at)) FROM status_events),"
-            " (SELECT count(*) FROM messages WHERE delivery_status = 'delivered')"
-        ).split("|")
-    )
-    # The outbox's own pace, whatever the receipts' (an event exists from its change's commit): how long
-    # events waited from written to delivered.
-    lag_p50, lag_p99 = (
-        float(value or 0)
-        for value in stack.database.sql(
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at)),"
-            " percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at))"
-            " FROM status_events WHERE status = 'delivered'"
+            " (SELECT count(*) FROM messages WHERE delivery_status = 'delivered'),"
+            " lag.p50, lag.p99"
+            " FROM (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at)) AS p50,"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - created_at)) AS p99"
+            " FROM status_events WHERE status = 'delivered') AS lag"
         ).split("|")
     )
     receiver = stack.receiver_stats()
