@@ -15,6 +15,7 @@
 //! `RECEIPT_RETRY_FOR`, at most `RECEIPT_CONCURRENCY` POSTs at once. `GET /receipts` lists what it reported of each message, so a test can hold the
 //! service's delivery states against it.
 
+mod answer_clock;
 mod arrivals;
 
 use std::{
@@ -22,7 +23,7 @@ use std::{
     future::Future,
     net::{SocketAddr, TcpListener},
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, dev::ServerHandle, web};
@@ -31,7 +32,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use self::arrivals::Quota;
-use self::arrivals::{Arrivals, Clock, QuotaWindow};
+use self::{
+    answer_clock::AnswerClock,
+    arrivals::{Arrivals, Clock, QuotaWindow},
+};
 use crate::provider::{AUTH_HEADER, IDEMPOTENCY_HEADER};
 
 /// How long a request picked to time out is held: longer than any sane `WEBHOOK_TIMEOUT`.
@@ -61,7 +65,7 @@ pub struct MockProviderConfig {
     /// When set, requests must carry it in `x-ins-auth-key`, or get 401.
     #[arg(long, env = "MOCK_PROVIDER_AUTH_KEY", value_name = "TEXT", hide_env_values = true)]
     pub auth_key: Option<String>,
-    /// Added before every answer, e.g. `50ms`.
+    /// How long after a request arrives it is answered, e.g. `50ms` (to a tenth of a millisecond).
     #[arg(long, env = "MOCK_PROVIDER_LATENCY", value_name = "DURATION", default_value = "0ms", value_parser = humantime::parse_duration)]
     pub latency: Duration,
     /// Share of requests answered 500 (0 to 1).
@@ -234,6 +238,7 @@ struct Shared {
     client: reqwest::Client,
     /// `RECEIPT_CONCURRENCY` permits, one per receipt POST in flight.
     receipt_slots: tokio::sync::Semaphore,
+    answer_clock: AnswerClock,
 }
 
 /// A running stand-in provider.
@@ -268,6 +273,7 @@ impl MockProvider {
             config,
             client,
             receipt_slots: tokio::sync::Semaphore::new(RECEIPT_CONCURRENCY),
+            answer_clock: AnswerClock::start()?,
         });
         let data = web::Data::from(Arc::clone(&shared));
         let server = HttpServer::new(move || {
@@ -363,6 +369,7 @@ fn roll(config: &MockProviderConfig) -> Fate {
 }
 
 async fn receive(request: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let arrived = Instant::now();
     let config = &shared.config;
     let header = |name: &str| {
         request
@@ -431,7 +438,7 @@ async fn receive(request: HttpRequest, body: web::Bytes, shared: web::Data<Share
         }
         Answer::Respond(response) => {
             if !config.latency.is_zero() {
-                actix_rt::time::sleep(config.latency).await;
+                shared.answer_clock.until(arrived + config.latency).await;
             }
             response
         }
