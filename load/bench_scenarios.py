@@ -62,7 +62,7 @@ from typing import Any
 
 from enqueue import ingest
 from receipts import fill_sent, post_receipts, receipt, request_bytes
-from stack import ROOT, Http, Stack, StackError, postgres_cpu_seconds, wait_until
+from stack import ROOT, Http, Stack, StackError, postgres_cpu_seconds, redis_cpu_seconds, wait_until
 
 # The stand-in provider requires it and both sides send it, as `x-ins-auth-key`.
 AUTH_KEY = "bench-auth-key"
@@ -122,6 +122,8 @@ THROUGHPUT_ROWS = (
     ("drain (s)", "drain_s", "{:.2f}"),
     ("serve CPU per message (µs)", "cpu_us_per_message", "{:.1f}"),
     ("Postgres CPU during the drain (s)", "drain_postgres_cpu_s", "{:.2f}"),
+    ("stand-in provider CPU during the drain (s)", "drain_provider_cpu_s", "{:.2f}"),
+    ("cores busy during the drain (all processes of the run)", "cores_busy", "{:.2f}"),
     ("most POSTs in any one second", "max_in_any_second", "{:,.0f}"),
     ("POSTs to the provider", "posts", "{:,.0f}"),
 )
@@ -339,6 +341,7 @@ def run_ours(scenario: Scenario, binary: Path, scale: float) -> dict[str, Any]:
         postgres_before = postgres_cpu_seconds()
         provider_before = stack.provider.cpu_seconds()
         receiver_before = stack.receiver.cpu_seconds() if stack.receiver is not None else 0.0
+        others_before = redis_cpu_seconds() + sum(os.times()[:2])
         client = Http(stack.url)
         started = time.time()
         status, _ = client.request("POST", "/scheduler/start")
@@ -351,6 +354,15 @@ def run_ours(scenario: Scenario, binary: Path, scale: float) -> dict[str, Any]:
                        DRAIN_TIMEOUT, 0.05)
             result["posts_during_pause"] = pause_database(stack, seconds)
         wait_for_drain(stack, n)
+        # Every process on the two cores, read at one instant: how close the drain came to using them all.
+        drain_cpu = sum(replica.cpu_seconds() for replica in stack.replicas) - cpu_before
+        result["drain_postgres_cpu_s"] = postgres_cpu_seconds() - postgres_before
+        result["drain_provider_cpu_s"] = stack.provider.cpu_seconds() - provider_before
+        drain_receiver_cpu = stack.receiver.cpu_seconds() - receiver_before if stack.receiver is not None else 0.0
+        # Redis and this script too.
+        others = redis_cpu_seconds() + sum(os.times()[:2]) - others_before
+        result["cores_busy"] = (drain_cpu + result["drain_postgres_cpu_s"] + result["drain_provider_cpu_s"]
+                                + drain_receiver_cpu + others) / (time.time() - started)
         if scenario.status_webhooks:
             result["outbox_depth_at_end"] = stack.database.scalar(
                 "SELECT count(*) FROM status_events WHERE status = 'pending'")
@@ -359,8 +371,6 @@ def run_ours(scenario: Scenario, binary: Path, scale: float) -> dict[str, Any]:
             # posted yet are events the outbox cannot have.
             result["receipts_unposted_at_end"] = n - stack.provider_stats()["receipts_sent"]
         result["peak_rss_mb"] = max(replica.peak_rss_mb() for replica in stack.replicas)
-        result["drain_postgres_cpu_s"] = postgres_cpu_seconds() - postgres_before
-        drain_cpu = sum(replica.cpu_seconds() for replica in stack.replicas) - cpu_before
         sent, failed, scheduled = (
             float(value or 0)
             for value in stack.database.sql(

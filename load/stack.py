@@ -133,8 +133,17 @@ class Process:
 
 def postgres_cpu_seconds() -> float:
     """CPU so far of every process of the local Postgres cluster (backends, WAL writer, autovacuum...)."""
+    return cpu_seconds_of("postgres")
+
+
+def redis_cpu_seconds() -> float:
+    """CPU so far of the local Redis."""
+    return cpu_seconds_of("redis-server")
+
+
+def cpu_seconds_of(command: str) -> float:
     total = 0
-    for pid in subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split():
+    for pid in subprocess.run(["pgrep", "-x", command], capture_output=True, text=True).stdout.split():
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
