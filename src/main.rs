@@ -13,6 +13,10 @@ use insider_messaging::{
 };
 use utoipa::OpenApi;
 
+/// Every subcommand allocates through mimalloc, not the system's malloc (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
