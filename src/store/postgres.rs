@@ -500,8 +500,9 @@ impl ReceiptSql for PostgresStore {
             let (seqs, message_ids): (Vec<i64>, Vec<Uuid>) = part.iter().copied().unzip();
             // Planned at each run (an unnamed statement), for the tables as they are: a plan Postgres kept
             // from when they were small went through every pending receipt for each batch, the backlog
-            // growing faster than autovacuum analyzes it. Planning costs less than a batch's lookups. The
-            // reads of pending receipts and of the messages they name are run the same way.
+            // growing faster than autovacuum analyzes it. Planning each run added no CPU that receipts-drain
+            // could measure (docs/performance.md). The reads of pending receipts and of the messages they
+            // name are run the same way (store/receipts.rs).
             let rows: Vec<AppliedRow> = sqlx::query_as(APPLY_RECEIPTS)
                 .persistent(false)
                 .bind(&seqs)

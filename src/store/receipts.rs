@@ -272,8 +272,8 @@ where
             .bind(after.unwrap_or(0))
             .bind(i64::from(limit)),
         };
-        // Unnamed, planned at each run as `apply_receipts.sql` is (see there): a plan kept from when the
-        // table was small read every pending receipt to find a batch of them.
+        // Unnamed, planned at each run as the settle is (see `apply_receipts` in postgres.rs): on Postgres,
+        // a plan kept from when the table was small read every pending receipt to find a batch of them.
         let rows: Vec<ReceiptRow<B>> = query
             .persistent(false)
             .fetch_all(self.exec())
