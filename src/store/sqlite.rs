@@ -495,7 +495,7 @@ impl ReceiptSql for SqliteStore {
     );
     const MESSAGES_BY_PROVIDER_ID: &'static str = "
         SELECT provider_message_id, id FROM messages
-         WHERE provider_message_id IN (SELECT value FROM json_each(?1)) AND status = 'sent'";
+         WHERE provider_message_id IN (SELECT value FROM json_each(?1)) AND sent_at IS NOT NULL";
     const LIST_RECEIPTS: &'static str = concat!(
         "SELECT ",
         receipt_columns!(),

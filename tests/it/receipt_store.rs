@@ -520,8 +520,9 @@ async fn a_receipt_another_replica_is_settling_is_skipped_not_waited_for() {
 /// Postgres may keep the plan of a prepared statement that it made while the tables were small (a
 /// generic plan, made again only when a table is analyzed, and a burst outruns autovacuum). The settle's
 /// statement, so kept, went through every pending receipt for each batch: 70,000 index entries for a
-/// batch of 83 in the bench; the reads of a batch by seq and by provider id went through them too. Here
-/// Postgres is told to keep plans from the first execution on, as it may choose to after five.
+/// batch of 83 in the bench; the reads of a batch by seq and by provider id went through them too, and
+/// the match of provider ids to sent messages through every sent message. Here Postgres is told to keep
+/// plans from the first execution on, as it may choose to after five.
 #[actix_web::test]
 async fn settling_a_batch_reads_the_batch_not_the_backlog() {
     const BACKLOG: usize = 20_000;
@@ -547,9 +548,10 @@ async fn settling_a_batch_reads_the_batch_not_the_backlog() {
             .unwrap();
         receipts.pending_receipts(PendingReceipts::Seqs(&seqs)).await.unwrap();
         receipts
-            .pending_receipts(PendingReceipts::ProviderIds(&[provider_id]))
+            .pending_receipts(PendingReceipts::ProviderIds(std::slice::from_ref(&provider_id)))
             .await
             .unwrap();
+        receipts.messages_by_provider_id(&[provider_id]).await.unwrap();
         receipts
             .settle_receipts(&[Settlement::Apply {
                 seq: seqs[0],
@@ -564,32 +566,42 @@ async fn settling_a_batch_reads_the_batch_not_the_backlog() {
             .collect();
         receipts.insert_receipts(&waiting).await.unwrap();
     }
+    sqlx::query(
+        "INSERT INTO messages (phone_number, content, status, sent_at, provider_message_id)
+         SELECT '+90555' || lpad(i::text, 7, '0'), 'sent before', 'sent', now(), 'bulk-' || i
+           FROM generate_series(1, $1) i",
+    )
+    .bind(BACKLOG as i64)
+    .execute(database.pg())
+    .await
+    .unwrap();
     let batch: Vec<Receipt> = provider_ids
         .iter()
         .map(|provider_id| receipt(provider_id, ReceiptStatus::Delivered, at, None))
         .collect();
     let seqs = receipts.insert_receipts(&batch).await.unwrap();
 
-    // What Postgres counts of the receipts' rows read and updated (inserts read none), as the backends
-    // report it: within 10 s of their last report.
-    let counted = || async {
-        let (read, updated): (i64, i64) = sqlx::query_as(
+    // What Postgres counts of a table's rows read and updated (inserts read none), as each backend
+    // reports it: when it exits, or within 10 s of its last report.
+    async fn counted(database: &TestDatabase, table: &str) -> (i64, i64) {
+        sqlx::query_as(
             "SELECT t.seq_tup_read + coalesce(sum(i.idx_tup_read), 0)::bigint, t.n_tup_upd
                FROM pg_stat_user_tables t LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid
-              WHERE t.relname = 'receipts' GROUP BY t.seq_tup_read, t.n_tup_upd",
+              WHERE t.relname = $1 GROUP BY t.seq_tup_read, t.n_tup_upd",
         )
+        .bind(table)
         .fetch_one(database.pg())
         .await
-        .unwrap();
-        (read, updated)
-    };
+        .unwrap()
+    }
 
     let by_seq = receipts.pending_receipts(PendingReceipts::Seqs(&seqs)).await.unwrap();
     let by_provider_id = receipts
         .pending_receipts(PendingReceipts::ProviderIds(&provider_ids))
         .await
         .unwrap();
-    assert_eq!((by_seq.len(), by_provider_id.len()), (10, 10));
+    let messages = receipts.messages_by_provider_id(&provider_ids).await.unwrap();
+    assert_eq!((by_seq.len(), by_provider_id.len(), messages.len()), (10, 10, 10));
     let settlements: Vec<Settlement> = seqs
         .iter()
         .zip(&ids)
@@ -597,12 +609,19 @@ async fn settling_a_batch_reads_the_batch_not_the_backlog() {
         .collect();
     let outcomes = receipts.settle_receipts(&settlements).await.unwrap();
     assert_eq!(outcomes, vec![Some(ReceiptOutcome::Applied); 10]);
-    // Every settle is counted: the 5 made while the table was small, and the 10.
-    crate::helpers::wait_until("the settles are counted", || async { counted().await.1 >= 15 }).await;
-    let (read, _) = counted().await;
-    assert!(
-        read <= 300,
-        "reading and settling 10 receipts with {BACKLOG} pending (and 5 before, alone) read {read} receipt \
-         rows and index entries"
-    );
+    // Closing the store's connections has each report what it counted; then every settle is counted:
+    // the 5 made while the tables were small, and the 10.
+    drop(store);
+    crate::helpers::wait_until("the settles are counted", || async {
+        counted(&database, "receipts").await.1 >= 15
+    })
+    .await;
+    for table in ["receipts", "messages"] {
+        let (read, _) = counted(&database, table).await;
+        assert!(
+            read <= 300,
+            "reading and settling 10 receipts with {BACKLOG} pending and {BACKLOG} sent (and 5 before, alone) \
+             read {read} {table} rows and index entries"
+        );
+    }
 }
