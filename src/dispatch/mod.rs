@@ -167,7 +167,7 @@ pub async fn start(
     let cluster: Arc<dyn ClusterControl> = database.clone();
     let receipt_store: Arc<dyn ReceiptStore> = database.clone();
     let event_store: Arc<dyn StatusEventStore> = database.clone();
-    let store: Arc<dyn MessageStore> = database;
+    let store: Arc<dyn MessageStore> = database.clone();
     let sending = cluster.seed_sending(settings.autostart, &owner).await?;
     let receipts = settings.receipt_match_window.map(|match_window| {
         ReceiptApplierActor::new(Arc::clone(&receipt_store), cache.clone(), metrics.clone(), match_window).start()
@@ -238,7 +238,9 @@ pub async fn start(
     };
     ControlActor::new(Arc::clone(&cluster), controls, replica).start();
     if let Some(target) = &settings.status_webhook {
-        StatusDispatcherActor::new(Arc::clone(&event_store), target.clone(), metrics.clone())?.start();
+        let (feed, handed) = status_dispatcher::feed(target);
+        database.hand_status_events_to(feed);
+        StatusDispatcherActor::new(Arc::clone(&event_store), target.clone(), handed, metrics.clone())?.start();
     }
     if let Some(retention) = settings.sent_retention {
         RetentionActor::new(store, event_store, Arc::clone(&receipt_store), retention, metrics).start();

@@ -1,7 +1,12 @@
 //! `StatusDispatcherActor`: delivers the status events outbox to `STATUS_WEBHOOK_URL`.
 //!
-//! Every `POLL_EVERY` it claims due events (`claim_due_events`: the oldest pending one of each message, so
-//! one message's events arrive in order) and POSTs them, at most `CONCURRENCY` at once, with the Standard
+//! Most events come to it in memory: the store writes an event leased to it when no other of its message
+//! is pending, and hands it over once its transaction commits (`EventFeed`, see `store/status_events.rs`).
+//! They go out at once, in feed rounds: each takes every event handed over so far. Every `POLL_EVERY` it
+//! also claims due events (`claim_due_events`: the oldest pending one of each message, so one message's
+//! events arrive in order): retries, events that waited behind another of their message, and those of a
+//! replica that died. Each event is POSTed (`CONCURRENCY` at once in a claimed round, `FEED_CONCURRENCY`
+//! in the feed's), with the Standard
 //! Webhooks headers: `webhook-id` (the event's id, the same on every attempt), `webhook-timestamp` and
 //! `webhook-signature` (`status_signature.rs`). A 2xx delivers the event. Anything else, or no answer
 //! within the timeout, puts it back due after an exponential backoff with jitter (`BACKOFF_MIN` to
@@ -18,7 +23,7 @@ use futures_util::{StreamExt, stream};
 use super::{retry::RetryPolicy, status_signature::StatusSigner};
 use crate::{
     metrics::Metrics,
-    store::{EventDelivery, StatusEventStore, StoreError, StoredEvent},
+    store::{EventDelivery, EventFeed, HandedEvents, StatusEventStore, StoreError, StoredEvent},
     telemetry::error_chain,
 };
 
@@ -33,6 +38,24 @@ const CONCURRENCY: usize = 32;
 /// The claim's order rule (the oldest pending event of each message, leased or not) keeps one message's
 /// events in order across rounds, as it does across replicas.
 const ROUNDS: usize = 2;
+/// Events handed over and not yet recorded, at most, and the POSTs of the one feed round at a time: as
+/// many as the claimed rounds together, so that the feed's events wait no longer than claimed ones.
+const FEED_ROOM: usize = BATCH as usize * ROUNDS;
+const FEED_CONCURRENCY: usize = CONCURRENCY * ROUNDS;
+
+/// How long a delivery holds its events: a claimed round records its outcomes when its last POST is done,
+/// up to `BATCH / CONCURRENCY` timeouts one after the other; a handed event waits for the feed round under
+/// way and its own, which hold at most `FEED_ROOM` events, `FEED_CONCURRENCY` at a time: as many waves.
+/// The lease outlasts that, or another replica would claim them meanwhile.
+pub fn lease(timeout: Duration) -> Duration {
+    timeout * (BATCH.div_ceil(CONCURRENCY as u32) + 1) + Duration::from_secs(5)
+}
+
+/// A feed for a dispatcher with `target`: `Database::hand_status_events_to` takes the first, `new` the
+/// second.
+pub fn feed(target: &StatusWebhookTarget) -> (EventFeed, tokio::sync::mpsc::UnboundedReceiver<HandedEvents>) {
+    EventFeed::new(FEED_ROOM, lease(target.timeout))
+}
 
 /// Where and how status events go.
 #[derive(Debug, Clone)]
@@ -49,6 +72,11 @@ pub struct StatusWebhookTarget {
 pub struct StatusDispatcherActor {
     deliverer: Arc<Deliverer>,
     rounds: usize,
+    /// The feed's receiving end, until `started` takes it.
+    feed: Option<tokio::sync::mpsc::UnboundedReceiver<HandedEvents>>,
+    /// Events handed over and waiting for the next feed round.
+    handed: Vec<HandedEvents>,
+    feeding: bool,
 }
 
 struct Deliverer {
@@ -62,6 +90,7 @@ impl StatusDispatcherActor {
     pub fn new(
         store: Arc<dyn StatusEventStore>,
         target: StatusWebhookTarget,
+        feed: tokio::sync::mpsc::UnboundedReceiver<HandedEvents>,
         metrics: Metrics,
     ) -> Result<Self, super::ClientError> {
         let client = reqwest::Client::builder()
@@ -77,7 +106,37 @@ impl StatusDispatcherActor {
                 metrics,
             }),
             rounds: 0,
+            feed: Some(feed),
+            handed: Vec::new(),
+            feeding: false,
         })
+    }
+
+    /// Starts a feed round with every event handed over so far, unless one is under way.
+    fn deliver_handed(&mut self, ctx: &mut Context<Self>) {
+        if self.feeding || self.handed.is_empty() {
+            return;
+        }
+        self.feeding = true;
+        let handed = std::mem::take(&mut self.handed);
+        let deliverer = Arc::clone(&self.deliverer);
+        ctx.spawn(
+            async move {
+                let events = handed.iter().flat_map(|handed| handed.events.iter().cloned()).collect();
+                let result = deliverer.deliver_all(events, FEED_CONCURRENCY).await;
+                drop(handed); // their room, once recorded
+                result
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.feeding = false;
+                if let Err(error) = result {
+                    // Leased: they go again when the lease runs out, by the claim.
+                    log::warn!("could not record status events: {}", error_chain(&error));
+                }
+                act.deliver_handed(ctx);
+            }),
+        );
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
@@ -112,50 +171,55 @@ impl Deliverer {
     async fn round(&self) -> Result<(), StoreError> {
         // A round records its outcomes when its last POST is done: up to `BATCH / CONCURRENCY` timeouts
         // one after the other. The lease outlasts that, or another replica would claim them meanwhile.
-        let waves = BATCH.div_ceil(CONCURRENCY as u32);
-        let lease = self.target.timeout * (waves + 1) + Duration::from_secs(5);
+        let lease = lease(self.target.timeout);
         loop {
             let events = self.store.claim_due_events(BATCH, lease).await?;
             if events.is_empty() {
                 return Ok(());
             }
             let full = events.len() == BATCH as usize;
-            let deliveries: Vec<(i64, EventDelivery)> = stream::iter(events)
-                .map(|event| async move {
-                    let delivery = self.deliver(&event).await;
-                    (event.seq, delivery)
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-            let mut round = Round::default();
-            for (_, delivery) in &deliveries {
-                let outcome = match delivery {
-                    EventDelivery::Delivered => {
-                        round.delivered += 1;
-                        "delivered"
-                    }
-                    EventDelivery::RetryIn { .. } => {
-                        round.retrying += 1;
-                        "retry"
-                    }
-                    EventDelivery::Failed { .. } => {
-                        round.failed += 1;
-                        "failed"
-                    }
-                };
-                self.metrics.status_events_total.with_label_values(&[outcome]).inc();
-            }
-            // One commit for the round: a commit per event held the outbox to the database's commit rate.
-            self.store.finish_events(&deliveries).await?;
-            log::info!(
-                delivered = round.delivered, retrying = round.retrying, failed = round.failed;
-                "status events sent"
-            );
+            self.deliver_all(events, CONCURRENCY).await?;
             if !full {
                 return Ok(());
             }
         }
+    }
+
+    /// POSTs `events`, `concurrency` at once, and records what each came to in one commit.
+    async fn deliver_all(&self, events: Vec<StoredEvent>, concurrency: usize) -> Result<(), StoreError> {
+        let deliveries: Vec<(i64, EventDelivery)> = stream::iter(events)
+            .map(|event| async move {
+                let delivery = self.deliver(&event).await;
+                (event.seq, delivery)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut round = Round::default();
+        for (_, delivery) in &deliveries {
+            let outcome = match delivery {
+                EventDelivery::Delivered => {
+                    round.delivered += 1;
+                    "delivered"
+                }
+                EventDelivery::RetryIn { .. } => {
+                    round.retrying += 1;
+                    "retry"
+                }
+                EventDelivery::Failed { .. } => {
+                    round.failed += 1;
+                    "failed"
+                }
+            };
+            self.metrics.status_events_total.with_label_values(&[outcome]).inc();
+        }
+        // One commit for the round: a commit per event held the outbox to the database's commit rate.
+        self.store.finish_events(&deliveries).await?;
+        log::info!(
+            delivered = round.delivered, retrying = round.retrying, failed = round.failed;
+            "status events sent"
+        );
+        Ok(())
     }
 
     /// One POST of `event`, judged.
@@ -199,7 +263,22 @@ impl Actor for StatusDispatcherActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(feed) = self.feed.take() {
+            ctx.add_stream(futures_util::stream::unfold(feed, |mut feed| async move {
+                feed.recv().await.map(|handed| (handed, feed))
+            }));
+        }
         self.poll(ctx);
         ctx.run_interval(POLL_EVERY, |act, ctx| act.poll(ctx));
     }
+}
+
+impl StreamHandler<HandedEvents> for StatusDispatcherActor {
+    fn handle(&mut self, handed: HandedEvents, ctx: &mut Self::Context) {
+        self.handed.push(handed);
+        self.deliver_handed(ctx);
+    }
+
+    /// The store is gone with the feed's sending end: the actor goes on polling until it is stopped.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }

@@ -11,7 +11,7 @@ use sqlx::{
     query::{Query, QueryAs},
 };
 
-use super::rows::Columns;
+use super::{rows::Columns, status_events::EventOutbox};
 
 /// One database the store runs on: Postgres or SQLite. Its types bind as parameters of its statements.
 pub(super) trait Backend: Columns + Send + Sync + 'static
@@ -50,8 +50,8 @@ where
     fn rows_affected(done: &<Self::DB as Database>::QueryResult) -> u64;
 
     /// Whether a change a sender hears about writes a status event beside it
-    /// (`Database::write_status_events`).
-    fn writes_status_events(&self) -> bool;
+    /// (`Database::write_status_events`), and where the events go once written.
+    fn outbox(&self) -> &EventOutbox;
 
     /// The time a statement stamps rows with, where the backend passes it in: `None` where the statement
     /// reads the database's own clock (`now()` on Postgres: one clock for every replica). SQLite runs on

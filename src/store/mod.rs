@@ -79,7 +79,9 @@ pub use receipts::{
     DeliveryCounts, PendingReceipts, ReceiptFilter, ReceiptOutcome, ReceiptStore, Settlement, StoredReceipt,
 };
 pub use sqlite::SqliteStore;
-pub use status_events::{EventDelivery, EventStatus, OutboxStats, StatusEventStore, StoredEvent};
+pub use status_events::{
+    EventDelivery, EventFeed, EventStatus, HandedEvents, OutboxStats, StatusEventStore, StoredEvent,
+};
 use uuid::Uuid;
 
 use crate::domain::{Attempt, Message, MessageStatus, NewMessage, Priority, ProviderMessageId};
@@ -390,6 +392,10 @@ pub trait Database:
     /// From now on, `finish_claims` and `settle_receipts` write a status event beside each change a
     /// sender hears about, in the same transaction (`STATUS_WEBHOOK_URL` set).
     fn write_status_events(&self, on: bool);
+
+    /// From now on, an event written while no other of its message is pending is written leased and
+    /// handed to `feed` once it commits (this process's `StatusDispatcherActor`).
+    fn hand_status_events_to(&self, feed: EventFeed);
 }
 
 /// The seam between the dispatcher and its messages: every transition of the diagram above, and what

@@ -4,14 +4,7 @@
 //! statement). The claim and the flush are in `postgres/*.sql`; the statements SQLite runs too, in
 //! `list/` and `receipts/`.
 
-use std::{
-    str::FromStr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,7 +18,7 @@ use super::{
     Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, MessageStore, MinuteActivity, PageCursor,
     QueuePlace, QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
-    status_events::{self, EventWriter, StatusEventSql},
+    status_events::{self, EventFeed, EventOutbox, EventWriter, StatusEventSql},
 };
 // What the seams implemented once, generic over the backend, ask of this one.
 use super::{backend::Backend, campaigns::CampaignSql, cluster::ClusterSql, inbound::InboundSql};
@@ -57,8 +50,8 @@ type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// `Database::write_status_events`.
-    status_events: Arc<AtomicBool>,
+    /// `Database::write_status_events` and `hand_status_events_to`.
+    outbox: Arc<EventOutbox>,
 }
 
 impl PostgresStore {
@@ -75,7 +68,7 @@ impl PostgresStore {
             .connect_lazy_with(options);
         Ok(Self {
             pool,
-            status_events: Arc::new(AtomicBool::new(false)),
+            outbox: Arc::default(),
         })
     }
 }
@@ -135,8 +128,8 @@ impl Backend for PostgresStore {
         done.rows_affected()
     }
 
-    fn writes_status_events(&self) -> bool {
-        self.status_events.load(Ordering::Relaxed)
+    fn outbox(&self) -> &EventOutbox {
+        &self.outbox
     }
 
     fn clock() -> Option<DateTime<Utc>> {
@@ -147,6 +140,7 @@ impl Backend for PostgresStore {
 type MessageRow = rows::MessageRow<PostgresStore>;
 type ClaimRow = rows::ClaimRow<PostgresStore>;
 type AttemptRow = rows::AttemptRow<PostgresStore>;
+type EventRow = rows::EventRow<PostgresStore>;
 
 #[async_trait]
 impl Database for PostgresStore {
@@ -163,7 +157,11 @@ impl Database for PostgresStore {
     }
 
     fn write_status_events(&self, on: bool) {
-        self.status_events.store(on, Ordering::Relaxed);
+        self.outbox.write(on);
+    }
+
+    fn hand_status_events_to(&self, feed: EventFeed) {
+        self.outbox.hand_to(feed);
     }
 }
 
@@ -276,8 +274,7 @@ impl MessageStore for PostgresStore {
             return Ok(Vec::new());
         }
         let chunks = split_at_repeats(results, |result| result.claim.message_id);
-        let with_events = self.writes_status_events();
-        if let ([only], false) = (chunks.as_slice(), with_events) {
+        if let ([only], false) = (chunks.as_slice(), self.outbox.writes()) {
             return finish_chunk(&self.pool, only).await;
         }
         // A message twice in one flush (its lease expired and this instance claimed it again): one
@@ -289,7 +286,7 @@ impl MessageStore for PostgresStore {
         for chunk in chunks {
             changed.extend(finish_chunk(&mut *tx, chunk).await?);
         }
-        status_events::commit_finishes::<Self>(tx, results, changed, with_events).await
+        status_events::commit_finishes::<Self>(tx, results, changed, &self.outbox).await
     }
 
     async fn list_by_status(
@@ -630,26 +627,47 @@ impl InboundSql for PostgresStore {
 
 #[async_trait]
 impl EventWriter for PostgresStore {
-    async fn insert_events(tx: &mut Tx, events: &[NewStatusEvent]) -> Result<(), StoreError> {
+    async fn insert_events(
+        tx: &mut Tx,
+        events: &[NewStatusEvent],
+        offered: &[bool],
+        lease: Option<Duration>,
+    ) -> Result<Vec<EventRow>, StoreError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
         let message_ids: Vec<Uuid> = events.iter().map(|event| event.message_id).collect();
         let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
         let payloads: Vec<&str> = events.iter().map(|event| event.payload.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO status_events (id, message_id, type, payload)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])",
-        )
+        // The check for another pending event of the message does not see this statement's own rows:
+        // `offered` names each message once.
+        sqlx::query_as(concat!(
+            "WITH written AS (
+                 INSERT INTO status_events (id, message_id, type, payload, attempts, lease_expires_at)
+                 SELECT i.id, i.message_id, i.type, i.payload, l.leased::int,
+                        CASE WHEN l.leased THEN now() + make_interval(secs => $6) END
+                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[])
+                        AS i(id, message_id, type, payload, offered)
+                  CROSS JOIN LATERAL (
+                        SELECT i.offered AND $6::float8 IS NOT NULL
+                               AND NOT EXISTS (SELECT 1 FROM status_events o
+                                                WHERE o.message_id = i.message_id AND o.status = 'pending')
+                        ) AS l(leased)
+                 RETURNING ",
+            event_columns!(),
+            ")
+             SELECT * FROM written WHERE attempts > 0"
+        ))
         .bind(&ids)
         .bind(&message_ids)
         .bind(&kinds)
         .bind(&payloads)
-        .execute(&mut **tx)
+        .bind(offered)
+        .bind(lease.map(|lease| lease.as_secs_f64()))
+        .fetch_all(&mut **tx)
         .await
-        .map_err(db("writing status events"))?;
-        Ok(())
+        .map_err(db("writing status events"))
     }
 }
 

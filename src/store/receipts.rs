@@ -298,7 +298,7 @@ where
         // One transaction for the batch, with the events the receipts' final states report beside them
         // while events are on: both commit, or neither. The receipts applied go first, together (one
         // statement on Postgres); those applied to no message touch no message, so they may go after.
-        let with_events = self.writes_status_events();
+        let with_events = self.outbox().writes();
         let mut tx = self.exec().begin().await.map_err(db("settling receipts"))?;
         let applies: Vec<(i64, Uuid)> = settlements
             .iter()
@@ -342,8 +342,9 @@ where
                 outcomes.insert(seq, outcome);
             }
         }
-        B::insert_events(&mut tx, &events).await?;
+        let handoff = status_events::write_events::<B>(&mut tx, &events, self.outbox()).await?;
         tx.commit().await.map_err(db("settling receipts"))?;
+        handoff.hand();
         Ok(settlements
             .iter()
             .map(|settlement| outcomes.get(&settlement.seq()).copied())

@@ -7,14 +7,7 @@
 //! is atomic without row locks: two processes on one file never claim the same row. Times are INTEGER
 //! microseconds since the epoch and `now` comes from this process's clock; uuids are TEXT.
 
-use std::{
-    str::FromStr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -28,7 +21,7 @@ use super::{
     Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, MessageStore, MinuteActivity, PageCursor,
     QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
-    status_events::{self, EventWriter, StatusEventSql},
+    status_events::{self, EventFeed, EventOutbox, EventWriter, StatusEventSql},
 };
 // What the seams implemented once, generic over the backend, ask of this one.
 use super::{backend::Backend, campaigns::CampaignSql, cluster::ClusterSql, inbound::InboundSql};
@@ -69,8 +62,8 @@ type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// `Database::write_status_events`.
-    status_events: Arc<AtomicBool>,
+    /// `Database::write_status_events` and `hand_status_events_to`.
+    outbox: Arc<EventOutbox>,
 }
 
 impl SqliteStore {
@@ -93,7 +86,7 @@ impl SqliteStore {
             .connect_lazy_with(options);
         Ok(Self {
             pool,
-            status_events: Arc::new(AtomicBool::new(false)),
+            outbox: Arc::default(),
         })
     }
 }
@@ -162,8 +155,8 @@ impl Backend for SqliteStore {
         done.rows_affected()
     }
 
-    fn writes_status_events(&self) -> bool {
-        self.status_events.load(Ordering::Relaxed)
+    fn outbox(&self) -> &EventOutbox {
+        &self.outbox
     }
 
     fn clock() -> Option<i64> {
@@ -174,6 +167,7 @@ impl Backend for SqliteStore {
 type MessageRow = rows::MessageRow<SqliteStore>;
 type ClaimRow = rows::ClaimRow<SqliteStore>;
 type AttemptRow = rows::AttemptRow<SqliteStore>;
+type EventRow = rows::EventRow<SqliteStore>;
 
 #[async_trait]
 impl Database for SqliteStore {
@@ -189,7 +183,11 @@ impl Database for SqliteStore {
     }
 
     fn write_status_events(&self, on: bool) {
-        self.status_events.store(on, Ordering::Relaxed);
+        self.outbox.write(on);
+    }
+
+    fn hand_status_events_to(&self, feed: EventFeed) {
+        self.outbox.hand_to(feed);
     }
 }
 
@@ -321,7 +319,7 @@ impl MessageStore for SqliteStore {
             }
             changed.push(finish_one(&mut tx, result).await?);
         }
-        status_events::commit_finishes::<Self>(tx, results, changed, self.writes_status_events()).await
+        status_events::commit_finishes::<Self>(tx, results, changed, &self.outbox).await
     }
 
     async fn list_by_status(
@@ -682,23 +680,41 @@ impl InboundSql for SqliteStore {
 
 #[async_trait]
 impl EventWriter for SqliteStore {
-    async fn insert_events(tx: &mut Tx, events: &[NewStatusEvent]) -> Result<(), StoreError> {
+    async fn insert_events(
+        tx: &mut Tx,
+        events: &[NewStatusEvent],
+        offered: &[bool],
+        lease: Option<Duration>,
+    ) -> Result<Vec<EventRow>, StoreError> {
         let now = micros(Utc::now());
-        for event in events {
-            sqlx::query(
-                "INSERT INTO status_events (id, message_id, type, payload, created_at, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            )
+        let mut leased = Vec::new();
+        for (event, &offered) in events.iter().zip(offered) {
+            let row: EventRow = sqlx::query_as(concat!(
+                "INSERT INTO status_events
+                        (id, message_id, type, payload, created_at, next_attempt_at, attempts, lease_expires_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?5, l.leased, CASE WHEN l.leased THEN ?5 + ?6 END
+                   FROM (SELECT ?7 AND ?6 IS NOT NULL
+                                AND NOT EXISTS (SELECT 1 FROM status_events o
+                                                 WHERE o.message_id = ?2 AND o.status = 'pending') AS leased) AS l
+                 WHERE true
+                 RETURNING ",
+                event_columns!()
+            ))
             .bind(event.id.to_string())
             .bind(event.message_id.to_string())
             .bind(event.kind.as_str())
             .bind(&event.payload)
             .bind(now)
-            .execute(&mut **tx)
+            .bind(lease.map(Self::span))
+            .bind(offered)
+            .fetch_one(&mut **tx)
             .await
             .map_err(db("writing status events"))?;
+            if offered {
+                leased.push(row);
+            }
         }
-        Ok(())
+        Ok(leased)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use insider_messaging::{
     domain::{ProviderMessageId, Receipt, ReceiptStatus, StatusEventType},
-    store::{ClaimRequest, EventDelivery, EventStatus, Finish, NextState, Settlement},
+    store::{ClaimRequest, EventDelivery, EventFeed, EventStatus, Finish, NextState, Settlement},
 };
 use uuid::Uuid;
 
@@ -17,6 +17,7 @@ contract!(
     changes_write_their_events_only_when_they_happen_and_only_while_events_are_on,
     a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled,
     a_round_of_deliveries_is_recorded_by_one_call_and_each_event_ends_in_its_state,
+    with_a_feed_an_event_is_handed_over_leased_unless_another_of_its_message_is_pending,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -265,4 +266,71 @@ async fn a_round_of_deliveries_is_recorded_by_one_call_and_each_event_ends_in_it
         "only the one to retry is due again, its lease ended and its id kept"
     );
     events.finish_events(&[]).await.unwrap();
+}
+
+async fn with_a_feed_an_event_is_handed_over_leased_unless_another_of_its_message_is_pending(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let (feed, mut handed) = EventFeed::new(2, LEASE);
+    events.hand_status_events_to(feed);
+    let providers: Vec<String> = (0..3).map(|_| format!("prov-{}", Uuid::new_v4())).collect();
+    let ids = finish_all(database, providers.iter().map(|p| sent(p)).collect()).await;
+
+    // Room for two: those two come through the feed, leased; the third waits for a claim.
+    let first = handed.try_recv().expect("the flush's events are handed over");
+    let mut got: Vec<(Uuid, &str, u32)> = first
+        .events
+        .iter()
+        .map(|e| (e.message_id, e.kind.as_str(), e.attempts))
+        .collect();
+    got.sort();
+    let mut expected = vec![(ids[0], "message.sent", 1), (ids[1], "message.sent", 1)];
+    expected.sort();
+    assert_eq!(got, expected);
+    assert!(handed.try_recv().is_err(), "one handover per commit");
+    let claimed = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|e| e.message_id).collect::<Vec<_>>(),
+        [ids[2]],
+        "the handed ones are leased"
+    );
+
+    // The room comes back once the handover is dropped (recorded); an event behind one of its message
+    // still pending is written, but not handed over: the claim takes it when its turn comes.
+    let sent_event = first.events.iter().find(|e| e.message_id == ids[0]).unwrap().seq;
+    drop(first);
+    let seqs = database
+        .receipts
+        .insert_receipts(&[Receipt {
+            provider_message_id: ProviderMessageId::parse(&providers[0]).unwrap(),
+            status: ReceiptStatus::Delivered,
+            reported_at: Utc::now(),
+            error: None,
+        }])
+        .await
+        .unwrap();
+    database
+        .receipts
+        .settle_receipts(&[Settlement::Apply {
+            seq: seqs[0],
+            message_id: ids[0],
+        }])
+        .await
+        .unwrap();
+    assert!(handed.try_recv().is_err(), "its message.sent is not acknowledged yet");
+    assert!(events.claim_due_events(10, LEASE).await.unwrap().is_empty());
+    events
+        .finish_events(&[(sent_event, EventDelivery::Delivered)])
+        .await
+        .unwrap();
+    let next = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        next.iter().map(|e| (e.message_id, e.kind)).collect::<Vec<_>>(),
+        [(ids[0], StatusEventType::Delivered)]
+    );
+
+    // With the room back, a new message's event is handed over again.
+    let more = finish_all(database, vec![sent(&format!("prov-{}", Uuid::new_v4()))]).await;
+    let again = handed.try_recv().expect("room again");
+    assert_eq!(again.events.iter().map(|e| e.message_id).collect::<Vec<_>>(), [more[0]]);
 }
