@@ -47,6 +47,28 @@ async fn finish_all(database: &TestDatabase, nexts: Vec<NextState>) -> Vec<Uuid>
     ids
 }
 
+/// A `delivered` receipt for `message_id`, sent under `provider_id`, stored and settled.
+async fn deliver(database: &TestDatabase, provider_id: &str, message_id: Uuid) {
+    let seqs = database
+        .receipts
+        .insert_receipts(&[Receipt {
+            provider_message_id: ProviderMessageId::parse(provider_id).unwrap(),
+            status: ReceiptStatus::Delivered,
+            reported_at: Utc::now(),
+            error: None,
+        }])
+        .await
+        .unwrap();
+    database
+        .receipts
+        .settle_receipts(&[Settlement::Apply {
+            seq: seqs[0],
+            message_id,
+        }])
+        .await
+        .unwrap();
+}
+
 fn sent(provider_id: &str) -> NextState {
     NextState::Sent {
         provider_message_id: Some(ProviderMessageId::parse(provider_id).unwrap()),
@@ -126,24 +148,7 @@ async fn a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled(datab
     events.write_status_events(true);
     let provider_id = format!("prov-{}", Uuid::new_v4());
     let ids = finish_all(database, vec![sent(&provider_id)]).await;
-    let seqs = database
-        .receipts
-        .insert_receipts(&[Receipt {
-            provider_message_id: ProviderMessageId::parse(&provider_id).unwrap(),
-            status: ReceiptStatus::Delivered,
-            reported_at: Utc::now(),
-            error: None,
-        }])
-        .await
-        .unwrap();
-    database
-        .receipts
-        .settle_receipts(&[Settlement::Apply {
-            seq: seqs[0],
-            message_id: ids[0],
-        }])
-        .await
-        .unwrap();
+    deliver(database, &provider_id, ids[0]).await;
 
     let first = events.claim_due_events(10, LEASE).await.unwrap();
     assert_eq!(
@@ -299,24 +304,7 @@ async fn with_a_feed_an_event_is_handed_over_leased_unless_another_of_its_messag
     // still pending is written, but not handed over: the claim takes it when its turn comes.
     let sent_event = first.events.iter().find(|e| e.message_id == ids[0]).unwrap().seq;
     drop(first);
-    let seqs = database
-        .receipts
-        .insert_receipts(&[Receipt {
-            provider_message_id: ProviderMessageId::parse(&providers[0]).unwrap(),
-            status: ReceiptStatus::Delivered,
-            reported_at: Utc::now(),
-            error: None,
-        }])
-        .await
-        .unwrap();
-    database
-        .receipts
-        .settle_receipts(&[Settlement::Apply {
-            seq: seqs[0],
-            message_id: ids[0],
-        }])
-        .await
-        .unwrap();
+    deliver(database, &providers[0], ids[0]).await;
     assert!(handed.try_recv().is_err(), "its message.sent is not acknowledged yet");
     assert!(events.claim_due_events(10, LEASE).await.unwrap().is_empty());
     events
