@@ -19,16 +19,19 @@
 //! third of the outbox's statements; the claim is left to events that waited behind another of their
 //! message, to retries, to events the feed had no room for, and to those of a replica that died.
 
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -40,7 +43,6 @@ use super::{
     rows::{Columns, EventRow, event_columns},
 };
 use crate::domain::{NewStatusEvent, StatusEventType};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Where an event stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -148,7 +150,7 @@ pub struct EventFeed {
 /// the feed is given back when this is dropped.
 pub struct HandedEvents {
     pub events: Vec<StoredEvent>,
-    _room: Option<OwnedSemaphorePermit>,
+    _room: OwnedSemaphorePermit,
 }
 
 impl EventFeed {
@@ -206,7 +208,7 @@ impl Handoff {
         if let (Some((feed, permit)), false) = (self.feed, self.leased.is_empty()) {
             let _ = feed.handed.send(HandedEvents {
                 events: self.leased,
-                _room: Some(permit),
+                _room: permit,
             });
         }
     }
