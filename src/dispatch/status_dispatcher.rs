@@ -118,13 +118,17 @@ impl StatusDispatcherActor {
             return;
         }
         self.feeding = true;
-        let handed = std::mem::take(&mut self.handed);
+        let mut handed = std::mem::take(&mut self.handed);
         let deliverer = Arc::clone(&self.deliverer);
         ctx.spawn(
             async move {
-                let events = handed.iter().flat_map(|handed| handed.events.iter().cloned()).collect();
+                // The events move out; each handover keeps its room until they are recorded.
+                let events = handed
+                    .iter_mut()
+                    .flat_map(|handed| std::mem::take(&mut handed.events))
+                    .collect();
                 let result = deliverer.deliver_all(events, FEED_CONCURRENCY).await;
-                drop(handed); // their room, once recorded
+                drop(handed);
                 result
             }
             .into_actor(self)
