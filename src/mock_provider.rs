@@ -12,8 +12,10 @@
 //! `undelivered` for a share, sent twice for a share, and for a share sent *before* the 202 answer (the
 //! race a real provider's fast carrier creates). Like a real provider's receipt queue, it POSTs a receipt
 //! again, with a doubling wait, while the receiver is unreachable or answers 5xx or 429, for up to
-//! `RECEIPT_RETRY_FOR`, at most `RECEIPT_CONCURRENCY` POSTs at once. `GET /receipts` lists what it reported of each message, so a test can hold the
-//! service's delivery states against it.
+//! `RECEIPT_RETRY_FOR`, at most `RECEIPT_CONCURRENCY` POSTs at once; with `--receipt-batch` above 1,
+//! receipts that wait for a free POST go together as one JSON array (the contract allows it).
+//! `GET /receipts` lists what it reported of each message, so a test can hold the service's delivery
+//! states against it.
 
 mod answer_clock;
 mod arrivals;
@@ -48,6 +50,8 @@ const RECEIPT_RETRY_FOR: Duration = Duration::from_secs(600);
 /// Receipt POSTs in flight at once, as a provider's pool of receipt workers: a receiver that slows down
 /// gets a queue here rather than thousands of connections.
 const RECEIPT_CONCURRENCY: usize = 32;
+/// The most receipts one POST carries unless `--receipt-batch` says otherwise: the contract's limit.
+pub const RECEIPT_BATCH_MAX: usize = 1_000;
 /// The longest an early receipt holds its 202 back; past it the receipt goes on behind the answer.
 const EARLY_RECEIPT_WAIT: Duration = Duration::from_millis(500);
 
@@ -107,6 +111,10 @@ pub struct MockProviderConfig {
     /// Share of receipts sent before the 202 answer (0 to 1).
     #[arg(long, env = "MOCK_PROVIDER_EARLY_RECEIPT_RATE", value_name = "SHARE", default_value_t = 0.0, value_parser = parse_share)]
     pub early_receipt_rate: f64,
+    /// The most receipts one POST carries (1 to 1,000): with more than 1, the receipts waiting for a
+    /// free POST go together as a JSON array, as a provider's receipt queue does once it falls behind.
+    #[arg(long, env = "MOCK_PROVIDER_RECEIPT_BATCH", value_name = "N", default_value_t = 1, value_parser = parse_receipt_batch)]
+    pub receipt_batch: usize,
 }
 
 impl Default for MockProviderConfig {
@@ -126,6 +134,7 @@ impl Default for MockProviderConfig {
             undelivered_rate: 0.0,
             duplicate_receipt_rate: 0.0,
             early_receipt_rate: 0.0,
+            receipt_batch: 1,
         }
     }
 }
@@ -135,6 +144,13 @@ fn parse_share(raw: &str) -> Result<f64, String> {
         .ok()
         .filter(|share| (0.0..=1.0).contains(share))
         .ok_or_else(|| format!("expected a share from 0 to 1, got {raw:?}"))
+}
+
+fn parse_receipt_batch(raw: &str) -> Result<usize, String> {
+    raw.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=RECEIPT_BATCH_MAX).contains(n))
+        .ok_or_else(|| format!("expected 1 to {RECEIPT_BATCH_MAX} receipts a POST, got {raw:?}"))
 }
 
 /// What the stand-in has seen, as `GET /stats` reports it.
@@ -164,6 +180,8 @@ pub struct Stats {
     /// answer 2xx.
     pub receipts_sent: u64,
     pub receipts_refused: u64,
+    /// The POSTs that carried them (fewer than `receipts_sent` with `--receipt-batch` above 1).
+    pub receipt_requests: u64,
     /// Receipts abandoned: refused with a 4xx other than 429, or not taken within `RECEIPT_RETRY_FOR`.
     pub receipts_given_up: u64,
     /// POSTs that arrived in each wall-clock second, the quiet ones included: the last ten minutes.
@@ -237,8 +255,17 @@ struct Shared {
     receipts: Mutex<Option<(String, Option<String>)>>,
     client: reqwest::Client,
     /// `RECEIPT_CONCURRENCY` permits, one per receipt POST in flight.
-    receipt_slots: tokio::sync::Semaphore,
+    receipt_slots: Arc<tokio::sync::Semaphore>,
+    /// The receipts waiting for a POST, taken by the courier (`carry_receipts`).
+    outgoing: tokio::sync::mpsc::UnboundedSender<Parcel>,
     answer_clock: AnswerClock,
+}
+
+/// One copy of a receipt on its way, and where the verdict on its POST goes.
+struct Parcel {
+    message_id: String,
+    body: Arc<str>,
+    verdict: tokio::sync::oneshot::Sender<Posted>,
 }
 
 /// A running stand-in provider.
@@ -262,6 +289,7 @@ impl MockProvider {
             .timeout(Duration::from_secs(10))
             .build()
             .context("building the stand-in provider's receipts client")?;
+        let (outgoing, parcels) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             ledger: Mutex::new(Ledger::new(&config)),
             receipts: Mutex::new(
@@ -272,9 +300,11 @@ impl MockProvider {
             ),
             config,
             client,
-            receipt_slots: tokio::sync::Semaphore::new(RECEIPT_CONCURRENCY),
+            receipt_slots: Arc::new(tokio::sync::Semaphore::new(RECEIPT_CONCURRENCY)),
+            outgoing,
             answer_clock: AnswerClock::start()?,
         });
+        actix_rt::spawn(carry_receipts(Arc::downgrade(&shared), parcels));
         let data = web::Data::from(Arc::clone(&shared));
         let server = HttpServer::new(move || {
             App::new()
@@ -467,7 +497,7 @@ fn accepted_id(shared: &Shared, key: Option<&str>) -> Option<String> {
 /// The receipt story of one accepted message: what it says, and how many copies go.
 struct Report {
     message_id: String,
-    body: String,
+    body: Arc<str>,
     copies: u32,
 }
 
@@ -493,7 +523,8 @@ impl Report {
             "at": chrono::Utc::now().to_rfc3339(),
             "error": if undelivered { Some("EC 27: absent subscriber") } else { None },
         })
-        .to_string();
+        .to_string()
+        .into();
         let copies = if rand::random::<f64>() < config.duplicate_receipt_rate {
             2
         } else {
@@ -543,43 +574,89 @@ impl Report {
         }
     }
 
-    /// One POST of the receipt to where receipts go now.
+    /// One POST of the receipt to where receipts go now, alone or beside others (`carry_receipts`).
     async fn post(&self, shared: &Shared) -> Posted {
-        let Some((url, key)) = shared.receipts.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
-            return Posted::Refused;
+        let (verdict, posted) = tokio::sync::oneshot::channel();
+        let parcel = Parcel {
+            message_id: self.message_id.clone(),
+            body: Arc::clone(&self.body),
+            verdict,
         };
-        let mut request = shared
-            .client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(self.body.clone());
-        if let Some(key) = &key {
-            request = request.header(AUTH_HEADER, key);
-        }
-        // The semaphore is never closed, so a permit always comes.
-        let Ok(_slot) = shared.receipt_slots.acquire().await else {
+        if shared.outgoing.send(parcel).is_err() {
             return Posted::TryAgain;
+        }
+        // The courier answers every parcel it takes; it goes only with the stand-in.
+        posted.await.unwrap_or(Posted::TryAgain)
+    }
+}
+
+/// The courier: takes the receipts waiting for a POST, as many as `--receipt-batch` allows into one
+/// (an object alone, an array together), at most `RECEIPT_CONCURRENCY` POSTs in flight. Receipts gather
+/// only while every POST is taken, so a receiver that keeps up gets them one by one.
+async fn carry_receipts(shared: std::sync::Weak<Shared>, mut parcels: tokio::sync::mpsc::UnboundedReceiver<Parcel>) {
+    while let Some(first) = parcels.recv().await {
+        let Some(shared) = shared.upgrade() else { return };
+        // The semaphore is never closed, so a permit always comes.
+        let Ok(slot) = Arc::clone(&shared.receipt_slots).acquire_owned().await else {
+            return;
         };
-        let posted = match request.send().await {
-            Ok(answer) if answer.status().is_success() => Posted::Taken,
-            Ok(answer)
-                if answer.status().is_server_error() || answer.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
-            {
-                Posted::TryAgain
+        let mut batch = vec![first];
+        while batch.len() < shared.config.receipt_batch {
+            match parcels.try_recv() {
+                Ok(parcel) => batch.push(parcel),
+                Err(_) => break,
             }
-            Ok(_) => Posted::Refused,
-            Err(_) => Posted::TryAgain,
-        };
-        let mut ledger = shared.ledger.lock().unwrap_or_else(PoisonError::into_inner);
-        ledger.stats.receipts_sent += 1;
-        if posted != Posted::Taken {
-            ledger.stats.receipts_refused += 1;
         }
-        if let Some(delivery) = ledger.deliveries.get_mut(&self.message_id) {
-            delivery.posts += 1;
-            delivery.acknowledged += u32::from(posted == Posted::Taken);
+        actix_rt::spawn(async move {
+            let posted = post_receipts(&shared, &batch).await;
+            drop(slot);
+            let mut ledger = shared.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+            ledger.stats.receipt_requests += 1;
+            ledger.stats.receipts_sent += batch.len() as u64;
+            if posted != Posted::Taken {
+                ledger.stats.receipts_refused += batch.len() as u64;
+            }
+            for parcel in batch {
+                if let Some(delivery) = ledger.deliveries.get_mut(&parcel.message_id) {
+                    delivery.posts += 1;
+                    delivery.acknowledged += u32::from(posted == Posted::Taken);
+                }
+                // A copy whose story was dropped needs no verdict.
+                let _ = parcel.verdict.send(posted);
+            }
+        });
+    }
+}
+
+/// One POST of `batch` to where receipts go now: the receipt itself when alone, else an array.
+async fn post_receipts(shared: &Shared, batch: &[Parcel]) -> Posted {
+    let Some((url, key)) = shared.receipts.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+        return Posted::Refused;
+    };
+    let body = match batch {
+        [one] => one.body.to_string(),
+        _ => format!(
+            "[{}]",
+            batch.iter().map(|parcel| &*parcel.body).collect::<Vec<_>>().join(",")
+        ),
+    };
+    let mut request = shared
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(key) = &key {
+        request = request.header(AUTH_HEADER, key);
+    }
+    match request.send().await {
+        Ok(answer) if answer.status().is_success() => Posted::Taken,
+        Ok(answer)
+            if answer.status().is_server_error() || answer.status() == reqwest::StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Posted::TryAgain
         }
-        posted
+        Ok(_) => Posted::Refused,
+        Err(_) => Posted::TryAgain,
     }
 }
 

@@ -261,3 +261,62 @@ async fn a_receipt_refused_with_a_4xx_is_given_up_at_once() {
     assert_eq!((stats.receipts_sent, stats.receipts_refused), (1, 1));
     assert_eq!(provider.reported_deliveries()[0].acknowledged, 0);
 }
+
+#[actix_web::test]
+async fn with_a_receipt_batch_the_receipts_waiting_for_a_free_post_go_together_as_an_array() {
+    // Slow enough that every POST is taken while the rest of the receipts fall due.
+    let receiver = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_millis(500)))
+        .mount(&receiver)
+        .await;
+    let provider = MockProvider::start(MockProviderConfig {
+        receipts_url: Some(receiver.uri()),
+        receipt_delay: Duration::ZERO,
+        receipt_batch: 1_000,
+        ..MockProviderConfig::default()
+    })
+    .unwrap();
+
+    let accepted = post_at_once(&provider, 100).await;
+
+    wait_for("every receipt is taken", || async {
+        let reported = provider.reported_deliveries();
+        (reported.len() == 100 && reported.iter().all(|delivery| delivery.acknowledged == 1)).then_some(())
+    })
+    .await;
+    let bodies: Vec<Value> = receiver
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|request| request.body_json().unwrap())
+        .collect();
+    let mut posted: Vec<String> = bodies
+        .iter()
+        .flat_map(|body| match body {
+            Value::Array(receipts) => receipts.clone(),
+            receipt => vec![receipt.clone()],
+        })
+        .map(|receipt| receipt["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    posted.sort();
+    let mut ids: Vec<String> = accepted
+        .iter()
+        .map(|(_, body, _)| body["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(posted, ids, "each accepted message's receipt, once");
+    assert!(
+        bodies
+            .iter()
+            .any(|body| body.as_array().is_some_and(|receipts| receipts.len() > 1)),
+        "the receipts that waited went together: {} POSTs",
+        bodies.len()
+    );
+    let stats = provider.stats();
+    assert_eq!(
+        (stats.receipts_sent, stats.receipt_requests),
+        (100, bodies.len() as u64)
+    );
+}
