@@ -148,6 +148,16 @@ pub struct StopSending;
 #[rtype(result = "SchedulerState")]
 pub struct ShutDown;
 
+/// Shutdown (`Pipeline::drain`, once the sends are recorded) → status dispatcher: claim no more events,
+/// let the rounds under way finish within `grace`, and put the events handed over but not yet POSTed back
+/// due at once, for another instance (or this one's restart) instead of after their lease. Answers how
+/// many it put back.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, crate::store::StoreError>")]
+pub struct StopDelivering {
+    pub grace: Duration,
+}
+
 /// API or control actor → scheduler: how it stands.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]

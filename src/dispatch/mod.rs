@@ -55,7 +55,7 @@ use self::{
     flow::FlowLimits,
     messages::{
         BreakerReport, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, SchedulerState, ShutDown,
-        StartSending, StopSending, Tick, TickReport, TickSource,
+        StartSending, StopDelivering, StopSending, Tick, TickReport, TickSource,
     },
     persister::{FLUSH_MAX, PersisterActor},
     receipt_applier::ReceiptApplierActor,
@@ -131,6 +131,8 @@ pub struct Pipeline {
     owner: String,
     /// The receipt writer, when receipts are tracked.
     receipts: Option<Addr<ReceiptWriterActor>>,
+    /// The status dispatcher, when status webhooks are on.
+    status_dispatcher: Option<Addr<StatusDispatcherActor>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,11 +239,14 @@ pub async fn start(
         in_flight: fetcher.clone().recipient(),
     };
     ControlActor::new(Arc::clone(&cluster), controls, replica).start();
-    if let Some(target) = &settings.status_webhook {
-        let (feed, handed) = status_dispatcher::feed(target);
-        database.hand_status_events_to(feed);
-        StatusDispatcherActor::new(Arc::clone(&event_store), target.clone(), handed, metrics.clone())?.start();
-    }
+    let status_dispatcher = match &settings.status_webhook {
+        Some(target) => {
+            let (feed, handed) = status_dispatcher::feed(target);
+            database.hand_status_events_to(feed);
+            Some(StatusDispatcherActor::new(Arc::clone(&event_store), target.clone(), handed, metrics.clone())?.start())
+        }
+        None => None,
+    };
     if let Some(retention) = settings.sent_retention {
         RetentionActor::new(store, event_store, Arc::clone(&receipt_store), retention, metrics).start();
     }
@@ -251,6 +256,7 @@ pub async fn start(
         cluster,
         owner,
         receipts: receipts.map(|applier| ReceiptWriterActor::new(receipt_store, applier.recipient()).start()),
+        status_dispatcher,
     })
 }
 
@@ -326,9 +332,10 @@ impl Pipeline {
             .await?)
     }
 
-    /// Stops claiming for good and waits up to `grace` for the sends in flight to be recorded. Returns
-    /// how many were still in flight when it gave up (0 on a clean drain); those are sent again after
-    /// their lease.
+    /// Stops claiming for good and waits up to `grace` for the sends in flight to be recorded, then for
+    /// the status events being POSTed; the events handed over but not yet POSTed are put back due. Returns
+    /// how many sends were still in flight when it gave up (0 on a clean drain); those are sent again
+    /// after their lease.
     pub async fn drain(&self, grace: Duration) -> Result<usize, PipelineError> {
         // Only this instance stops: the cluster's switch stays as it is for the others.
         self.scheduler.send(ShutDown).await?;
@@ -336,12 +343,25 @@ impl Pipeline {
             log::warn!("could not remove this replica's heartbeat: {error}");
         }
         let deadline = actix_rt::time::Instant::now() + grace;
-        loop {
+        let in_flight = loop {
             let in_flight = self.in_flight().await?;
             if in_flight == 0 || actix_rt::time::Instant::now() >= deadline {
-                return Ok(in_flight);
+                break in_flight;
             }
             actix_rt::time::sleep(DRAIN_POLL).await;
+        };
+        // After the sends: their results write the last events this instance is handed.
+        if let Some(dispatcher) = &self.status_dispatcher {
+            let grace = deadline.saturating_duration_since(actix_rt::time::Instant::now());
+            match dispatcher.send(StopDelivering { grace }).await? {
+                Ok(0) => {}
+                Ok(put_back) => log::info!(put_back; "status events not yet sent put back for another instance"),
+                Err(error) => log::warn!(
+                    "could not put status events back, they go again after their lease: {}",
+                    crate::telemetry::error_chain(&error)
+                ),
+            }
         }
+        Ok(in_flight)
     }
 }

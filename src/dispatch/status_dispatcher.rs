@@ -12,7 +12,9 @@
 //! within the timeout, puts it back due after an exponential backoff with jitter (`BACKOFF_MIN` to
 //! `BACKOFF_MAX`), until `STATUS_WEBHOOK_MAX_AGE` after it was written: then it is `failed`, for an
 //! operator's `POST /events/{id}/retry`. A crash mid-delivery leaves a lease that runs out, and the event
-//! goes again under the same id; a receiver drops the repeat by its `webhook-id`.
+//! goes again under the same id; a receiver drops the repeat by its `webhook-id`. A clean stop
+//! (`StopDelivering`) lets the rounds under way finish and puts the events handed over but not yet POSTed
+//! back due, so that they do not wait out their lease.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,7 +22,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::{StreamExt, stream};
 
-use super::{retry::RetryPolicy, status_signature::StatusSigner};
+use super::{messages::StopDelivering, retry::RetryPolicy, status_signature::StatusSigner};
 use crate::{
     metrics::Metrics,
     store::{EventDelivery, EventFeed, HandedEvents, StatusEventStore, StoreError, StoredEvent},
@@ -42,6 +44,10 @@ const ROUNDS: usize = 2;
 /// many as the claimed rounds together, so that the feed's events wait no longer than claimed ones.
 const FEED_ROOM: usize = BATCH as usize * ROUNDS;
 const FEED_CONCURRENCY: usize = CONCURRENCY * ROUNDS;
+/// How often a stopping dispatcher looks whether its rounds are done.
+const STOP_POLL: Duration = Duration::from_millis(20);
+/// What an event put back at a clean stop records as its last error.
+const PUT_BACK: &str = "not sent: the instance it was handed to stopped";
 
 /// How long a delivery holds its events: a claimed round records its outcomes when its last POST is done,
 /// up to `BATCH / CONCURRENCY` timeouts one after the other; a handed event waits for the feed round under
@@ -77,6 +83,17 @@ pub struct StatusDispatcherActor {
     /// Events handed over and waiting for the next feed round.
     handed: Vec<HandedEvents>,
     feeding: bool,
+    stop: Stop,
+}
+
+/// Where a clean stop stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// No new rounds; those under way finish, and events handed over meanwhile wait.
+    Stopping,
+    /// Events handed over are put back as they come.
+    Stopped,
 }
 
 struct Deliverer {
@@ -109,12 +126,13 @@ impl StatusDispatcherActor {
             feed: Some(feed),
             handed: Vec::new(),
             feeding: false,
+            stop: Stop::Running,
         })
     }
 
     /// Starts a feed round with every event handed over so far, unless one is under way.
     fn deliver_handed(&mut self, ctx: &mut Context<Self>) {
-        if self.feeding || self.handed.is_empty() {
+        if self.feeding || self.handed.is_empty() || self.stop != Stop::Running {
             return;
         }
         self.feeding = true;
@@ -144,7 +162,7 @@ impl StatusDispatcherActor {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.rounds >= ROUNDS {
+        if self.rounds >= ROUNDS || self.stop != Stop::Running {
             return;
         }
         self.rounds += 1;
@@ -159,6 +177,36 @@ impl StatusDispatcherActor {
                     }
                 }),
         );
+    }
+
+    /// Resolves once no round is under way, or at `deadline`.
+    fn rounds_done_by(deadline: actix_rt::time::Instant) -> fut::LocalBoxActorFuture<Self, ()> {
+        fut::ready(())
+            .then(move |(), act: &mut Self, _| {
+                if (act.feeding || act.rounds > 0) && actix_rt::time::Instant::now() < deadline {
+                    fut::wrap_future(actix_rt::time::sleep(STOP_POLL))
+                        .then(move |(), _, _| Self::rounds_done_by(deadline))
+                        .boxed_local()
+                } else {
+                    fut::ready(()).boxed_local()
+                }
+            })
+            .boxed_local()
+    }
+}
+
+impl Handler<StopDelivering> for StatusDispatcherActor {
+    type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
+
+    fn handle(&mut self, stop: StopDelivering, _: &mut Self::Context) -> Self::Result {
+        self.stop = Stop::Stopping;
+        let deadline = actix_rt::time::Instant::now() + stop.grace;
+        Box::pin(Self::rounds_done_by(deadline).then(|(), act, _| {
+            act.stop = Stop::Stopped;
+            let handed = std::mem::take(&mut act.handed);
+            let deliverer = Arc::clone(&act.deliverer);
+            fut::wrap_future(async move { deliverer.put_back(handed).await })
+        }))
     }
 }
 
@@ -226,6 +274,25 @@ impl Deliverer {
         Ok(())
     }
 
+    /// Makes the events of `handed` due at once, their leases given up: none of them was POSTed.
+    async fn put_back(&self, handed: Vec<HandedEvents>) -> Result<usize, StoreError> {
+        let deliveries: Vec<(i64, EventDelivery)> = handed
+            .iter()
+            .flat_map(|handed| &handed.events)
+            .map(|event| {
+                let delivery = EventDelivery::RetryIn {
+                    delay: Duration::ZERO,
+                    error: PUT_BACK.to_owned(),
+                };
+                (event.seq, delivery)
+            })
+            .collect();
+        if !deliveries.is_empty() {
+            self.store.finish_events(&deliveries).await?;
+        }
+        Ok(deliveries.len())
+    }
+
     /// One POST of `event`, judged.
     async fn deliver(&self, event: &StoredEvent) -> EventDelivery {
         let id = event.id.to_string();
@@ -279,6 +346,19 @@ impl Actor for StatusDispatcherActor {
 
 impl StreamHandler<HandedEvents> for StatusDispatcherActor {
     fn handle(&mut self, handed: HandedEvents, ctx: &mut Self::Context) {
+        if self.stop == Stop::Stopped {
+            let deliverer = Arc::clone(&self.deliverer);
+            ctx.spawn(
+                async move {
+                    if let Err(error) = deliverer.put_back(vec![handed]).await {
+                        // Leased: they go again when the lease runs out, by the claim.
+                        log::warn!("could not put status events back: {}", error_chain(&error));
+                    }
+                }
+                .into_actor(self),
+            );
+            return;
+        }
         self.handed.push(handed);
         self.deliver_handed(ctx);
     }

@@ -275,6 +275,46 @@ async fn events_still_pending_when_an_instance_stops_are_delivered_by_the_next_o
     assert_eq!(ids, expected, "each event once, under the id it was written with");
 }
 
+#[actix_web::test]
+async fn a_clean_stop_finishes_the_event_being_posted_and_puts_back_the_one_handed_over_meanwhile() {
+    // Answers after a second: the first event's POST is under way while the second is handed over.
+    let slow = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(204).set_delay(std::time::Duration::from_secs(1)))
+        .mount(&slow)
+        .await;
+    let app = with_status_webhooks(&slow).spawn().await;
+    let database = app.database.clone();
+    database.insert_many(1).await;
+    app.tick_and_settle().await;
+    wait_for("the first event's POST is under way", || async {
+        (slow.received_requests().await.unwrap().len() == 1).then_some(())
+    })
+    .await;
+    database.insert_many(1).await;
+    app.tick_and_settle().await;
+
+    app.shutdown().await.unwrap();
+
+    let rows: Vec<(String, Option<chrono::DateTime<Utc>>, Option<String>)> =
+        sqlx::query_as("SELECT status, lease_expires_at, last_error FROM status_events ORDER BY seq")
+            .fetch_all(database.pg())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].0, "delivered", "the POST under way finished within the grace");
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1, rows[1].2.as_deref()),
+        ("pending", None, Some("not sent: the instance it was handed to stopped")),
+        "put back due, not left leased to the stopped instance"
+    );
+    assert_eq!(
+        slow.received_requests().await.unwrap().len(),
+        1,
+        "the second was never POSTed"
+    );
+}
+
 /// The real binary with status webhooks to `receiver`, sending at once.
 fn serve_with_status_webhooks(
     database: &crate::helpers::TestDatabase,
