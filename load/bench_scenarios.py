@@ -25,9 +25,14 @@ stand-in provider checks an auth key that both sides send.
   204 (`STATUS_WEBHOOK_URL`, `STATUS_WEBHOOK_SECRET`). At least 0.70 of instant-64's messages/s in the
   same run, and the outbox keeps pace: its depth at the drain's end is reported, and it must be empty
   within `OUTBOX_KEEPS_UP_S` of it.
+- receipts-drain-batched (issue 13): receipts-drain with the stand-in posting the receipts that wait
+  for a free POST together, as one JSON array of up to 1,000 (`--receipt-batch 1000`; the contract
+  allows arrays), as a provider's receipt queue does once it falls behind. No target of its own: beside
+  receipts-drain, it shows what the one-per-request receipts cost (receipts-ingest asks 2,000 receipts/s
+  one per request, 10,000 in batches, and the drain's messages need one each).
 - mixed-drain (issue 14): instant-64 with priorities high, normal and low in turn, and a fifth of the
   rows scheduled a day ahead (`send_at`; 25,000 beside the 100,000 due, which stay pending): at least
-  0.90 of instant-64's messages/s in the same run. bench.py runs instant-64 first when these two are
+  0.90 of instant-64's messages/s in the same run. bench.py runs instant-64 first when these three are
   chosen without it.
 - receipts-ingest (issue 13): `POST /receipts` on 120,000 sent rows filled by SQL (a provider id each,
   so every receipt matches one and the applier does real work): 100,000 receipts in batches of 1,000
@@ -155,6 +160,7 @@ RECEIPTS_DRAIN_ROWS = (
     ("status events delivered/s, start to empty", "events_per_s", "{:,.0f}"),
     ("messages delivered (receipts applied)", "delivered", "{:,.0f}"),
     ("receipts the stand-in posted", "receipts_sent", "{:,.0f}"),
+    ("POSTs that carried them", "receipt_requests", "{:,.0f}"),
     ("status events the receiver got", "events_received", "{:,.0f}"),
     ("CPU, start to outbox empty: serve (s)", "whole_serve_cpu_s", "{:.2f}"),
     ("CPU, start to outbox empty: Postgres (s)", "whole_postgres_cpu_s", "{:.2f}"),
@@ -220,6 +226,18 @@ SCENARIOS = (
         "answering 204",
         100_000,
         serve_env={"WEBHOOK_CONCURRENCY": "64"},
+        rows=RECEIPTS_DRAIN_ROWS,
+        receipts=True,
+        status_webhooks=True,
+        compared_to="instant-64",
+    ),
+    Scenario(
+        "receipts-drain-batched",
+        "receipts-drain with the stand-in posting the receipts that wait for a free POST together, up to "
+        "1,000 an array (--receipt-batch 1000)",
+        100_000,
+        serve_env={"WEBHOOK_CONCURRENCY": "64"},
+        provider_args=("--receipt-batch", "1000"),
         rows=RECEIPTS_DRAIN_ROWS,
         receipts=True,
         status_webhooks=True,
@@ -456,6 +474,7 @@ def wait_for_outbox(stack: Stack, n: int, started: float, last_commit: float) ->
         "events_per_s": delivered_events / (emptied - started) if delivered_events else 0.0,
         "delivered": delivered,
         "receipts_sent": stack.provider_stats()["receipts_sent"],
+        "receipt_requests": stack.provider_stats()["receipt_requests"],
         "events_received": receiver["received"],
     }
     if delivered_events < 2 * n:
