@@ -559,6 +559,10 @@ impl StatusEventSql for PostgresStore {
           WHERE id = $1 RETURNING ",
         event_columns!()
     );
+    const PUT_BACK_EVENTS: &'static str = "
+        UPDATE status_events
+           SET attempts = greatest(attempts - 1, 0), lease_expires_at = NULL, next_attempt_at = now(), last_error = $2
+         WHERE seq = ANY($1) AND status = 'pending' AND lease_expires_at > now()";
     const DELETE_DELIVERED_EVENTS: &'static str = "
         DELETE FROM status_events WHERE seq IN (
             SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < $1

@@ -599,6 +599,10 @@ impl StatusEventSql for SqliteStore {
           WHERE id = ?1 RETURNING ",
         event_columns!()
     );
+    const PUT_BACK_EVENTS: &'static str = "
+        UPDATE status_events
+           SET attempts = max(attempts - 1, 0), lease_expires_at = NULL, next_attempt_at = ?3, last_error = ?2
+         WHERE seq IN (SELECT value FROM json_each(?1)) AND status = 'pending' AND lease_expires_at > ?3";
     const DELETE_DELIVERED_EVENTS: &'static str = "
         DELETE FROM status_events WHERE seq IN (
             SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < ?1

@@ -121,6 +121,12 @@ pub trait StatusEventStore: Send + Sync + 'static {
     /// Event `id` back to `pending`, due now, with its id kept (a replay). `None` when there is none.
     async fn retry_event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError>;
 
+    /// Events `seqs`, leased to this instance and never POSTed (it is stopping), back due now: the lease
+    /// and the attempt it counted are given up, `why` is their last error. An event no longer pending
+    /// under a lease (its lease ran out, another instance took it) is left as it is. Returns how many
+    /// went back.
+    async fn put_back_events(&self, seqs: &[i64], why: &str) -> Result<u64, StoreError>;
+
     /// Deletes up to `limit` events delivered before `before` (oldest first). Returns how many went.
     async fn delete_delivered_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 
@@ -255,6 +261,9 @@ pub(super) trait StatusEventSql: Backend {
     const CLAIM_DUE_EVENTS: &'static str;
     /// Event `$1` (its id) back to `pending`, due now (and `Backend::clock`): its `EventRow`.
     const RETRY_EVENT: &'static str;
+    /// Events `$1` (a `Backend::ints` of seqs) back due now, with last error `$2`, one attempt fewer and
+    /// no lease, where still pending under an unexpired lease (and `Backend::clock`).
+    const PUT_BACK_EVENTS: &'static str;
     /// Deletes up to `$2` events delivered before `$1`, oldest first.
     const DELETE_DELIVERED_EVENTS: &'static str;
     /// Pending events, the age of the oldest in seconds, and failed events (`Backend::clock`).
@@ -320,6 +329,20 @@ where
             .await
             .map_err(db("replaying a status event"))?;
         row.map(StoredEvent::try_from).transpose()
+    }
+
+    async fn put_back_events(&self, seqs: &[i64], why: &str) -> Result<u64, StoreError> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(B::PUT_BACK_EVENTS)
+            .bind(B::ints(seqs))
+            .bind(why)
+            .clocked::<B>()
+            .execute(self.exec())
+            .await
+            .map_err(db("putting status events back"))?;
+        Ok(B::rows_affected(&done))
     }
 
     async fn delete_delivered_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {

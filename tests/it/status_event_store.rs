@@ -18,6 +18,7 @@ contract!(
     a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled,
     a_round_of_deliveries_is_recorded_by_one_call_and_each_event_ends_in_its_state,
     with_a_feed_an_event_is_handed_over_leased_unless_another_of_its_message_is_pending,
+    an_event_put_back_is_due_at_once_with_its_attempt_given_back_unless_it_is_no_longer_leased,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -321,4 +322,45 @@ async fn with_a_feed_an_event_is_handed_over_leased_unless_another_of_its_messag
     let more = finish_all(database, vec![sent(&format!("prov-{}", Uuid::new_v4()))]).await;
     let again = handed.try_recv().expect("room again");
     assert_eq!(again.events.iter().map(|e| e.message_id).collect::<Vec<_>>(), [more[0]]);
+}
+
+async fn an_event_put_back_is_due_at_once_with_its_attempt_given_back_unless_it_is_no_longer_leased(
+    database: &TestDatabase,
+) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let ids = finish_all(
+        database,
+        (0..3).map(|_| sent(&format!("prov-{}", Uuid::new_v4()))).collect(),
+    )
+    .await;
+    let claimed = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let seq_of = |id: Uuid| claimed.iter().find(|e| e.message_id == id).unwrap().seq;
+    events
+        .finish_events(&[(seq_of(ids[0]), EventDelivery::Delivered)])
+        .await
+        .unwrap();
+
+    // The delivered one is no longer leased: left as it is.
+    let put_back = events
+        .put_back_events(&[seq_of(ids[0]), seq_of(ids[1])], "not sent: stopping")
+        .await
+        .unwrap();
+    assert_eq!(put_back, 1);
+
+    let again = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        again.iter().map(|e| (e.message_id, e.attempts)).collect::<Vec<_>>(),
+        [(ids[1], 1)],
+        "due at once, its lease's attempt given back (then counted again by this claim); the third still leased"
+    );
+    let delivered = events
+        .list_events(Some(EventStatus::Delivered), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(delivered.iter().map(|e| e.message_id).collect::<Vec<_>>(), [ids[0]]);
+    let listed = events.list_events(None, 10, None).await.unwrap();
+    let put_back_event = listed.iter().find(|e| e.message_id == ids[1]).unwrap();
+    assert_eq!(put_back_event.last_error.as_deref(), Some("not sent: stopping"));
 }
