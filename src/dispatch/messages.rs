@@ -148,15 +148,13 @@ pub struct StopSending;
 #[rtype(result = "SchedulerState")]
 pub struct ShutDown;
 
-/// Shutdown (`Pipeline::drain`, once the sends are recorded) → status dispatcher: claim no more events,
-/// let the rounds under way finish within `grace`, and put the events handed over but not yet POSTed back
-/// due at once, for another instance (or this one's restart) instead of after their lease. Answers how
-/// many it put back.
+/// Shutdown (`Pipeline::drain`, once the sends are recorded) → status dispatcher: claim no more events
+/// and start no more POSTs; the events it holds unPOSTed go back due at once, for another instance (or
+/// this one's restart) instead of after their lease. Answers whether it is still busy (POSTs under way,
+/// or their recording, or a put-back); sent again until it is not.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<usize, crate::store::StoreError>")]
-pub struct StopDelivering {
-    pub grace: Duration,
-}
+#[rtype(result = "bool")]
+pub struct StopDelivering;
 
 /// API or control actor → scheduler: how it stands.
 #[derive(Debug, Message)]

@@ -352,14 +352,12 @@ impl Pipeline {
         };
         // After the sends: their results write the last events this instance is handed.
         if let Some(dispatcher) = &self.status_dispatcher {
-            let grace = deadline.saturating_duration_since(actix_rt::time::Instant::now());
-            match dispatcher.send(StopDelivering { grace }).await? {
-                Ok(0) => {}
-                Ok(put_back) => log::info!(put_back; "status events not yet sent put back for another instance"),
-                Err(error) => log::warn!(
-                    "could not put status events back, they go again after their lease: {}",
-                    crate::telemetry::error_chain(&error)
-                ),
+            while dispatcher.send(StopDelivering).await? {
+                if actix_rt::time::Instant::now() >= deadline {
+                    log::warn!("shutdown grace ran out with status events being sent: they go again after their lease");
+                    break;
+                }
+                actix_rt::time::sleep(DRAIN_POLL).await;
             }
         }
         Ok(in_flight)

@@ -13,10 +13,17 @@
 //! `BACKOFF_MAX`), until `STATUS_WEBHOOK_MAX_AGE` after it was written: then it is `failed`, for an
 //! operator's `POST /events/{id}/retry`. A crash mid-delivery leaves a lease that runs out, and the event
 //! goes again under the same id; a receiver drops the repeat by its `webhook-id`. A clean stop
-//! (`StopDelivering`) lets the rounds under way finish and puts the events handed over but not yet POSTed
-//! back due, so that they do not wait out their lease.
+//! (`StopDelivering`) claims no more and starts no more POSTs: the POSTs under way finish and are
+//! recorded, and every event this instance holds unPOSTed (handed over, or claimed) is put back due, so
+//! that it does not wait out its lease.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -44,8 +51,6 @@ const ROUNDS: usize = 2;
 /// many as the claimed rounds together, so that the feed's events wait no longer than claimed ones.
 const FEED_ROOM: usize = BATCH as usize * ROUNDS;
 const FEED_CONCURRENCY: usize = CONCURRENCY * ROUNDS;
-/// How often a stopping dispatcher looks whether its rounds are done.
-const STOP_POLL: Duration = Duration::from_millis(20);
 /// What an event put back at a clean stop records as its last error.
 const PUT_BACK: &str = "not sent: the instance it was handed to stopped";
 
@@ -83,17 +88,8 @@ pub struct StatusDispatcherActor {
     /// Events handed over and waiting for the next feed round.
     handed: Vec<HandedEvents>,
     feeding: bool,
-    stop: Stop,
-}
-
-/// Where a clean stop stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Running,
-    /// No new rounds; those under way finish, and events handed over meanwhile wait.
-    Stopping,
-    /// Events handed over are put back as they come.
-    Stopped,
+    /// Put-backs of handed events under way (a clean stop).
+    putting_back: usize,
 }
 
 struct Deliverer {
@@ -101,6 +97,8 @@ struct Deliverer {
     client: reqwest::Client,
     target: StatusWebhookTarget,
     metrics: Metrics,
+    /// Set by `StopDelivering`: no more claims, no more POSTs started.
+    stopping: AtomicBool,
 }
 
 impl StatusDispatcherActor {
@@ -121,18 +119,23 @@ impl StatusDispatcherActor {
                 client,
                 target,
                 metrics,
+                stopping: AtomicBool::new(false),
             }),
             rounds: 0,
             feed: Some(feed),
             handed: Vec::new(),
             feeding: false,
-            stop: Stop::Running,
+            putting_back: 0,
         })
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.deliverer.stopping.load(Ordering::Relaxed)
     }
 
     /// Starts a feed round with every event handed over so far, unless one is under way.
     fn deliver_handed(&mut self, ctx: &mut Context<Self>) {
-        if self.feeding || self.handed.is_empty() || self.stop != Stop::Running {
+        if self.feeding || self.handed.is_empty() || self.is_stopping() {
             return;
         }
         self.feeding = true;
@@ -162,7 +165,7 @@ impl StatusDispatcherActor {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.rounds >= ROUNDS || self.stop != Stop::Running {
+        if self.rounds >= ROUNDS || self.is_stopping() {
             return;
         }
         self.rounds += 1;
@@ -179,34 +182,48 @@ impl StatusDispatcherActor {
         );
     }
 
-    /// Resolves once no round is under way, or at `deadline`.
-    fn rounds_done_by(deadline: actix_rt::time::Instant) -> fut::LocalBoxActorFuture<Self, ()> {
-        fut::ready(())
-            .then(move |(), act: &mut Self, _| {
-                if (act.feeding || act.rounds > 0) && actix_rt::time::Instant::now() < deadline {
-                    fut::wrap_future(actix_rt::time::sleep(STOP_POLL))
-                        .then(move |(), _, _| Self::rounds_done_by(deadline))
-                        .boxed_local()
-                } else {
-                    fut::ready(()).boxed_local()
+    /// Puts `handed` back due (a clean stop); `StopDelivering` answers busy until it is done.
+    fn put_back(&mut self, handed: Vec<HandedEvents>, ctx: &mut Context<Self>) {
+        let seqs: Vec<i64> = handed
+            .iter()
+            .flat_map(|handed| &handed.events)
+            .map(|event| event.seq)
+            .collect();
+        if seqs.is_empty() {
+            return;
+        }
+        self.putting_back += 1;
+        let deliverer = Arc::clone(&self.deliverer);
+        ctx.spawn(
+            async move {
+                let result = deliverer.store.put_back_events(&seqs, PUT_BACK).await;
+                drop(handed);
+                result
+            }
+            .into_actor(self)
+            .map(|result, act, _| {
+                act.putting_back -= 1;
+                match result {
+                    Ok(put_back) => log::info!(put_back; "status events not yet sent put back for another instance"),
+                    // Leased: they go again when the lease runs out, by the claim.
+                    Err(error) => log::warn!(
+                        "could not put status events back, they go again after their lease: {}",
+                        error_chain(&error)
+                    ),
                 }
-            })
-            .boxed_local()
+            }),
+        );
     }
 }
 
 impl Handler<StopDelivering> for StatusDispatcherActor {
-    type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
+    type Result = bool;
 
-    fn handle(&mut self, stop: StopDelivering, _: &mut Self::Context) -> Self::Result {
-        self.stop = Stop::Stopping;
-        let deadline = actix_rt::time::Instant::now() + stop.grace;
-        Box::pin(Self::rounds_done_by(deadline).then(|(), act, _| {
-            act.stop = Stop::Stopped;
-            let handed = std::mem::take(&mut act.handed);
-            let deliverer = Arc::clone(&act.deliverer);
-            fut::wrap_future(async move { deliverer.put_back(handed).await })
-        }))
+    fn handle(&mut self, _: StopDelivering, ctx: &mut Self::Context) -> bool {
+        self.deliverer.stopping.store(true, Ordering::Relaxed);
+        let handed = std::mem::take(&mut self.handed);
+        self.put_back(handed, ctx);
+        self.feeding || self.rounds > 0 || self.putting_back > 0
     }
 }
 
@@ -216,6 +233,7 @@ struct Round {
     delivered: usize,
     retrying: usize,
     failed: usize,
+    put_back: usize,
 }
 
 impl Deliverer {
@@ -224,7 +242,7 @@ impl Deliverer {
         // A round records its outcomes when its last POST is done: up to `BATCH / CONCURRENCY` timeouts
         // one after the other. The lease outlasts that, or another replica would claim them meanwhile.
         let lease = lease(self.target.timeout);
-        loop {
+        while !self.stopping.load(Ordering::Relaxed) {
             let events = self.store.claim_due_events(BATCH, lease).await?;
             if events.is_empty() {
                 return Ok(());
@@ -235,20 +253,31 @@ impl Deliverer {
                 return Ok(());
             }
         }
+        Ok(())
     }
 
-    /// POSTs `events`, `concurrency` at once, and records what each came to in one commit.
+    /// POSTs `events`, `concurrency` at once, and records what each came to in one commit; once the
+    /// dispatcher is stopping, those not yet POSTed are put back instead.
     async fn deliver_all(&self, events: Vec<StoredEvent>, concurrency: usize) -> Result<(), StoreError> {
-        let deliveries: Vec<(i64, EventDelivery)> = stream::iter(events)
+        let outcomes: Vec<(i64, Option<EventDelivery>)> = stream::iter(events)
             .map(|event| async move {
-                let delivery = self.deliver(&event).await;
-                (event.seq, delivery)
+                if self.stopping.load(Ordering::Relaxed) {
+                    return (event.seq, None);
+                }
+                (event.seq, Some(self.deliver(&event).await))
             })
             .buffer_unordered(concurrency)
             .collect()
             .await;
         let mut round = Round::default();
-        for (_, delivery) in &deliveries {
+        let mut deliveries = Vec::with_capacity(outcomes.len());
+        let mut not_posted = Vec::new();
+        for (seq, delivery) in outcomes {
+            let Some(delivery) = delivery else {
+                round.put_back += 1;
+                not_posted.push(seq);
+                continue;
+            };
             let outcome = match delivery {
                 EventDelivery::Delivered => {
                     round.delivered += 1;
@@ -264,33 +293,16 @@ impl Deliverer {
                 }
             };
             self.metrics.status_events_total.with_label_values(&[outcome]).inc();
+            deliveries.push((seq, delivery));
         }
         // One commit for the round: a commit per event held the outbox to the database's commit rate.
         self.store.finish_events(&deliveries).await?;
+        self.store.put_back_events(&not_posted, PUT_BACK).await?;
         log::info!(
-            delivered = round.delivered, retrying = round.retrying, failed = round.failed;
+            delivered = round.delivered, retrying = round.retrying, failed = round.failed, put_back = round.put_back;
             "status events sent"
         );
         Ok(())
-    }
-
-    /// Makes the events of `handed` due at once, their leases given up: none of them was POSTed.
-    async fn put_back(&self, handed: Vec<HandedEvents>) -> Result<usize, StoreError> {
-        let deliveries: Vec<(i64, EventDelivery)> = handed
-            .iter()
-            .flat_map(|handed| &handed.events)
-            .map(|event| {
-                let delivery = EventDelivery::RetryIn {
-                    delay: Duration::ZERO,
-                    error: PUT_BACK.to_owned(),
-                };
-                (event.seq, delivery)
-            })
-            .collect();
-        if !deliveries.is_empty() {
-            self.store.finish_events(&deliveries).await?;
-        }
-        Ok(deliveries.len())
     }
 
     /// One POST of `event`, judged.
@@ -346,17 +358,8 @@ impl Actor for StatusDispatcherActor {
 
 impl StreamHandler<HandedEvents> for StatusDispatcherActor {
     fn handle(&mut self, handed: HandedEvents, ctx: &mut Self::Context) {
-        if self.stop == Stop::Stopped {
-            let deliverer = Arc::clone(&self.deliverer);
-            ctx.spawn(
-                async move {
-                    if let Err(error) = deliverer.put_back(vec![handed]).await {
-                        // Leased: they go again when the lease runs out, by the claim.
-                        log::warn!("could not put status events back: {}", error_chain(&error));
-                    }
-                }
-                .into_actor(self),
-            );
+        if self.is_stopping() {
+            self.put_back(vec![handed], ctx);
             return;
         }
         self.handed.push(handed);

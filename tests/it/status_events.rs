@@ -277,10 +277,11 @@ async fn events_still_pending_when_an_instance_stops_are_delivered_by_the_next_o
 
 #[actix_web::test]
 async fn a_clean_stop_finishes_the_event_being_posted_and_puts_back_the_one_handed_over_meanwhile() {
-    // Answers after a second: the first event's POST is under way while the second is handed over.
+    // Answers after 3 s (the grace is 10 s): the first event's POST is under way while the second is
+    // handed over and the stop begins.
     let slow = MockServer::start().await;
     Mock::given(matchers::method("POST"))
-        .respond_with(ResponseTemplate::new(204).set_delay(std::time::Duration::from_secs(1)))
+        .respond_with(ResponseTemplate::new(204).set_delay(std::time::Duration::from_secs(3)))
         .mount(&slow)
         .await;
     let app = with_status_webhooks(&slow).spawn().await;
@@ -296,17 +297,24 @@ async fn a_clean_stop_finishes_the_event_being_posted_and_puts_back_the_one_hand
 
     app.shutdown().await.unwrap();
 
-    let rows: Vec<(String, Option<chrono::DateTime<Utc>>, Option<String>)> =
-        sqlx::query_as("SELECT status, lease_expires_at, last_error FROM status_events ORDER BY seq")
+    // status, lease_expires_at, last_error, attempts
+    type EventRow = (String, Option<chrono::DateTime<Utc>>, Option<String>, i32);
+    let rows: Vec<EventRow> =
+        sqlx::query_as("SELECT status, lease_expires_at, last_error, attempts FROM status_events ORDER BY seq")
             .fetch_all(database.pg())
             .await
             .unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[0].0, "delivered", "the POST under way finished within the grace");
     assert_eq!(
-        (rows[1].0.as_str(), rows[1].1, rows[1].2.as_deref()),
-        ("pending", None, Some("not sent: the instance it was handed to stopped")),
-        "put back due, not left leased to the stopped instance"
+        (rows[1].0.as_str(), rows[1].1, rows[1].2.as_deref(), rows[1].3),
+        (
+            "pending",
+            None,
+            Some("not sent: the instance it was handed to stopped"),
+            0
+        ),
+        "put back due, not left leased to the stopped instance, no attempt counted"
     );
     assert_eq!(
         slow.received_requests().await.unwrap().len(),
