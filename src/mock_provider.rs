@@ -448,10 +448,13 @@ async fn receive(request: HttpRequest, body: web::Bytes, shared: web::Data<Share
         let receipts = Arc::clone(&shared);
         if rand::random::<f64>() < config.early_receipt_rate {
             // Before the 202 leaves: the service may not have recorded the send when it arrives. Only the
-            // first POST holds the answer back, and not for long; its retries and the duplicate go on behind it.
-            let first = actix_rt::time::timeout(EARLY_RECEIPT_WAIT, report.post(&shared))
-                .await
-                .unwrap_or(Posted::TryAgain);
+            // first POST holds the answer back, and not for long: past that it goes on behind the answer
+            // (not again), as do its retries and the duplicate.
+            let mut pending = report.queue(&shared);
+            let first = match actix_rt::time::timeout(EARLY_RECEIPT_WAIT, &mut pending).await {
+                Ok(verdict) => FirstPost::Done(verdict.unwrap_or(Posted::TryAgain)),
+                Err(_) => FirstPost::Pending(pending),
+            };
             actix_rt::spawn(async move { report.deliver(&receipts, Some(first)).await });
         } else {
             let delay = config.receipt_delay;
@@ -501,6 +504,12 @@ struct Report {
     copies: u32,
 }
 
+/// The first copy's POST, made before `Report::deliver` (an early receipt): its verdict, or the wait for it.
+enum FirstPost {
+    Done(Posted),
+    Pending(tokio::sync::oneshot::Receiver<Posted>),
+}
+
 /// What the receiver made of one POST of a receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Posted {
@@ -548,13 +557,14 @@ impl Report {
 
     /// Sends every copy, each until it is taken or given up; `first` is a POST of the first copy
     /// already made.
-    async fn deliver(self, shared: &Shared, mut first: Option<Posted>) {
+    async fn deliver(self, shared: &Shared, mut first: Option<FirstPost>) {
         for _ in 0..self.copies {
             let started = std::time::Instant::now();
             let mut wait = RECEIPT_RETRY_MIN;
             loop {
                 let posted = match first.take() {
-                    Some(posted) => posted,
+                    Some(FirstPost::Done(posted)) => posted,
+                    Some(FirstPost::Pending(pending)) => pending.await.unwrap_or(Posted::TryAgain),
                     None => self.post(shared).await,
                 };
                 match posted {
@@ -576,17 +586,20 @@ impl Report {
 
     /// One POST of the receipt to where receipts go now, alone or beside others (`carry_receipts`).
     async fn post(&self, shared: &Shared) -> Posted {
+        self.queue(shared).await.unwrap_or(Posted::TryAgain)
+    }
+
+    /// Queues one POST of the receipt; the verdict on it comes through the receiver. The courier
+    /// answers every parcel it takes, and goes only with the stand-in (a parcel it cannot take is
+    /// dropped, verdict and all: the receiver reads that as an error).
+    fn queue(&self, shared: &Shared) -> tokio::sync::oneshot::Receiver<Posted> {
         let (verdict, posted) = tokio::sync::oneshot::channel();
-        let parcel = Parcel {
+        let _ = shared.outgoing.send(Parcel {
             message_id: self.message_id.clone(),
             body: Arc::clone(&self.body),
             verdict,
-        };
-        if shared.outgoing.send(parcel).is_err() {
-            return Posted::TryAgain;
-        }
-        // The courier answers every parcel it takes; it goes only with the stand-in.
-        posted.await.unwrap_or(Posted::TryAgain)
+        });
+        posted
     }
 }
 

@@ -267,7 +267,7 @@ async fn with_a_receipt_batch_the_receipts_waiting_for_a_free_post_go_together_a
     // Slow enough that every POST is taken while the rest of the receipts fall due.
     let receiver = MockServer::start().await;
     Mock::given(matchers::method("POST"))
-        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_millis(500)))
+        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(2)))
         .mount(&receiver)
         .await;
     let provider = MockProvider::start(MockProviderConfig {
