@@ -352,12 +352,22 @@ impl Pipeline {
         };
         // After the sends: their results write the last events this instance is handed.
         if let Some(dispatcher) = &self.status_dispatcher {
-            while dispatcher.send(StopDelivering).await? {
-                if actix_rt::time::Instant::now() >= deadline {
-                    log::warn!("shutdown grace ran out with status events being sent: they go again after their lease");
-                    break;
+            loop {
+                match dispatcher.send(StopDelivering).await {
+                    Ok(false) => break,
+                    Ok(true) if actix_rt::time::Instant::now() < deadline => actix_rt::time::sleep(DRAIN_POLL).await,
+                    Ok(true) => {
+                        log::warn!(
+                            "shutdown grace ran out with status events being sent: they go again after their lease"
+                        );
+                        break;
+                    }
+                    // Its events are leased: they go again after their lease.
+                    Err(error) => {
+                        log::warn!("the status dispatcher is gone: {error}");
+                        break;
+                    }
                 }
-                actix_rt::time::sleep(DRAIN_POLL).await;
             }
         }
         Ok(in_flight)
