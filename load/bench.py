@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -342,9 +343,14 @@ def main() -> int:
         print(f"insider-messaging bench: {', '.join(selected)}; {args.runs} runs of each", flush=True)
         print(
             f"machine: {about['cpu']}, {about['cores']} cores, {about['memory']}, Linux {about['kernel']}, "
-            f"PostgreSQL {about['postgres']}; commit {about['commit']}",
+            f"PostgreSQL {about['postgres']}; scripts at commit {about['commit']}",
             flush=True,
         )
+        # The binary may be another commit's (--binary): what it says of itself, and when it was built.
+        version = subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout.strip()
+        built = datetime.fromtimestamp(binary.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        about["binary"] = f"{binary} ({version or 'no --version'}, built {built})"
+        print(f"binary: {about['binary']}", flush=True)
         scenarios = {name: bench_scenarios.BY_NAME.get(name) for name in selected}
         needs_ceiling = any(name == DRAIN or scenario.against_ceiling for name, scenario in scenarios.items())
         needs_apalis = any(scenario and scenario.baseline_of for scenario in scenarios.values())
