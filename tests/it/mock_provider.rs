@@ -35,6 +35,17 @@ async fn post_at_once(provider: &MockProvider, n: usize) -> Vec<(u16, Value, Opt
     join_all((0..n).map(|i| async move { post(provider, &format!("key-{i}"), None).await })).await
 }
 
+/// The JSON bodies `receiver` was sent, in order.
+async fn bodies(receiver: &MockServer) -> Vec<Value> {
+    receiver
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|request| request.body_json().unwrap())
+        .collect()
+}
+
 async fn get_stats(provider: &MockProvider) -> Stats {
     get_json(provider, "/stats").await
 }
@@ -218,13 +229,7 @@ async fn a_receipt_the_receiver_fails_is_posted_again_until_it_is_taken_and_list
             acknowledged: 1,
         }]
     );
-    let bodies: Vec<Value> = receiver
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|request| request.body_json().unwrap())
-        .collect();
+    let bodies = bodies(&receiver).await;
     assert_eq!(bodies.len(), 3);
     assert!(
         bodies.iter().all(|body| body == &bodies[0]),
@@ -285,13 +290,7 @@ async fn with_a_receipt_batch_the_receipts_waiting_for_a_free_post_go_together_a
         (reported.len() == 100 && reported.iter().all(|delivery| delivery.acknowledged == 1)).then_some(())
     })
     .await;
-    let bodies: Vec<Value> = receiver
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|request| request.body_json().unwrap())
-        .collect();
+    let bodies = bodies(&receiver).await;
     let mut posted: Vec<String> = bodies
         .iter()
         .flat_map(|body| match body {
