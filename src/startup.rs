@@ -6,12 +6,7 @@
 
 use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{
-    App, HttpServer,
-    dev::Server,
-    middleware::{self, Logger},
-    web,
-};
+use actix_web::{App, HttpServer, dev::Server, middleware, web};
 use anyhow::Context as _;
 use futures_util::future::{Either, select};
 
@@ -104,7 +99,7 @@ impl Application {
                 .wrap(middleware::from_fn(api::cross_site::refuse_cross_site))
                 .wrap(middleware::from_fn(api::body_timeout::bound_body_time))
                 .wrap(middleware::from_fn(api::request_metrics::record_request))
-                .wrap(Logger::new("%r %s %Dms").exclude("/healthz").exclude("/metrics"))
+                .wrap(api::access_log::logger())
                 .configure(api::configure(state.clone()))
         })
         // Signals are ours: shutdown must drain the pipeline before the server stops.

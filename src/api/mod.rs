@@ -1,5 +1,6 @@
 //! The HTTP API: the route table, and what every handler shares.
 
+pub mod access_log;
 pub mod auth;
 pub mod body_timeout;
 pub mod callback_auth;
