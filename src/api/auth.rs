@@ -46,14 +46,14 @@ pub async fn require_api_key(
     // The provider's callbacks carry CALLBACK_AUTH_KEY instead, checked by their handlers.
     let open = OPEN_PATHS.contains(&path)
         || OPEN_FOLDERS.iter().any(|folder| path.starts_with(folder))
-        || callback_auth::is_callback(request.method(), path);
+        || callback_auth::skips_api_key(request.method(), path, state.callback_auth_key.is_some());
     if let Some(expected) = state.api_key.as_ref().filter(|_| !open) {
         let headers = request.headers();
         let presented = headers.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {
             headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(bearer_token)
         });
         if !presented.is_some_and(|key| expected.matches(key.trim())) {
             state.metrics.auth_failures_total.inc();
@@ -68,4 +68,24 @@ pub async fn require_api_key(
         }
     }
     Ok(next.call(request).await?.map_into_left_body())
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme's name in any case (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_named_in_any_case() {
+        assert_eq!(bearer_token("Bearer k3y"), Some("k3y"));
+        assert_eq!(bearer_token("bearer k3y"), Some("k3y"));
+        assert_eq!(bearer_token("BEARER k3y"), Some("k3y"));
+        assert_eq!(bearer_token("Basic k3y"), None);
+        assert_eq!(bearer_token("Bearerk3y"), None);
+    }
 }

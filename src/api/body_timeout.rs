@@ -5,7 +5,8 @@
 //! Only the body read is bounded, not the handler: a deadline around the whole handler would also cut a
 //! slow database write after it committed, and the client would retry something already stored. The
 //! request's payload is wrapped in a stream that fails with `BodyTimedOut` once the deadline passes; the
-//! JSON extractor hands that up and `error.rs` answers 408 `body_timeout`, closing the connection.
+//! JSON extractor (or `callback_body.rs`) hands that up and `error.rs` answers 408 `body_timeout`, closing
+//! the connection.
 
 use std::{future::Future, io, pin::Pin, task::Poll, time::Duration};
 
@@ -13,7 +14,7 @@ use actix_web::{
     Error, HttpMessage,
     body::MessageBody,
     dev::{Payload, ServiceRequest, ServiceResponse},
-    error::{JsonPayloadError, PayloadError},
+    error::PayloadError,
     middleware::Next,
 };
 use futures_util::Stream;
@@ -27,9 +28,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct BodyTimedOut(Duration);
 
 /// The bound a body missed, when that is why `error` happened.
-pub fn limit_of(error: &JsonPayloadError) -> Option<Duration> {
+pub fn limit_of(error: &PayloadError) -> Option<Duration> {
     match error {
-        JsonPayloadError::Payload(PayloadError::Io(io)) => io.get_ref()?.downcast_ref::<BodyTimedOut>().map(|t| t.0),
+        PayloadError::Io(io) => io.get_ref()?.downcast_ref::<BodyTimedOut>().map(|t| t.0),
         _ => None,
     }
 }
@@ -86,7 +87,7 @@ mod tests {
         let Some(Err(error)) = payload.next().await else {
             panic!("a stalled body must fail");
         };
-        let limit = limit_of(&JsonPayloadError::Payload(error));
+        let limit = limit_of(&error);
         assert_eq!(limit, Some(Duration::from_millis(10)));
         assert!(payload.next().await.is_none(), "nothing follows the failure");
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::{
     HttpResponse, ResponseError,
-    error::{JsonPayloadError, PathError, QueryPayloadError},
+    error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError},
     http::StatusCode,
 };
 use serde::Serialize;
@@ -157,10 +157,17 @@ impl From<JsonPayloadError> for ApiError {
             }
             JsonPayloadError::ContentType => Self::UnsupportedMediaType,
             JsonPayloadError::Deserialize(e) => Self::MalformedBody(format!("the request body is not valid JSON: {e}")),
-            other => match body_timeout::limit_of(&other) {
-                Some(limit) => Self::BodyTimeout(limit),
-                None => Self::MalformedBody(format!("the request body could not be read: {other}")),
-            },
+            JsonPayloadError::Payload(payload) => payload.into(),
+            other => Self::MalformedBody(format!("the request body could not be read: {other}")),
+        }
+    }
+}
+
+impl From<PayloadError> for ApiError {
+    fn from(error: PayloadError) -> Self {
+        match body_timeout::limit_of(&error) {
+            Some(limit) => Self::BodyTimeout(limit),
+            None => Self::MalformedBody(format!("the request body could not be read: {error}")),
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod auth;
 pub mod body_timeout;
 pub mod callback_auth;
+pub mod callback_body;
 pub mod cross_site;
 pub mod docs;
 pub mod error;
@@ -85,10 +86,9 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut ServiceConfig) 
             .service(routes::messages::get_one)
             .service(routes::operator::retry)
             .service(routes::operator::cancel)
-            // A resource of its own for its larger body limit; the key is checked before the body is read.
+            // The key is checked before the body is read (`callback_body.rs`).
             .service(
                 web::resource("/receipts")
-                    .app_data(web::PayloadConfig::new(routes::receipts::MAX_BODY_BYTES))
                     .route(web::post().to(routes::receipts::receive))
                     .route(web::get().to(routes::receipts::list))
                     .default_service(web::to(no_route)),

@@ -138,3 +138,58 @@ async fn inbound_takes_only_the_callback_key_and_its_list_only_the_api_key() {
     let (_, list) = call(&app, "GET", "/opt-outs", &[("x-api-key", API_KEY)], None).await;
     assert_eq!(list["items"], json!([]), "nothing refused changed the list");
 }
+
+#[actix_web::test]
+async fn without_a_callback_key_a_reply_takes_the_api_key_like_any_route() {
+    let app = TestApp::builder().var("API_KEY", API_KEY).spawn().await;
+    let body = json!({"from": NUMBER, "content": "STOP"});
+    let (status, _) = call(&app, "POST", "/inbound", &[], Some(body.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, stored) = call(&app, "POST", "/inbound", &[("x-api-key", API_KEY)], Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    assert_eq!(stored["action"], "opt_out");
+}
+
+#[actix_web::test]
+async fn a_reply_with_a_nul_is_kept_without_its_control_characters() {
+    let app = spawn().await;
+    let stored = reply(&app, "STOP\u{0}\u{7}\nthanks").await;
+    assert_eq!(stored["content"], "STOP\nthanks");
+    let (_, list) = call(&app, "GET", "/inbound", &[("x-api-key", API_KEY)], None).await;
+    assert_eq!(list["items"][0]["content"], "STOP\nthanks");
+}
+
+#[actix_web::test]
+async fn the_key_is_asked_before_the_body_is_read() {
+    let app = spawn().await;
+    let oversized = format!("{{\"from\":\"{NUMBER}\",\"content\":\"{}\"}}", "a".repeat(40_000));
+    let (status, answer) = app
+        .request(
+            "POST",
+            "/inbound",
+            &[],
+            Some((Some("application/json"), oversized.as_bytes())),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let key = [("x-ins-auth-key", CALLBACK_KEY)];
+    let (status, answer) = app
+        .request(
+            "POST",
+            "/inbound",
+            &key,
+            Some((Some("application/json"), oversized.as_bytes())),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+    );
+    let (status, answer) = app
+        .request("POST", "/inbound", &key, Some((Some("text/plain"), b"STOP")))
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
+    );
+}

@@ -268,6 +268,29 @@ async fn receipts_need_the_callback_key_not_the_api_key() {
 }
 
 #[actix_web::test]
+async fn the_callback_key_is_asked_before_the_body_is_read() {
+    let app = tracked().spawn().await;
+    // Over the 1 MiB a request may hold: without the key, the answer is the 401, not the 413.
+    let oversized = serde_json::to_vec(&vec![receipt("prov-x", "delivered", Utc::now()); 12_000]).unwrap();
+    assert!(oversized.len() > 1024 * 1024);
+    let (status, answer) = app
+        .request("POST", "/receipts", &[], Some((Some("application/json"), &oversized)))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let key = [("x-ins-auth-key", CALLBACK_KEY)];
+    let (status, answer) = app
+        .request("POST", "/receipts", &key, Some((Some("application/json"), &oversized)))
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")),
+        "a JSON answer like every route's"
+    );
+    let (_, page) = app.request("GET", "/receipts", &[], None).await;
+    assert_eq!(page["items"], json!([]), "nothing stored");
+}
+
+#[actix_web::test]
 async fn receipts_are_refused_with_503_naming_the_setting_when_no_callback_key_is_set() {
     let app = TestApp::spawn().await;
     let (status, body) = post_receipts(&app, &receipt("prov-x", "delivered", Utc::now()), Some("anything")).await;

@@ -12,8 +12,9 @@ use uuid::Uuid;
 use super::page;
 use crate::{
     api::{
-        AppState,
+        AppState, MAX_BODY_BYTES,
         callback_auth::require_callback_key,
+        callback_body::json_body,
         error::{ApiError, ErrorBody},
     },
     domain::{InboundAction, PhoneNumber},
@@ -111,10 +112,11 @@ pub struct InboundQuery {
 pub async fn receive(
     request: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<Value>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     require_callback_key(&state, &request)?;
-    let Value::Object(fields) = &*body else {
+    let body = json_body(&request, payload, MAX_BODY_BYTES).await?;
+    let Value::Object(fields) = &body else {
         return Err(ApiError::MalformedBody(
             "a reply must be a JSON object with \"from\" and \"content\"".to_owned(),
         ));
@@ -125,7 +127,12 @@ pub async fn receive(
         Some(_) => Err(ApiError::invalid(name, "must be a string")),
     };
     let from = PhoneNumber::parse(text("from")?).map_err(|e| ApiError::invalid("from", e.to_string()))?;
-    let content = text("content")?;
+    // A reply is kept whatever the phone put in it, but control characters other than line breaks and
+    // tabs are dropped: Postgres cannot store a NUL, and the provider would retry the reply forever.
+    let content: String = text("content")?
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+        .collect();
     if content.chars().count() > CONTENT_MAX_CHARS {
         return Err(ApiError::invalid(
             "content",
@@ -139,7 +146,7 @@ pub async fn receive(
             .with_timezone(&Utc),
         Some(_) => return Err(ApiError::invalid("at", "must be a string")),
     };
-    let action = InboundAction::of(content);
+    let action = InboundAction::of(&content);
     match action {
         InboundAction::OptOut => {
             state.opt_outs.add_opt_out(&from).await?;
@@ -155,7 +162,7 @@ pub async fn receive(
         .inbound
         .record_inbound(&InboundReply {
             from: from.as_ref(),
-            content,
+            content: &content,
             at,
             action,
         })

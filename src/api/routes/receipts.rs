@@ -15,6 +15,7 @@ use crate::{
     api::{
         AppState,
         callback_auth::require_callback_key,
+        callback_body::json_body,
         error::{ApiError, ErrorBody},
     },
     domain::{ERROR_MAX_CHARS, ProviderMessageId, Receipt, ReceiptStatus},
@@ -143,18 +144,18 @@ fn parse_receipt(item: &Value) -> Result<Receipt, ApiError> {
          example = json!({"error": "invalid_field", "message": "status: receipt 3: must be one of accepted, buffered, delivered, undelivered, got \"sent\"", "field": "status"})),
         (status = 401, description = "`x-ins-auth-key` is missing or wrong", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 503, description = "`CALLBACK_AUTH_KEY` is not set (receipts are not tracked), or the database is unavailable", body = ErrorBody),
     )
 )]
 pub async fn receive(
     request: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // The key before the body: a caller without it learns nothing about what a receipt must hold.
     require_callback_key(&state, &request)?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::MalformedBody(format!("the request body is not valid JSON: {e}")))?;
+    let body = json_body(&request, payload, MAX_BODY_BYTES).await?;
     let receipts = parse_receipts(&body)?;
     let stored = receipts.len();
     let statuses: Vec<ReceiptStatus> = receipts.iter().map(|receipt| receipt.status).collect();
