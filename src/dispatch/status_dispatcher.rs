@@ -32,7 +32,7 @@ use futures_util::{StreamExt, stream};
 use super::{messages::StopDelivering, retry::RetryPolicy, status_signature::StatusSigner};
 use crate::{
     metrics::Metrics,
-    store::{EventDelivery, EventFeed, HandedEvents, StatusEventStore, StoreError, StoredEvent},
+    store::{EventDelivery, EventFeed, HandedEvents, HeldEvent, StatusEventStore, StoreError, StoredEvent},
     telemetry::error_chain,
 };
 
@@ -184,19 +184,19 @@ impl StatusDispatcherActor {
 
     /// Puts `handed` back due (a clean stop); `StopDelivering` answers busy until it is done.
     fn put_back(&mut self, handed: Vec<HandedEvents>, ctx: &mut Context<Self>) {
-        let seqs: Vec<i64> = handed
+        let held: Vec<HeldEvent> = handed
             .iter()
             .flat_map(|handed| &handed.events)
-            .map(|event| event.seq)
+            .map(StoredEvent::held)
             .collect();
-        if seqs.is_empty() {
+        if held.is_empty() {
             return;
         }
         self.putting_back += 1;
         let deliverer = Arc::clone(&self.deliverer);
         ctx.spawn(
             async move {
-                let result = deliverer.store.put_back_events(&seqs, PUT_BACK).await;
+                let result = deliverer.store.put_back_events(&held, PUT_BACK).await;
                 drop(handed);
                 result
             }
@@ -259,12 +259,12 @@ impl Deliverer {
     /// POSTs `events`, `concurrency` at once, and records what each came to in one commit; once the
     /// dispatcher is stopping, those not yet POSTed are put back instead.
     async fn deliver_all(&self, events: Vec<StoredEvent>, concurrency: usize) -> Result<(), StoreError> {
-        let outcomes: Vec<(i64, Option<EventDelivery>)> = stream::iter(events)
+        let outcomes: Vec<(HeldEvent, Option<EventDelivery>)> = stream::iter(events)
             .map(|event| async move {
                 if self.stopping.load(Ordering::Relaxed) {
-                    return (event.seq, None);
+                    return (event.held(), None);
                 }
-                (event.seq, Some(self.deliver(&event).await))
+                (event.held(), Some(self.deliver(&event).await))
             })
             .buffer_unordered(concurrency)
             .collect()
@@ -272,10 +272,10 @@ impl Deliverer {
         let mut round = Round::default();
         let mut deliveries = Vec::with_capacity(outcomes.len());
         let mut not_posted = Vec::new();
-        for (seq, delivery) in outcomes {
+        for (held, delivery) in outcomes {
             let Some(delivery) = delivery else {
                 round.put_back += 1;
-                not_posted.push(seq);
+                not_posted.push(held);
                 continue;
             };
             let outcome = match delivery {
@@ -293,7 +293,7 @@ impl Deliverer {
                 }
             };
             self.metrics.status_events_total.with_label_values(&[outcome]).inc();
-            deliveries.push((seq, delivery));
+            deliveries.push((held, delivery));
         }
         // One commit for the round: a commit per event held the outbox to the database's commit rate.
         self.store.finish_events(&deliveries).await?;

@@ -80,7 +80,7 @@ pub use receipts::{
 };
 pub use sqlite::SqliteStore;
 pub use status_events::{
-    EventDelivery, EventFeed, EventStatus, HandedEvents, OutboxStats, StatusEventStore, StoredEvent,
+    EventDelivery, EventFeed, EventStatus, HandedEvents, HeldEvent, OutboxStats, StatusEventStore, StoredEvent,
 };
 use uuid::Uuid;
 

@@ -15,7 +15,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, MessageStore, MinuteActivity, PageCursor,
+    Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, HeldEvent, MessageStore, MinuteActivity, PageCursor,
     QueuePlace, QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
     status_events::{self, EventFeed, EventOutbox, EventWriter, StatusEventSql},
@@ -560,9 +560,11 @@ impl StatusEventSql for PostgresStore {
         event_columns!()
     );
     const PUT_BACK_EVENTS: &'static str = "
-        UPDATE status_events
-           SET attempts = greatest(attempts - 1, 0), lease_expires_at = NULL, next_attempt_at = now(), last_error = $2
-         WHERE seq = ANY($1) AND status = 'pending' AND lease_expires_at > now()";
+        UPDATE status_events e
+           SET attempts = greatest(e.attempts - 1, 0), lease_expires_at = NULL, next_attempt_at = now(),
+               last_error = $3
+          FROM unnest($1::bigint[], $2::bigint[]) AS h(seq, attempt)
+         WHERE e.seq = h.seq AND e.attempts = h.attempt AND e.status = 'pending' AND e.lease_expires_at > now()";
     const DELETE_DELIVERED_EVENTS: &'static str = "
         DELETE FROM status_events WHERE seq IN (
             SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < $1
@@ -573,20 +575,23 @@ impl StatusEventSql for PostgresStore {
                count(*) FILTER (WHERE status = 'failed')
           FROM status_events WHERE status IN ('pending', 'failed')";
 
-    async fn record_deliveries(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError> {
-        let (mut seqs, mut statuses, mut retry_ins, mut errors) = (vec![], vec![], vec![], vec![]);
-        for (seq, delivery) in deliveries {
+    async fn record_deliveries(&self, deliveries: &[(HeldEvent, EventDelivery)]) -> Result<(), StoreError> {
+        let (mut seqs, mut statuses, mut retry_ins, mut errors, mut attempts) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (held, delivery) in deliveries {
             let (status, retry_in, error) = rows::event_delivery_row(delivery);
-            seqs.push(*seq);
+            seqs.push(held.seq);
             statuses.push(status);
             retry_ins.push(retry_in.map(|delay| delay.as_secs_f64()));
             errors.push(error);
+            attempts.push(i32::try_from(held.attempt).unwrap_or(i32::MAX));
         }
         sqlx::query(FINISH_EVENTS)
             .bind(&seqs)
             .bind(&statuses)
             .bind(&retry_ins)
             .bind(&errors)
+            .bind(&attempts)
             .execute(&self.pool)
             .await
             .map_err(db("recording status event deliveries"))?;

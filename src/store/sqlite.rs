@@ -18,7 +18,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, MessageStore, MinuteActivity, PageCursor,
+    Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, HeldEvent, MessageStore, MinuteActivity, PageCursor,
     QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
     status_events::{self, EventFeed, EventOutbox, EventWriter, StatusEventSql},
@@ -49,13 +49,22 @@ const FINISH_CLAIM: &str = include_str!("sqlite/finish_claim.sql");
 /// Receipt `?1` applied to message `?2` at `?3`, then settled by `SETTLE_APPLIED_RECEIPT`: see the files.
 const APPLY_RECEIPT: &str = include_str!("sqlite/apply_receipt.sql");
 const SETTLE_APPLIED_RECEIPT: &str = include_str!("sqlite/settle_applied_receipt.sql");
-/// Event `?1` (its `seq`) to status `?2`, due again `?3` µs after `?5` (now) when given, with error `?4`.
+/// Event `?1` (its `seq`), held at attempt `?6`, to status `?2`, due again `?3` µs after `?5` (now) when
+/// given, with error `?4`; left as it is when no longer pending at that attempt (see
+/// `postgres/finish_events.sql`). Its id and message when it was recorded.
 const FINISH_EVENT: &str = "
 UPDATE status_events
    SET status = ?2, lease_expires_at = NULL, last_error = ?4,
        next_attempt_at = CASE WHEN ?3 IS NOT NULL THEN ?5 + ?3 ELSE next_attempt_at END,
        delivered_at = CASE WHEN ?2 = 'delivered' THEN ?5 END
- WHERE seq = ?1";
+ WHERE seq = ?1 AND status = 'pending' AND attempts = ?6
+RETURNING id, message_id";
+/// After event `?1` (id `?2`) of message `?3` failed, the pending ones written after it fail with it.
+const FAIL_LATER_EVENTS: &str = "
+UPDATE status_events
+   SET status = 'failed', lease_expires_at = NULL,
+       last_error = 'not sent: event ' || ?2 || ' of this message, before it, failed'
+ WHERE message_id = ?3 AND seq > ?1 AND status = 'pending'";
 
 type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
@@ -601,8 +610,9 @@ impl StatusEventSql for SqliteStore {
     );
     const PUT_BACK_EVENTS: &'static str = "
         UPDATE status_events
-           SET attempts = max(attempts - 1, 0), lease_expires_at = NULL, next_attempt_at = ?3, last_error = ?2
-         WHERE seq IN (SELECT value FROM json_each(?1)) AND status = 'pending' AND lease_expires_at > ?3";
+           SET attempts = max(attempts - 1, 0), lease_expires_at = NULL, next_attempt_at = ?4, last_error = ?3
+         WHERE (seq, attempts) IN (SELECT s.value, a.value FROM json_each(?1) AS s JOIN json_each(?2) AS a USING (key))
+           AND status = 'pending' AND lease_expires_at > ?4";
     const DELETE_DELIVERED_EVENTS: &'static str = "
         DELETE FROM status_events WHERE seq IN (
             SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < ?1
@@ -613,7 +623,7 @@ impl StatusEventSql for SqliteStore {
                count(*) FILTER (WHERE status = 'failed')
           FROM status_events WHERE status IN ('pending', 'failed')";
 
-    async fn record_deliveries(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError> {
+    async fn record_deliveries(&self, deliveries: &[(HeldEvent, EventDelivery)]) -> Result<(), StoreError> {
         // Row by row in one transaction: SQLite has no unnest, and its statements cost microseconds.
         let now = micros(Utc::now());
         let mut tx = self
@@ -621,17 +631,27 @@ impl StatusEventSql for SqliteStore {
             .begin()
             .await
             .map_err(db("recording status event deliveries"))?;
-        for (seq, delivery) in deliveries {
+        for (held, delivery) in deliveries {
             let (status, retry_in, error) = rows::event_delivery_row(delivery);
-            sqlx::query(FINISH_EVENT)
-                .bind(seq)
+            let recorded: Option<(String, String)> = sqlx::query_as(FINISH_EVENT)
+                .bind(held.seq)
                 .bind(status)
                 .bind(retry_in.map(micros_of))
                 .bind(error)
                 .bind(now)
-                .execute(&mut *tx)
+                .bind(i64::from(held.attempt))
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("recording status event deliveries"))?;
+            if let (Some((id, message_id)), EventDelivery::Failed { .. }) = (recorded, delivery) {
+                sqlx::query(FAIL_LATER_EVENTS)
+                    .bind(held.seq)
+                    .bind(id)
+                    .bind(message_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("failing the events behind a failed one"))?;
+            }
         }
         tx.commit().await.map_err(db("recording status event deliveries"))?;
         Ok(())

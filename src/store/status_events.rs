@@ -89,6 +89,25 @@ pub struct StoredEvent {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+impl StoredEvent {
+    /// This event as its holder got it, to record or put back.
+    pub fn held(&self) -> HeldEvent {
+        HeldEvent {
+            seq: self.seq,
+            attempt: self.attempts,
+        }
+    }
+}
+
+/// An event as a claim or a feed handed it over: its `seq`, and the attempt its lease counted. Another
+/// claim, once that lease has run out, counts another attempt: a record or a put-back by the holder
+/// that lost the event so finds it changed, and changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldEvent {
+    pub seq: i64,
+    pub attempt: u32,
+}
+
 /// What one delivery attempt came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventDelivery {
@@ -107,8 +126,10 @@ pub trait StatusEventStore: Send + Sync + 'static {
     /// leased for `lease`; another claim skips them until it runs out.
     async fn claim_due_events(&self, limit: u32, lease: Duration) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Records what delivering each event (its `seq`) came to: a whole round's outcomes in one commit.
-    async fn finish_events(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError>;
+    /// Records what delivering each event came to, a whole round's outcomes in one commit; an event no
+    /// longer pending under the attempt it was held with is left as it is. An event that failed takes
+    /// the pending events written after it for its message with it (their order could not be kept).
+    async fn finish_events(&self, deliveries: &[(HeldEvent, EventDelivery)]) -> Result<(), StoreError>;
 
     /// Events newest first, in `status` when given, before `before` (a `seq`) when given.
     async fn list_events(
@@ -121,11 +142,10 @@ pub trait StatusEventStore: Send + Sync + 'static {
     /// Event `id` back to `pending`, due now, with its id kept (a replay). `None` when there is none.
     async fn retry_event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError>;
 
-    /// Events `seqs`, leased to this instance and never POSTed (it is stopping), back due now: the lease
-    /// and the attempt it counted are given up, `why` is their last error. An event no longer pending
-    /// under a lease (its lease ran out, another instance took it) is left as it is. Returns how many
-    /// went back.
-    async fn put_back_events(&self, seqs: &[i64], why: &str) -> Result<u64, StoreError>;
+    /// Events `held` by this instance and never POSTed (it is stopping), back due now: the lease and the
+    /// attempt it counted are given up, `why` is their last error. An event no longer pending under that
+    /// lease (it ran out; another instance took the event) is left as it is. Returns how many went back.
+    async fn put_back_events(&self, held: &[HeldEvent], why: &str) -> Result<u64, StoreError>;
 
     /// Deletes up to `limit` events delivered before `before` (oldest first). Returns how many went.
     async fn delete_delivered_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
@@ -261,16 +281,18 @@ pub(super) trait StatusEventSql: Backend {
     const CLAIM_DUE_EVENTS: &'static str;
     /// Event `$1` (its id) back to `pending`, due now (and `Backend::clock`): its `EventRow`.
     const RETRY_EVENT: &'static str;
-    /// Events `$1` (a `Backend::ints` of seqs) back due now, with last error `$2`, one attempt fewer and
-    /// no lease, where still pending under an unexpired lease (and `Backend::clock`).
+    /// Events `$1` (a `Backend::ints` of seqs) back due now, with last error `$3`, one attempt fewer and
+    /// no lease, where still pending under an unexpired lease with attempts `$2` (the same list's
+    /// `HeldEvent::attempt`s) (and `Backend::clock`).
     const PUT_BACK_EVENTS: &'static str;
     /// Deletes up to `$2` events delivered before `$1`, oldest first.
     const DELETE_DELIVERED_EVENTS: &'static str;
     /// Pending events, the age of the oldest in seconds, and failed events (`Backend::clock`).
     const OUTBOX_STATS: &'static str;
 
-    /// Records a round's deliveries (`seq`, outcome) in one commit: one statement on Postgres.
-    async fn record_deliveries(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError>;
+    /// Records a round's deliveries (`HeldEvent`, outcome) in one commit, as `finish_events` says: one
+    /// statement on Postgres.
+    async fn record_deliveries(&self, deliveries: &[(HeldEvent, EventDelivery)]) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -294,7 +316,7 @@ where
         claimed(rows)
     }
 
-    async fn finish_events(&self, deliveries: &[(i64, EventDelivery)]) -> Result<(), StoreError> {
+    async fn finish_events(&self, deliveries: &[(HeldEvent, EventDelivery)]) -> Result<(), StoreError> {
         if deliveries.is_empty() {
             return Ok(());
         }
@@ -331,12 +353,15 @@ where
         row.map(StoredEvent::try_from).transpose()
     }
 
-    async fn put_back_events(&self, seqs: &[i64], why: &str) -> Result<u64, StoreError> {
-        if seqs.is_empty() {
+    async fn put_back_events(&self, held: &[HeldEvent], why: &str) -> Result<u64, StoreError> {
+        if held.is_empty() {
             return Ok(0);
         }
+        let seqs: Vec<i64> = held.iter().map(|event| event.seq).collect();
+        let attempts: Vec<i64> = held.iter().map(|event| i64::from(event.attempt)).collect();
         let done = sqlx::query(B::PUT_BACK_EVENTS)
-            .bind(B::ints(seqs))
+            .bind(B::ints(&seqs))
+            .bind(B::ints(&attempts))
             .bind(why)
             .clocked::<B>()
             .execute(self.exec())

@@ -19,6 +19,8 @@ contract!(
     a_round_of_deliveries_is_recorded_by_one_call_and_each_event_ends_in_its_state,
     with_a_feed_an_event_is_handed_over_leased_unless_another_of_its_message_is_pending,
     an_event_put_back_is_due_at_once_with_its_attempt_given_back_unless_it_is_no_longer_leased,
+    a_holder_that_lost_its_event_to_another_claim_records_and_puts_back_nothing,
+    an_event_that_fails_takes_the_pending_events_written_after_it_for_its_message_with_it,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -164,7 +166,7 @@ async fn a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled(datab
 
     events
         .finish_events(&[(
-            first[0].seq,
+            first[0].held(),
             EventDelivery::RetryIn {
                 delay: Duration::ZERO,
                 error: "the receiver answered 500".to_owned(),
@@ -179,7 +181,7 @@ async fn a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled(datab
         "the same event, its id kept"
     );
     events
-        .finish_events(&[(again[0].seq, EventDelivery::Delivered)])
+        .finish_events(&[(again[0].held(), EventDelivery::Delivered)])
         .await
         .unwrap();
 
@@ -190,7 +192,7 @@ async fn a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled(datab
     );
     events
         .finish_events(&[(
-            next[0].seq,
+            next[0].held(),
             EventDelivery::Failed {
                 error: "too old".to_owned(),
             },
@@ -231,16 +233,16 @@ async fn a_round_of_deliveries_is_recorded_by_one_call_and_each_event_ends_in_it
 
     events
         .finish_events(&[
-            (round[0].seq, EventDelivery::Delivered),
+            (round[0].held(), EventDelivery::Delivered),
             (
-                round[1].seq,
+                round[1].held(),
                 EventDelivery::RetryIn {
                     delay: Duration::ZERO,
                     error: "the receiver answered 503".to_owned(),
                 },
             ),
             (
-                round[2].seq,
+                round[2].held(),
                 EventDelivery::Failed {
                     error: "too old".to_owned(),
                 },
@@ -303,7 +305,7 @@ async fn with_a_feed_an_event_is_handed_over_leased_unless_another_of_its_messag
 
     // The room comes back once the handover is dropped (recorded); an event behind one of its message
     // still pending is written, but not handed over: the claim takes it when its turn comes.
-    let sent_event = first.events.iter().find(|e| e.message_id == ids[0]).unwrap().seq;
+    let sent_event = first.events.iter().find(|e| e.message_id == ids[0]).unwrap().held();
     drop(first);
     deliver(database, &providers[0], ids[0]).await;
     assert!(handed.try_recv().is_err(), "its message.sent is not acknowledged yet");
@@ -336,15 +338,15 @@ async fn an_event_put_back_is_due_at_once_with_its_attempt_given_back_unless_it_
     .await;
     let claimed = events.claim_due_events(10, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 3);
-    let seq_of = |id: Uuid| claimed.iter().find(|e| e.message_id == id).unwrap().seq;
+    let held_of = |id: Uuid| claimed.iter().find(|e| e.message_id == id).unwrap().held();
     events
-        .finish_events(&[(seq_of(ids[0]), EventDelivery::Delivered)])
+        .finish_events(&[(held_of(ids[0]), EventDelivery::Delivered)])
         .await
         .unwrap();
 
     // The delivered one is no longer leased: left as it is.
     let put_back = events
-        .put_back_events(&[seq_of(ids[0]), seq_of(ids[1])], "not sent: stopping")
+        .put_back_events(&[held_of(ids[0]), held_of(ids[1])], "not sent: stopping")
         .await
         .unwrap();
     assert_eq!(put_back, 1);
@@ -363,4 +365,123 @@ async fn an_event_put_back_is_due_at_once_with_its_attempt_given_back_unless_it_
     let listed = events.list_events(None, 10, None).await.unwrap();
     let put_back_event = listed.iter().find(|e| e.message_id == ids[1]).unwrap();
     assert_eq!(put_back_event.last_error.as_deref(), Some("not sent: stopping"));
+}
+
+async fn a_holder_that_lost_its_event_to_another_claim_records_and_puts_back_nothing(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    finish_all(database, vec![sent(&format!("prov-{}", Uuid::new_v4()))]).await;
+    // A lease of nothing: it has run out by the next claim, which takes the event as attempt 2.
+    let lost = events.claim_due_events(10, Duration::ZERO).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let taken = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        taken.iter().map(|e| (e.id, e.attempts)).collect::<Vec<_>>(),
+        [(lost[0].id, 2)]
+    );
+
+    assert_eq!(
+        events
+            .put_back_events(&[lost[0].held()], "not sent: stopping")
+            .await
+            .unwrap(),
+        0
+    );
+    events
+        .finish_events(&[(
+            lost[0].held(),
+            EventDelivery::RetryIn {
+                delay: Duration::ZERO,
+                error: "the receiver answered 500".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+    let listed = events.list_events(None, 10, None).await.unwrap();
+    assert_eq!(
+        (listed[0].status, listed[0].last_error.as_deref()),
+        (EventStatus::Pending, None),
+        "the first holder's late answer is not recorded"
+    );
+    assert!(
+        events.claim_due_events(10, LEASE).await.unwrap().is_empty(),
+        "still leased to its new holder"
+    );
+
+    events
+        .finish_events(&[(taken[0].held(), EventDelivery::Delivered)])
+        .await
+        .unwrap();
+    let listed = events.list_events(None, 10, None).await.unwrap();
+    assert_eq!(listed[0].status, EventStatus::Delivered);
+}
+
+async fn an_event_that_fails_takes_the_pending_events_written_after_it_for_its_message_with_it(
+    database: &TestDatabase,
+) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let providers: Vec<String> = (0..2).map(|_| format!("prov-{}", Uuid::new_v4())).collect();
+    let ids = finish_all(database, providers.iter().map(|p| sent(p)).collect()).await;
+    deliver(database, &providers[0], ids[0]).await;
+    deliver(database, &providers[1], ids[1]).await;
+
+    let round = events.claim_due_events(10, LEASE).await.unwrap();
+    let of = |id: Uuid| round.iter().find(|e| e.message_id == id).unwrap();
+    events
+        .finish_events(&[
+            (
+                of(ids[0]).held(),
+                EventDelivery::Failed {
+                    error: "not acknowledged within STATUS_WEBHOOK_MAX_AGE".to_owned(),
+                },
+            ),
+            (
+                of(ids[1]).held(),
+                EventDelivery::RetryIn {
+                    delay: Duration::ZERO,
+                    error: "the receiver answered 503".to_owned(),
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+
+    let failed = events.list_events(Some(EventStatus::Failed), 10, None).await.unwrap();
+    let mut kinds: Vec<(Uuid, StatusEventType)> = failed.iter().map(|e| (e.message_id, e.kind)).collect();
+    kinds.sort_by_key(|(_, kind)| kind.as_str());
+    assert_eq!(
+        kinds,
+        [(ids[0], StatusEventType::Delivered), (ids[0], StatusEventType::Sent)],
+        "its message.delivered could not go before its message.sent"
+    );
+    let behind = failed.iter().find(|e| e.kind == StatusEventType::Delivered).unwrap();
+    assert_eq!(
+        behind.last_error.as_deref(),
+        Some(format!("not sent: event {} of this message, before it, failed", of(ids[0]).id).as_str())
+    );
+    assert_eq!(
+        events
+            .claim_due_events(10, LEASE)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.message_id, e.kind))
+            .collect::<Vec<_>>(),
+        [(ids[1], StatusEventType::Sent)],
+        "the other message's events are untouched"
+    );
+
+    // Replayed, the first goes again; the one behind it waits for its own replay.
+    events.retry_event(of(ids[0]).id).await.unwrap().unwrap();
+    assert_eq!(
+        events
+            .claim_due_events(10, LEASE)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        [of(ids[0]).id]
+    );
 }
