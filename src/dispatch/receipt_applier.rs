@@ -5,9 +5,10 @@
 //! - `ReceiptsStored` (from the receipt writer): receipts just stored here;
 //! - `MessagesSent` (from the persister, after each flush): provider ids just recorded sent, whose
 //!   receipts may have come first (the provider is faster than our flush) and wait `pending`;
-//! - every `SWEEP_EVERY`, a sweep of every pending receipt, oldest first: those stored by another replica
-//!   for a message this one did not send, those a crash left, and those whose `RECEIPT_MATCH_WINDOW` ran
-//!   out (`unmatched`).
+//! - every `SWEEP_EVERY`, a sweep of the pending receipts in the order they arrived, up to
+//!   `MAX_SWEEP_BATCHES` of them, the next sweep going on where it stopped: those stored by another
+//!   replica for a message this one did not send, those a crash or a failed pass left, and those whose
+//!   `RECEIPT_MATCH_WINDOW` ran out (`unmatched`).
 //!
 //! A receipt's provider id is looked up in the Redis cache (`provider:<id>`, written with each sent
 //! message) and, on a miss, in the database. One message: the receipt is applied to it; several: it is
@@ -37,7 +38,8 @@ use crate::{
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Receipts read and settled per statement.
 const BATCH: usize = 1_000;
-/// A sweep stops after this many batches; the next one goes on from the oldest again.
+/// A sweep stops after this many batches; the next one goes on after the last receipt it read, so that
+/// receipts waiting out their window at the head of the backlog cannot hide those behind them.
 const MAX_SWEEP_BATCHES: usize = 20;
 
 pub struct ReceiptApplierActor {
@@ -48,6 +50,8 @@ pub struct ReceiptApplierActor {
     /// A pass is running: what arrives waits in `queued`.
     running: bool,
     queued: Work,
+    /// Where the next sweep starts: after this `seq`, or from the oldest.
+    sweep_after: Option<i64>,
 }
 
 /// What a pass is to look at.
@@ -73,6 +77,7 @@ impl ReceiptApplierActor {
             match_window,
             running: false,
             queued: Work::default(),
+            sweep_after: None,
         }
     }
 
@@ -82,6 +87,7 @@ impl ReceiptApplierActor {
         }
         self.running = true;
         let work = std::mem::take(&mut self.queued);
+        let sweep_from = work.sweep.then_some(self.sweep_after);
         let applier = Applier {
             store: Arc::clone(&self.store),
             cache: self.cache.clone(),
@@ -89,12 +95,17 @@ impl ReceiptApplierActor {
             match_window: self.match_window,
         };
         ctx.spawn(
-            async move { applier.pass(work).await }
+            async move { applier.pass(work, sweep_from).await }
                 .into_actor(self)
-                .map(|result, act, ctx| {
+                .map(move |result, act, ctx| {
                     act.running = false;
                     match result {
-                        Ok(summary) => summary.log(),
+                        Ok((summary, sweep_stopped_after)) => {
+                            if sweep_from.is_some() {
+                                act.sweep_after = sweep_stopped_after;
+                            }
+                            summary.log();
+                        }
                         Err(error) => {
                             // What was not settled stays pending: the next sweep takes it again.
                             log::warn!("could not settle delivery receipts: {}", error_chain(&error));
@@ -115,7 +126,9 @@ struct Applier {
 }
 
 impl Applier {
-    async fn pass(&self, work: Work) -> Result<Summary, StoreError> {
+    /// Settles what `work` names, then sweeps after `sweep_from` when given: with where the sweep stopped,
+    /// `None` when it reached the newest pending receipt.
+    async fn pass(&self, work: Work, sweep_from: Option<Option<i64>>) -> Result<(Summary, Option<i64>), StoreError> {
         let mut summary = Summary::default();
         for seqs in work.seqs.chunks(BATCH) {
             let receipts = self.store.pending_receipts(PendingReceipts::Seqs(seqs)).await?;
@@ -129,9 +142,9 @@ impl Applier {
                 .await?;
             self.settle(receipts, &mut summary).await?;
         }
-        if work.sweep {
-            let mut after = None;
-            for _ in 0..MAX_SWEEP_BATCHES {
+        let mut stopped_after = None;
+        if let Some(mut after) = sweep_from {
+            for batch in 0..MAX_SWEEP_BATCHES {
                 let receipts = self
                     .store
                     .pending_receipts(PendingReceipts::After {
@@ -146,9 +159,12 @@ impl Applier {
                 if !full {
                     break;
                 }
+                if batch + 1 == MAX_SWEEP_BATCHES {
+                    stopped_after = after;
+                }
             }
         }
-        Ok(summary)
+        Ok((summary, stopped_after))
     }
 
     /// Matches pending receipts to their messages and settles what can be settled now.

@@ -558,3 +558,32 @@ async fn receipts_of_concurrent_requests_are_stored_together_and_one_the_databas
     expected.sort();
     assert_eq!(stored, expected, "every request but the refused one is stored");
 }
+
+#[actix_web::test]
+async fn a_receipt_behind_a_long_backlog_waiting_out_its_window_is_still_found_by_the_sweep() {
+    use insider_messaging::domain::{ProviderMessageId, Receipt};
+    let app = tracked().spawn().await;
+    let (id, provider_id) = send_one(&app).await;
+    let stored = |provider_id: String| Receipt {
+        provider_message_id: ProviderMessageId::parse(&provider_id).unwrap(),
+        status: ReceiptStatus::Delivered,
+        reported_at: Utc::now(),
+        error: None,
+    };
+    // More receipts for ids nobody sent than one sweep reads (20 batches of 1,000), stored past the
+    // applier (no POST /receipts tells it): only the sweep finds them, and they wait out their hour.
+    for _ in 0..21 {
+        let unknown: Vec<Receipt> = (0..1_000)
+            .map(|_| stored(format!("nobody-{}", Uuid::new_v4())))
+            .collect();
+        app.database.receipts.insert_receipts(&unknown).await.unwrap();
+    }
+    // Then the one for the message sent, the same way: behind all of them.
+    app.database
+        .receipts
+        .insert_receipts(&[stored(provider_id)])
+        .await
+        .unwrap();
+    let message = wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
+    assert!(message.delivered_at.is_some());
+}
