@@ -12,9 +12,14 @@
 //! ```text
 //!  closed ──most of the last WINDOW sends failed──▶ open ──COOL_DOWN passed──▶ half-open (1 probe)
 //!    ▲                                               ▲                             │
-//!    └──────────── the probe got an answer ──────────┼─────────────────────────────┘
-//!                                                    └──── the probe failed too ───┘
+//!    └──────────── the probe got an answer ──────────┼─────────────────────────────┤
+//!                                                    └──── the probe failed too ───┤
+//!                              no verdict within PROBE_PATIENCE: another probes ◀──┘
 //! ```
+//!
+//! A probe can end without a verdict: a 429 or a 401 is not the provider being down, and a probe may go
+//! back unsent (expired, or put back by a pause). Its patience running out lets another message probe;
+//! without it the breaker would stay half-open with nothing claimed.
 //!
 //! Per instance and in memory: each replica judges the provider by what it sees itself.
 
@@ -34,6 +39,8 @@ const POISON_REMEMBERED: usize = 256;
 /// The share of retryable failures that opens the breaker.
 const FAILURE_SHARE: f64 = 0.5;
 pub const COOL_DOWN: Duration = Duration::from_secs(30);
+/// How long a probe may be out without a verdict before another message probes.
+pub const PROBE_PATIENCE: Duration = COOL_DOWN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -41,8 +48,8 @@ pub enum BreakerState {
     Closed,
     /// The provider looks down: nothing is claimed until `until`.
     Open { until: Instant },
-    /// One probe is allowed; `probing` once it is out.
-    HalfOpen { probing: bool },
+    /// One probe is allowed; `probe_since` when it went out.
+    HalfOpen { probe_since: Option<Instant> },
 }
 
 #[derive(Debug)]
@@ -83,10 +90,16 @@ impl Default for Breaker {
 impl Breaker {
     /// The state at `now` (an open breaker whose cool-down passed is half-open).
     pub fn state(&mut self, now: Instant) -> BreakerState {
-        if let BreakerState::Open { until } = self.state
-            && now >= until
-        {
-            self.state = BreakerState::HalfOpen { probing: false };
+        match self.state {
+            BreakerState::Open { until } if now >= until => {
+                self.state = BreakerState::HalfOpen { probe_since: None };
+            }
+            BreakerState::HalfOpen {
+                probe_since: Some(since),
+            } if now >= since + PROBE_PATIENCE => {
+                self.state = BreakerState::HalfOpen { probe_since: None };
+            }
+            _ => {}
         }
         self.state
     }
@@ -95,15 +108,15 @@ impl Breaker {
     pub fn allowance(&mut self, free_slots: usize, now: Instant) -> usize {
         match self.state(now) {
             BreakerState::Closed => free_slots,
-            BreakerState::Open { .. } | BreakerState::HalfOpen { probing: true } => 0,
-            BreakerState::HalfOpen { probing: false } => free_slots.min(1),
+            BreakerState::Open { .. } | BreakerState::HalfOpen { probe_since: Some(_) } => 0,
+            BreakerState::HalfOpen { probe_since: None } => free_slots.min(1),
         }
     }
 
-    /// A tick claimed `count` messages under the current allowance.
-    pub fn claimed(&mut self, count: usize) {
-        if count > 0 && self.state == (BreakerState::HalfOpen { probing: false }) {
-            self.state = BreakerState::HalfOpen { probing: true };
+    /// A tick claimed `count` messages under the current allowance, at `now`.
+    pub fn claimed(&mut self, count: usize, now: Instant) {
+        if count > 0 && self.state == (BreakerState::HalfOpen { probe_since: None }) {
+            self.state = BreakerState::HalfOpen { probe_since: Some(now) };
         }
     }
 
@@ -114,7 +127,7 @@ impl Breaker {
             BreakerState::HalfOpen { .. } => {
                 if failed && (self.suspects.remove(&message) || self.poison.contains(&message)) {
                     // A message that failed before: maybe its fault, not the provider's. Another probes.
-                    self.state = BreakerState::HalfOpen { probing: false };
+                    self.state = BreakerState::HalfOpen { probe_since: None };
                     return;
                 }
                 self.suspects.clear();
@@ -221,7 +234,7 @@ mod tests {
         failing(&mut breaker, MIN_SAMPLES, now);
         let later = now + COOL_DOWN;
         assert_eq!(breaker.allowance(5, later), 1);
-        breaker.claimed(1);
+        breaker.claimed(1, later);
         assert_eq!(breaker.allowance(5, later), 0, "one probe at a time");
 
         breaker.record(Uuid::new_v4(), true, later);
@@ -234,7 +247,7 @@ mod tests {
 
         let much_later = later + COOL_DOWN;
         assert_eq!(breaker.allowance(5, much_later), 1);
-        breaker.claimed(1);
+        breaker.claimed(1, much_later);
         breaker.record(Uuid::new_v4(), false, much_later);
         assert_eq!(breaker.state(much_later), BreakerState::Closed);
         assert_eq!(breaker.allowance(5, much_later), 5);
@@ -278,6 +291,26 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_that_brings_no_verdict_lets_another_probe_once_its_patience_runs_out() {
+        let now = Instant::now();
+        let mut breaker = Breaker::default();
+        failing(&mut breaker, MIN_SAMPLES, now);
+        let later = now + COOL_DOWN;
+        assert_eq!(breaker.allowance(5, later), 1);
+        // The probe gets a 429, or goes back unsent: nothing is recorded.
+        breaker.claimed(1, later);
+        assert_eq!(breaker.allowance(5, later + PROBE_PATIENCE / 2), 0, "still out");
+        assert_eq!(
+            breaker.allowance(5, later + PROBE_PATIENCE),
+            1,
+            "it brought no verdict: another message probes"
+        );
+        breaker.claimed(1, later + PROBE_PATIENCE);
+        breaker.record(Uuid::new_v4(), false, later + PROBE_PATIENCE);
+        assert_eq!(breaker.state(later + PROBE_PATIENCE), BreakerState::Closed);
+    }
+
+    #[test]
     fn a_probe_that_fails_for_a_message_failing_before_lets_another_probe() {
         let now = Instant::now();
         let mut breaker = Breaker::default();
@@ -287,10 +320,10 @@ mod tests {
         }
         let later = now + COOL_DOWN;
         assert_eq!(breaker.allowance(5, later), 1);
-        breaker.claimed(1);
+        breaker.claimed(1, later);
         breaker.record(failed_before[0], true, later);
         assert_eq!(breaker.allowance(5, later), 1, "inconclusive: another message probes");
-        breaker.claimed(1);
+        breaker.claimed(1, later);
         breaker.record(failed_before[0], true, later);
         assert!(
             matches!(breaker.state(later), BreakerState::Open { .. }),

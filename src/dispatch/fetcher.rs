@@ -367,7 +367,7 @@ impl FetcherActor {
                 "claimed messages"
             );
         }
-        self.breaker.claimed(deliveries.len());
+        self.breaker.claimed(deliveries.len(), Instant::now());
         // Rows it ended unsent were due, but are no sends: they neither spend the tick's budget nor, short of
         // what was asked, make the queue look drained.
         let asked = batch
