@@ -460,8 +460,9 @@ impl FetcherActor {
         self.rescuing = true;
         let store = Arc::clone(&self.store);
         let scope = self.rescue_scope();
+        let owner = self.rules.owner.clone();
         ctx.spawn(
-            async move { rescue(store.as_ref(), &scope).await }
+            async move { rescue(store.as_ref(), &owner, &scope).await }
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     act.rescuing = false;
@@ -486,9 +487,14 @@ fn gauge(value: usize) -> i64 {
 }
 
 /// Puts back to `pending` the expired leases no live sender holds (see `MessageStore`).
-async fn rescue(store: &dyn MessageStore, (live, window): &(Vec<Uuid>, Option<Duration>)) -> Result<usize, StoreError> {
+async fn rescue(
+    store: &dyn MessageStore,
+    owner: &str,
+    (live, window): &(Vec<Uuid>, Option<Duration>),
+) -> Result<usize, StoreError> {
     let rescued = store
         .rescue_expired_leases(&Rescue {
+            owner,
             live,
             owner_fresh: OWNER_FRESH,
             expired_within: *window,
@@ -509,7 +515,7 @@ async fn claim_batch(
     after: Option<Frontier>,
 ) -> Result<ClaimedBatch, StoreError> {
     let rescued = match &scope {
-        Some(scope) => rescue(store, scope).await?,
+        Some(scope) => rescue(store, &rules.owner, scope).await?,
         None => 0,
     };
     let Claimed {

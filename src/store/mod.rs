@@ -278,6 +278,8 @@ impl Transition {
 /// Which expired leases a rescue may take (see `MessageStore::rescue_expired_leases`).
 #[derive(Debug, Clone, Copy)]
 pub struct Rescue<'a> {
+    /// The rescuing instance (its `lease_owner`).
+    pub owner: &'a str,
     /// The claim tokens the rescuing instance still holds.
     pub live: &'a [Uuid],
     /// A replica whose heartbeat is younger than this keeps its leases.
@@ -414,8 +416,9 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// `sending` rows whose lease expired go back to `pending`, keeping their place in the queue (they
     /// were due when claimed), but for the claims a live sender still holds: the rescuer's own claims in
-    /// `live` (it will record or give them back) and those of a replica that sent a heartbeat within
-    /// `owner_fresh` (it will too). With `expired_within`, only leases that ran out that recently are looked
+    /// `live` (it will record or give them back) and those of another replica that sent a heartbeat
+    /// within `owner_fresh` (it will too). The rescuer's own claims not in `live` are taken: it lost
+    /// them (a claim that committed, then failed before they were handed out). With `expired_within`, only leases that ran out that recently are looked
     /// at. Returns their ids.
     async fn rescue_expired_leases(&self, rescue: &Rescue<'_>) -> Result<Vec<Uuid>, StoreError>;
 

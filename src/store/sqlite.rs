@@ -258,14 +258,16 @@ impl MessageStore for SqliteStore {
               WHERE status = 'sending' AND lease_expires_at < ?1
                 AND (?4 IS NULL OR lease_expires_at >= ?1 - ?4)
                 AND lease_token NOT IN (SELECT value FROM json_each(?2))
-                AND NOT EXISTS (SELECT 1 FROM replicas r
-                                 WHERE r.id = messages.lease_owner AND r.last_seen > ?1 - ?3)
+                AND (lease_owner = ?5
+                     OR NOT EXISTS (SELECT 1 FROM replicas r
+                                     WHERE r.id = messages.lease_owner AND r.last_seen > ?1 - ?3))
           RETURNING id",
         )
         .bind(micros(Utc::now()))
         .bind(live.to_string())
         .bind(micros_of(rescue.owner_fresh))
         .bind(rescue.expired_within.map(micros_of))
+        .bind(rescue.owner)
         .fetch_all(&self.pool)
         .await
         .map_err(db("rescuing expired leases"))?;

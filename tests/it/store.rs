@@ -123,6 +123,7 @@ async fn claim_due(store: &dyn MessageStore, limit: u32, owner: &str, lease: Dur
 /// Rescues as a dispatcher holding no claims would: every expired lease of a replica not seen lately.
 async fn rescue(store: &dyn MessageStore) -> Vec<Uuid> {
     let rescue = Rescue {
+        owner: "rescuer",
         live: &[],
         owner_fresh: Duration::from_secs(3),
         expired_within: None,
@@ -799,6 +800,7 @@ async fn a_rescue_spares_the_claims_the_rescuer_still_holds(store: Arc<dyn Messa
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let rescue = Rescue {
+        owner: "me",
         live: &[held.token],
         owner_fresh: Duration::from_secs(3),
         expired_within: None,
@@ -808,6 +810,7 @@ async fn a_rescue_spares_the_claims_the_rescuer_still_holds(store: Arc<dyn Messa
     assert_eq!(rescued, vec![ids[1]], "only the claim the rescuer no longer holds");
     assert_eq!(lost.message_id, ids[1]);
     let recent = Rescue {
+        owner: "me",
         live: &[],
         owner_fresh: Duration::from_secs(3),
         expired_within: Some(Duration::from_millis(1)),
@@ -1295,4 +1298,58 @@ async fn inbound_replies_are_kept_with_their_action_and_listed_newest_first(data
     );
     let rest = log.list_inbound(2, Some(first[1].id)).await.unwrap();
     assert_eq!(rest, vec![kept[0].clone()]);
+}
+
+/// The rescue as an instance with a heartbeat does it: `store::rescue::postgres::<name>`, `…::sqlite::<name>`.
+mod rescue {
+    use super::*;
+
+    contract!(
+        |database| std::sync::Arc::clone(&database.all);
+        a_rescue_takes_the_rescuers_own_expired_claims_it_lost_but_not_a_live_replicas,
+    );
+
+    /// A claim that committed and then failed on its way to the buffer leaves rows leased to a live instance
+    /// that no longer knows them: its own rescue takes them back, while another live replica's stay its own.
+    async fn a_rescue_takes_the_rescuers_own_expired_claims_it_lost_but_not_a_live_replicas(
+        database: Arc<dyn insider_messaging::store::Database>,
+    ) {
+        use insider_messaging::store::Replica;
+        let store: &dyn MessageStore = database.as_ref();
+        let ids = enqueue(store, 2).await;
+        let lost = claim_due(store, 1, "me", Duration::from_millis(50)).await[0].claim;
+        let others = claim_due(store, 1, "other", Duration::from_millis(50)).await[0].claim;
+        for id in ["me", "other"] {
+            database
+                .heartbeat(&Replica {
+                    id: id.to_owned(),
+                    host: "test".to_owned(),
+                    started_at: Utc::now(),
+                    last_seen: Utc::now(),
+                    in_flight: 0,
+                    sending: true,
+                })
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let rescued = store
+            .rescue_expired_leases(&Rescue {
+                owner: "me",
+                live: &[],
+                owner_fresh: Duration::from_secs(3),
+                expired_within: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(rescued, vec![lost.message_id], "its own, though its heartbeat is fresh");
+        assert_eq!((lost.message_id, others.message_id), (ids[0], ids[1]));
+        let spared = store.get(others.message_id).await.unwrap().unwrap();
+        assert_eq!(
+            spared.status,
+            MessageStatus::Sending,
+            "the other replica is alive: it will record it"
+        );
+    }
 }
