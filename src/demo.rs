@@ -1,7 +1,11 @@
 //! `insider-messaging demo`: the whole service on one machine with nothing installed. It starts the
-//! stand-in provider on a free port, the dispatcher on the embedded SQLite default pointed at it (any
-//! variable set in the environment still wins), enqueues sample messages into an empty database, and
-//! reports progress until Ctrl-C.
+//! stand-in provider on a free port, the dispatcher on an SQLite file of its own pointed at it, enqueues
+//! sample messages into an empty database, and reports progress until Ctrl-C. Any other variable set in
+//! the environment (or `.env`) still wins.
+//!
+//! The provider, the database and the cache are the demo's own whatever the environment says: a
+//! `.env` written for `serve` names the real queue, and a demo on it would send the real messages to
+//! the stand-in, recording them sent (and seed a real, empty queue with samples for `serve` to send).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -20,12 +24,13 @@ const DEMO_DEFAULTS: &[(&str, &str)] = &[
     ("INTERVAL", "1s"),
     ("BATCH_SIZE", "2"),
     ("HTTP_ADDR", "127.0.0.1:8080"),
-    ("WEBHOOK_AUTH_KEY", "demo-key"),
     // Receipts tracked: the stand-in provider reports delivery, and the console shows it.
     ("CALLBACK_AUTH_KEY", "demo-callback-key"),
 ];
-/// The demo points it at its stand-in provider, whatever the environment says.
-const PROVIDER_VARIABLE: &str = "WEBHOOK_URL";
+/// The variables the demo sets itself, whatever the environment says.
+const OWN_VARIABLES: &[&str] = &["WEBHOOK_URL", "WEBHOOK_AUTH_KEY", "DATABASE_URL", "REDIS_URL"];
+/// Not `serve`'s default file: `serve` without `DATABASE_URL` keeps its queue there.
+pub const DEMO_DATABASE_URL: &str = "sqlite://data/demo.db";
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 const SAMPLES: &[(&str, &str)] = &[
     ("+905551111111", "Insider - Project"),
@@ -37,11 +42,20 @@ const SAMPLES: &[(&str, &str)] = &[
 ];
 
 pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let auth_key = std::env::var("WEBHOOK_AUTH_KEY").unwrap_or_else(|_| "demo-key".to_owned());
+    // The key the stand-in asks and the dispatcher sends are one: a blank one is none for both.
+    let auth_key = match std::env::var("WEBHOOK_AUTH_KEY") {
+        Ok(key) => Some(key.trim().to_owned()).filter(|key| !key.is_empty()),
+        Err(_) => Some("demo-key".to_owned()),
+    };
+    for ignored in ["DATABASE_URL", "REDIS_URL"] {
+        if std::env::var_os(ignored).is_some() {
+            println!("demo: {ignored} is serve's: the demo keeps to its own database and cache");
+        }
+    }
     // A provider that reports delivery a second after each send: one in five undelivered, one in five
     // reported twice, one in five reported before its 202.
     let provider = MockProvider::start(MockProviderConfig {
-        auth_key: Some(auth_key),
+        auth_key: auth_key.clone(),
         latency: Duration::from_millis(50),
         receipt_delay: Duration::from_secs(1),
         undelivered_rate: 0.2,
@@ -51,8 +65,13 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     })?;
     let webhook_url = format!("{}/sms", provider.url());
     let settings = Settings::from_lookup(|name| {
-        if name == PROVIDER_VARIABLE {
-            return Some(webhook_url.clone());
+        match name {
+            "WEBHOOK_URL" => return Some(webhook_url.clone()),
+            "WEBHOOK_AUTH_KEY" => return auth_key.clone(),
+            "DATABASE_URL" => return Some(DEMO_DATABASE_URL.to_owned()),
+            // No cache: receipts find their message in the database.
+            "REDIS_URL" => return None,
+            _ => {}
         }
         std::env::var(name).ok().or_else(|| {
             DEMO_DEFAULTS
@@ -98,11 +117,12 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     result
 }
 
-/// The settings `demo` reads, for `config --list`: all but `WEBHOOK_URL`, with its pace as defaults.
+/// The settings `demo` reads, for `config --list`: all but those it sets itself, with its pace as
+/// defaults.
 pub fn variables() -> Vec<Variable> {
     VARIABLES
         .iter()
-        .filter(|variable| variable.name != PROVIDER_VARIABLE)
+        .filter(|variable| !OWN_VARIABLES.contains(&variable.name))
         .map(
             |variable| match DEMO_DEFAULTS.iter().find(|(name, _)| *name == variable.name) {
                 Some((_, default)) => Variable {

@@ -8,6 +8,10 @@ use std::{
 };
 
 fn demo_in(folder: &std::path::Path) -> std::process::Child {
+    demo_with(folder, &[])
+}
+
+fn demo_with(folder: &std::path::Path, vars: &[(&str, &str)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
         .arg("demo")
         .current_dir(folder)
@@ -15,6 +19,7 @@ fn demo_in(folder: &std::path::Path) -> std::process::Child {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
+        .envs(vars.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -67,7 +72,7 @@ fn the_demo_sends_its_samples_in_seconds_and_a_restart_resends_nothing() {
     wait_for_line(&lines, "pending 0 · accepted by the provider this run 6");
     terminate(&mut first);
     assert!(
-        folder.join("data/insider-messaging.db").exists(),
+        folder.join("data/demo.db").exists(),
         "the embedded database is a file under ./data/"
     );
 
@@ -81,6 +86,45 @@ fn the_demo_sends_its_samples_in_seconds_and_a_restart_resends_nothing() {
     let summary = wait_for_line(&lines, "demo: stopped");
     assert!(summary.contains("received 0 POSTs"), "{summary}");
 
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
+/// A `.env` written for `serve` names the real queue and cache: the demo keeps to its own, so it neither
+/// sends the real messages to its stand-in nor seeds the real queue with samples. (And a blank
+/// `WEBHOOK_AUTH_KEY` leaves both sides keyless: the stand-in used to ask for an empty key the
+/// dispatcher never sent.)
+#[tokio::test]
+async fn a_demo_next_to_a_serve_env_file_keeps_to_its_own_database() {
+    let database = crate::helpers::TestDatabase::create().await;
+    let real = database.insert_many(1).await[0];
+    let folder = std::env::temp_dir().join(format!("insider-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join(".env"),
+        format!("DATABASE_URL={}\nREDIS_URL=redis://127.0.0.1:6379\n", database.url),
+    )
+    .unwrap();
+
+    // A blank key is no key, for the stand-in as for the dispatcher.
+    let mut demo = demo_with(&folder, &[("WEBHOOK_AUTH_KEY", " ")]);
+    let lines = lines_of(&mut demo);
+    wait_for_line(&lines, "DATABASE_URL is serve's");
+    wait_for_line(&lines, "enqueued 6 sample messages");
+    wait_for_line(&lines, "pending 0 · accepted by the provider this run 6");
+    terminate(&mut demo);
+
+    assert!(folder.join("data/demo.db").exists());
+    let untouched = database.store.get(real).await.unwrap().unwrap();
+    assert_eq!(
+        untouched.status,
+        insider_messaging::domain::MessageStatus::Pending,
+        "the real queue's message is not the demo's to send"
+    );
+    assert_eq!(
+        database.store.queue_stats().await.unwrap().pending,
+        1,
+        "no samples in the real queue"
+    );
     std::fs::remove_dir_all(&folder).unwrap();
 }
 
