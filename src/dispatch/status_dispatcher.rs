@@ -324,7 +324,12 @@ impl Deliverer {
             Ok(response) if response.status().is_success() => return EventDelivery::Delivered,
             Ok(response) => format!("the receiver answered {}", response.status().as_u16()),
             Err(error) if error.is_timeout() => format!("no answer within {:?}", self.target.timeout),
-            Err(error) => format!("the receiver could not be reached: {}", error_chain(&error)),
+            // Without the URL: its path or query may hold the receiver's token, and this text is the
+            // event's `last_error` (`GET /events`) and a log line.
+            Err(error) => format!(
+                "the receiver could not be reached: {}",
+                error_chain(&error.without_url())
+            ),
         };
         let age = (Utc::now() - event.created_at).to_std().unwrap_or_default();
         if age >= self.target.max_age {

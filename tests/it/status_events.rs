@@ -233,6 +233,45 @@ async fn a_dead_letter_is_an_event_that_fails_past_its_age_and_an_operator_repla
 }
 
 #[actix_web::test]
+async fn a_receiver_out_of_reach_is_named_in_last_error_without_the_token_in_its_url() {
+    // A port nothing listens on; the receiver's token rides in the URL, as some receivers ask.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path(WEBHOOK_PATH))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .var(
+            "STATUS_WEBHOOK_URL",
+            format!("http://{closed}/hooks/tok-s3cr3t?token=q-s3cr3t"),
+        )
+        .var("STATUS_WEBHOOK_SECRET", SECRET)
+        .var("BACKOFF_MIN", "50ms")
+        .var("BACKOFF_MAX", "200ms")
+        .provider(&Arc::new(provider))
+        .spawn()
+        .await;
+    app.database.insert_many(1).await;
+    app.tick_and_settle().await;
+
+    let retried = wait_for("the event has failed an attempt", || async {
+        events(&app, "?status=pending")
+            .await
+            .into_iter()
+            .find(|event| event["last_error"].is_string())
+    })
+    .await;
+    let last_error = retried["last_error"].as_str().unwrap();
+    assert!(last_error.contains("could not be reached"), "{last_error}");
+    assert!(!last_error.contains("s3cr3t"), "{last_error}");
+}
+
+#[actix_web::test]
 async fn without_a_status_webhook_no_event_is_written() {
     let app = TestApp::spawn().await;
     app.database.insert_many(1).await;
