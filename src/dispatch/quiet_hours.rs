@@ -6,7 +6,7 @@
 
 use std::{fmt, time::Duration};
 
-use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::domain::{Priority, zone_of_number};
@@ -48,7 +48,7 @@ impl QuietHours {
         } else {
             return None;
         };
-        Some(instant(zone, end_date, self.end))
+        Some(instant(zone, end_date, self.end, now))
     }
 }
 
@@ -58,25 +58,52 @@ impl fmt::Display for QuietHours {
     }
 }
 
-/// `date` at `time` in `zone`; across a daylight-saving gap, the first instant after it.
-fn instant(zone: Tz, date: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
+/// `date` at `time` in `zone`, as the end of a window holding `now`. A time the clocks pass twice (the
+/// autumn change) ends the window the first time, or the second once the first is gone (the window is
+/// local time: its end comes round again); a time they skip (the spring change) ends it when they skip.
+fn instant(zone: Tz, date: NaiveDate, time: NaiveTime, now: DateTime<Utc>) -> DateTime<Utc> {
     let local = date.and_time(time);
     match zone.from_local_datetime(&local) {
-        LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => at.with_timezone(&Utc),
-        LocalResult::None => Utc.from_utc_datetime(&(local - zone_offset_guess(zone, local))),
+        LocalResult::Single(at) => at.with_timezone(&Utc),
+        LocalResult::Ambiguous(earlier, later) => {
+            let earlier = earlier.with_timezone(&Utc);
+            if earlier > now {
+                earlier
+            } else {
+                later.with_timezone(&Utc)
+            }
+        }
+        LocalResult::None => end_of_gap(zone, local),
     }
 }
 
-/// The zone's offset an hour before a skipped local time: read as that, the skipped time lands just
-/// after the gap.
-fn zone_offset_guess(zone: Tz, local: chrono::NaiveDateTime) -> chrono::Duration {
-    use chrono::Offset;
-    let before = local - chrono::Duration::hours(1);
-    zone.offset_from_local_datetime(&before)
+/// The first instant whose wall time in `zone` is at or past `local`, a time in a gap: the gap's end.
+fn end_of_gap(zone: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+    // Gaps last an hour or less nearly everywhere, never three; wall time only moves forward around
+    // one, so the instants from three hours before it to three after can be halved down to the second.
+    let as_utc = Utc.from_utc_datetime(&local);
+    let Some(start) = zone
+        .from_local_datetime(&(local - chrono::Duration::hours(3)))
         .earliest()
-        .map_or(chrono::Duration::zero(), |offset| {
-            chrono::Duration::seconds(i64::from(offset.fix().local_minus_utc()))
-        })
+        .map(|at| at.timestamp())
+    else {
+        return as_utc;
+    };
+    let wall_at = |second: i64| DateTime::from_timestamp(second, 0).map(|at| at.with_timezone(&zone).naive_local());
+    // In whole seconds: `before` is short of `local`, `after` at or past it.
+    let (mut before, mut after) = (start, start + 6 * 3600);
+    if wall_at(after).is_none_or(|wall| wall < local) {
+        return as_utc;
+    }
+    while after - before > 1 {
+        let middle = before + (after - before) / 2;
+        if wall_at(middle).is_some_and(|wall| wall >= local) {
+            after = middle;
+        } else {
+            before = middle;
+        }
+    }
+    DateTime::from_timestamp(after, 0).unwrap_or(as_utc)
 }
 
 /// `QUIET_HOURS` with its fallback zone, as the fetcher applies it.
@@ -139,6 +166,33 @@ mod tests {
         );
         // 19:30 in London is outside.
         assert_eq!(quiet.ends_after(at("2026-12-02T19:30:00Z"), Tz::Europe__London), None);
+    }
+
+    #[test]
+    fn a_window_ending_in_the_hour_the_autumn_change_repeats_ends_each_time_it_comes() {
+        // London, 25 October 2026: at 02:00 BST the clocks go back to 01:00 GMT; 01:30 comes twice.
+        let quiet = QuietHours::parse("22:00-01:30").unwrap();
+        // 01:10 BST: the window ends at the first 01:30.
+        assert_eq!(
+            quiet.ends_after(at("2026-10-25T00:10:00Z"), Tz::Europe__London),
+            Some(at("2026-10-25T00:30:00Z"))
+        );
+        // 01:10 GMT, the hour again: the end ahead is the second 01:30, not the first, gone.
+        assert_eq!(
+            quiet.ends_after(at("2026-10-25T01:10:00Z"), Tz::Europe__London),
+            Some(at("2026-10-25T01:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_window_ending_in_the_hour_the_spring_change_skips_ends_when_the_clocks_jump() {
+        // New York, 8 March 2026: at 02:00 EST the clocks jump to 03:00 EDT; 02:30 never comes.
+        let quiet = QuietHours::parse("22:00-02:30").unwrap();
+        assert_eq!(
+            quiet.ends_after(at("2026-03-08T06:00:00Z"), Tz::America__New_York),
+            Some(at("2026-03-08T07:00:00Z")),
+            "03:00 EDT, the first instant past 02:30"
+        );
     }
 
     #[test]
