@@ -28,6 +28,9 @@ pub use self::variable::{Unset, Variable};
 use crate::{dispatch::quiet_hours::QuietHours, secret::Secret};
 
 /// The embedded default: a file under `./data/`, created on first start.
+/// The day `RECIPIENT_DAILY_LIMIT` counts sends over.
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/insider-messaging.db";
 
 settings! {
@@ -57,7 +60,7 @@ settings! {
     quiet_hours_tz: Tz = "QUIET_HOURS_TZ" as TIME_ZONE, Unset::Default("UTC");
     /// A non-`high` message to a number already sent this many in the last 24 hours waits; unset, no cap.
     recipient_daily_limit: Option<NonZeroU32> = "RECIPIENT_DAILY_LIMIT" as COUNT_U32, Unset::Off;
-    /// Start sending as soon as the service is up.
+    /// Start sending as soon as the service is up (a new database; then the cluster's switch wins).
     autostart: bool = "AUTOSTART" as SWITCH, Unset::Default("true");
     /// Where the API listens; port 0 picks a free one.
     http_addr: SocketAddr = "HTTP_ADDR" as ADDRESS, Unset::Default("0.0.0.0:8080");
@@ -81,7 +84,7 @@ settings! {
     sent_retention: Option<Duration> = "SENT_RETENTION" as RETENTION, Unset::Off;
     /// When set, every route but health, metrics, docs and the console requires it; unset, all are open.
     api_key: Option<Secret> = "API_KEY" as KEY, Unset::Off;
-    /// The key the provider sends with its callbacks (`POST /receipts`, `POST /inbound`); unset, refused.
+    /// Sent by the provider on `POST /receipts` and `POST /inbound`; unset, receipts refused, replies take `API_KEY`.
     callback_auth_key: Option<Secret> = "CALLBACK_AUTH_KEY" as KEY, Unset::Off;
     /// A receipt that matches no sent message for this long is counted unmatched.
     receipt_match_window: Duration = "RECEIPT_MATCH_WINDOW" as POSITIVE_DURATION, Unset::Default("1h");
@@ -157,6 +160,23 @@ impl Settings {
                 humantime::format_duration(self.webhook_timeout),
             ));
         }
+        if let Some(retention) = self.sent_retention {
+            if self.recipient_daily_limit.is_some() && retention < DAY {
+                warnings.push(format!(
+                    "SENT_RETENTION ({}) is shorter than the day RECIPIENT_DAILY_LIMIT counts over: sends \
+                     deleted before their day is out no longer count, and a number gets more than its cap",
+                    humantime::format_duration(retention),
+                ));
+            }
+            if self.callback_auth_key.is_some() && retention < self.receipt_timeout {
+                warnings.push(format!(
+                    "SENT_RETENTION ({}) is shorter than RECEIPT_TIMEOUT ({}): a message can be deleted \
+                     while it awaits its receipt, which then matches nothing",
+                    humantime::format_duration(retention),
+                    humantime::format_duration(self.receipt_timeout),
+                ));
+            }
+        }
         warnings
     }
 }
@@ -170,10 +190,12 @@ pub fn variables_named(names: &[&str]) -> Vec<Variable> {
         .collect()
 }
 
-/// Loads `.env` into the environment when there is one; variables already set win. Called first thing,
-/// so that `RUST_LOG` in `.env` reaches the logger too.
+/// Loads `.env` of the working directory into the environment when there is one; variables already set
+/// win. Called first thing, so that `RUST_LOG` in `.env` reaches the logger too. Not `dotenvy::dotenv`,
+/// which also takes the first `.env` of a parent directory: a service started in `/srv/app` would read
+/// `/srv/.env`, written for something else.
 pub fn load_dotenv() -> Result<(), ConfigError> {
-    match dotenvy::dotenv() {
+    match dotenvy::from_path(".env") {
         Ok(_) => Ok(()),
         // A missing .env is the normal case in production; a malformed one is not silently skipped.
         Err(error) if error.not_found() => Ok(()),
@@ -382,6 +404,29 @@ mod tests {
         assert!(!printed.contains("hunter2"));
         assert!(!printed.contains(":pw@"));
         assert_eq!(s.webhook_auth_key.unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_retention_shorter_than_what_the_daily_cap_and_the_receipts_count_over_is_warned_about() {
+        let s = settings(&[
+            ("SENT_RETENTION", "12h"),
+            ("RECIPIENT_DAILY_LIMIT", "3"),
+            ("CALLBACK_AUTH_KEY", "c"),
+            ("API_KEY", "k"),
+        ])
+        .unwrap();
+        let warnings = s.risky_combinations();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("RECIPIENT_DAILY_LIMIT"), "{}", warnings[0]);
+        assert!(warnings[1].contains("RECEIPT_TIMEOUT (2days)"), "{}", warnings[1]);
+        let s = settings(&[
+            ("SENT_RETENTION", "30d"),
+            ("RECIPIENT_DAILY_LIMIT", "3"),
+            ("CALLBACK_AUTH_KEY", "c"),
+            ("API_KEY", "k"),
+        ])
+        .unwrap();
+        assert!(s.risky_combinations().is_empty());
     }
 
     #[test]

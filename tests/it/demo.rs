@@ -144,3 +144,27 @@ fn serve_without_a_webhook_url_refuses_and_points_at_the_demo() {
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_reads_the_env_file_of_its_working_directory_not_a_parents() {
+    let parent = std::env::temp_dir().join(format!("insider-env-{}", uuid::Uuid::new_v4().simple()));
+    let child = parent.join("app");
+    std::fs::create_dir_all(&child).unwrap();
+    std::fs::write(
+        parent.join(".env"),
+        "WEBHOOK_URL=http://127.0.0.1:9/from-the-parent\nHTTP_ADDR=nowhere\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("serve")
+        .env_clear()
+        .current_dir(&child)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WEBHOOK_URL is required"),
+        "the parent's .env is not this service's: {stderr}"
+    );
+    std::fs::remove_dir_all(&parent).unwrap();
+}
