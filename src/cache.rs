@@ -89,7 +89,7 @@ impl Cache {
     }
 
     /// `SET message:<id> <record> EX <ttl>` for each entry (and, while receipts are taken, its id added to
-    /// `provider:<provider id>`), pipelined: one round trip for a whole flush of results. Does nothing
+    /// `provider:<provider id>`, which keeps two at most: `NOTE_PROVIDER_ID`), pipelined: one round trip for a whole flush of results. Does nothing
     /// when the cache is off.
     pub async fn put_sent_many(&self, entries: &[(Uuid, SentRecord)]) -> Result<(), CacheError> {
         let Some(pool) = self.pool.as_ref().filter(|_| !entries.is_empty()) else {
@@ -103,9 +103,13 @@ impl Cache {
             if !self.matches_receipts {
                 continue;
             }
-            let provider_key = provider_key(&record.message_id);
-            pipe.cmd("SADD").arg(&provider_key).arg(id.to_string()).ignore();
-            pipe.cmd("EXPIRE").arg(&provider_key).arg(ttl).ignore();
+            pipe.cmd("EVAL")
+                .arg(NOTE_PROVIDER_ID)
+                .arg(1)
+                .arg(provider_key(&record.message_id))
+                .arg(id.to_string())
+                .arg(ttl)
+                .ignore();
         }
         let action = "writing sent messages";
         with_timeout(action, async {
@@ -187,6 +191,13 @@ impl Cache {
 pub fn key(id: Uuid) -> String {
     format!("message:{id}")
 }
+
+/// Adds message `ARGV[1]` to provider id set `KEYS[1]` while it holds fewer than two, and (re)sets its
+/// time to live to `ARGV[2]` seconds. Two are all a receipt's match needs (one message, or several:
+/// ambiguous); a provider that gives every message the same id (webhook.site) would otherwise grow one
+/// set by a message per send, its time to live renewed by each, for as long as the service runs.
+const NOTE_PROVIDER_ID: &str = "if redis.call('SCARD', KEYS[1]) < 2 then redis.call('SADD', KEYS[1], ARGV[1]) end \
+                                return redis.call('EXPIRE', KEYS[1], ARGV[2])";
 
 /// The Redis key of the set of messages a provider id was given to.
 pub fn provider_key(provider_message_id: &str) -> String {

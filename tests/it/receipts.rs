@@ -180,9 +180,21 @@ async fn a_receipt_whose_id_names_several_messages_is_applied_to_none_and_counte
     // webhook.site answers every request with the same id.
     let provider_id = format!("prov-{}", Uuid::new_v4());
     let provider = provider_answering(&provider_id, Duration::ZERO).await;
-    let app = tracked().provider(&provider).spawn().await;
-    let ids = app.database.insert_many(2).await;
+    let app = tracked().var("BATCH_SIZE", "10").provider(&provider).spawn().await;
+    let ids = app.database.insert_many(3).await;
     app.tick_and_settle().await;
+    for id in &ids {
+        let message = app.database.store.get(*id).await.unwrap().unwrap();
+        assert_eq!(message.provider_message_id.as_deref(), Some(provider_id.as_str()));
+    }
+    // Two are enough to know the id is ambiguous: the set does not grow with every send.
+    let mut redis = redis_connection().await;
+    let members: usize = redis::cmd("SCARD")
+        .arg(insider_messaging::cache::provider_key(&provider_id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(members, 2);
 
     let (status, _) = post_receipts(
         &app,
