@@ -33,7 +33,8 @@ pub struct Metrics {
     pub send_duration_seconds: Histogram,
     /// `messages_pending`: queue depth, read from the database at scrape time.
     pub messages_pending: IntGauge,
-    /// `oldest_pending_age_seconds`: age of the oldest pending message, read at scrape time.
+    /// `oldest_pending_age_seconds`: how long the pending message due the longest has been due, read at
+    /// scrape time (0 when none is due).
     pub oldest_pending_age_seconds: Gauge,
     /// `cache_errors_total`: Redis calls that failed; sends go on regardless.
     pub cache_errors_total: IntCounter,
@@ -108,7 +109,7 @@ impl Metrics {
             messages_pending: IntGauge::new("messages_pending", "Messages waiting to be sent")?,
             oldest_pending_age_seconds: Gauge::new(
                 "oldest_pending_age_seconds",
-                "Age of the oldest pending message in seconds",
+                "Seconds the pending message due the longest has been due",
             )?,
             cache_errors_total: IntCounter::new("cache_errors_total", "Redis calls that failed")?,
             leases_rescued_total: IntCounter::new(

@@ -344,7 +344,7 @@ impl MessageStore for PostgresStore {
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let (pending, oldest_age_seconds): (i64, Option<f64>) = sqlx::query_as(
-            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
+            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()))::float8
                FROM messages WHERE status = 'pending'",
         )
         .fetch_one(&self.pool)

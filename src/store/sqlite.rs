@@ -391,16 +391,19 @@ impl MessageStore for SqliteStore {
     }
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
-        let (pending, oldest_created_at): (i64, Option<i64>) =
-            sqlx::query_as("SELECT count(*), min(created_at) FROM messages WHERE status = 'pending'")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db("counting pending messages"))?;
         let now = micros(Utc::now());
+        let (pending, due_since): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), min(next_attempt_at) FILTER (WHERE next_attempt_at <= ?1)
+               FROM messages WHERE status = 'pending'",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("counting pending messages"))?;
         Ok(QueueStats {
             pending: u64::try_from(pending).unwrap_or(0),
-            oldest_pending_age: oldest_created_at
-                .map(|created| Duration::from_micros(u64::try_from(now.saturating_sub(created)).unwrap_or(0))),
+            oldest_pending_age: due_since
+                .map(|due| Duration::from_micros(u64::try_from(now.saturating_sub(due)).unwrap_or(0))),
         })
     }
 

@@ -45,6 +45,7 @@ contract!(
     a_put_back_keeps_its_place_and_a_throttled_one_waits_uncounted,
     a_claim_resumes_after_its_frontier_and_a_sweep_finds_what_came_due_behind_it,
     a_scheduled_message_is_due_at_its_send_at_and_not_before,
+    the_queue_s_age_counts_the_messages_due_from_when_they_came_due,
     a_due_message_past_its_expires_at_is_expired_by_the_claim_and_never_handed_out,
     a_retry_that_comes_due_after_the_expiry_expires_instead,
     claims_take_high_before_normal_before_low_and_oldest_first_within_each,
@@ -953,6 +954,40 @@ async fn a_scheduled_message_is_due_at_its_send_at_and_not_before(store: Arc<dyn
     .await;
     assert!(Utc::now() >= later, "never before its send_at");
     assert_eq!(ids_of(&claimed), vec![ids[0]]);
+}
+
+async fn the_queue_s_age_counts_the_messages_due_from_when_they_came_due(store: Arc<dyn MessageStore>) {
+    let tomorrow = Utc::now() + chrono::Duration::days(1);
+    enqueue_each(
+        store.as_ref(),
+        vec![scheduled(
+            0,
+            Schedule {
+                send_at: Some(tomorrow),
+                ..Schedule::default()
+            },
+        )],
+    )
+    .await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.oldest_pending_age),
+        (1, None),
+        "a message scheduled for tomorrow is not late"
+    );
+
+    enqueue(store.as_ref(), 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let age = store
+        .queue_stats()
+        .await
+        .unwrap()
+        .oldest_pending_age
+        .expect("one is due");
+    assert!(
+        age >= Duration::from_millis(40) && age < Duration::from_secs(30),
+        "the due one's wait, not a day: {age:?}"
+    );
 }
 
 async fn a_due_message_past_its_expires_at_is_expired_by_the_claim_and_never_handed_out(store: Arc<dyn MessageStore>) {

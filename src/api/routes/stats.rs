@@ -33,7 +33,8 @@ pub struct StatsResponse {
     /// Messages waiting to be sent.
     #[schema(example = 4)]
     pending: u64,
-    /// Age of the oldest pending message; null when none is pending.
+    /// How long the pending message due the longest has been due (scheduled, backing-off and held
+    /// messages count from when they come due); null when none is due.
     #[schema(example = 42.5)]
     oldest_pending_age_seconds: Option<f64>,
     /// Messages sent and failed per minute over the last hour, oldest first; quiet minutes are left out.
