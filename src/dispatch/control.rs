@@ -12,7 +12,9 @@ use std::{sync::Arc, time::Duration};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use super::messages::{GetInFlight, GetSchedulerState, StartSending, StopSending};
+use tokio::sync::oneshot;
+
+use super::messages::{GetInFlight, GetSchedulerState, Leave, StartSending, StopSending};
 use crate::{
     store::{ClusterControl, Replica},
     telemetry::error_chain,
@@ -27,6 +29,8 @@ pub struct ControlActor {
     beating: bool,
     /// When the switch was last set, as the previous heartbeat read it.
     switch_changed_at: Option<DateTime<Utc>>,
+    /// `Leave` came: no more heartbeats; answered once this instance is off the list.
+    leaving: Option<Vec<oneshot::Sender<()>>>,
 }
 
 /// What the control actor may ask of this instance's pipeline.
@@ -46,11 +50,12 @@ impl ControlActor {
             replica,
             beating: false,
             switch_changed_at: None,
+            leaving: None,
         }
     }
 
     fn beat(&mut self, ctx: &mut Context<Self>) {
-        if self.beating {
+        if self.beating || self.leaving.is_some() {
             return;
         }
         self.beating = true;
@@ -88,8 +93,12 @@ impl ControlActor {
                 switch
             }
             .into_actor(self)
-            .map(|switch, act, _| {
+            .map(|switch, act, ctx| {
                 act.beating = false;
+                if act.leaving.is_some() {
+                    act.leave(ctx);
+                    return;
+                }
                 let Some(switch) = switch else { return };
                 // A start on any replica while sending was on already: start again here too, which clears
                 // a pause of this instance's own (the provider refused our credentials).
@@ -99,6 +108,44 @@ impl ControlActor {
                 act.switch_changed_at = Some(switch.changed_at);
             }),
         );
+    }
+}
+
+impl ControlActor {
+    /// Takes this instance off the replica list, then answers every `Leave`.
+    fn leave(&mut self, ctx: &mut Context<Self>) {
+        let cluster = Arc::clone(&self.cluster);
+        let id = self.replica.id.clone();
+        ctx.spawn(
+            async move {
+                if let Err(error) = cluster.forget_replica(&id).await {
+                    log::warn!("could not remove this replica's heartbeat: {}", error_chain(&error));
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, _| {
+                for answer in act.leaving.iter_mut().flat_map(std::mem::take) {
+                    let _ = answer.send(());
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<Leave> for ControlActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Leave, ctx: &mut Self::Context) -> Self::Result {
+        let (answer, left) = oneshot::channel();
+        let first = self.leaving.is_none();
+        self.leaving.get_or_insert_with(Vec::new).push(answer);
+        // A heartbeat under way leaves when it is written, so that it cannot put the row back after.
+        if first && !self.beating {
+            self.leave(ctx);
+        }
+        Box::pin(async move {
+            let _ = left.await;
+        })
     }
 }
 

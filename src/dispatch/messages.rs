@@ -148,6 +148,13 @@ pub struct StopSending;
 #[rtype(result = "SchedulerState")]
 pub struct ShutDown;
 
+/// Shutdown (`Pipeline::drain`) → control actor: beat no more, and take this instance off the replica
+/// list once the heartbeat under way (if any) is written; answered then. A heartbeat during the drain
+/// would put it back, and start the scheduler the drain just shut down.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Leave;
+
 /// Shutdown (`Pipeline::drain`, once the sends are recorded) → status dispatcher: claim no more events
 /// and start no more POSTs; the events it holds unPOSTed go back due at once, for another instance (or
 /// this one's restart) instead of after their lease. Answers whether it is still busy (POSTs under way,

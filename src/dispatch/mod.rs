@@ -54,8 +54,8 @@ use self::{
     fetcher::{ClaimRules, FetcherActor, FetcherOutlets},
     flow::FlowLimits,
     messages::{
-        BreakerReport, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, SchedulerState, ShutDown,
-        StartSending, StopDelivering, StopSending, Tick, TickReport, TickSource,
+        BreakerReport, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, Leave, SchedulerState,
+        ShutDown, StartSending, StopDelivering, StopSending, Tick, TickReport, TickSource,
     },
     persister::{FLUSH_MAX, PersisterActor},
     receipt_applier::ReceiptApplierActor,
@@ -133,6 +133,7 @@ pub struct Pipeline {
     receipts: Option<Addr<ReceiptWriterActor>>,
     /// The status dispatcher, when status webhooks are on.
     status_dispatcher: Option<Addr<StatusDispatcherActor>>,
+    control: Addr<ControlActor>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +239,7 @@ pub async fn start(
         stop: scheduler.clone().recipient(),
         in_flight: fetcher.clone().recipient(),
     };
-    ControlActor::new(Arc::clone(&cluster), controls, replica).start();
+    let control = ControlActor::new(Arc::clone(&cluster), controls, replica).start();
     let status_dispatcher = match &settings.status_webhook {
         Some(target) => {
             let (feed, handed) = status_dispatcher::feed(target);
@@ -257,6 +258,7 @@ pub async fn start(
         owner,
         receipts: receipts.map(|applier| ReceiptWriterActor::new(receipt_store, applier.recipient()).start()),
         status_dispatcher,
+        control,
     })
 }
 
@@ -339,8 +341,8 @@ impl Pipeline {
     pub async fn drain(&self, grace: Duration) -> Result<usize, PipelineError> {
         // Only this instance stops: the cluster's switch stays as it is for the others.
         self.scheduler.send(ShutDown).await?;
-        if let Err(error) = self.cluster.forget_replica(&self.owner).await {
-            log::warn!("could not remove this replica's heartbeat: {error}");
+        if let Err(error) = self.control.send(Leave).await {
+            log::warn!("could not take this replica off the list: {error}");
         }
         let deadline = actix_rt::time::Instant::now() + grace;
         let in_flight = loop {

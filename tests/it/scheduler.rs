@@ -224,3 +224,32 @@ async fn a_stop_on_one_replica_halts_the_others_and_survives_a_restart() {
     })
     .await;
 }
+
+#[actix_web::test]
+async fn a_stopping_instance_leaves_the_replica_list_and_its_heartbeat_does_not_put_it_back() {
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::from_millis(2500)).await;
+    let database = TestDatabase::create().await;
+    database.insert_many(1).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .provider(&Arc::new(provider))
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "50ms")
+        .spawn()
+        .await;
+    wait_until("the message is posted", || async {
+        app.provider.received_requests().await.unwrap().len() == 1
+    })
+    .await;
+    let since = Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(database.all.list_replicas(since).await.unwrap().len(), 1);
+
+    // The drain waits for the slow answer: heartbeats are due meanwhile, every second.
+    app.shutdown().await.unwrap();
+    assert_eq!(
+        database.all.list_replicas(since).await.unwrap(),
+        vec![],
+        "off the list, and not put back by a heartbeat during the drain"
+    );
+}
