@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use tokio::sync::oneshot;
 
-use super::messages::{GetInFlight, GetSchedulerState, Leave, StartSending, StopSending};
+use super::messages::{Draining, GetInFlight, GetSchedulerState, Leave, StartSending, StopSending};
 use crate::{
     store::{ClusterControl, Replica},
     telemetry::error_chain,
@@ -29,8 +29,12 @@ pub struct ControlActor {
     beating: bool,
     /// When the switch was last set, as the previous heartbeat read it.
     switch_changed_at: Option<DateTime<Utc>>,
+    /// Whether the cluster's switch starts and stops the scheduler: not once `Draining` came.
+    steering: bool,
     /// `Leave` came: no more heartbeats; answered once this instance is off the list.
     leaving: Option<Vec<oneshot::Sender<()>>>,
+    /// Off the list: a `Leave` is answered at once.
+    left: bool,
 }
 
 /// What the control actor may ask of this instance's pipeline.
@@ -50,7 +54,9 @@ impl ControlActor {
             replica,
             beating: false,
             switch_changed_at: None,
+            steering: true,
             leaving: None,
+            left: false,
         }
     }
 
@@ -62,6 +68,7 @@ impl ControlActor {
         let cluster = Arc::clone(&self.cluster);
         let pipeline = self.pipeline.clone();
         let mut replica = self.replica.clone();
+        let steering = self.steering;
         ctx.spawn(
             async move {
                 let (Ok(state), Ok(in_flight)) = (
@@ -80,6 +87,7 @@ impl ControlActor {
                     }
                 };
                 match switch {
+                    _ if !steering => {}
                     Some(switch) if switch.sending && !state.running => {
                         log::info!("the cluster's sending switch is on: starting");
                         let _ = pipeline.start.send(StartSending).await;
@@ -102,7 +110,8 @@ impl ControlActor {
                 let Some(switch) = switch else { return };
                 // A start on any replica while sending was on already: start again here too, which clears
                 // a pause of this instance's own (the provider refused our credentials).
-                if switch.sending && act.switch_changed_at.is_some_and(|seen| seen < switch.changed_at) {
+                if act.steering && switch.sending && act.switch_changed_at.is_some_and(|seen| seen < switch.changed_at)
+                {
                     act.pipeline.start.do_send(StartSending);
                 }
                 act.switch_changed_at = Some(switch.changed_at);
@@ -124,6 +133,7 @@ impl ControlActor {
             }
             .into_actor(self)
             .map(|(), act, _| {
+                act.left = true;
                 for answer in act.leaving.iter_mut().flat_map(std::mem::take) {
                     let _ = answer.send(());
                 }
@@ -132,10 +142,21 @@ impl ControlActor {
     }
 }
 
+impl Handler<Draining> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Draining, _: &mut Self::Context) {
+        self.steering = false;
+    }
+}
+
 impl Handler<Leave> for ControlActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Leave, ctx: &mut Self::Context) -> Self::Result {
+        if self.left {
+            return Box::pin(async {});
+        }
         let (answer, left) = oneshot::channel();
         let first = self.leaving.is_none();
         self.leaving.get_or_insert_with(Vec::new).push(answer);

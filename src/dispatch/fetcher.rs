@@ -460,9 +460,10 @@ impl FetcherActor {
         self.rescuing = true;
         let store = Arc::clone(&self.store);
         let scope = self.rescue_scope();
-        let owner = self.rules.owner.clone();
+        // A claim under way may hold rows not yet in `live` (a slow claim, past its lease): not lost.
+        let owner = (!self.flow.is_claiming()).then(|| self.rules.owner.clone());
         ctx.spawn(
-            async move { rescue(store.as_ref(), &owner, &scope).await }
+            async move { rescue(store.as_ref(), owner.as_deref(), &scope).await }
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     act.rescuing = false;
@@ -489,7 +490,7 @@ fn gauge(value: usize) -> i64 {
 /// Puts back to `pending` the expired leases no live sender holds (see `MessageStore`).
 async fn rescue(
     store: &dyn MessageStore,
-    owner: &str,
+    owner: Option<&str>,
     (live, window): &(Vec<Uuid>, Option<Duration>),
 ) -> Result<usize, StoreError> {
     let rescued = store
@@ -515,7 +516,8 @@ async fn claim_batch(
     after: Option<Frontier>,
 ) -> Result<ClaimedBatch, StoreError> {
     let rescued = match &scope {
-        Some(scope) => rescue(store, &rules.owner, scope).await?,
+        // Before this claim's own rows exist, and no other claim runs meanwhile.
+        Some(scope) => rescue(store, Some(&rules.owner), scope).await?,
         None => 0,
     };
     let Claimed {

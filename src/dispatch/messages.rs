@@ -148,9 +148,16 @@ pub struct StopSending;
 #[rtype(result = "SchedulerState")]
 pub struct ShutDown;
 
-/// Shutdown (`Pipeline::drain`) → control actor: beat no more, and take this instance off the replica
-/// list once the heartbeat under way (if any) is written; answered then. A heartbeat during the drain
-/// would put it back, and start the scheduler the drain just shut down.
+/// Shutdown (`Pipeline::drain`, first thing) → control actor: go on beating, so that no other replica
+/// takes this one's claims for a dead instance's while they are recorded, but no longer start or stop
+/// the scheduler by the cluster's switch (it would start the scheduler the drain just shut down).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Draining;
+
+/// Shutdown (`Pipeline::drain`, once the sends are recorded) → control actor: beat no more, and take this
+/// instance off the replica list once the heartbeat under way (if any) is written; answered then (a
+/// heartbeat written after would put it back).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Leave;

@@ -54,8 +54,8 @@ use self::{
     fetcher::{ClaimRules, FetcherActor, FetcherOutlets},
     flow::FlowLimits,
     messages::{
-        BreakerReport, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, Leave, SchedulerState,
-        ShutDown, StartSending, StopDelivering, StopSending, Tick, TickReport, TickSource,
+        BreakerReport, Draining, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, Leave,
+        SchedulerState, ShutDown, StartSending, StopDelivering, StopSending, Tick, TickReport, TickSource,
     },
     persister::{FLUSH_MAX, PersisterActor},
     receipt_applier::ReceiptApplierActor,
@@ -340,11 +340,11 @@ impl Pipeline {
     /// after their lease.
     pub async fn drain(&self, grace: Duration) -> Result<usize, PipelineError> {
         // Only this instance stops: the cluster's switch stays as it is for the others.
-        self.scheduler.send(ShutDown).await?;
-        if let Err(error) = self.control.send(Leave).await {
-            log::warn!("could not take this replica off the list: {error}");
-        }
         let deadline = actix_rt::time::Instant::now() + grace;
+        self.scheduler.send(ShutDown).await?;
+        if let Err(error) = self.control.send(Draining).await {
+            log::warn!("the control actor is gone: {error}");
+        }
         let in_flight = loop {
             let in_flight = self.in_flight().await?;
             if in_flight == 0 || actix_rt::time::Instant::now() >= deadline {
@@ -352,6 +352,10 @@ impl Pipeline {
             }
             actix_rt::time::sleep(DRAIN_POLL).await;
         };
+        // Only now: until its claims are recorded, its heartbeat keeps other replicas off them.
+        if let Err(error) = self.control.send(Leave).await {
+            log::warn!("could not take this replica off the list: {error}");
+        }
         // After the sends: their results write the last events this instance is handed.
         if let Some(dispatcher) = &self.status_dispatcher {
             loop {

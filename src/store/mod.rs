@@ -278,8 +278,9 @@ impl Transition {
 /// Which expired leases a rescue may take (see `MessageStore::rescue_expired_leases`).
 #[derive(Debug, Clone, Copy)]
 pub struct Rescue<'a> {
-    /// The rescuing instance (its `lease_owner`).
-    pub owner: &'a str,
+    /// The rescuing instance (its `lease_owner`), when its expired claims not in `live` are lost ones:
+    /// `None` while a claim of its own is under way, whose rows reach `live` only once it is done.
+    pub owner: Option<&'a str>,
     /// The claim tokens the rescuing instance still holds.
     pub live: &'a [Uuid],
     /// A replica whose heartbeat is younger than this keeps its leases.

@@ -226,7 +226,7 @@ async fn a_stop_on_one_replica_halts_the_others_and_survives_a_restart() {
 }
 
 #[actix_web::test]
-async fn a_stopping_instance_leaves_the_replica_list_and_its_heartbeat_does_not_put_it_back() {
+async fn a_stopping_instance_beats_while_it_drains_then_leaves_the_replica_list_for_good() {
     let provider = MockServer::start().await;
     accept_all(&provider, Duration::from_millis(2500)).await;
     let database = TestDatabase::create().await;
@@ -243,10 +243,26 @@ async fn a_stopping_instance_leaves_the_replica_list_and_its_heartbeat_does_not_
     })
     .await;
     let since = Utc::now() - chrono::Duration::hours(1);
-    assert_eq!(database.all.list_replicas(since).await.unwrap().len(), 1);
+    wait_until("its heartbeat lists it", || async {
+        database.all.list_replicas(since).await.unwrap().len() == 1
+    })
+    .await;
 
-    // The drain waits for the slow answer: heartbeats are due meanwhile, every second.
-    app.shutdown().await.unwrap();
+    // The drain waits for the slow answer. Meanwhile the instance still beats, so that no other replica
+    // takes its claim for a dead one's.
+    let stop_began = Utc::now();
+    let stopping = actix_rt::spawn(app.shutdown());
+    wait_until("a heartbeat during the drain", || async {
+        database
+            .all
+            .list_replicas(since)
+            .await
+            .unwrap()
+            .iter()
+            .any(|replica| replica.last_seen > stop_began)
+    })
+    .await;
+    stopping.await.unwrap().unwrap();
     assert_eq!(
         database.all.list_replicas(since).await.unwrap(),
         vec![],

@@ -124,7 +124,7 @@ async fn claim_due(store: &dyn MessageStore, limit: u32, owner: &str, lease: Dur
 /// Rescues as a dispatcher holding no claims would: every expired lease of a replica not seen lately.
 async fn rescue(store: &dyn MessageStore) -> Vec<Uuid> {
     let rescue = Rescue {
-        owner: "rescuer",
+        owner: Some("rescuer"),
         live: &[],
         owner_fresh: Duration::from_secs(3),
         expired_within: None,
@@ -801,7 +801,7 @@ async fn a_rescue_spares_the_claims_the_rescuer_still_holds(store: Arc<dyn Messa
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let rescue = Rescue {
-        owner: "me",
+        owner: Some("me"),
         live: &[held.token],
         owner_fresh: Duration::from_secs(3),
         expired_within: None,
@@ -811,7 +811,7 @@ async fn a_rescue_spares_the_claims_the_rescuer_still_holds(store: Arc<dyn Messa
     assert_eq!(rescued, vec![ids[1]], "only the claim the rescuer no longer holds");
     assert_eq!(lost.message_id, ids[1]);
     let recent = Rescue {
-        owner: "me",
+        owner: Some("me"),
         live: &[],
         owner_fresh: Duration::from_secs(3),
         expired_within: Some(Duration::from_millis(1)),
@@ -1369,9 +1369,19 @@ mod rescue {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
 
+        let while_claiming = Rescue {
+            owner: None,
+            live: &[],
+            owner_fresh: Duration::from_secs(3),
+            expired_within: None,
+        };
+        assert!(
+            store.rescue_expired_leases(&while_claiming).await.unwrap().is_empty(),
+            "with a claim of its own under way, its rows may not be in `live` yet: none is taken"
+        );
         let rescued = store
             .rescue_expired_leases(&Rescue {
-                owner: "me",
+                owner: Some("me"),
                 live: &[],
                 owner_fresh: Duration::from_secs(3),
                 expired_within: None,
