@@ -558,7 +558,7 @@ impl StatusEventSql for PostgresStore {
     const RETRY_EVENT: &'static str = concat!(
         "UPDATE status_events
             SET status = 'pending', next_attempt_at = now(), lease_expires_at = NULL, delivered_at = NULL
-          WHERE id = $1 RETURNING ",
+          WHERE id = $1 AND NOT (status = 'pending' AND lease_expires_at > now()) RETURNING ",
         event_columns!()
     );
     const PUT_BACK_EVENTS: &'static str = "
@@ -651,17 +651,24 @@ impl EventWriter for PostgresStore {
         let message_ids: Vec<Uuid> = events.iter().map(|event| event.message_id).collect();
         let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
         let payloads: Vec<&str> = events.iter().map(|event| event.payload.as_str()).collect();
-        // The check for another pending event of the message does not see this statement's own rows:
-        // `offered` names each message once.
+        // The checks for another pending or failed event of the message do not see this statement's own
+        // rows: `offered` names each message once. An event behind a failed one is written failed.
         sqlx::query_as(concat!(
             "WITH written AS (
-                 INSERT INTO status_events (id, message_id, type, payload, attempts, lease_expires_at)
+                 INSERT INTO status_events
+                        (id, message_id, type, payload, attempts, lease_expires_at, status, last_error)
                  SELECT i.id, i.message_id, i.type, i.payload, l.leased::int,
-                        CASE WHEN l.leased THEN now() + make_interval(secs => $6) END
+                        CASE WHEN l.leased THEN now() + make_interval(secs => $6) END,
+                        CASE WHEN f.id IS NULL THEN 'pending' ELSE 'failed' END,
+                        'not sent: event ' || f.id || ' of this message, before it, failed'
                    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[])
                         AS i(id, message_id, type, payload, offered)
+                   LEFT JOIN LATERAL (
+                        SELECT o.id FROM status_events o
+                         WHERE o.message_id = i.message_id AND o.status = 'failed' ORDER BY o.seq LIMIT 1
+                        ) AS f ON true
                   CROSS JOIN LATERAL (
-                        SELECT i.offered AND $6::float8 IS NOT NULL
+                        SELECT i.offered AND $6::float8 IS NOT NULL AND f.id IS NULL
                                AND NOT EXISTS (SELECT 1 FROM status_events o
                                                 WHERE o.message_id = i.message_id AND o.status = 'pending')
                         ) AS l(leased)

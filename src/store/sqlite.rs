@@ -610,7 +610,7 @@ impl StatusEventSql for SqliteStore {
     const RETRY_EVENT: &'static str = concat!(
         "UPDATE status_events
             SET status = 'pending', next_attempt_at = ?2, lease_expires_at = NULL, delivered_at = NULL
-          WHERE id = ?1 RETURNING ",
+          WHERE id = ?1 AND NOT (status = 'pending' AND lease_expires_at > ?2) RETURNING ",
         event_columns!()
     );
     const PUT_BACK_EVENTS: &'static str = "
@@ -720,11 +720,17 @@ impl EventWriter for SqliteStore {
         for (event, &offered) in events.iter().zip(offered) {
             let row: EventRow = sqlx::query_as(concat!(
                 "INSERT INTO status_events
-                        (id, message_id, type, payload, created_at, next_attempt_at, attempts, lease_expires_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?5, l.leased, CASE WHEN l.leased THEN ?5 + ?6 END
-                   FROM (SELECT ?7 AND ?6 IS NOT NULL
+                        (id, message_id, type, payload, created_at, next_attempt_at, attempts, lease_expires_at,
+                         status, last_error)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?5, l.leased, CASE WHEN l.leased THEN ?5 + ?6 END,
+                        CASE WHEN f.id IS NULL THEN 'pending' ELSE 'failed' END,
+                        'not sent: event ' || f.id || ' of this message, before it, failed'
+                   FROM (SELECT (SELECT o.id FROM status_events o
+                                  WHERE o.message_id = ?2 AND o.status = 'failed' ORDER BY o.seq LIMIT 1) AS id) AS f,
+                        (SELECT ?7 AND ?6 IS NOT NULL
                                 AND NOT EXISTS (SELECT 1 FROM status_events o
-                                                 WHERE o.message_id = ?2 AND o.status = 'pending') AS leased) AS l
+                                                 WHERE o.message_id = ?2 AND o.status IN ('pending', 'failed'))
+                                AS leased) AS l
                  WHERE true
                  RETURNING ",
                 event_columns!()

@@ -139,7 +139,8 @@ pub trait StatusEventStore: Send + Sync + 'static {
         before: Option<i64>,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Event `id` back to `pending`, due now, with its id kept (a replay). `None` when there is none.
+    /// Event `id` back to `pending`, due now, with its id kept (a replay); one being sent (pending under
+    /// a lease) is left to its POST, whose outcome a replay would race. `None` when there is none.
     async fn retry_event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError>;
 
     /// Events `held` by this instance and never POSTed (it is stopping), back due now: the lease and the
@@ -279,7 +280,9 @@ pub(super) trait StatusEventSql: Backend {
     /// Leases up to `$1` due events, the oldest pending one of each message only, for `$2` (a
     /// `Backend::span`, and `Backend::clock`): the `EventRow`s leased.
     const CLAIM_DUE_EVENTS: &'static str;
-    /// Event `$1` (its id) back to `pending`, due now (and `Backend::clock`): its `EventRow`.
+    /// Event `$1` (its id) back to `pending`, due now, unless it is being sent (pending under an
+    /// unexpired lease) (and `Backend::clock`): its `EventRow`, none when there is none or it is being
+    /// sent.
     const RETRY_EVENT: &'static str;
     /// Events `$1` (a `Backend::ints` of seqs) back due now, with last error `$3`, one attempt fewer and
     /// no lease, where still pending under an unexpired lease with attempts `$2` (the same list's
@@ -344,12 +347,25 @@ where
     }
 
     async fn retry_event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        let row: Option<EventRow<B>> = sqlx::query_as(B::RETRY_EVENT)
+        let replayed: Option<EventRow<B>> = sqlx::query_as(B::RETRY_EVENT)
             .bind(B::stored_uuid(id))
             .clocked::<B>()
             .fetch_optional(self.exec())
             .await
             .map_err(db("replaying a status event"))?;
+        let row = match replayed {
+            Some(row) => Some(row),
+            // Being sent, or no such event: as it stands.
+            None => sqlx::query_as(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM status_events WHERE id = $1"
+            ))
+            .bind(B::stored_uuid(id))
+            .fetch_optional(self.exec())
+            .await
+            .map_err(db("reading a status event"))?,
+        };
         row.map(StoredEvent::try_from).transpose()
     }
 

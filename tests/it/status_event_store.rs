@@ -21,6 +21,8 @@ contract!(
     an_event_put_back_is_due_at_once_with_its_attempt_given_back_unless_it_is_no_longer_leased,
     a_holder_that_lost_its_event_to_another_claim_records_and_puts_back_nothing,
     an_event_that_fails_takes_the_pending_events_written_after_it_for_its_message_with_it,
+    an_event_written_after_one_of_its_message_failed_is_written_failed,
+    a_replay_leaves_an_event_being_sent_to_its_post,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -484,4 +486,70 @@ async fn an_event_that_fails_takes_the_pending_events_written_after_it_for_its_m
             .collect::<Vec<_>>(),
         [of(ids[0]).id]
     );
+}
+
+async fn an_event_written_after_one_of_its_message_failed_is_written_failed(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    // With a feed: the event that would be handed over leased is not, being behind a failed one.
+    let (feed, mut handed) = EventFeed::new(10, LEASE);
+    events.hand_status_events_to(feed);
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    let ids = finish_all(database, vec![sent(&provider_id)]).await;
+    let sent_event = handed.try_recv().expect("the message.sent event is handed over").events[0].clone();
+    events
+        .finish_events(&[(
+            sent_event.held(),
+            EventDelivery::Failed {
+                error: "not acknowledged within STATUS_WEBHOOK_MAX_AGE".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+
+    // The carrier's receipt comes after: its message.delivered must not go before message.sent.
+    deliver(database, &provider_id, ids[0]).await;
+    assert!(handed.try_recv().is_err(), "not handed over");
+    assert!(
+        events.claim_due_events(10, LEASE).await.unwrap().is_empty(),
+        "nor claimable"
+    );
+    let failed = events.list_events(Some(EventStatus::Failed), 10, None).await.unwrap();
+    let delivered = failed
+        .iter()
+        .find(|e| e.kind == StatusEventType::Delivered)
+        .expect("written failed");
+    assert_eq!(
+        delivered.last_error.as_deref(),
+        Some(format!("not sent: event {} of this message, before it, failed", sent_event.id).as_str())
+    );
+}
+
+async fn a_replay_leaves_an_event_being_sent_to_its_post(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    finish_all(database, vec![sent(&format!("prov-{}", Uuid::new_v4()))]).await;
+    let held = events.claim_due_events(10, LEASE).await.unwrap();
+
+    let replayed = events.retry_event(held[0].id).await.unwrap().expect("it exists");
+    assert_eq!((replayed.status, replayed.attempts), (EventStatus::Pending, 1));
+    assert!(
+        events.claim_due_events(10, LEASE).await.unwrap().is_empty(),
+        "still its holder's: not due again beside the POST under way"
+    );
+    events
+        .finish_events(&[(held[0].held(), EventDelivery::Delivered)])
+        .await
+        .unwrap();
+    let listed = events.list_events(None, 10, None).await.unwrap();
+    assert_eq!(
+        listed[0].status,
+        EventStatus::Delivered,
+        "its POST's outcome is recorded"
+    );
+
+    // Once delivered, a replay sends it again, under its id.
+    let again = events.retry_event(held[0].id).await.unwrap().unwrap();
+    assert_eq!(again.status, EventStatus::Pending);
+    assert_eq!(events.claim_due_events(10, LEASE).await.unwrap()[0].id, held[0].id);
 }

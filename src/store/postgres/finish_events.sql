@@ -1,7 +1,7 @@
 -- Records a round of status event deliveries in one statement: event $1[i] (its seq), held at attempt
 -- $5[i], to status $2[i], due again $3[i] seconds from now when given (a retry), with error $4[i]; its
--- lease ends. An event no longer pending at that attempt (its lease ran out and another claim took it,
--- or an operator replayed it) is left to its new holder. An event that failed takes the pending events
+-- lease ends. An event no longer pending at that attempt (its lease ran out and another claim took it)
+-- is left to its new holder. An event that failed takes the pending events
 -- written after it for its message with it: they could not go without it going first.
 WITH finished AS (
     UPDATE status_events e
