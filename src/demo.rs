@@ -3,9 +3,10 @@
 //! sample messages into an empty database, and reports progress until Ctrl-C. Any other variable set in
 //! the environment (or `.env`) still wins.
 //!
-//! The provider, the database and the cache are the demo's own whatever the environment says: a
-//! `.env` written for `serve` names the real queue, and a demo on it would send the real messages to
-//! the stand-in, recording them sent (and seed a real, empty queue with samples for `serve` to send).
+//! The provider, the database and the cache are the demo's own whatever the environment says, and it
+//! sends no status webhooks: a `.env` written for `serve` names the real queue, and a demo on it would
+//! send the real messages to the stand-in, recording them sent (and seed a real, empty queue with
+//! samples for `serve` to send), and tell the real receiver about its samples.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -28,7 +29,14 @@ const DEMO_DEFAULTS: &[(&str, &str)] = &[
     ("CALLBACK_AUTH_KEY", "demo-callback-key"),
 ];
 /// The variables the demo sets itself, whatever the environment says.
-const OWN_VARIABLES: &[&str] = &["WEBHOOK_URL", "WEBHOOK_AUTH_KEY", "DATABASE_URL", "REDIS_URL"];
+const OWN_VARIABLES: &[&str] = &[
+    "WEBHOOK_URL",
+    "WEBHOOK_AUTH_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "STATUS_WEBHOOK_URL",
+    "STATUS_WEBHOOK_SECRET",
+];
 /// Not `serve`'s default file: `serve` without `DATABASE_URL` keeps its queue there.
 pub const DEMO_DATABASE_URL: &str = "sqlite://data/demo.db";
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -47,9 +55,11 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         Ok(key) => Some(key.trim().to_owned()).filter(|key| !key.is_empty()),
         Err(_) => Some("demo-key".to_owned()),
     };
-    for ignored in ["DATABASE_URL", "REDIS_URL"] {
+    for ignored in ["DATABASE_URL", "REDIS_URL", "STATUS_WEBHOOK_URL"] {
         if std::env::var_os(ignored).is_some() {
-            println!("demo: {ignored} is serve's: the demo keeps to its own database and cache");
+            println!(
+                "demo: {ignored} is serve's: the demo keeps to its own database and cache, and sends no status webhooks"
+            );
         }
     }
     // A provider that reports delivery a second after each send: one in five undelivered, one in five
@@ -69,8 +79,9 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
             "WEBHOOK_URL" => return Some(webhook_url.clone()),
             "WEBHOOK_AUTH_KEY" => return auth_key.clone(),
             "DATABASE_URL" => return Some(DEMO_DATABASE_URL.to_owned()),
-            // No cache: receipts find their message in the database.
-            "REDIS_URL" => return None,
+            // No cache: receipts find their message in the database. No status webhooks: the
+            // receiver is the real system's, which has no business with the demo's samples.
+            "REDIS_URL" | "STATUS_WEBHOOK_URL" | "STATUS_WEBHOOK_SECRET" => return None,
             _ => {}
         }
         std::env::var(name).ok().or_else(|| {

@@ -101,7 +101,11 @@ async fn a_demo_next_to_a_serve_env_file_keeps_to_its_own_database() {
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(
         folder.join(".env"),
-        format!("DATABASE_URL={}\nREDIS_URL=redis://127.0.0.1:6379\n", database.url),
+        format!(
+            "DATABASE_URL={}\nREDIS_URL=redis://127.0.0.1:6379\nSTATUS_WEBHOOK_URL=http://127.0.0.1:9/events\n\
+             STATUS_WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+            database.url
+        ),
     )
     .unwrap();
 
@@ -114,6 +118,15 @@ async fn a_demo_next_to_a_serve_env_file_keeps_to_its_own_database() {
     terminate(&mut demo);
 
     assert!(folder.join("data/demo.db").exists());
+    let demo_db = sqlx::SqlitePool::connect(&format!("sqlite://{}", folder.join("data/demo.db").display()))
+        .await
+        .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM status_events")
+        .fetch_one(&demo_db)
+        .await
+        .unwrap();
+    assert_eq!(events, 0, "no status webhooks to the real receiver about the samples");
+    demo_db.close().await;
     let untouched = database.store.get(real).await.unwrap().unwrap();
     assert_eq!(
         untouched.status,
