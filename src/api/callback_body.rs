@@ -1,6 +1,6 @@
 //! The body of a provider's callback (`POST /receipts`, `POST /inbound`), read by hand once its key has
 //! been checked: an extractor would read it before the handler runs, so a caller without the key could
-//! make the server buffer up to the route's limit, and would learn from a 413, 415 or 400 what a
+//! make the server buffer up to the route's limit, and would learn from a 413 or 400 what a
 //! request must look like before it learned it lacks the key.
 
 use actix_web::{HttpRequest, web};
