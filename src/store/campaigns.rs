@@ -1,7 +1,7 @@
 //! Campaigns: the messages that share a `campaign` label, counted, paused, resumed and cancelled
 //! together. A pause is a row of `paused_campaigns`, which every replica's claim reads (it skips the
-//! campaign's rows, and goes on past them), so it holds across the cluster at once; a cancel is one
-//! statement over the campaign's pending rows.
+//! campaign's rows, and goes on past them), so it holds across the cluster at once; a cancel pauses
+//! the campaign, then cancels its pending rows in one statement.
 
 use std::collections::BTreeMap;
 
@@ -35,8 +35,9 @@ pub trait Campaigns: Send + Sync + 'static {
     /// Claims its messages again, each in its place; whether it was paused.
     async fn resume_campaign(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// `pending` → `cancelled` for every pending message of the campaign, in one statement; how many.
-    /// Messages already claimed (`sending`) go on.
+    /// Pauses the campaign, then `pending` → `cancelled` for every pending message of it, in one
+    /// statement; how many. A message being sent meanwhile (`sending`) goes on; should it come back
+    /// pending (a retry, a put-back), the pause holds it: it is not sent.
     async fn cancel_campaign(&self, name: &str) -> Result<u64, StoreError>;
 }
 
@@ -89,6 +90,8 @@ where
     }
 
     async fn cancel_campaign(&self, name: &str) -> Result<u64, StoreError> {
+        // The pause first: should the cancel fail, the campaign is held, which a retry of it completes.
+        self.pause_campaign(name).await?;
         let done = sqlx::query(B::CANCEL_CAMPAIGN)
             .bind(name)
             .clocked::<B>()

@@ -87,7 +87,8 @@ async fn a_campaign_paused_on_one_replica_holds_on_both_resumes_from_the_other_a
     }
     let seen = campaign(&first, "promo").await;
     assert_eq!(seen["counts"], json!({"cancelled": 2, "sent": 2}), "{seen}");
-    assert_eq!(seen["paused"], false);
+    assert_eq!(seen["paused"], true, "a cancel pauses: what comes back pending is held");
+    assert_eq!(cancelled["paused"], true);
 }
 
 #[actix_web::test]

@@ -1285,13 +1285,26 @@ async fn a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_a
 
     let more = enqueue_each(
         store.as_ref(),
-        vec![scheduled(3, in_campaign("promo")), scheduled(4, in_campaign("promo"))],
+        vec![
+            scheduled(3, in_campaign("promo")),
+            scheduled(4, in_campaign("promo")),
+            scheduled(5, in_campaign("promo")),
+        ],
     )
     .await;
+    // One is being sent when the campaign is cancelled.
+    let in_flight = claim_aged(store.as_ref(), 1, AGING).await.messages[0].claim;
+    assert_eq!(in_flight.message_id, more[0]);
     assert_eq!(campaigns.cancel_campaign("promo").await.unwrap(), 2);
-    for id in more {
-        assert_eq!(store.get(id).await.unwrap().unwrap().status, MessageStatus::Cancelled);
+    for id in &more[1..] {
+        assert_eq!(store.get(*id).await.unwrap().unwrap().status, MessageStatus::Cancelled);
     }
+    // Its send fails and puts it back pending: the cancel's pause holds it.
+    assert!(put_back(store.as_ref(), &in_flight).await);
+    assert!(
+        claim_aged(store.as_ref(), 10, AGING).await.messages.is_empty(),
+        "a cancelled campaign sends nothing more"
+    );
     let promo = campaigns
         .list_campaigns()
         .await
@@ -1299,10 +1312,10 @@ async fn a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_a
         .into_iter()
         .find(|c| c.name == "promo")
         .unwrap();
-    assert!(!promo.paused);
+    assert!(promo.paused, "a cancel pauses");
     assert_eq!(
         promo.counts.into_iter().collect::<Vec<_>>(),
-        [("cancelled", 2), ("sent", 2)]
+        [("cancelled", 2), ("pending", 1), ("sent", 2)]
     );
 }
 

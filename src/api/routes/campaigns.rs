@@ -142,7 +142,9 @@ async fn set_paused(state: &AppState, campaign: &str, paused: bool) -> Result<Ht
 
 /// Cancel every pending message of a campaign at once: `cancelled`, never sent.
 ///
-/// Messages already claimed (`sending`) go on. The pause, if any, stays as it is.
+/// The campaign is paused too: a message being sent at that moment goes on, and should it come back
+/// pending (a retry, a put-back), it is held, not sent. Cancel again to cancel it as well, or resume the
+/// campaign to let it go.
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "campaigns",
@@ -158,16 +160,10 @@ async fn set_paused(state: &AppState, campaign: &str, paused: bool) -> Result<Ht
 pub async fn cancel(state: web::Data<AppState>, campaign: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let campaign = parse_campaign(&campaign)?;
     let cancelled = state.campaigns.cancel_campaign(&campaign).await?;
-    let paused = state
-        .campaigns
-        .list_campaigns()
-        .await?
-        .iter()
-        .any(|summary| summary.name == campaign && summary.paused);
-    log::info!(campaign = campaign.as_str(), cancelled = cancelled; "campaign cancelled");
+    log::info!(campaign = campaign.as_str(), cancelled = cancelled; "campaign cancelled (and paused)");
     Ok(HttpResponse::Ok().json(CampaignChange {
         campaign,
-        paused,
+        paused: true,
         changed: None,
         cancelled: Some(cancelled),
     }))
