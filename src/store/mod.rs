@@ -303,7 +303,7 @@ pub struct QueueStats {
     pub pending: u64,
     /// How long the pending message due the longest has been due: one scheduled ahead, waiting out a
     /// retry's backoff, or held (quiet hours, the daily cap) waits by design and does not count until
-    /// it comes due. `None` when none is due.
+    /// it comes due, nor does one of a paused campaign. `None` when none is due.
     pub oldest_pending_age: Option<Duration>,
 }
 

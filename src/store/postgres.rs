@@ -344,8 +344,11 @@ impl MessageStore for PostgresStore {
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let (pending, oldest_age_seconds): (i64, Option<f64>) = sqlx::query_as(
-            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()))::float8
-               FROM messages WHERE status = 'pending'",
+            "SELECT count(*),
+                    EXTRACT(EPOCH FROM now() - min(m.next_attempt_at) FILTER (
+                        WHERE m.next_attempt_at <= now()
+                          AND NOT EXISTS (SELECT 1 FROM paused_campaigns p WHERE p.campaign = m.campaign)))::float8
+               FROM messages m WHERE m.status = 'pending'",
         )
         .fetch_one(&self.pool)
         .await
@@ -570,7 +573,7 @@ impl StatusEventSql for PostgresStore {
     const DELETE_DELIVERED_EVENTS: &'static str = "
         DELETE FROM status_events WHERE seq IN (
             SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < $1
-             ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)";
     const OUTBOX_STATS: &'static str = "
         SELECT count(*) FILTER (WHERE status = 'pending'),
                EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8,

@@ -393,8 +393,11 @@ impl MessageStore for SqliteStore {
     async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let now = micros(Utc::now());
         let (pending, due_since): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT count(*), min(next_attempt_at) FILTER (WHERE next_attempt_at <= ?1)
-               FROM messages WHERE status = 'pending'",
+            "SELECT count(*),
+                    min(m.next_attempt_at) FILTER (
+                        WHERE m.next_attempt_at <= ?1
+                          AND NOT EXISTS (SELECT 1 FROM paused_campaigns p WHERE p.campaign = m.campaign))
+               FROM messages m WHERE m.status = 'pending'",
         )
         .bind(now)
         .fetch_one(&self.pool)
@@ -621,7 +624,7 @@ impl StatusEventSql for SqliteStore {
     const DELETE_DELIVERED_EVENTS: &'static str = "
         DELETE FROM status_events WHERE seq IN (
             SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < ?1
-             ORDER BY delivered_at LIMIT ?2)";
+             ORDER BY seq LIMIT ?2)";
     const OUTBOX_STATS: &'static str = "
         SELECT count(*) FILTER (WHERE status = 'pending'),
                (?1 - min(created_at) FILTER (WHERE status = 'pending')) / 1e6,

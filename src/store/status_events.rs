@@ -288,7 +288,9 @@ pub(super) trait StatusEventSql: Backend {
     /// no lease, where still pending under an unexpired lease with attempts `$2` (the same list's
     /// `HeldEvent::attempt`s) (and `Backend::clock`).
     const PUT_BACK_EVENTS: &'static str;
-    /// Deletes up to `$2` events delivered before `$1`, oldest first.
+    /// Deletes up to `$2` events delivered before `$1`, oldest first by `seq`: the order of
+    /// `status_events_status_idx`, so a batch reads about the rows it deletes; by `delivered_at`, which no
+    /// index holds, each batch read and sorted every delivered event kept.
     const DELETE_DELIVERED_EVENTS: &'static str;
     /// Pending events, the age of the oldest in seconds, and failed events (`Backend::clock`).
     const OUTBOX_STATS: &'static str;

@@ -553,3 +553,55 @@ async fn a_replay_leaves_an_event_being_sent_to_its_post(database: &TestDatabase
     assert_eq!(again.status, EventStatus::Pending);
     assert_eq!(events.claim_due_events(10, LEASE).await.unwrap()[0].id, held[0].id);
 }
+
+/// Postgres only, on its planner: a retention batch reads about the events it deletes. Ordered by
+/// `delivered_at`, which no index holds, each batch of `SENT_RETENTION` read and sorted every delivered
+/// event kept: tens of millions a statement over a month's retention, past the statement timeout.
+#[tokio::test]
+async fn a_retention_batch_of_delivered_events_reads_the_batch_not_every_delivered_event() {
+    const DELIVERED: i64 = 20_000;
+    let database = TestDatabase::create().await;
+    let store = insider_messaging::startup::migrate(&database.url).await.unwrap();
+    // Set up on a connection of its own, closed after: a backend reports what it read when it exits.
+    let setup = sqlx::PgPool::connect(&database.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO status_events (id, message_id, type, payload, status, delivered_at)
+         SELECT gen_random_uuid(), gen_random_uuid(), 'message.sent', '{}', 'delivered',
+                now() - interval '2 days' + i * interval '1 second'
+           FROM generate_series(1, $1) i",
+    )
+    .bind(DELIVERED)
+    .execute(&setup)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE status_events").execute(&setup).await.unwrap();
+    setup.close().await;
+
+    // Rows and index entries of `status_events` read so far, inserted, deleted.
+    async fn counted(database: &TestDatabase) -> (i64, i64, i64) {
+        sqlx::query_as(
+            "SELECT t.seq_tup_read + coalesce(sum(i.idx_tup_read), 0)::bigint, t.n_tup_ins, t.n_tup_del
+               FROM pg_stat_user_tables t LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid
+              WHERE t.relname = 'status_events' GROUP BY t.seq_tup_read, t.n_tup_ins, t.n_tup_del",
+        )
+        .fetch_one(database.pg())
+        .await
+        .unwrap()
+    }
+    crate::helpers::wait_until("the set-up is counted", || async {
+        counted(&database).await.1 >= DELIVERED
+    })
+    .await;
+    let (read_before, _, _) = counted(&database).await;
+
+    let deleted = store.delete_delivered_events_before(Utc::now(), 10).await.unwrap();
+    assert_eq!(deleted, 10);
+    drop(store);
+    crate::helpers::wait_until("the delete is counted", || async { counted(&database).await.2 >= 10 }).await;
+    let (read_after, _, _) = counted(&database).await;
+    let read = read_after - read_before;
+    assert!(
+        read <= 500,
+        "deleting 10 of {DELIVERED} delivered events read {read} rows and index entries"
+    );
+}

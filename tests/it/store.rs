@@ -60,7 +60,7 @@ mod opt_outs {
         a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
         a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
         inbound_replies_are_kept_with_their_action_and_listed_newest_first,
-        the_opt_out_list_adds_once_pages_in_order_and_removes,
+        the_messages_of_a_paused_campaign_do_not_age_the_queue, the_opt_out_list_adds_once_pages_in_order_and_removes,
     };
 
     contract!(
@@ -69,6 +69,7 @@ mod opt_outs {
         a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
         a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
         inbound_replies_are_kept_with_their_action_and_listed_newest_first,
+        the_messages_of_a_paused_campaign_do_not_age_the_queue,
     );
 }
 
@@ -1410,4 +1411,19 @@ mod rescue {
             "the other replica is alive: it will record it"
         );
     }
+}
+
+async fn the_messages_of_a_paused_campaign_do_not_age_the_queue(database: TestDatabase) {
+    let (store, campaigns) = (database.store, database.campaigns);
+    assert!(campaigns.pause_campaign("promo").await.unwrap());
+    enqueue_each(store.as_ref(), vec![scheduled(0, in_campaign("promo"))]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.oldest_pending_age),
+        (1, None),
+        "held by the operator's pause, not late"
+    );
+    assert!(campaigns.resume_campaign("promo").await.unwrap());
+    assert!(store.queue_stats().await.unwrap().oldest_pending_age.is_some());
 }
