@@ -161,4 +161,24 @@ mod tests {
             "README.md's route table (left) and the OpenAPI document (right) disagree"
         );
     }
+
+    /// OpenAPI allows a parameter once per operation (name and location); validators reject the
+    /// document otherwise, and client generators emit the argument twice. A handler taking
+    /// `web::Path<String>` beside `params(SomeStruct)` listed it twice.
+    #[test]
+    fn no_operation_lists_a_parameter_twice() {
+        let spec = serde_json::to_value(ApiDoc::openapi()).expect("the spec serialises");
+        for (path, item) in spec["paths"].as_object().expect("the spec has paths") {
+            for (method, operation) in item.as_object().into_iter().flatten() {
+                let parameters: Vec<(String, String)> = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| (p["name"].to_string(), p["in"].to_string()))
+                    .collect();
+                let distinct: BTreeSet<_> = parameters.iter().collect();
+                assert_eq!(distinct.len(), parameters.len(), "{method} {path}: {parameters:?}");
+            }
+        }
+    }
 }

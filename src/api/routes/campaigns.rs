@@ -101,8 +101,8 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
     )
 )]
 #[post("/campaigns/{campaign}/pause")]
-pub async fn pause(state: web::Data<AppState>, campaign: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    set_paused(&state, &campaign, true).await
+pub async fn pause(state: web::Data<AppState>, path: web::Path<CampaignPath>) -> Result<HttpResponse, ApiError> {
+    set_paused(&state, &path.campaign, true).await
 }
 
 /// Resume a paused campaign: its messages are claimed again, each in its place. Idempotent.
@@ -118,8 +118,8 @@ pub async fn pause(state: web::Data<AppState>, campaign: web::Path<String>) -> R
     )
 )]
 #[post("/campaigns/{campaign}/resume")]
-pub async fn resume(state: web::Data<AppState>, campaign: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    set_paused(&state, &campaign, false).await
+pub async fn resume(state: web::Data<AppState>, path: web::Path<CampaignPath>) -> Result<HttpResponse, ApiError> {
+    set_paused(&state, &path.campaign, false).await
 }
 
 /// Pauses or resumes a campaign, and answers what the request changed.
@@ -157,8 +157,8 @@ async fn set_paused(state: &AppState, campaign: &str, paused: bool) -> Result<Ht
     )
 )]
 #[post("/campaigns/{campaign}/cancel")]
-pub async fn cancel(state: web::Data<AppState>, campaign: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let campaign = parse_campaign(&campaign)?;
+pub async fn cancel(state: web::Data<AppState>, path: web::Path<CampaignPath>) -> Result<HttpResponse, ApiError> {
+    let campaign = parse_campaign(&path.campaign)?;
     let cancelled = state.campaigns.cancel_campaign(&campaign).await?;
     log::info!(campaign = campaign.as_str(), cancelled = cancelled; "campaign cancelled (and paused)");
     Ok(HttpResponse::Ok().json(CampaignChange {

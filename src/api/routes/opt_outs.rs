@@ -170,8 +170,8 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<OptOutQuery>) ->
     )
 )]
 #[delete("/opt-outs/{to}")]
-pub async fn remove(state: web::Data<AppState>, to: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let to = parse_number(&to)?;
+pub async fn remove(state: web::Data<AppState>, path: web::Path<OptOutPath>) -> Result<HttpResponse, ApiError> {
+    let to = parse_number(&path.to)?;
     if state.opt_outs.remove_opt_out(&to).await? {
         log::info!(to:% = to; "number opted in again");
         Ok(HttpResponse::NoContent().finish())

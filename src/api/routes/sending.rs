@@ -161,7 +161,8 @@ async fn respond(state: &AppState, scheduler: SchedulerState) -> Result<HttpResp
 /// Turns the cluster's sending switch on (it survives restarts): this instance ticks at once, then
 /// every `INTERVAL`; the others follow within a second. Idempotent.
 #[utoipa::path(security(("api_key" = []), ("bearer" = [])), tag = "scheduler", responses(
-        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Running", body = SchedulerResponse)))]
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Running", body = SchedulerResponse),
+        (status = 503, description = "The database is unavailable (the cluster's switch and replicas are kept there)", body = ErrorBody)))]
 #[post("/scheduler/start")]
 pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let scheduler = state.pipeline.start_sending().await?;
@@ -174,7 +175,8 @@ pub async fn start(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 /// once, and on the other replicas within a second; sends already in flight finish and are recorded.
 /// Idempotent.
 #[utoipa::path(security(("api_key" = []), ("bearer" = [])), tag = "scheduler", responses(
-        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Stopped", body = SchedulerResponse)))]
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Stopped", body = SchedulerResponse),
+        (status = 503, description = "The database is unavailable (the cluster's switch and replicas are kept there)", body = ErrorBody)))]
 #[post("/scheduler/stop")]
 pub async fn stop(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let scheduler = state.pipeline.stop_sending().await?;
@@ -183,7 +185,8 @@ pub async fn stop(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 
 /// The scheduler's state.
 #[utoipa::path(security(("api_key" = []), ("bearer" = [])), tag = "scheduler", responses(
-        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Current state", body = SchedulerResponse)))]
+        (status = 401, description = "`API_KEY` is set and the request lacks it", body = ErrorBody),(status = 200, description = "Current state", body = SchedulerResponse),
+        (status = 503, description = "The database is unavailable (the cluster's switch and replicas are kept there)", body = ErrorBody)))]
 #[get("/scheduler")]
 pub async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let scheduler = state.pipeline.state().await?;

@@ -1,6 +1,6 @@
 //! The queue and its recent activity, for dashboards and the operator console.
 
-use std::time::Duration;
+use chrono::DurationRound;
 
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
@@ -15,8 +15,10 @@ use crate::{
     store::DeliveryCounts,
 };
 
-/// How far back the per-minute activity goes.
-const ACTIVITY_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// How far back the per-minute activity goes: this minute and the 59 before it, 60 buckets whole but
+/// the current one (an hour back to the second would add a 61st, partial, that the console's chart has
+/// no column for while its "last hour" totals counted it).
+const ACTIVITY_MINUTES: i64 = 60;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MinuteCounts {
@@ -102,7 +104,9 @@ impl From<DeliveryCounts> for DeliveryRate {
 )]
 #[get("/stats")]
 pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let since = Utc::now() - chrono::Duration::from_std(ACTIVITY_WINDOW).unwrap_or_default();
+    let now = Utc::now();
+    let minute = now.duration_trunc(chrono::TimeDelta::minutes(1)).unwrap_or(now);
+    let since = minute - chrono::TimeDelta::minutes(ACTIVITY_MINUTES - 1);
     let (queue, activity) =
         futures_util::future::join(state.store.queue_stats(), state.store.activity_since(since)).await;
     let queue = queue?;
