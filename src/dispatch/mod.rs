@@ -85,6 +85,9 @@ const RECORDING_BEHIND: usize = 2 * FLUSH_MAX;
 const REPLICA_FRESHNESS: Duration = Duration::from_secs(10);
 /// How often a drain checks whether the last send in flight is recorded.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// How long a stopping instance waits to be taken off the replica list (a heartbeat under way, then the
+/// delete), whatever is left of `SHUTDOWN_GRACE`.
+const LEAVE_WITHIN: Duration = Duration::from_secs(2);
 
 /// What the pipeline is told at start: `startup` fills it in from the settings, so nothing here reads
 /// the environment or knows how a value was spelled there.
@@ -352,9 +355,15 @@ impl Pipeline {
             }
             actix_rt::time::sleep(DRAIN_POLL).await;
         };
-        // Only now: until its claims are recorded, its heartbeat keeps other replicas off them.
-        if let Err(error) = self.control.send(Leave).await {
-            log::warn!("could not take this replica off the list: {error}");
+        // Only now: until its claims are recorded, its heartbeat keeps other replicas off them. Bounded:
+        // the grace may be spent, and a replica left listed only ages out of `GET /scheduler`.
+        match actix_rt::time::timeout(LEAVE_WITHIN, self.control.send(Leave)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => log::warn!("could not take this replica off the list: {error}"),
+            Err(_) => log::warn!(
+                within:? = LEAVE_WITHIN;
+                "could not take this replica off the list in time: it ages out of GET /scheduler"
+            ),
         }
         // After the sends: their results write the last events this instance is handed.
         if let Some(dispatcher) = &self.status_dispatcher {

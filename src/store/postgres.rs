@@ -465,8 +465,9 @@ impl ReceiptSql for PostgresStore {
         RETURNING outcome";
     const DELETE_SETTLED_RECEIPTS: &'static str = "
         DELETE FROM receipts WHERE seq IN (
-            SELECT seq FROM receipts WHERE outcome <> 'pending' AND settled_at < $1
-             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)";
+            SELECT seq FROM (SELECT seq, settled_at FROM receipts WHERE outcome <> 'pending'
+                              ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) AS oldest
+             WHERE settled_at < $1)";
 
     async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError> {
         let provider_ids: Vec<&str> = receipts.iter().map(|r| r.provider_message_id.as_ref()).collect();
@@ -561,7 +562,7 @@ impl StatusEventSql for PostgresStore {
     const RETRY_EVENT: &'static str = concat!(
         "UPDATE status_events
             SET status = 'pending', next_attempt_at = now(), lease_expires_at = NULL, delivered_at = NULL
-          WHERE id = $1 AND NOT (status = 'pending' AND lease_expires_at > now()) RETURNING ",
+          WHERE id = $1 AND NOT (status = 'pending' AND coalesce(lease_expires_at > now(), false)) RETURNING ",
         event_columns!()
     );
     const PUT_BACK_EVENTS: &'static str = "
@@ -572,8 +573,9 @@ impl StatusEventSql for PostgresStore {
          WHERE e.seq = h.seq AND e.attempts = h.attempt AND e.status = 'pending' AND e.lease_expires_at > now()";
     const DELETE_DELIVERED_EVENTS: &'static str = "
         DELETE FROM status_events WHERE seq IN (
-            SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < $1
-             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)";
+            SELECT seq FROM (SELECT seq, delivered_at FROM status_events WHERE status = 'delivered'
+                              ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) AS oldest
+             WHERE delivered_at < $1)";
     const OUTBOX_STATS: &'static str = "
         SELECT count(*) FILTER (WHERE status = 'pending'),
                EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8,

@@ -213,7 +213,8 @@ pub(super) trait ReceiptSql: EventWriter {
     /// Settles pending receipt `$1` as outcome `$2` without applying it (and `Backend::clock`): the
     /// outcome, no row when another settler was first or is settling it now.
     const SETTLE_UNAPPLIED: &'static str;
-    /// Deletes up to `$2` receipts settled before `$1`, oldest first.
+    /// Deletes those of the `$2` oldest settled receipts (by `seq`) settled before `$1`: a batch reads `$2`
+    /// at most, not every receipt kept when fewer are that old (see `DELETE_DELIVERED_EVENTS`).
     const DELETE_SETTLED_RECEIPTS: &'static str;
 
     /// Stores receipts as `pending` in the order given: their `seq`s.

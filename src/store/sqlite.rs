@@ -522,7 +522,9 @@ impl ReceiptSql for SqliteStore {
         "UPDATE receipts SET outcome = ?2, settled_at = ?3 WHERE seq = ?1 AND outcome = 'pending' RETURNING outcome";
     const DELETE_SETTLED_RECEIPTS: &'static str = "
         DELETE FROM receipts WHERE seq IN (
-            SELECT seq FROM receipts WHERE outcome <> 'pending' AND settled_at < ?1 ORDER BY seq LIMIT ?2)";
+            SELECT seq FROM (SELECT seq, settled_at FROM receipts WHERE outcome <> 'pending'
+                              ORDER BY seq LIMIT ?2) AS oldest
+             WHERE settled_at < ?1)";
 
     async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError> {
         // Row by row in one transaction: SQLite has no unnest, and its statements cost microseconds.
@@ -613,7 +615,7 @@ impl StatusEventSql for SqliteStore {
     const RETRY_EVENT: &'static str = concat!(
         "UPDATE status_events
             SET status = 'pending', next_attempt_at = ?2, lease_expires_at = NULL, delivered_at = NULL
-          WHERE id = ?1 AND NOT (status = 'pending' AND lease_expires_at > ?2) RETURNING ",
+          WHERE id = ?1 AND NOT (status = 'pending' AND coalesce(lease_expires_at > ?2, 0)) RETURNING ",
         event_columns!()
     );
     const PUT_BACK_EVENTS: &'static str = "
@@ -623,8 +625,9 @@ impl StatusEventSql for SqliteStore {
            AND status = 'pending' AND lease_expires_at > ?4";
     const DELETE_DELIVERED_EVENTS: &'static str = "
         DELETE FROM status_events WHERE seq IN (
-            SELECT seq FROM status_events WHERE status = 'delivered' AND delivered_at < ?1
-             ORDER BY seq LIMIT ?2)";
+            SELECT seq FROM (SELECT seq, delivered_at FROM status_events WHERE status = 'delivered'
+                              ORDER BY seq LIMIT ?2) AS oldest
+             WHERE delivered_at < ?1)";
     const OUTBOX_STATS: &'static str = "
         SELECT count(*) FILTER (WHERE status = 'pending'),
                (?1 - min(created_at) FILTER (WHERE status = 'pending')) / 1e6,

@@ -288,9 +288,13 @@ pub(super) trait StatusEventSql: Backend {
     /// no lease, where still pending under an unexpired lease with attempts `$2` (the same list's
     /// `HeldEvent::attempt`s) (and `Backend::clock`).
     const PUT_BACK_EVENTS: &'static str;
-    /// Deletes up to `$2` events delivered before `$1`, oldest first by `seq`: the order of
-    /// `status_events_status_idx`, so a batch reads about the rows it deletes; by `delivered_at`, which no
-    /// index holds, each batch read and sorted every delivered event kept.
+    /// Deletes those of the `$2` oldest delivered events (by `seq`, the order of `status_events_status_idx`)
+    /// delivered before `$1`: a batch reads `$2` entries at most. Asked as "the oldest `$2` delivered
+    /// before `$1`", it read every delivered event kept whenever fewer than `$2` were that old (each
+    /// minute's round, once the backlog is gone), and by `delivered_at`, which no index holds, sorted
+    /// them too. Events are delivered about in the order they are written, so the oldest by `seq` are
+    /// the first to age out; one delivered late, after days of retries, holds the head of the table
+    /// until it ages out too.
     const DELETE_DELIVERED_EVENTS: &'static str;
     /// Pending events, the age of the oldest in seconds, and failed events (`Backend::clock`).
     const OUTBOX_STATS: &'static str;
