@@ -83,15 +83,15 @@ async function eventually(what, check, timeoutMs = WAIT_MS) {
 }
 
 /**
- * `insider-messaging demo` on a free port and a fresh SQLite file in a temporary directory (also its working
- * directory, so no `.env` or ./data of the checkout is read). The environment is clean: the caller's
- * WEBHOOK_URL or DATABASE_URL must not leak in. AUTOSTART=false keeps the queue still until the test
+ * `insider-messaging demo` on a free port in a temporary directory, its working directory: no `.env` or
+ * ./data of the checkout is read, and the demo's own database, ./data/demo.db, is a fresh file there. The
+ * environment is clean: the caller's WEBHOOK_URL must not leak in. AUTOSTART=false keeps the queue still until the test
  * presses Start, so the page and the API can be compared exactly.
  */
 async function startDemo(extraEnv = {}) {
   const workdir = mkdtempSync(join(tmpdir(), 'console-test-'));
   const port = await freePort();
-  const database = join(workdir, 'console.db');
+  const database = join(workdir, 'data', 'demo.db');
   let log = '';
   const child = spawn(BIN, ['demo'], {
     cwd: workdir,
@@ -99,7 +99,6 @@ async function startDemo(extraEnv = {}) {
       PATH: process.env.PATH,
       HOME: process.env.HOME ?? workdir,
       RUST_LOG: 'info',
-      DATABASE_URL: `sqlite://${database}`,
       HTTP_ADDR: `127.0.0.1:${port}`,
       AUTOSTART: 'false',
       ...extraEnv,
