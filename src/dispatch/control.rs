@@ -31,10 +31,17 @@ pub struct ControlActor {
     switch_changed_at: Option<DateTime<Utc>>,
     /// Whether the cluster's switch starts and stops the scheduler: not once `Draining` came.
     steering: bool,
-    /// `Leave` came: no more heartbeats; answered once this instance is off the list.
-    leaving: Option<Vec<oneshot::Sender<()>>>,
+    listing: Listing,
+}
+
+/// Where this instance stands on the replica list.
+enum Listing {
+    /// Heartbeats keep it there.
+    Listed,
+    /// `Leave` came: no more heartbeats; these answers wait for it to be off the list.
+    Leaving(Vec<oneshot::Sender<()>>),
     /// Off the list: a `Leave` is answered at once.
-    left: bool,
+    Left,
 }
 
 /// What the control actor may ask of this instance's pipeline.
@@ -55,13 +62,12 @@ impl ControlActor {
             beating: false,
             switch_changed_at: None,
             steering: true,
-            leaving: None,
-            left: false,
+            listing: Listing::Listed,
         }
     }
 
     fn beat(&mut self, ctx: &mut Context<Self>) {
-        if self.beating || self.leaving.is_some() {
+        if self.beating || !matches!(self.listing, Listing::Listed) {
             return;
         }
         self.beating = true;
@@ -103,7 +109,7 @@ impl ControlActor {
             .into_actor(self)
             .map(|switch, act, ctx| {
                 act.beating = false;
-                if act.leaving.is_some() {
+                if matches!(act.listing, Listing::Leaving(_)) {
                     act.leave(ctx);
                     return;
                 }
@@ -118,9 +124,7 @@ impl ControlActor {
             }),
         );
     }
-}
 
-impl ControlActor {
     /// Takes this instance off the replica list, then answers every `Leave`.
     fn leave(&mut self, ctx: &mut Context<Self>) {
         let cluster = Arc::clone(&self.cluster);
@@ -133,9 +137,10 @@ impl ControlActor {
             }
             .into_actor(self)
             .map(|(), act, _| {
-                act.left = true;
-                for answer in act.leaving.iter_mut().flat_map(std::mem::take) {
-                    let _ = answer.send(());
+                if let Listing::Leaving(answers) = std::mem::replace(&mut act.listing, Listing::Left) {
+                    for answer in answers {
+                        let _ = answer.send(());
+                    }
                 }
             }),
         );
@@ -154,15 +159,17 @@ impl Handler<Leave> for ControlActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Leave, ctx: &mut Self::Context) -> Self::Result {
-        if self.left {
-            return Box::pin(async {});
-        }
         let (answer, left) = oneshot::channel();
-        let first = self.leaving.is_none();
-        self.leaving.get_or_insert_with(Vec::new).push(answer);
-        // A heartbeat under way leaves when it is written, so that it cannot put the row back after.
-        if first && !self.beating {
-            self.leave(ctx);
+        match &mut self.listing {
+            Listing::Left => return Box::pin(async {}),
+            Listing::Leaving(answers) => answers.push(answer),
+            Listing::Listed => {
+                self.listing = Listing::Leaving(vec![answer]);
+                // A heartbeat under way leaves when it is written, so that it cannot put the row back.
+                if !self.beating {
+                    self.leave(ctx);
+                }
+            }
         }
         Box::pin(async move {
             let _ = left.await;
