@@ -97,12 +97,13 @@ async fn stop_halts_sending_and_start_resumes_it() {
     assert_eq!(app.metric("scheduler_running").await, 1.0);
 }
 
-#[actix_web::test]
-async fn posts_in_flight_never_exceed_the_send_slots_and_claims_run_ahead_by_one_round() {
+/// `messages` enqueued on a fresh database, and an instance sending them (every 50 ms) to a provider that
+/// answers each after `latency`.
+async fn sending_to_a_slow_provider(messages: usize, latency: Duration) -> (TestDatabase, TestApp) {
     let provider = MockServer::start().await;
-    accept_all(&provider, Duration::from_millis(1500)).await;
+    accept_all(&provider, latency).await;
     let database = TestDatabase::create().await;
-    database.insert_many(6).await;
+    database.insert_many(messages).await;
     let app = TestApp::builder()
         .database(&database)
         .provider(&Arc::new(provider))
@@ -110,6 +111,12 @@ async fn posts_in_flight_never_exceed_the_send_slots_and_claims_run_ahead_by_one
         .var("INTERVAL", "50ms")
         .spawn()
         .await;
+    (database, app)
+}
+
+#[actix_web::test]
+async fn posts_in_flight_never_exceed_the_send_slots_and_claims_run_ahead_by_one_round() {
+    let (database, app) = sending_to_a_slow_provider(6, Duration::from_millis(1500)).await;
 
     wait_until("the first two are posted", || async {
         app.provider.received_requests().await.unwrap().len() == 2
@@ -227,17 +234,7 @@ async fn a_stop_on_one_replica_halts_the_others_and_survives_a_restart() {
 
 #[actix_web::test]
 async fn a_stopping_instance_beats_while_it_drains_then_leaves_the_replica_list_for_good() {
-    let provider = MockServer::start().await;
-    accept_all(&provider, Duration::from_millis(2500)).await;
-    let database = TestDatabase::create().await;
-    database.insert_many(1).await;
-    let app = TestApp::builder()
-        .database(&database)
-        .provider(&Arc::new(provider))
-        .var("AUTOSTART", "true")
-        .var("INTERVAL", "50ms")
-        .spawn()
-        .await;
+    let (database, app) = sending_to_a_slow_provider(1, Duration::from_millis(2500)).await;
     wait_until("the message is posted", || async {
         app.provider.received_requests().await.unwrap().len() == 1
     })

@@ -46,6 +46,17 @@ async fn receiver(failures: usize) -> MockServer {
     server
 }
 
+/// A provider that refuses every message (400): each becomes a dead letter, with a `message.failed` event.
+async fn refusing_every_message() -> MockServer {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path(WEBHOOK_PATH))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&provider)
+        .await;
+    provider
+}
+
 fn with_status_webhooks(receiver: &MockServer) -> TestAppBuilder {
     TestApp::builder()
         .var("STATUS_WEBHOOK_URL", format!("{}/events", receiver.uri()))
@@ -170,12 +181,7 @@ async fn a_receiver_failing_three_times_gets_the_event_until_it_acknowledges_it_
 #[actix_web::test]
 async fn a_dead_letter_is_an_event_that_fails_past_its_age_and_an_operator_replays_it() {
     let receiver = receiver(usize::MAX).await;
-    let provider = MockServer::start().await;
-    Mock::given(matchers::method("POST"))
-        .and(matchers::path(WEBHOOK_PATH))
-        .respond_with(ResponseTemplate::new(400))
-        .mount(&provider)
-        .await;
+    let provider = refusing_every_message().await;
     let app = with_status_webhooks(&receiver)
         .var("STATUS_WEBHOOK_MAX_AGE", "1s")
         .provider(&Arc::new(provider))
@@ -239,12 +245,7 @@ async fn a_receiver_out_of_reach_is_named_in_last_error_without_the_token_in_its
         .unwrap()
         .local_addr()
         .unwrap();
-    let provider = MockServer::start().await;
-    Mock::given(matchers::method("POST"))
-        .and(matchers::path(WEBHOOK_PATH))
-        .respond_with(ResponseTemplate::new(400))
-        .mount(&provider)
-        .await;
+    let provider = refusing_every_message().await;
     let app = TestApp::builder()
         .var(
             "STATUS_WEBHOOK_URL",
