@@ -563,7 +563,8 @@ async fn claim_batch(
     let mut cap = match rules.recipient_daily_limit {
         Some(limit) if !messages.is_empty() => {
             let numbers: Vec<&str> = messages.iter().map(|m| m.phone_number.as_str()).collect();
-            Some(DailyCap::load(store, limit, &numbers, now).await?)
+            let claims: Vec<Uuid> = messages.iter().map(|m| m.claim.token).collect();
+            Some(DailyCap::load(store, limit, &numbers, &claims, now).await?)
         }
         _ => None,
     };

@@ -297,6 +297,14 @@ pub struct MinuteActivity {
     pub failed: u64,
 }
 
+/// A message to a number, sent or being sent: what `RECIPIENT_DAILY_LIMIT` counts.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RecentSend {
+    pub phone_number: String,
+    /// `None` while it is being sent (claimed by another batch or replica).
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
 /// The queue as an operator sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueueStats {
@@ -463,13 +471,15 @@ pub trait MessageStore: Send + Sync + 'static {
 
     async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
 
-    /// When each of `numbers` was sent a message since `since`, oldest first: what
-    /// `RECIPIENT_DAILY_LIMIT` counts.
-    async fn sent_to_since(
+    /// What `RECIPIENT_DAILY_LIMIT` counts for `numbers`: each message sent to one of them since
+    /// `since`, oldest first, and each being sent to one now under a claim other than `claims` (the
+    /// batch asking), whatever becomes of it.
+    async fn sends_to_since(
         &self,
         numbers: &[&str],
         since: DateTime<Utc>,
-    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
+        claims: &[Uuid],
+    ) -> Result<Vec<RecentSend>, StoreError>;
 
     /// Deletes up to `limit` sent messages sent before `before` (oldest first), with their history.
     /// Returns how many went.

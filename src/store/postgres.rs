@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::{
     Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, HeldEvent, MessageStore, MinuteActivity, PageCursor,
-    QueuePlace, QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
+    QueuePlace, QueueStats, ReceiptOutcome, RecentSend, Replica, Rescue, StoreError, Throttle, Transition, db, list,
+    ping,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
     status_events::{self, EventFeed, EventOutbox, EventWriter, StatusEventSql},
 };
@@ -359,17 +360,23 @@ impl MessageStore for PostgresStore {
         })
     }
 
-    async fn sent_to_since(
+    async fn sends_to_since(
         &self,
         numbers: &[&str],
         since: DateTime<Utc>,
-    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        claims: &[Uuid],
+    ) -> Result<Vec<RecentSend>, StoreError> {
         sqlx::query_as(
             "SELECT phone_number, sent_at FROM messages
-              WHERE status = 'sent' AND phone_number = ANY($1) AND sent_at >= $2 ORDER BY phone_number, sent_at",
+              WHERE status = 'sent' AND phone_number = ANY($1) AND sent_at >= $2
+             UNION ALL
+             SELECT phone_number, NULL FROM messages
+              WHERE status = 'sending' AND phone_number = ANY($1) AND lease_token <> ALL($3)
+             ORDER BY phone_number, sent_at",
         )
         .bind(numbers)
         .bind(since)
+        .bind(claims)
         .fetch_all(&self.pool)
         .await
         .map_err(db("counting what numbers were sent"))

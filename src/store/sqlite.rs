@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, HeldEvent, MessageStore, MinuteActivity, PageCursor,
-    QueueStats, ReceiptOutcome, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
+    QueueStats, ReceiptOutcome, RecentSend, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
     status_events::{self, EventFeed, EventOutbox, EventWriter, StatusEventSql},
 };
@@ -410,26 +410,36 @@ impl MessageStore for SqliteStore {
         })
     }
 
-    async fn sent_to_since(
+    async fn sends_to_since(
         &self,
         numbers: &[&str],
         since: DateTime<Utc>,
-    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        // SQLite binds no arrays: the numbers go in as a JSON array.
+        claims: &[Uuid],
+    ) -> Result<Vec<RecentSend>, StoreError> {
+        // SQLite binds no arrays: the numbers and tokens go in as JSON arrays.
         let numbers = serde_json::Value::from(numbers.to_vec()).to_string();
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        let claims = serde_json::Value::from(claims.iter().map(ToString::to_string).collect::<Vec<_>>()).to_string();
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
             "SELECT phone_number, sent_at FROM messages
               WHERE status = 'sent' AND phone_number IN (SELECT value FROM json_each(?1)) AND sent_at >= ?2
-              ORDER BY phone_number, sent_at",
+             UNION ALL
+             SELECT phone_number, NULL FROM messages
+              WHERE status = 'sending' AND phone_number IN (SELECT value FROM json_each(?1))
+                AND lease_token NOT IN (SELECT value FROM json_each(?3))
+             ORDER BY phone_number, sent_at",
         )
         .bind(numbers)
         .bind(micros(since))
+        .bind(claims)
         .fetch_all(&self.pool)
         .await
         .map_err(db("counting what numbers were sent"))?;
         Ok(rows
             .into_iter()
-            .filter_map(|(number, at)| Some((number, Self::time(at)?)))
+            .map(|(phone_number, at)| RecentSend {
+                phone_number,
+                sent_at: at.and_then(Self::time),
+            })
             .collect())
     }
 

@@ -154,3 +154,51 @@ async fn two_dispatchers_on_one_postgres_database_send_every_message_exactly_onc
 async fn two_dispatchers_on_one_sqlite_file_send_every_message_exactly_once() {
     two_dispatchers_send_every_message_exactly_once(TestDatabase::sqlite().await).await;
 }
+
+#[actix_web::test]
+async fn two_dispatchers_racing_for_one_number_send_it_no_more_than_its_daily_limit() {
+    const MESSAGES: usize = 12;
+    const LIMIT: usize = 2;
+    let database = TestDatabase::create().await;
+    let to = PhoneNumber::parse("+905551234567").expect("valid number");
+    let messages: Vec<NewMessage> = (0..MESSAGES)
+        .map(|i| NewMessage {
+            to: to.clone(),
+            content: MessageContent::parse(&format!("race {i}"), 160).expect("valid content"),
+            when: Schedule::default(),
+        })
+        .collect();
+    database.store.insert_many(&messages).await.expect("insert");
+    let provider = MockServer::start().await;
+    // Slower than a tick: each instance claims the next message while its last is still in flight.
+    accept_all(&provider, Duration::from_millis(100)).await;
+    let provider = Arc::new(provider);
+    let spawn = || {
+        TestApp::builder()
+            .database(&database)
+            .provider(&provider)
+            .var("INTERVAL", "20ms")
+            .var("BATCH_SIZE", "1")
+            .var("RECIPIENT_DAILY_LIMIT", LIMIT.to_string())
+            .spawn()
+    };
+    let (first, second) = (spawn().await, spawn().await);
+    first.post_start().await;
+    second.post_start().await;
+
+    wait_until("the rest wait out the day", || async {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM messages WHERE status = 'pending' AND next_attempt_at > now() + interval '1 hour'",
+        )
+        .fetch_one(database.pg())
+        .await
+        .expect("count");
+        pending == (MESSAGES - LIMIT) as i64
+    })
+    .await;
+    first.settle().await;
+    second.settle().await;
+
+    assert_eq!(database.count_with_status("sent").await, LIMIT as i64);
+    assert_eq!(posts_per_key(&provider).await.len(), LIMIT, "the provider saw no more");
+}

@@ -401,6 +401,46 @@ async fn the_daily_cap_defers_a_numbers_messages_past_the_limit_but_never_a_high
 }
 
 #[actix_web::test]
+async fn the_daily_cap_counts_a_message_still_being_sent() {
+    let provider = wiremock::MockServer::start().await;
+    accept_all(&provider, Duration::from_millis(1500)).await;
+    let provider = std::sync::Arc::new(provider);
+    let app = TestApp::builder()
+        .var("RECIPIENT_DAILY_LIMIT", "1")
+        .provider(&provider)
+        .spawn()
+        .await;
+    let first = enqueue(&app, json!({"to": "+905551111111", "content": "one"})).await;
+    app.pipeline.tick_now().await.expect("tick");
+    let second = enqueue(&app, json!({"to": "+905551111111", "content": "two"})).await;
+
+    // The first is still at the provider: the second may not take the day's only place beside it.
+    let report = app.pipeline.tick_now().await.expect("tick");
+    assert_eq!(report.claimed, 1);
+    app.settle().await;
+    assert_eq!(posted(&app).await, vec![id_of(&first).to_string()]);
+    let (_, held) = app.get(&format!("/messages/{}", id_of(&second))).await;
+    assert_eq!(held["status"], "pending", "{held}");
+    assert!(held["last_error"].as_str().unwrap().contains("being sent"), "{held}");
+    let due = timestamp(&held["next_attempt_at"]).expect("due again");
+    assert!(
+        due < Utc::now() + chrono::Duration::seconds(4),
+        "looked at again in seconds, the first may yet fail: {due}"
+    );
+
+    // Once the first is sent, the second waits out the day.
+    wait_until("the held one is due again", || async { Utc::now() > due }).await;
+    assert_eq!(app.tick_and_settle().await.claimed, 1);
+    assert_eq!(posted(&app).await, vec![id_of(&first).to_string()]);
+    let (_, held) = app.get(&format!("/messages/{}", id_of(&second))).await;
+    let due = timestamp(&held["next_attempt_at"]).expect("due again");
+    assert!(
+        (due - Utc::now()).num_minutes() >= 1_430,
+        "deferred until the first send is a day old: {held}"
+    );
+}
+
+#[actix_web::test]
 async fn a_message_that_expires_while_it_waits_for_a_send_slot_is_never_posted() {
     let provider = wiremock::MockServer::start().await;
     accept_all(&provider, Duration::from_millis(1500)).await;

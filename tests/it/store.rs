@@ -9,8 +9,8 @@ use futures_util::future::join_all;
 use insider_messaging::{
     domain::{Attempt, MessageContent, MessageStatus, NewMessage, PhoneNumber, Priority, ProviderMessageId, Schedule},
     store::{
-        Claim, ClaimRequest, Claimed, ClaimedMessage, Finish, MessageStore, NextState, PageCursor, Rescue, Throttle,
-        Transition,
+        Claim, ClaimRequest, Claimed, ClaimedMessage, Finish, MessageStore, NextState, PageCursor, RecentSend, Rescue,
+        Throttle, Transition,
     },
 };
 use uuid::Uuid;
@@ -51,6 +51,7 @@ contract!(
     claims_take_high_before_normal_before_low_and_oldest_first_within_each,
     a_message_due_for_longer_than_the_aging_counts_one_level_higher,
     each_priority_lane_resumes_after_its_own_frontier,
+    the_daily_cap_reads_sends_and_others_claims_in_flight_but_not_the_askers_own,
 );
 
 /// The contract of the seams beside the messages (the suppression list, campaigns, replies), on each
@@ -185,6 +186,50 @@ fn failed(error: &str) -> NextState {
 
 fn provider_id() -> ProviderMessageId {
     ProviderMessageId::parse(&Uuid::new_v4().to_string()).unwrap()
+}
+
+async fn the_daily_cap_reads_sends_and_others_claims_in_flight_but_not_the_askers_own(store: Arc<dyn MessageStore>) {
+    enqueue(store.as_ref(), 4).await;
+    let claimed = claim_due(store.as_ref(), 4, "a", LEASE).await;
+    let number = |i: usize| claimed[i].phone_number.clone();
+    assert!(mark_sent(store.as_ref(), &claimed[0].claim, None).await);
+    let sent_at = store.get(claimed[0].claim.message_id).await.unwrap().unwrap().sent_at;
+    // 1 stays in flight under another claim; 2 and 3 are the asking batch's own.
+    let numbers: Vec<String> = (0..4).map(number).collect();
+    let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    let own = [claimed[2].claim.token, claimed[3].claim.token];
+
+    let mut sends = store
+        .sends_to_since(&numbers, Utc::now() - chrono::Duration::hours(1), &own)
+        .await
+        .unwrap();
+    sends.sort_by(|a, b| a.phone_number.cmp(&b.phone_number));
+    assert_eq!(
+        sends,
+        vec![
+            RecentSend {
+                phone_number: number(0),
+                sent_at,
+            },
+            RecentSend {
+                phone_number: number(1),
+                sent_at: None,
+            },
+        ]
+    );
+
+    let later = store
+        .sends_to_since(&numbers, Utc::now() + chrono::Duration::seconds(1), &own)
+        .await
+        .unwrap();
+    assert_eq!(
+        later,
+        vec![RecentSend {
+            phone_number: number(1),
+            sent_at: None,
+        }],
+        "a send before the window is not counted; one in flight always is"
+    );
 }
 
 async fn claims_take_due_messages_oldest_first_up_to_the_limit(store: Arc<dyn MessageStore>) {
