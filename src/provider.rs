@@ -196,8 +196,9 @@ fn body_excerpt(body: &[u8]) -> String {
 /// `Retry-After` as seconds (`120`) or as an HTTP date; a date in the past means now.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is still "a very long time", not no advice.
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -310,6 +311,11 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX)),
+            "past a u64 is still a long time, not no advice"
+        );
 
         let o = outcome(429, &[("retry-after", "7")], "");
         let Outcome::Throttled { retry_after, .. } = o else {

@@ -206,9 +206,15 @@ impl FetcherActor {
                 ctx.spawn(claim.map(|_, _, _| ()));
             }
         }
+        // The earliest deadline still ahead: a past one (a pace already over) must not hide the end of a
+        // pause, nor a pause that ended unnoticed the pace's next draw.
         self.wake_at(
             ctx,
-            [self.throttled_until, self.paced_until].into_iter().flatten().min(),
+            [self.throttled_until, self.paced_until]
+                .into_iter()
+                .flatten()
+                .filter(|at| *at > now)
+                .min(),
         );
         self.metrics.send_slots_in_use.set(gauge(self.flow.slots_in_use()));
         self.metrics.claim_buffer_depth.set(gauge(self.flow.buffered()));
@@ -355,8 +361,9 @@ impl FetcherActor {
             self.persister.do_send(EndedUnsent { finishes: unsent });
         }
         let mut deliveries = batch.deliveries;
-        if source == TickSource::Scheduler && self.paused {
-            // Sending stopped while this claim ran: give the rows back rather than post them.
+        if self.refused.is_some() || (source == TickSource::Scheduler && self.paused) {
+            // Sending stopped, or the provider refused our credentials, while this claim ran: give the rows
+            // back rather than buffer them where nothing posts them (nor gives them back).
             self.give_back(std::mem::take(&mut deliveries));
         }
         if report.claimed > 0 || report.rescued > 0 {

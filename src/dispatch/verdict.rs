@@ -89,8 +89,12 @@ impl Verdict {
                 },
             },
             Outcome::Throttled { reason, retry_after } => Self::Throttled {
-                // A provider asking for a day's pause is obeyed only as long as any retry waits.
-                retry_after: retry_after.map(|after| after.min(policy.backoff_max)),
+                // A provider asking for a day's pause is obeyed only as long as any retry waits. One asking
+                // for none (`0`, or a date already past on our clock) gave no usable advice: a 429 still
+                // pauses the cluster as without the header.
+                retry_after: retry_after
+                    .filter(|after| !after.is_zero())
+                    .map(|after| after.min(policy.backoff_max)),
                 reason: reason.clone(),
             },
             Outcome::Unauthorized { reason, status } => Self::CredentialsRefused {
@@ -247,6 +251,16 @@ mod tests {
             (attempt.http_status, attempt.outcome.as_str()),
             (Some(429), "throttled")
         );
+    }
+
+    #[test]
+    fn a_429_asking_for_no_pause_pauses_as_one_without_the_header() {
+        let outcome = Outcome::Throttled {
+            reason: "provider answered 429 Too Many Requests".to_owned(),
+            retry_after: Some(Duration::ZERO),
+        };
+        let verdict = Verdict::of(&outcome, &claim(1), &POLICY, 0.5);
+        assert_eq!(verdict.signal(), SendSignal::Throttled { retry_after: None });
     }
 
     #[test]

@@ -294,6 +294,82 @@ async fn a_database_that_stops_answering_mid_drain_stops_the_claims_and_loses_no
     assert_eq!(database.count_with_status("sending").await, 0);
 }
 
+#[actix_web::test]
+async fn a_429_under_a_rate_limit_resumes_when_its_pause_ends_not_at_the_next_tick() {
+    const MESSAGES: usize = 40;
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .mount(&provider)
+        .await;
+    accept_all(&provider, Duration::ZERO).await;
+    let database = TestDatabase::create().await;
+    database.insert_many(MESSAGES).await;
+    let started = std::time::Instant::now();
+    let _app = TestApp::builder()
+        .database(&database)
+        .provider(&Arc::new(provider))
+        .var("AUTOSTART", "true")
+        .var("RATE_LIMIT", "20/s")
+        .var("BATCH_SIZE", "500")
+        .spawn()
+        .await;
+
+    // The tick (INTERVAL is an hour) starts the drain; the pace and the pause's end carry it on.
+    wait_until("every message is sent", || async {
+        database.count_with_status("sent").await == MESSAGES as i64
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "two seconds at 20/s and a one-second pause: {:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn a_claim_under_way_when_the_provider_refuses_our_key_is_given_back() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_delay(Duration::from_millis(800)))
+        .mount(&provider)
+        .await;
+    let database = TestDatabase::create().await;
+    let ids = database.insert_many(2).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .provider(&Arc::new(provider))
+        .var("BATCH_SIZE", "1")
+        .spawn()
+        .await;
+    app.pipeline.tick_now().await.expect("tick");
+
+    // The next claim waits on the table while the first message's 401 comes back.
+    let lock = database.hold_lock("LOCK TABLE messages IN EXCLUSIVE MODE").await;
+    let pipeline = app.pipeline.clone();
+    let second = actix_rt::spawn(async move { pipeline.tick_now().await });
+    wait_until("the provider refused our key", || async {
+        app.metric("provider_credentials_refused").await == 1.0
+    })
+    .await;
+    lock.rollback().await.expect("release the table");
+    second.await.expect("the tick's task").expect("tick");
+
+    wait_until("both are pending again, none left sending", || async {
+        database.count_with_status("pending").await == 2
+    })
+    .await;
+    for id in ids {
+        assert_eq!(database.row(id).await.attempts, 0, "a refusal spends no attempt");
+    }
+    assert_eq!(
+        app.provider.received_requests().await.unwrap().len(),
+        1,
+        "only the first was posted"
+    );
+}
+
 /// `messages` enqueued and sending on `provider` with two slots, a tick's batch of all of them: two are
 /// posted and two more wait in the run-ahead buffer.
 async fn two_posted_and_two_waiting(provider: MockServer, messages: usize) -> (TestDatabase, Vec<Uuid>, TestApp) {
