@@ -42,6 +42,10 @@ pub struct StoredReply {
 pub trait InboundLog: Send + Sync + 'static {
     async fn record_inbound(&self, reply: &InboundReply<'_>) -> Result<StoredReply, StoreError>;
 
+    /// Whether a reply from `from` sent after `at` opted the number out or back in: then a keyword
+    /// sent at `at` (a provider's late retry, replies crossing) is older news and changes nothing.
+    async fn decided_after(&self, from: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
     /// Up to `limit` replies, newest first, after (older than) `before` when given.
     async fn list_inbound(&self, limit: u32, before: Option<Uuid>) -> Result<Vec<StoredReply>, StoreError>;
 }
@@ -61,6 +65,7 @@ where
     for<'q> &'q str: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'q> i64: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'r> ReplyRow<B>: sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
+    for<'r> (i64,): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
 {
     async fn record_inbound(&self, kept: &InboundReply<'_>) -> Result<StoredReply, StoreError> {
         let row = sqlx::query_as(B::RECORD_INBOUND)
@@ -74,6 +79,19 @@ where
             .await
             .map_err(db("recording an inbound reply"))?;
         reply::<B>(row)
+    }
+
+    async fn decided_after(&self, from: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let (later,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM (SELECT 1 FROM inbound_messages
+              WHERE from_number = $1 AND at > $2 AND action IN ('opt_out', 'opt_in') LIMIT 1) AS later",
+        )
+        .bind(from)
+        .bind(B::stored_time(at))
+        .fetch_one(self.exec())
+        .await
+        .map_err(db("reading a number's later replies"))?;
+        Ok(later > 0)
     }
 
     async fn list_inbound(&self, limit: u32, before: Option<Uuid>) -> Result<Vec<StoredReply>, StoreError> {

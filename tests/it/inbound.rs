@@ -37,16 +37,31 @@ async fn call(
 }
 
 async fn reply(app: &TestApp, content: &str) -> Value {
+    reply_at(app, content, "2026-12-02T10:05:00Z").await
+}
+
+/// A reply the phone sent at `at`.
+async fn reply_at(app: &TestApp, content: &str, at: &str) -> Value {
     let (status, stored) = call(
         app,
         "POST",
         "/inbound",
         &[("x-ins-auth-key", CALLBACK_KEY)],
-        Some(json!({"from": NUMBER, "content": content, "at": "2026-12-02T10:05:00Z"})),
+        Some(json!({"from": NUMBER, "content": content, "at": at})),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{stored}");
     stored
+}
+
+async fn opted_out(app: &TestApp) -> bool {
+    let (status, page) = call(app, "GET", "/opt-outs", &[("x-api-key", API_KEY)], None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|entry| entry["to"] == NUMBER)
 }
 
 async fn enqueue(app: &TestApp) -> String {
@@ -111,6 +126,29 @@ async fn stop_by_inbound_suppresses_a_pending_message_and_start_lets_the_next_on
     assert_eq!(rest["items"][0]["from"], NUMBER);
     let (_, metrics) = app.get_text("/metrics").await;
     assert!(metrics.contains("inbound_total{action=\"opt_out\"} 2"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn a_keyword_sent_before_the_numbers_latest_one_changes_nothing() {
+    let app = spawn().await;
+    reply_at(&app, "STOP", "2026-12-02T10:01:00Z").await;
+
+    // The provider retries a START the phone sent before its STOP: the STOP stands.
+    let late = reply_at(&app, "START", "2026-12-02T10:00:00Z").await;
+    assert_eq!(late["action"], "opt_in", "kept as what it asked for");
+    assert!(opted_out(&app).await, "the later STOP stands");
+    let pending = enqueue(&app).await;
+    app.tick_and_settle().await;
+    assert!(posts_per_key(&app.provider).await.is_empty(), "never POSTed");
+    assert_eq!(app.database.row(pending.parse().unwrap()).await.status, "suppressed");
+
+    // And the other way round: a START, then a STOP sent before it arrives late.
+    reply_at(&app, "START", "2026-12-02T10:02:00Z").await;
+    reply_at(&app, "STOP", "2026-12-02T10:01:30Z").await;
+    assert!(!opted_out(&app).await, "the later START stands");
+    let next = enqueue(&app).await;
+    app.tick_and_settle().await;
+    assert_eq!(posts_per_key(&app.provider).await.get(&next), Some(&1));
 }
 
 #[actix_web::test]

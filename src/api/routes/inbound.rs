@@ -147,7 +147,12 @@ pub async fn receive(
         Some(_) => return Err(ApiError::invalid("at", "must be a string")),
     };
     let action = InboundAction::of(&content);
+    let outdated = action != InboundAction::Other && state.inbound.decided_after(from.as_ref(), at).await?;
     match action {
+        _ if outdated => {
+            // A retry of an old START must not undo the STOP the phone sent after it, nor the reverse.
+            log::info!(from:% = from; "a reply sent before the number's latest opt-out or opt-in changes nothing");
+        }
         InboundAction::OptOut => {
             state.opt_outs.add_opt_out(&from).await?;
             log::info!(from:% = from; "a reply opted the number out");
