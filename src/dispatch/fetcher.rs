@@ -125,6 +125,9 @@ struct ClaimedBatch {
     held: Vec<Finish>,
     /// Valid, but deferred by `RECIPIENT_DAILY_LIMIT`: put back, uncounted, due when the cap frees.
     capped: Vec<Finish>,
+    /// Valid, but with the number stored in another spelling: rewritten in its normal form and put back,
+    /// uncounted, due at once, so that the next claim checks it against the suppression list.
+    respelled: Vec<Finish>,
     pace: Pace,
     frontier: Option<Frontier>,
 }
@@ -333,7 +336,8 @@ impl FetcherActor {
             .map(|d| d.claim)
             .chain(batch.invalid.iter().map(|f| f.claim))
             .chain(batch.held.iter().map(|f| f.claim))
-            .chain(batch.capped.iter().map(|f| f.claim));
+            .chain(batch.capped.iter().map(|f| f.claim))
+            .chain(batch.respelled.iter().map(|f| f.claim));
         self.live.extend(claims.map(|claim| claim.token));
         let report = TickReport {
             rescued: batch.rescued,
@@ -356,6 +360,9 @@ impl FetcherActor {
         let mut unsent = batch.invalid;
         unsent.extend(batch.held);
         unsent.extend(batch.capped);
+        // Their put-back lands behind the frontier: the next claim sweeps from the oldest due row.
+        self.sweep_next |= !batch.respelled.is_empty();
+        unsent.extend(batch.respelled);
         if !unsent.is_empty() {
             self.flow.ending_unsent(unsent.len());
             self.persister.do_send(EndedUnsent { finishes: unsent });
@@ -563,6 +570,7 @@ async fn claim_batch(
         invalid: Vec::new(),
         held: Vec::new(),
         capped: Vec::new(),
+        respelled: Vec::new(),
         pace,
         frontier,
     };
@@ -575,6 +583,7 @@ async fn claim_batch(
         }
         _ => None,
     };
+    let mut respell = Vec::new();
     for message in messages {
         let quiet = rules.quiet_hours.as_ref().and_then(|quiet| {
             quiet.hold(
@@ -597,7 +606,20 @@ async fn claim_batch(
                         attempt: None,
                     }
                 };
-                if let Some(hold) = quiet {
+                if delivery.to.as_ref() != message.phone_number {
+                    respell.push((message.claim.token, delivery.to.as_ref().to_owned()));
+                    batch.respelled.push(Finish {
+                        claim: message.claim,
+                        next: NextState::PutBack {
+                            after: None,
+                            error: Some(
+                                "phone_number rewritten in its normal form, to be checked against the opt-outs"
+                                    .to_owned(),
+                            ),
+                        },
+                        attempt: None,
+                    });
+                } else if let Some(hold) = quiet {
                     batch.held.push(put_back(hold));
                 } else if let Some(defer) = cap
                     .as_mut()
@@ -617,6 +639,15 @@ async fn claim_batch(
                 });
             }
         }
+    }
+    if !respell.is_empty()
+        && let Err(error) = store.respell_numbers(&respell).await
+    {
+        // They go back as they are, and the next claim tries again: never sent unchecked.
+        log::warn!(
+            "could not rewrite claimed numbers in their normal form: {}",
+            error_chain(&error)
+        );
     }
     Ok(batch)
 }

@@ -442,6 +442,11 @@ pub trait MessageStore: Send + Sync + 'static {
     /// the same moment are skipped, never shared.
     async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Claimed, StoreError>;
 
+    /// Rewrites the numbers of rows claimed under `respelled` (claim token, number in its normal form):
+    /// rows another system inserted with the number spelled otherwise (`+90 555 …`), which the claim's
+    /// suppression check, the daily cap and the list compare as stored. Only while the claim holds each.
+    async fn respell_numbers(&self, respelled: &[(Uuid, String)]) -> Result<(), StoreError>;
+
     /// The provider answered 429: pauses every replica's claims (for its `retry_after`, or a backoff when
     /// it gave none) and cuts the cluster's rate (`Pace`). Returns how long the pause runs from now.
     async fn throttle(&self, throttle: &Throttle) -> Result<Duration, StoreError>;

@@ -360,6 +360,19 @@ impl MessageStore for PostgresStore {
         })
     }
 
+    async fn respell_numbers(&self, respelled: &[(Uuid, String)]) -> Result<(), StoreError> {
+        // One row at a time: only rows inserted by plain SQL with an odd spelling come here.
+        for (token, number) in respelled {
+            sqlx::query("UPDATE messages SET phone_number = $1 WHERE lease_token = $2 AND status = 'sending'")
+                .bind(number)
+                .bind(*token)
+                .execute(&self.pool)
+                .await
+                .map_err(db("rewriting a claimed row's number in its normal form"))?;
+        }
+        Ok(())
+    }
+
     async fn sends_to_since(
         &self,
         numbers: &[&str],

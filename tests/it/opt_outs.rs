@@ -72,6 +72,31 @@ async fn a_number_that_opted_out_gets_nothing_enqueued_before_or_after_until_it_
 }
 
 #[actix_web::test]
+async fn a_row_inserted_with_the_number_spelled_otherwise_is_still_suppressed() {
+    let app = TestApp::builder().var("BATCH_SIZE", "10").spawn().await;
+    let (status, _) = app.post_json("/opt-outs", &json!({"to": OPTED_OUT})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Another system's plain INSERT, in spellings the API itself accepts.
+    let suppressed = app.database.insert_raw("+90 555 111 11 11", "Kampanya").await;
+    let other = app.database.insert_raw("+90 555-222-22-22", "Kampanya").await;
+
+    app.tick_and_settle().await;
+    app.tick_and_settle().await;
+
+    assert_eq!(
+        posted_keys(&app).await,
+        vec![other.to_string()],
+        "the opted-out number got nothing"
+    );
+    let row = app.database.row(suppressed).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("suppressed", 0));
+    let row = app.database.row(other).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("sent", 1));
+    let (_, sent) = app.get(&format!("/messages/{other}")).await;
+    assert_eq!(sent["to"], "+905552222222", "stored in its normal form once claimed");
+}
+
+#[actix_web::test]
 async fn the_opt_out_list_pages_by_cursor_and_bad_input_gets_a_400_naming_the_field() {
     let app = TestApp::spawn().await;
     for to in ["+905553333333", "+441234567890", "+905551111111"] {

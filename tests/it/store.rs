@@ -52,6 +52,7 @@ contract!(
     a_message_due_for_longer_than_the_aging_counts_one_level_higher,
     each_priority_lane_resumes_after_its_own_frontier,
     the_daily_cap_reads_sends_and_others_claims_in_flight_but_not_the_askers_own,
+    a_claimed_rows_number_is_respelled_only_under_its_claim,
 );
 
 /// The contract of the seams beside the messages (the suppression list, campaigns, replies), on each
@@ -229,6 +230,27 @@ async fn the_daily_cap_reads_sends_and_others_claims_in_flight_but_not_the_asker
             sent_at: None,
         }],
         "a send before the window is not counted; one in flight always is"
+    );
+}
+
+async fn a_claimed_rows_number_is_respelled_only_under_its_claim(store: Arc<dyn MessageStore>) {
+    let ids = enqueue(store.as_ref(), 2).await;
+    let claimed = claim_due(store.as_ref(), 1, "a", LEASE).await;
+    let before = store.get(ids[1]).await.unwrap().unwrap().to;
+
+    store
+        .respell_numbers(&[
+            (claimed[0].claim.token, "+905559999999".to_owned()),
+            (Uuid::new_v4(), "+905558888888".to_owned()),
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(store.get(ids[0]).await.unwrap().unwrap().to, "+905559999999");
+    assert_eq!(
+        store.get(ids[1]).await.unwrap().unwrap().to,
+        before,
+        "an unclaimed row is left as it is"
     );
 }
 
