@@ -330,16 +330,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The database could not be reached or the pool had no connection to give: worth trying again
-    /// shortly, unlike a statement that failed.
+    /// The database could not be reached, the pool had no connection to give, or SQLite's file stayed
+    /// locked by another writer past the busy timeout: worth trying again shortly, unlike a statement
+    /// that failed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::Database {
                 source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
                 ..
-            }
-        )
+            } => true,
+            Self::Database {
+                source: sqlx::Error::Database(error),
+                ..
+            } if error.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => error
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (the low byte is the primary).
+                .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+            _ => false,
+        }
     }
 
     /// The database refused the statement for what it holds (a constraint, or a value it cannot store):

@@ -695,3 +695,28 @@ async fn requests_are_counted_by_route_template_never_by_raw_path() {
         assert!(app.metric("process_start_time_seconds").await > 0.0);
     }
 }
+
+#[actix_web::test]
+async fn a_sqlite_file_locked_by_another_writer_is_a_503_to_retry_not_a_500() {
+    let database = TestDatabase::sqlite().await;
+    let app = TestApp::builder().database(&database).spawn().await;
+    let other = sqlx::SqlitePool::connect(&database.url).await.expect("another writer");
+    let mut writer = other.acquire().await.expect("a connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *writer)
+        .await
+        .expect("take the write lock");
+
+    // Past the store's busy timeout.
+    let (status, body) = app
+        .post_json("/messages", &json!({"to": "+905551111111", "content": "hello"}))
+        .await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "database_unavailable", "{body}");
+    sqlx::query("ROLLBACK").execute(&mut *writer).await.expect("release it");
+    let (status, body) = app
+        .post_json("/messages", &json!({"to": "+905551111111", "content": "hello"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
