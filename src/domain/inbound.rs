@@ -1,6 +1,10 @@
 //! A reply from a phone (`POST /inbound`), and the one verdict it gets on arrival: an opt-out keyword
 //! adds its number to the suppression list, an opt-in keyword takes it off, anything else is only kept.
 
+use unicode_normalization::UnicodeNormalization;
+
+use super::message_content::is_invisible;
+
 /// What an inbound reply asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboundAction {
@@ -16,8 +20,12 @@ const OPT_IN: &[&str] = &["START", "UNSTOP"];
 impl InboundAction {
     /// The whole trimmed text, case-insensitively: "stop" opts out, "please stop" does not. Turkish
     /// dotless and dotted i both upper-case into a listed spelling (ıptal → IPTAL, iptal → IPTAL).
+    /// What a phone adds without the sender seeing it does not hide a keyword: invisible characters (a
+    /// byte order mark, a zero-width space), compatibility forms (full-width ＳＴＯＰ, İ as I and a
+    /// combining dot: NFKC), and a closing full stop or exclamation mark ("Stop.").
     pub fn of(content: &str) -> Self {
-        let word = content.trim().to_uppercase();
+        let visible: String = content.chars().filter(|c| !is_invisible(*c)).nfkc().collect();
+        let word = visible.trim().trim_end_matches(['.', '!']).trim_end().to_uppercase();
         if OPT_OUT.contains(&word.as_str()) {
             Self::OptOut
         } else if OPT_IN.contains(&word.as_str()) {
@@ -52,7 +60,16 @@ mod tests {
             ("dur", OptOut),
             ("Start", OptIn),
             ("UNSTOP", OptIn),
+            ("\u{FEFF}STOP", OptOut),
+            ("STOP\u{200B}", OptOut),
+            ("ＳＴＯＰ", OptOut),
+            ("I\u{0307}PTAL", OptOut),
+            ("Stop.", OptOut),
+            ("STOP!", OptOut),
+            ("start !", OptIn),
             ("please stop", Other),
+            ("stop?", Other),
+            ("!", Other),
             ("stopp", Other),
             ("", Other),
         ] {

@@ -115,6 +115,11 @@ impl MessageContent {
     }
 }
 
+/// A character that shows nothing by itself (`INVISIBLE`).
+pub fn is_invisible(c: char) -> bool {
+    is_in(c, INVISIBLE)
+}
+
 fn is_in(c: char, ranges: &[RangeInclusive<char>]) -> bool {
     ranges.iter().any(|range| range.contains(&c))
 }
