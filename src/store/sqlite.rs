@@ -38,7 +38,7 @@ const MAX_CONNECTIONS: u32 = 4;
 /// `?1` rows asked, RATE_LIMIT `?2`, now `?3`: what the pace grants, in the claim's transaction.
 const DRAW_PACE: &str = include_str!("sqlite/draw_pace.sql");
 /// `?1` rows at most, for owner `?2`, at `?3` (now) for `?4` µs, each lane after its place (`?5` to
-/// `?10`), aging after `?11` µs.
+/// `?10`), aging after `?11` µs; `?12` rows read, those that end unsent (expired, suppressed) beside them.
 const CLAIM_DUE: &str = include_str!("sqlite/claim_due.sql");
 /// Retry-After `?1`, RATE_LIMIT `?2`, now `?3`.
 const THROTTLE: &str = include_str!("sqlite/throttle.sql");
@@ -299,6 +299,7 @@ impl MessageStore for SqliteStore {
         }
         let rows: Vec<ClaimRow> = claim
             .bind(micros_of(request.aging))
+            .bind(i64::from(request.limit))
             .fetch_all(&mut *tx)
             .await
             .map_err(db("claiming due messages"))?;

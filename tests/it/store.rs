@@ -54,6 +54,7 @@ contract!(
     the_daily_cap_reads_sends_and_others_claims_in_flight_but_not_the_askers_own,
     a_claimed_rows_number_is_respelled_only_under_its_claim,
     a_low_message_due_for_twice_the_aging_passes_a_fresh_high_one,
+    expired_rows_take_no_share_of_the_rate_limit,
 );
 
 /// The contract of the seams beside the messages (the suppression list, campaigns, replies), on each
@@ -1208,6 +1209,40 @@ async fn a_low_message_due_for_twice_the_aging_passes_a_fresh_high_one(store: Ar
     );
     let next = claim_aged(store.as_ref(), 1, aging).await;
     assert_eq!(ids_of(&next), vec![fresh]);
+}
+
+async fn expired_rows_take_no_share_of_the_rate_limit(store: Arc<dyn MessageStore>) {
+    let soon = Utc::now() + chrono::Duration::milliseconds(50);
+    let expiring: Vec<NewMessage> = (0..3)
+        .map(|i| {
+            scheduled(
+                i,
+                Schedule {
+                    expires_at: Some(soon),
+                    ..Schedule::default()
+                },
+            )
+        })
+        .collect();
+    let expiring = enqueue_each(store.as_ref(), expiring).await;
+    let plain = enqueue_each(store.as_ref(), vec![scheduled(3, Schedule::default())]).await[0];
+    wait_until("the first three have expired", || async { Utc::now() > soon }).await;
+
+    // A rate of 1/s grants one row: the three ahead of it end unsent and leave it that row.
+    let claimed = claim_paced(store.as_ref(), 10, 1.0).await;
+
+    let mut ended: Vec<Uuid> = claimed.ended.iter().map(|(id, _)| *id).collect();
+    ended.sort();
+    let mut expected = expiring.clone();
+    expected.sort();
+    assert_eq!(ended, expected);
+    assert!(
+        claimed
+            .ended
+            .iter()
+            .all(|(_, status)| *status == MessageStatus::Expired)
+    );
+    assert_eq!(ids_of(&claimed), vec![plain]);
 }
 
 async fn each_priority_lane_resumes_after_its_own_frontier(store: Arc<dyn MessageStore>) {

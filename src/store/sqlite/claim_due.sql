@@ -6,9 +6,10 @@
 -- and `seq` of the lane's frontier; without one, the oldest possible), merged high first, a row one level up
 -- for every ?11 µs (PRIORITY_AGING) it has been due, oldest first within one; rows of a paused campaign
 -- are skipped. A due row past its
--- `expires_at` becomes `expired`, one to a number in `opt_outs` `suppressed`, instead of `sending` (here
--- they take a share of the rows granted). The pace columns are Postgres's answer's shape; here
--- draw_pace.sql answered them.
+-- `expires_at` becomes `expired`, one to a number in `opt_outs` `suppressed`, instead of `sending`: of up to
+-- ?12 rows (the request's limit) read in that order, whatever the pace, as Postgres does, and only the first ?1
+-- of the others are claimed (`place`), so rows that will never be sent take no share of the rate. The pace
+-- columns are Postgres's answer's shape; here draw_pace.sql answered them.
 UPDATE messages
    SET status = picked.next_status,
        attempts = attempts + (picked.next_status = 'sending'),
@@ -24,7 +25,13 @@ UPDATE messages
                            substr(hex(randomblob(2)), 2) || '-' ||
                            substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) ||
                            '-' || hex(randomblob(6))) END
-  FROM (SELECT m.seq,
+  FROM (SELECT seq, next_status FROM (
+        SELECT seq, next_status,
+               row_number() OVER (PARTITION BY next_status = 'sending'
+                                  ORDER BY max(priority - (?3 - next_attempt_at) / ?11, 0), next_attempt_at, seq)
+                   AS place
+          FROM (
+        SELECT m.seq, m.priority, m.next_attempt_at,
                CASE WHEN m.expires_at <= ?3 THEN 'expired'
                     WHEN EXISTS (SELECT 1 FROM opt_outs o WHERE o.phone_number = m.phone_number) THEN 'suppressed'
                     ELSE 'sending' END AS next_status
@@ -36,24 +43,25 @@ UPDATE messages
                                         AND NOT EXISTS (SELECT 1 FROM paused_campaigns p
                                                          WHERE p.campaign = messages.campaign)
                                         AND (next_attempt_at, seq) > (?5, ?6)
-                                      ORDER BY next_attempt_at, seq LIMIT ?1)
+                                      ORDER BY next_attempt_at, seq LIMIT ?12)
                       UNION ALL
                       SELECT * FROM (SELECT seq, next_attempt_at, priority FROM messages
                                       WHERE status = 'pending' AND priority = 1 AND next_attempt_at <= ?3
                                         AND NOT EXISTS (SELECT 1 FROM paused_campaigns p
                                                          WHERE p.campaign = messages.campaign)
                                         AND (next_attempt_at, seq) > (?7, ?8)
-                                      ORDER BY next_attempt_at, seq LIMIT ?1)
+                                      ORDER BY next_attempt_at, seq LIMIT ?12)
                       UNION ALL
                       SELECT * FROM (SELECT seq, next_attempt_at, priority FROM messages
                                       WHERE status = 'pending' AND priority = 2 AND next_attempt_at <= ?3
                                         AND NOT EXISTS (SELECT 1 FROM paused_campaigns p
                                                          WHERE p.campaign = messages.campaign)
                                         AND (next_attempt_at, seq) > (?9, ?10)
-                                      ORDER BY next_attempt_at, seq LIMIT ?1))
+                                      ORDER BY next_attempt_at, seq LIMIT ?12))
                 ORDER BY max(priority - (?3 - next_attempt_at) / ?11, 0),
                          next_attempt_at, seq
-                LIMIT ?1)) AS picked
+                LIMIT ?12)))
+         WHERE next_status <> 'sending' OR place <= ?1) AS picked
  WHERE messages.seq = picked.seq
 RETURNING NULL AS rate, NULL AS paused_for, NULL AS next_in, id, lease_token, attempts, phone_number, content, seq,
           next_attempt_at, priority,
