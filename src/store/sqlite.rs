@@ -34,6 +34,8 @@ use crate::domain::{Attempt, Message, MessageStatus, NewMessage, NewStatusEvent,
 /// A writer waits this long for another (another process on the same file) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 4;
+/// How often a migration is tried before start-up gives up (`Database::migrate`).
+const MIGRATE_TRIES: u32 = 5;
 
 /// `?1` rows asked, RATE_LIMIT `?2`, now `?3`: what the pace grants, in the claim's transaction.
 const DRAW_PACE: &str = include_str!("sqlite/draw_pace.sql");
@@ -181,10 +183,21 @@ type EventRow = rows::EventRow<SqliteStore>;
 #[async_trait]
 impl Database for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await
-            .map_err(StoreError::Migrate)
+        // sqlx takes no lock on SQLite: two processes starting on one file both read the same list of
+        // migrations to apply, and the second fails on what the first committed meanwhile. Read again,
+        // it finds them applied; a migration that truly fails fails every time.
+        let mut tries = 1;
+        loop {
+            match sqlx::migrate!("./migrations/sqlite").run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(error) if tries < MIGRATE_TRIES => {
+                    log::debug!("migrating the SQLite file failed, reading what is applied again: {error}");
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(StoreError::Migrate(error)),
+            }
+        }
     }
 
     async fn close(&self) {

@@ -1551,3 +1551,33 @@ async fn the_messages_of_a_paused_campaign_do_not_age_the_queue(database: TestDa
     assert!(campaigns.resume_campaign("promo").await.unwrap());
     assert!(store.queue_stats().await.unwrap().oldest_pending_age.is_some());
 }
+
+#[test]
+fn two_processes_starting_on_a_fresh_sqlite_file_both_migrate_it() {
+    for _ in 0..5 {
+        let path = std::env::temp_dir().join(format!("insider-it-{}.db", Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", path.display());
+        // Each on a thread and a runtime of its own, released together, as two processes are.
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let starting = |url: String, start: Arc<std::sync::Barrier>| {
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                start.wait();
+                runtime
+                    .block_on(insider_messaging::startup::migrate(&url))
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:#}"))
+            })
+        };
+        let first = starting(url.clone(), Arc::clone(&start));
+        let second = starting(url, start);
+        let outcome = (first.join().expect("first"), second.join().expect("second"));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        assert!(outcome.0.is_ok() && outcome.1.is_ok(), "{outcome:?}");
+    }
+}
