@@ -1,7 +1,7 @@
 //! Campaigns: the messages that share a `campaign` label, counted, paused, resumed and cancelled
 //! together. A pause is a row of `paused_campaigns`, which every replica's claim reads (it skips the
 //! campaign's rows, and goes on past them), so it holds across the cluster at once; a cancel pauses
-//! the campaign, then cancels its pending rows in one statement.
+//! the campaign, then cancels its pending rows a chunk at a time.
 
 use std::collections::BTreeMap;
 
@@ -35,11 +35,14 @@ pub trait Campaigns: Send + Sync + 'static {
     /// Claims its messages again, each in its place; whether it was paused.
     async fn resume_campaign(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// Pauses the campaign, then `pending` → `cancelled` for every pending message of it, in one
-    /// statement; how many. A message being sent meanwhile (`sending`) goes on; should it come back
+    /// Pauses the campaign, then `pending` → `cancelled` for every pending message of it, a chunk at a
+    /// time, each committed; how many. A message being sent meanwhile (`sending`) goes on; should it come back
     /// pending (a retry, a put-back), the pause holds it: it is not sent.
     async fn cancel_campaign(&self, name: &str) -> Result<u64, StoreError>;
 }
+
+/// How many of a campaign's pending messages one statement of a cancel takes.
+const CANCEL_CHUNK: i64 = 10_000;
 
 /// One campaign's count in one status: name, paused, status, count (a paused campaign with no messages
 /// has a `None` status and a count of 0).
@@ -51,7 +54,8 @@ pub(super) trait CampaignSql: Backend {
     const LIST_CAMPAIGNS: &'static str;
     /// Pauses campaign `$1` unless it is paused (and `Backend::clock`).
     const PAUSE_CAMPAIGN: &'static str;
-    /// `pending` → `cancelled` for every pending message of campaign `$1` (and `Backend::clock`).
+    /// `pending` → `cancelled` for up to `CANCEL_CHUNK` pending messages of campaign `$1` (then
+    /// `Backend::clock` when the backend binds one, then the chunk's size).
     const CANCEL_CAMPAIGN: &'static str;
 }
 
@@ -60,6 +64,7 @@ impl<B> Campaigns for B
 where
     B: CampaignSql,
     for<'q> &'q str: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
+    for<'q> i64: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'r> SummaryRow: sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
 {
     async fn list_campaigns(&self) -> Result<Vec<CampaignSummary>, StoreError> {
@@ -92,13 +97,23 @@ where
     async fn cancel_campaign(&self, name: &str) -> Result<u64, StoreError> {
         // The pause first: should the cancel fail, the campaign is held, which a retry of it completes.
         self.pause_campaign(name).await?;
-        let done = sqlx::query(B::CANCEL_CAMPAIGN)
-            .bind(name)
-            .clocked::<B>()
-            .execute(self.exec())
-            .await
-            .map_err(db("cancelling a campaign"))?;
-        Ok(B::rows_affected(&done))
+        // A chunk at a time, each committed: a million rows in one statement pass the statement timeout
+        // (or hold SQLite's writer for as long), and every retry would fail the same way.
+        let mut cancelled = 0;
+        loop {
+            let done = sqlx::query(B::CANCEL_CAMPAIGN)
+                .bind(name)
+                .clocked::<B>()
+                .bind(CANCEL_CHUNK)
+                .execute(self.exec())
+                .await
+                .map_err(db("cancelling a campaign"))?;
+            let chunk = B::rows_affected(&done);
+            cancelled += chunk;
+            if chunk < CANCEL_CHUNK as u64 {
+                return Ok(cancelled);
+            }
+        }
     }
 }
 

@@ -651,8 +651,8 @@ impl CampaignSql for PostgresStore {
           FULL JOIN paused_campaigns p ON p.campaign = c.campaign
          ORDER BY 1, 3";
     const PAUSE_CAMPAIGN: &'static str = "INSERT INTO paused_campaigns (campaign) VALUES ($1) ON CONFLICT DO NOTHING";
-    const CANCEL_CAMPAIGN: &'static str =
-        "UPDATE messages SET status = 'cancelled', updated_at = now() WHERE campaign = $1 AND status = 'pending'";
+    const CANCEL_CAMPAIGN: &'static str = "UPDATE messages SET status = 'cancelled', updated_at = now()
+          WHERE id IN (SELECT id FROM messages WHERE campaign = $1 AND status = 'pending' LIMIT $2)";
 }
 
 impl InboundSql for PostgresStore {

@@ -739,8 +739,8 @@ impl CampaignSql for SqliteStore {
          ORDER BY 1, 3";
     const PAUSE_CAMPAIGN: &'static str =
         "INSERT INTO paused_campaigns (campaign, paused_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
-    const CANCEL_CAMPAIGN: &'static str =
-        "UPDATE messages SET status = 'cancelled', updated_at = ?2 WHERE campaign = ?1 AND status = 'pending'";
+    const CANCEL_CAMPAIGN: &'static str = "UPDATE messages SET status = 'cancelled', updated_at = ?2
+          WHERE seq IN (SELECT seq FROM messages WHERE campaign = ?1 AND status = 'pending' LIMIT ?3)";
 }
 
 impl InboundSql for SqliteStore {
