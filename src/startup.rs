@@ -6,7 +6,7 @@
 
 use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{App, HttpServer, dev::Server, middleware, web};
+use actix_web::{App, HttpServer, dev::Server, http::header, middleware, web};
 use anyhow::Context as _;
 use futures_util::future::{Either, select};
 
@@ -93,8 +93,16 @@ impl Application {
         let address = listener.local_addr().context("reading the bound address")?;
         let server = HttpServer::new(move || {
             // The last wrapped runs first: log and count every answer, then bound the body's time,
-            // refuse what another site's page sent, and only then ask for the key.
+            // refuse what another site's page sent, and only then ask for the key. No page of ours may
+            // be framed by another site (Swagger UI's "Execute" clicked through a frame is a request of
+            // our own origin); the console sets a stricter policy of its own, which these leave alone.
             App::new()
+                .wrap(
+                    middleware::DefaultHeaders::new()
+                        .add((header::X_FRAME_OPTIONS, "DENY"))
+                        .add((header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"))
+                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+                )
                 .wrap(middleware::from_fn(api::auth::require_api_key))
                 .wrap(middleware::from_fn(api::cross_site::refuse_cross_site))
                 .wrap(middleware::from_fn(api::body_timeout::bound_body_time))

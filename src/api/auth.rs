@@ -47,6 +47,24 @@ pub async fn require_api_key(
     let open = OPEN_PATHS.contains(&path)
         || OPEN_FOLDERS.iter().any(|folder| path.starts_with(folder))
         || callback_auth::skips_api_key(request.method(), path, state.callback_auth_key.is_some());
+    if state.api_key.is_none() && !open {
+        let host = request.connection_info().host().to_owned();
+        if !rebinding_proof(&host) {
+            log::warn!(
+                method:% = request.method(),
+                route = route_of(request.request()).as_str(),
+                peer = peer_of(&request).as_str();
+                "request refused: the API is open (API_KEY unset) and was reached by a host name"
+            );
+            return Ok(request
+                .error_response(ApiError::CrossSite(format!(
+                    "with API_KEY unset the API answers only to an IP address, localhost or a one-label name, \
+                     not {host}: a page of another site can point a name it owns at this server (DNS \
+                     rebinding); set API_KEY to reach it by that name"
+                )))
+                .map_into_right_body());
+        }
+    }
     if let Some(expected) = state.api_key.as_ref().filter(|_| !open) {
         let headers = request.headers();
         let presented = headers.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {
@@ -70,6 +88,27 @@ pub async fn require_api_key(
     Ok(next.call(request).await?.map_into_left_body())
 }
 
+/// Whether a request's `Host` (`host[:port]`) is one no other site can point at this server: an IP
+/// address, `localhost`, or a one-label name (a compose service, a hosts-file alias), which resolve only
+/// inside the operator's network. A page of another site can make the browser send its own dotted name
+/// to our address (DNS rebinding), and with no key that page would then read and change everything.
+fn rebinding_proof(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(bracketed) => return bracketed.split_once(']').is_some(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || (!name.is_empty() && !name.contains('.'))
+}
+
 /// The token of an `Authorization: Bearer <token>` value; the scheme's name in any case (RFC 9110 §11.1).
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
@@ -87,5 +126,27 @@ mod tests {
         assert_eq!(bearer_token("BEARER k3y"), Some("k3y"));
         assert_eq!(bearer_token("Basic k3y"), None);
         assert_eq!(bearer_token("Bearerk3y"), None);
+    }
+
+    #[test]
+    fn only_names_no_other_site_can_point_here_are_rebinding_proof() {
+        for host in [
+            "127.0.0.1:8080",
+            "10.1.2.3",
+            "[::1]:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "insider-messaging:8080",
+        ] {
+            assert!(rebinding_proof(host), "{host}");
+        }
+        for host in [
+            "rebind.attacker.example:8080",
+            "sms.example.com",
+            "127.0.0.1.nip.io:8080",
+            "",
+        ] {
+            assert!(!rebinding_proof(host), "{host}");
+        }
     }
 }

@@ -49,3 +49,37 @@ async fn the_console_page_and_its_assets_are_served_with_their_types_even_with_a
         assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED, "{path}");
     }
 }
+
+#[actix_web::test]
+async fn no_page_of_ours_can_be_framed_by_another_site() {
+    let app = TestApp::spawn().await;
+    let client = awc::Client::default();
+
+    for path in ["/swagger-ui/", "/api-docs/openapi.json", "/scheduler"] {
+        let response = client.get(format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers.get(header::X_FRAME_OPTIONS).unwrap(), "DENY", "{path}");
+        assert_eq!(
+            headers.get(header::CONTENT_SECURITY_POLICY).unwrap(),
+            "frame-ancestors 'none'",
+            "{path}"
+        );
+        assert_eq!(
+            headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+            "nosniff",
+            "{path}"
+        );
+    }
+    let response = client.get(format!("{}/console", app.address)).send().await.unwrap();
+    let policy = response
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"),
+        "the console keeps its own policy: {policy}"
+    );
+}

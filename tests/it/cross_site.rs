@@ -123,3 +123,39 @@ async fn a_body_that_is_not_json_is_refused_on_every_post_route() {
     let (status, _) = app.request("POST", "/scheduler/start", &[], None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[actix_web::test]
+async fn with_no_api_key_a_page_rebound_to_this_server_is_refused_but_its_address_served() {
+    let app = TestApp::builder().without("API_KEY").spawn().await;
+    app.post_start().await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    // What a page of rebind.attacker.example sends once its name resolves to this server: to the
+    // browser it is the page's own origin.
+    let rebound = format!("rebind.attacker.example:{port}");
+    let origin = format!("http://{rebound}");
+    let headers: &[(&str, &str)] = &[
+        ("host", rebound.as_str()),
+        ("origin", origin.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+
+    let (status, body) = app.request("POST", "/scheduler/stop", headers, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "cross_site_request");
+    assert!(body["message"].as_str().unwrap().contains("API_KEY"), "{body}");
+    let (status, _) = app
+        .request("GET", "/messages?status=pending", &[("host", rebound.as_str())], None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "nothing to read either");
+    let (_, scheduler) = app.get("/scheduler").await;
+    assert_eq!(scheduler["running"], true, "sending was never stopped");
+
+    for host in [format!("localhost:{port}"), format!("insider-messaging:{port}")] {
+        let (status, body) = app.request("GET", "/scheduler", &[("host", host.as_str())], None).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+    let (status, _) = app
+        .request("GET", "/healthz", &[("host", rebound.as_str())], None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "the open paths stay open");
+}
