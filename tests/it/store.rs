@@ -53,7 +53,6 @@ contract!(
     each_priority_lane_resumes_after_its_own_frontier,
     the_daily_cap_reads_sends_and_others_claims_in_flight_but_not_the_askers_own,
     a_claimed_rows_number_is_respelled_only_under_its_claim,
-    a_low_message_due_for_twice_the_aging_passes_a_fresh_high_one,
     expired_rows_take_no_share_of_the_rate_limit,
 );
 
@@ -1188,27 +1187,6 @@ async fn a_message_due_for_longer_than_the_aging_counts_one_level_higher(store: 
         vec![fresh[1], starved],
         "the starved low counts as normal and is older than the fresh normal; the fresh high still first"
     );
-}
-
-async fn a_low_message_due_for_twice_the_aging_passes_a_fresh_high_one(store: Arc<dyn MessageStore>) {
-    let aging = Duration::from_secs(1);
-    let starved = enqueue_each(store.as_ref(), vec![scheduled(0, with_priority(Priority::Low))]).await[0];
-    let waited_since = Utc::now();
-    wait_until("the low message has waited out twice the aging", || async {
-        Utc::now() > waited_since + chrono::Duration::milliseconds(2_200)
-    })
-    .await;
-    let fresh = enqueue_each(store.as_ref(), vec![scheduled(1, with_priority(Priority::High))]).await[0];
-
-    let aged = claim_aged(store.as_ref(), 1, aging).await;
-
-    assert_eq!(
-        ids_of(&aged),
-        vec![starved],
-        "two levels up, it counts as high and is the older: a flood of high cannot starve a low"
-    );
-    let next = claim_aged(store.as_ref(), 1, aging).await;
-    assert_eq!(ids_of(&next), vec![fresh]);
 }
 
 async fn expired_rows_take_no_share_of_the_rate_limit(store: Arc<dyn MessageStore>) {

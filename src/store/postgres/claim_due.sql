@@ -2,8 +2,9 @@
 -- cluster's pace allows; $4 is RATE_LIMIT per second (NULL: none). One statement, one round trip.
 --
 -- Order: high before normal before low, oldest first within one (`priority`, 0 high); a row due for
--- longer than $7 seconds (PRIORITY_AGING) counts one level higher, and one due for twice as long two, so a
--- flood of high cannot starve the rest, low included. The due index is (priority, next_attempt_at, seq): the claim reads one lane per priority, each an
+-- longer than $7 seconds (PRIORITY_AGING) counts one level higher, so a flood of high cannot starve normal,
+-- and a low one waits behind high ones only. One level, not two: an aged low campaign must never hold up
+-- the high messages (codes) that come after it. The due index is (priority, next_attempt_at, seq): the claim reads one lane per priority, each an
 -- index scan of at most $1 rows, and merges them. Within a lane the aged rows are its oldest, at its front,
 -- so the merge of each lane's first $1 rows is the first $1 overall. Scheduled rows (`send_at`) are
 -- simply not due yet: their `next_attempt_at` is their `send_at`, past the end of every scan.
@@ -64,8 +65,8 @@ WITH control AS (
     -- LIMIT $1, a parameter, so that the planner sees a handful of rows per lane and joins them by key
     -- below; what the pace grants (at most $1) is taken from these in the claim's order.
     SELECT d.id, d.seq, d.next_attempt_at, d.ends_as,
-           greatest(lane.priority
-                    - least(floor(extract(epoch FROM now() - d.next_attempt_at)::float8 / $7), 2)::int, 0) AS rank
+           CASE WHEN d.next_attempt_at <= now() - make_interval(secs => $7) THEN greatest(lane.priority - 1, 0)
+                ELSE lane.priority END AS rank
       FROM (VALUES (0), (1), (2)) AS lane (priority)
      CROSS JOIN LATERAL (
            SELECT m.id, m.seq, m.next_attempt_at,

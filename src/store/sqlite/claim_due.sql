@@ -3,8 +3,8 @@
 -- makes). SQLite has one writer at a time, so the statement is atomic without row locks: two processes on
 -- one file never claim the same row. The order is postgres/claim_due.sql's: one lane per priority (high,
 -- normal, low), each resuming after its own place (?5 and ?6, ?7 and ?8, ?9 and ?10: the `next_attempt_at`
--- and `seq` of the lane's frontier; without one, the oldest possible), merged high first, a row one level up
--- for every ?11 µs (PRIORITY_AGING) it has been due, oldest first within one; rows of a paused campaign
+-- and `seq` of the lane's frontier; without one, the oldest possible), merged high first, a row due for
+-- longer than ?11 µs (PRIORITY_AGING) one level up, oldest first within one; rows of a paused campaign
 -- are skipped. A due row past its
 -- `expires_at` becomes `expired`, one to a number in `opt_outs` `suppressed`, instead of `sending`: of up to
 -- ?12 rows (the request's limit) read in that order, whatever the pace, as Postgres does, and only the first ?1
@@ -28,8 +28,8 @@ UPDATE messages
   FROM (SELECT seq, next_status FROM (
         SELECT seq, next_status,
                row_number() OVER (PARTITION BY next_status = 'sending'
-                                  ORDER BY max(priority - (?3 - next_attempt_at) / ?11, 0), next_attempt_at, seq)
-                   AS place
+                                  ORDER BY CASE WHEN next_attempt_at <= ?3 - ?11 THEN max(priority - 1, 0)
+                                                ELSE priority END, next_attempt_at, seq) AS place
           FROM (
         SELECT m.seq, m.priority, m.next_attempt_at,
                CASE WHEN m.expires_at <= ?3 THEN 'expired'
@@ -58,12 +58,12 @@ UPDATE messages
                                                          WHERE p.campaign = messages.campaign)
                                         AND (next_attempt_at, seq) > (?9, ?10)
                                       ORDER BY next_attempt_at, seq LIMIT ?12))
-                ORDER BY max(priority - (?3 - next_attempt_at) / ?11, 0),
+                ORDER BY CASE WHEN next_attempt_at <= ?3 - ?11 THEN max(priority - 1, 0) ELSE priority END,
                          next_attempt_at, seq
                 LIMIT ?12)))
          WHERE next_status <> 'sending' OR place <= ?1) AS picked
  WHERE messages.seq = picked.seq
 RETURNING NULL AS rate, NULL AS paused_for, NULL AS next_in, id, lease_token, attempts, phone_number, content, seq,
           next_attempt_at, priority,
-          max(priority - (?3 - next_attempt_at) / ?11, 0) AS rank, status,
+          CASE WHEN next_attempt_at <= ?3 - ?11 THEN max(priority - 1, 0) ELSE priority END AS rank, status,
           timezone, expires_at
