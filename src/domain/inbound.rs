@@ -24,11 +24,14 @@ impl InboundAction {
     /// byte order mark, a zero-width space), compatibility forms (full-width ＳＴＯＰ, İ as I and a
     /// combining dot: NFKC), and a closing full stop or exclamation mark ("Stop.").
     pub fn of(content: &str) -> Self {
-        let visible: String = content.chars().filter(|c| !is_invisible(*c)).nfkc().collect();
-        let word = visible.trim().trim_end_matches(['.', '!']).trim_end().to_uppercase();
-        if OPT_OUT.contains(&word.as_str()) {
+        // Upper case first: `i̇ptal` (i and a combining dot) upper-cases to I and the dot, which NFKC
+        // then composes into İ.
+        let visible: String = content.chars().filter(|c| !is_invisible(*c)).collect();
+        let upper: String = visible.to_uppercase().nfkc().collect();
+        let word = upper.trim().trim_end_matches(['.', '!']).trim_end();
+        if OPT_OUT.contains(&word) {
             Self::OptOut
-        } else if OPT_IN.contains(&word.as_str()) {
+        } else if OPT_IN.contains(&word) {
             Self::OptIn
         } else {
             Self::Other
@@ -64,6 +67,7 @@ mod tests {
             ("STOP\u{200B}", OptOut),
             ("ＳＴＯＰ", OptOut),
             ("I\u{0307}PTAL", OptOut),
+            ("i\u{0307}ptal", OptOut),
             ("Stop.", OptOut),
             ("STOP!", OptOut),
             ("start !", OptIn),

@@ -152,6 +152,18 @@ async fn a_keyword_sent_before_the_numbers_latest_one_changes_nothing() {
 }
 
 #[actix_web::test]
+async fn a_reply_dated_in_the_future_does_not_outrank_the_keywords_sent_after_it() {
+    let app = spawn().await;
+    // A provider whose clock is off by decades, or a bad year.
+    reply_at(&app, "START", "2099-01-01T00:00:00Z").await;
+
+    let now = chrono::Utc::now().to_rfc3339();
+    reply_at(&app, "STOP", &now).await;
+
+    assert!(opted_out(&app).await, "the STOP the phone sent now counts");
+}
+
+#[actix_web::test]
 async fn inbound_takes_only_the_callback_key_and_its_list_only_the_api_key() {
     let app = spawn().await;
     let body = json!({"from": NUMBER, "content": "STOP"});

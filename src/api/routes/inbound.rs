@@ -146,6 +146,9 @@ pub async fn receive(
             .with_timezone(&Utc),
         Some(_) => return Err(ApiError::invalid("at", "must be a string")),
     };
+    // A reply is not sent in the future: an `at` ahead of our clock (a provider's skew, a bad year)
+    // would make every keyword the phone really sends until then look older, and change nothing.
+    let at = at.min(Utc::now());
     let action = InboundAction::of(&content);
     let outdated = action != InboundAction::Other && state.inbound.decided_after(from.as_ref(), at).await?;
     match action {
