@@ -112,6 +112,9 @@ pub struct FetcherOutlets {
     pub persister: Recipient<EndedUnsent>,
 }
 
+/// How long a row whose number could not be rewritten in its normal form waits before it is tried again.
+const RESPELL_RETRY: Duration = Duration::from_secs(5);
+
 /// One claim's rows, judged: what to send and what failed validation.
 struct ClaimedBatch {
     rescued: usize,
@@ -643,11 +646,18 @@ async fn claim_batch(
     if !respell.is_empty()
         && let Err(error) = store.respell_numbers(&respell).await
     {
-        // They go back as they are, and the next claim tries again: never sent unchecked.
-        log::warn!(
-            "could not rewrite claimed numbers in their normal form: {}",
+        // They go back as they are, never sent unchecked, and a later claim tries again.
+        let why = format!(
+            "could not rewrite phone_number in its normal form: {}",
             error_chain(&error)
         );
+        log::warn!(messages = respell.len(); "{why}");
+        for finish in &mut batch.respelled {
+            finish.next = NextState::PutBack {
+                after: Some(RESPELL_RETRY),
+                error: Some(why.clone()),
+            };
+        }
     }
     Ok(batch)
 }
