@@ -331,7 +331,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// The database could not be reached, the pool had no connection to give, or SQLite's file stayed
-    /// locked by another writer past the busy timeout: worth trying again shortly, unlike a statement
+    /// busy with another writer past the busy timeout: worth trying again shortly, unlike a statement
     /// that failed.
     pub fn is_unavailable(&self) -> bool {
         match self {
@@ -345,8 +345,9 @@ impl StoreError {
             } if error.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => error
                 .code()
                 .and_then(|code| code.parse::<i32>().ok())
-                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (the low byte is the primary).
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+                // SQLITE_BUSY with its extended codes (the low byte is the primary): another writer held
+                // the file. (SQLITE_LOCKED is a conflict inside one connection: a bug, not a wait.)
+                .is_some_and(|code| code & 0xff == 5),
             _ => false,
         }
     }
