@@ -34,8 +34,20 @@ use crate::domain::{Attempt, Message, MessageStatus, NewMessage, NewStatusEvent,
 /// A writer waits this long for another (another process on the same file) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 4;
-/// How often a migration is tried before start-up gives up (`Database::migrate`).
-const MIGRATE_TRIES: u32 = 5;
+/// How long start-up reads the applied migrations again while another process applies them
+/// (`Database::migrate`): the schedule migration rebuilds `messages`, a while on a large file.
+const MIGRATE_RACE_WITHIN: Duration = Duration::from_secs(120);
+
+/// SQLITE_BUSY, or one of its extended codes: another connection held the file past the busy timeout.
+fn is_busy(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return false;
+    };
+    error
+        .code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
 
 /// `?1` rows asked, RATE_LIMIT `?2`, now `?3`: what the pace grants, in the claim's transaction.
 const DRAW_PACE: &str = include_str!("sqlite/draw_pace.sql");
@@ -99,6 +111,15 @@ impl SqliteStore {
             pool,
             outbox: Arc::default(),
         })
+    }
+
+    /// Whether migration `version` is recorded applied (a read that fails says no).
+    async fn applied(&self, version: i64) -> bool {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE version = ?1 AND success")
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await
+            .is_ok_and(|n| n > 0)
     }
 }
 
@@ -184,18 +205,32 @@ type EventRow = rows::EventRow<SqliteStore>;
 impl Database for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // sqlx takes no lock on SQLite: two processes starting on one file both read the same list of
-        // migrations to apply, and the second fails on what the first committed meanwhile. Read again,
-        // it finds them applied; a migration that truly fails fails every time.
-        let mut tries = 1;
+        // migrations to apply, and the second fails on what the first committed meanwhile (the file
+        // busy, a table or column already there). Read again, it finds them applied. Any other failure
+        // is the migration's own, and final.
+        let started = std::time::Instant::now();
         loop {
-            match sqlx::migrate!("./migrations/sqlite").run(&self.pool).await {
+            let error = match sqlx::migrate!("./migrations/sqlite").run(&self.pool).await {
                 Ok(()) => return Ok(()),
-                Err(error) if tries < MIGRATE_TRIES => {
-                    log::debug!("migrating the SQLite file failed, reading what is applied again: {error}");
-                    tries += 1;
+                Err(error) => error,
+            };
+            // Each migration commits with its row in `_sqlx_migrations`: one that failed here and is
+            // applied now was applied by the other process.
+            let lost_a_race = match &error {
+                sqlx::migrate::MigrateError::Execute(error) => is_busy(error),
+                sqlx::migrate::MigrateError::ExecuteMigration(error, version) => {
+                    is_busy(error) || self.applied(*version).await
+                }
+                _ => false,
+            };
+            match error {
+                error if lost_a_race && started.elapsed() < MIGRATE_RACE_WITHIN => {
+                    log::warn!(
+                        "another process is migrating the SQLite file too; reading what is applied again: {error}"
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(error) => return Err(StoreError::Migrate(error)),
+                error => return Err(StoreError::Migrate(error)),
             }
         }
     }
