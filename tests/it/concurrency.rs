@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use insider_messaging::domain::{MessageContent, NewMessage, PhoneNumber, Priority, Schedule};
+use insider_messaging::domain::{MessageContent, MessageStatus, NewMessage, PhoneNumber, Priority, Schedule};
 use uuid::Uuid;
 use wiremock::MockServer;
 
@@ -156,10 +156,18 @@ async fn two_dispatchers_on_one_sqlite_file_send_every_message_exactly_once() {
 }
 
 #[actix_web::test]
-async fn two_dispatchers_racing_for_one_number_send_it_no_more_than_its_daily_limit() {
+async fn two_dispatchers_racing_for_one_number_on_postgres_send_it_no_more_than_its_daily_limit() {
+    two_dispatchers_racing_for_one_number_send_it_no_more_than_its_daily_limit(TestDatabase::create().await).await;
+}
+
+#[actix_web::test]
+async fn two_dispatchers_racing_for_one_number_on_sqlite_send_it_no_more_than_its_daily_limit() {
+    two_dispatchers_racing_for_one_number_send_it_no_more_than_its_daily_limit(TestDatabase::sqlite().await).await;
+}
+
+async fn two_dispatchers_racing_for_one_number_send_it_no_more_than_its_daily_limit(database: TestDatabase) {
     const MESSAGES: usize = 12;
     const LIMIT: usize = 2;
-    let database = TestDatabase::create().await;
     let to = PhoneNumber::parse("+905551234567").expect("valid number");
     let messages: Vec<NewMessage> = (0..MESSAGES)
         .map(|i| NewMessage {
@@ -168,7 +176,14 @@ async fn two_dispatchers_racing_for_one_number_send_it_no_more_than_its_daily_li
             when: Schedule::default(),
         })
         .collect();
-    database.store.insert_many(&messages).await.expect("insert");
+    let ids: Vec<Uuid> = database
+        .store
+        .insert_many(&messages)
+        .await
+        .expect("insert")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     let provider = MockServer::start().await;
     // Slower than a tick: each instance claims the next message while its last is still in flight.
     accept_all(&provider, Duration::from_millis(100)).await;
@@ -187,13 +202,15 @@ async fn two_dispatchers_racing_for_one_number_send_it_no_more_than_its_daily_li
     second.post_start().await;
 
     wait_until("the rest wait out the day", || async {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM messages WHERE status = 'pending' AND next_attempt_at > now() + interval '1 hour'",
-        )
-        .fetch_one(database.pg())
-        .await
-        .expect("count");
-        pending == (MESSAGES - LIMIT) as i64
+        let mut waiting = 0;
+        for id in &ids {
+            let message = database.store.get(*id).await.expect("read").expect("stored");
+            waiting += usize::from(
+                message.status == MessageStatus::Pending
+                    && message.next_attempt_at > Utc::now() + chrono::Duration::hours(1),
+            );
+        }
+        waiting == MESSAGES - LIMIT
     })
     .await;
     first.settle().await;
