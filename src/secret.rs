@@ -32,20 +32,34 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `url` with the `user:password@` of its authority replaced, for error messages about a URL that may
-/// carry credentials. Works on text that does not parse as a URL too: that is when it gets printed.
+/// What an error message about a URL that may carry credentials shows of it: its scheme and host,
+/// `user:password@` replaced, and nothing of its path or query (`?api_key=…`), which are elided. Works
+/// on text that does not parse as a URL too: that is when it gets printed. A password holding `/`, `?`
+/// or `#` unescaped still ends at the last `@` before the query.
 pub fn redact_url_credentials(url: &str) -> Cow<'_, str> {
     let authority_start = url.find("://").map_or(0, |scheme_end| scheme_end + 3);
-    let rest = &url[authority_start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@') {
-        Some(at) => Cow::Owned(format!(
-            "{}[redacted]{}",
-            &url[..authority_start],
-            &url[authority_start + at..]
-        )),
-        None => Cow::Borrowed(url),
+    let before_query = &url[..url[authority_start..]
+        .find(['?', '#'])
+        .map_or(url.len(), |at| authority_start + at)];
+    let (redacted, host_start) = match before_query[authority_start..].rfind('@') {
+        Some(at) => ("[redacted]@", authority_start + at + 1),
+        None => ("", authority_start),
+    };
+    let rest = &url[host_start..];
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if redacted.is_empty() && rest[host_end..].trim_matches('/').is_empty() {
+        return Cow::Borrowed(url);
     }
+    let elided = if rest[host_end..].trim_matches('/').is_empty() {
+        ""
+    } else {
+        "/…"
+    };
+    Cow::Owned(format!(
+        "{}{redacted}{}{elided}",
+        &url[..authority_start],
+        &rest[..host_end]
+    ))
 }
 
 #[cfg(test)]
@@ -56,14 +70,19 @@ mod tests {
     fn credentials_in_a_url_are_redacted_and_the_rest_kept() {
         assert_eq!(
             redact_url_credentials("ftp://user:hunter2@host/path"),
-            "ftp://[redacted]@host/path"
+            "ftp://[redacted]@host/…"
         );
         assert_eq!(
             redact_url_credentials("redis://:hunter2@h:6379"),
             "redis://[redacted]@h:6379"
         );
         assert_eq!(redact_url_credentials("user:p@ss@host"), "[redacted]@host");
-        assert_eq!(redact_url_credentials("https://host/a@b?c=@"), "https://host/a@b?c=@");
+        assert_eq!(
+            redact_url_credentials("htps://sms.example/send?api_key=hunter2"),
+            "htps://sms.example/…"
+        );
+        assert_eq!(redact_url_credentials("ftp://u:hun/ter2@h/"), "ftp://[redacted]@h");
+        assert_eq!(redact_url_credentials("https://host/"), "https://host/");
         assert_eq!(redact_url_credentials("not a url"), "not a url");
     }
 

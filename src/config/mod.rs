@@ -199,6 +199,14 @@ pub fn load_dotenv() -> Result<(), ConfigError> {
         Ok(_) => Ok(()),
         // A missing .env is the normal case in production; a malformed one is not silently skipped.
         Err(error) if error.not_found() => Ok(()),
+        // dotenvy's own text quotes the line it choked on, and with an unclosed quote the rest of the
+        // file: keys and passwords. Say where, not what.
+        Err(dotenvy::Error::LineParse(_, _)) => Err(ConfigError {
+            variable: ".env",
+            problem: "has a line that could not be parsed (not shown: it may hold a secret); look for an \
+                      unclosed quote, or a value with spaces not in quotes"
+                .to_owned(),
+        }),
         Err(error) => Err(ConfigError {
             variable: ".env",
             problem: format!("could not be read: {error}"),
@@ -291,6 +299,8 @@ mod tests {
             ("WEBHOOK_URL", "http://user:hunter2@/hook"),
             ("WEBHOOK_URL", "user:hunter2@host"),
             ("DATABASE_URL", "mysql://user:hunter2@host/db"),
+            ("WEBHOOK_URL", "htps://sms.example/send?api_key=hunter2"),
+            ("STATUS_WEBHOOK_URL", "ftp://u:hunter2/x@h/"),
         ];
         for (variable, value) in cases {
             let error = settings(&[(variable, value)]).unwrap_err().to_string();
@@ -300,7 +310,7 @@ mod tests {
         let error = settings(&[("WEBHOOK_URL", "ftp://user:hunter2@host/")])
             .unwrap_err()
             .to_string();
-        assert!(error.ends_with(r#"got "ftp://[redacted]@host/""#), "{error}");
+        assert!(error.ends_with(r#"got "ftp://[redacted]@host""#), "{error}");
     }
 
     #[test]

@@ -83,4 +83,16 @@ fn config_list_gives_defaults_kinds_and_secrets() {
         true
     );
     assert_eq!(entry(&listing, "openapi", "RUST_LOG")["default"], "info");
+    for (subcommand, variables) in listing.as_object().expect("by subcommand") {
+        for variable in variables.as_array().expect("a list") {
+            if variable["secret"] == true {
+                assert_eq!(variable["default"], Value::Null, "{subcommand}: {variable}");
+            }
+        }
+    }
+    assert_eq!(
+        entry(&listing, "demo", "CALLBACK_AUTH_KEY")["secret"],
+        true,
+        "the demo's key is set, and not shown"
+    );
 }

@@ -181,3 +181,50 @@ fn serve_reads_the_env_file_of_its_working_directory_not_a_parents() {
     );
     std::fs::remove_dir_all(&parent).unwrap();
 }
+
+#[test]
+fn a_malformed_env_file_is_refused_without_showing_its_values() {
+    let folder = std::env::temp_dir().join(format!("insider-env-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).unwrap();
+    // An unclosed quote: a parser reads on to the end of the file.
+    std::fs::write(
+        folder.join(".env"),
+        "API_KEY=\"s3cr3t-api-key\nWEBHOOK_AUTH_KEY=s3cr3t-provider-key\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("serve")
+        .env_clear()
+        .current_dir(&folder)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(".env"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+}
+
+#[test]
+fn a_database_url_parameter_sqlx_does_not_know_is_never_logged_with_its_value() {
+    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("serve")
+        .env_clear()
+        .env("RUST_LOG", "debug")
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/insider_no_such_db?sslpassword=s3cr3t",
+        )
+        .env("WEBHOOK_URL", "http://127.0.0.1:9/")
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not exist"),
+        "it got as far as the database: {stderr}"
+    );
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+}
