@@ -264,6 +264,10 @@ async fn invalid_rows_inserted_by_sql_fail_without_being_sent() {
         assert_eq!(row.status, "failed");
         assert!(row.last_error.unwrap().contains(reason));
     }
+    // The spaced number goes back in its normal form, uncounted, to be checked against the opt-outs.
+    let row = app.database.row(good).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("pending", 0));
+    app.tick_and_settle().await;
     assert_eq!(app.database.row(good).await.status, "sent");
     let requests = app.provider.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
