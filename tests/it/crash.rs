@@ -216,3 +216,32 @@ fn nix_terminate(child: &Child) {
         .expect("kill runs");
     assert!(status.success());
 }
+
+#[actix_web::test]
+async fn a_plain_insert_of_a_time_the_service_cannot_read_is_refused_and_the_rest_go() {
+    let app = TestApp::spawn().await;
+    // 'infinity' is a natural way to say "never expires"; decoded, it panicked the fetcher.
+    for (column, value) in [
+        ("expires_at", "infinity"),
+        ("send_at", "-infinity"),
+        ("created_at", "200000-01-01"),
+    ] {
+        let refused = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO messages (phone_number, content, {column}) VALUES ('+905551111111', 'hi', '{value}')"
+        )))
+        .execute(app.database.pg())
+        .await
+        .expect_err("refused at the INSERT");
+        assert!(
+            refused.to_string().contains("messages_times_in_range"),
+            "{column}: {refused}"
+        );
+    }
+    let plain = app.database.insert_raw("+905552222222", "hello").await;
+
+    app.tick_and_settle().await;
+
+    assert_eq!(app.database.row(plain).await.status, "sent");
+    let (status, _) = app.get("/messages?status=sent").await;
+    assert_eq!(status, actix_web::http::StatusCode::OK);
+}
