@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     cache::{Cache, SentRecord},
+    domain::{Attempt, ProviderMessageId},
     metrics::Metrics,
     store::{Finish, MessageStore, NextState},
     telemetry::error_chain,
@@ -215,11 +216,15 @@ async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batc
 
 /// Writes `finishes` until the database takes them; a lost connection or a timeout retries the flush as
 /// it is. `None` when the database refuses a flush of several for what they hold: the caller writes
-/// them one by one, and a single result is retried until it goes in.
+/// them one by one. A single result it refuses is written plainer (`plainer`), down to the state
+/// change alone: retried as it was, it would hold the claim for good, and the message, rescued after
+/// a restart, would be sent again.
 async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finishes: &[Finish]) -> Option<Vec<bool>> {
     let mut wait = WRITE_RETRY_MIN;
+    let mut finishes = std::borrow::Cow::Borrowed(finishes);
+    let mut plainness = Plainness::AsItIs;
     loop {
-        let error = match store.finish_claims(finishes).await {
+        let error = match store.finish_claims(&finishes).await {
             Ok(changed) => return Some(changed),
             Err(error) => error,
         };
@@ -231,6 +236,17 @@ async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finis
             );
             return None;
         }
+        if let ([finish], Some(plainer_form)) = (&*finishes, plainness.next())
+            && error.is_refusal()
+        {
+            log::error!(
+                message_id:% = finish.claim.message_id, now:? = plainer_form;
+                "the database refused the result of one message, writing it plainer: {}", error_chain(&error)
+            );
+            finishes = std::borrow::Cow::Owned(vec![plainer(finish, plainer_form)]);
+            plainness = plainer_form;
+            continue;
+        }
         let first = &finishes.first()?.claim;
         log::error!(
             results = finishes.len(), message_id:% = first.message_id, retry_in:? = wait;
@@ -238,6 +254,79 @@ async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finis
         );
         actix_rt::time::sleep(wait).await;
         wait = (wait * 2).min(WRITE_RETRY_MAX);
+    }
+}
+
+/// How plainly a refused result is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plainness {
+    AsItIs,
+    /// Its texts (the reason, the provider's id) in printable ASCII, at most `PLAIN_TEXT_CHARS`: what a
+    /// database in another encoding, or a check on a column's length, refuses is gone.
+    AsciiTexts,
+    /// The state change alone: no reason, no provider id, no history row.
+    StateOnly,
+}
+
+impl Plainness {
+    fn next(self) -> Option<Self> {
+        match self {
+            Self::AsItIs => Some(Self::AsciiTexts),
+            Self::AsciiTexts => Some(Self::StateOnly),
+            Self::StateOnly => None,
+        }
+    }
+}
+
+const PLAIN_TEXT_CHARS: usize = 200;
+
+/// `finish` written `how`: the same claim, the same state change.
+fn plainer(finish: &Finish, how: Plainness) -> Finish {
+    let text = |text: &str| -> String {
+        match how {
+            Plainness::AsItIs => text.to_owned(),
+            Plainness::AsciiTexts => text
+                .chars()
+                .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+                .take(PLAIN_TEXT_CHARS)
+                .collect(),
+            Plainness::StateOnly => "(not recorded: the database refused the text)".to_owned(),
+        }
+    };
+    let next = match &finish.next {
+        NextState::Sent {
+            provider_message_id,
+            sent_at,
+        } => NextState::Sent {
+            provider_message_id: provider_message_id
+                .as_ref()
+                .filter(|_| how != Plainness::StateOnly)
+                .and_then(|id| ProviderMessageId::parse(&text(id.as_ref())).ok()),
+            sent_at: *sent_at,
+        },
+        NextState::RetryLater { delay, error } => NextState::RetryLater {
+            delay: *delay,
+            error: text(error),
+        },
+        NextState::Failed { error } => NextState::Failed { error: text(error) },
+        NextState::PutBack { after, error } => NextState::PutBack {
+            after: *after,
+            error: error.as_deref().map(text),
+        },
+    };
+    let attempt = finish
+        .attempt
+        .as_ref()
+        .filter(|_| how != Plainness::StateOnly)
+        .map(|attempt| Attempt {
+            error: attempt.error.as_deref().map(text),
+            provider_message_id: attempt.provider_message_id.as_deref().map(text),
+            ..attempt.clone()
+        });
+    Finish {
+        claim: finish.claim,
+        next,
+        attempt,
     }
 }
 

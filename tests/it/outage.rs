@@ -60,3 +60,38 @@ async fn connections_killed_mid_run_lose_nothing_and_send_nothing_twice() {
     assert!(twice.is_empty(), "posted more than once: {twice:?}");
     assert_eq!(app.get("/readyz").await.1["database"], "up", "it recovered by itself");
 }
+
+#[actix_web::test]
+async fn a_result_the_database_refuses_is_recorded_plainer_not_retried_for_good() {
+    let database = TestDatabase::create().await;
+    // A check a DBA added: the provider's answer breaks it.
+    sqlx::query("ALTER TABLE messages ADD CONSTRAINT no_bad_ids CHECK (provider_message_id <> 'bad') NOT VALID")
+        .execute(database.pg())
+        .await
+        .unwrap();
+    let provider = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(202)
+                .set_body_json(serde_json::json!({"message": "Accepted", "messageId": "bad"})),
+        )
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .database(&database)
+        .provider(&std::sync::Arc::new(provider))
+        .spawn()
+        .await;
+    let id = database.insert_raw("+905551111111", "hello").await;
+
+    // Before, the one result was retried for good: never settled, and sent again after a restart.
+    app.tick_and_settle().await;
+
+    let row = database.row(id).await;
+    assert_eq!(
+        (row.status.as_str(), row.provider_message_id, row.lease_token),
+        ("sent", None, None),
+        "recorded sent, without the id the database refuses"
+    );
+    assert_eq!(posts_per_key(&app.provider).await.get(&id.to_string()), Some(&1));
+}
