@@ -176,6 +176,47 @@ async fn an_undelivered_receipt_keeps_the_carriers_error_and_intermediate_states
 }
 
 #[actix_web::test]
+async fn a_numeric_provider_id_is_matched_by_its_digits() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(
+            ResponseTemplate::new(202).set_body_json(json!({"message": "Accepted", "messageId": 1234567890123_u64})),
+        )
+        .mount(&provider)
+        .await;
+    let app = tracked().provider(&std::sync::Arc::new(provider)).spawn().await;
+    let (id, provider_id) = send_one(&app).await;
+    assert_eq!(provider_id, "1234567890123");
+
+    let body = json!({"messageId": 1234567890123_u64, "status": "delivered", "at": Utc::now().to_rfc3339()});
+    let (status, answer) = post_receipts(&app, &body, Some(CALLBACK_KEY)).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
+    let fraction = json!({"messageId": 12.5, "status": "delivered", "at": Utc::now().to_rfc3339()});
+    let (status, answer) = post_receipts(&app, &fraction, Some(CALLBACK_KEY)).await;
+    assert_eq!(
+        (status, &answer["field"]),
+        (StatusCode::BAD_REQUEST, &json!("messageId"))
+    );
+}
+
+#[actix_web::test]
+async fn a_report_dated_in_the_future_does_not_outrank_the_ones_after_it() {
+    let app = tracked().spawn().await;
+    let (id, provider_id) = send_one(&app).await;
+    // A carrier whose clock is a year ahead.
+    let ahead = Utc::now() + chrono::Duration::days(365);
+    post_receipts(&app, &receipt(&provider_id, "accepted", ahead), Some(CALLBACK_KEY)).await;
+    wait_for_delivery(&app, id, ReceiptStatus::Accepted).await;
+
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    post_receipts(&app, &receipt(&provider_id, "buffered", later), Some(CALLBACK_KEY)).await;
+
+    wait_for_delivery(&app, id, ReceiptStatus::Buffered).await;
+}
+
+#[actix_web::test]
 async fn a_receipt_whose_id_names_several_messages_is_applied_to_none_and_counted() {
     // webhook.site answers every request with the same id.
     let provider_id = format!("prov-{}", Uuid::new_v4());

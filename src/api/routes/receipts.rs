@@ -35,7 +35,8 @@ const LIST_LIMIT_MAX: u32 = 1_000;
                           "at": "2026-12-02T10:00:03Z", "error": null}))]
 #[serde(rename_all = "camelCase")]
 pub struct ReceiptRequest {
-    /// The provider's id from its 202 answer.
+    /// The provider's id from its 202 answer. A whole number within 64 bits is taken too, as its digits
+    /// (a provider that answers with numeric ids); a longer one must come as a string.
     #[schema(example = "67f2f8a8-ea58-4ed0-a6f9-ff217df4d849", min_length = 1, max_length = 255)]
     pub message_id: String,
     /// `delivered` or `undelivered` (final), `accepted` or `buffered` (on the way).
@@ -94,14 +95,30 @@ fn parse_receipt(item: &Value) -> Result<Receipt, ApiError> {
         Some(Value::String(s)) => Ok(s.as_str()),
         Some(_) => Err(ApiError::invalid(name, "must be a string")),
     };
+    // A provider answering its 202 with a numeric id (kept digit for digit, `provider.rs`) names it as
+    // a number in its receipts too. A whole number in 64 bits prints as it was written; a longer one
+    // or a fraction would not, so it must come as a string.
+    let message_id = match fields.get("messageId") {
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+        Some(Value::Number(_)) => {
+            return Err(ApiError::invalid(
+                "messageId",
+                "a number must be a whole number within 64 bits; send a longer id as a string",
+            ));
+        }
+        _ => text("messageId")?.to_owned(),
+    };
     let provider_message_id =
-        ProviderMessageId::parse(text("messageId")?).map_err(|e| ApiError::invalid("messageId", e.to_string()))?;
+        ProviderMessageId::parse(&message_id).map_err(|e| ApiError::invalid("messageId", e.to_string()))?;
     let status = text("status")?
         .parse::<ReceiptStatus>()
         .map_err(|e| ApiError::invalid("status", e.to_string()))?;
+    // A report is not made in the future: an `at` ahead of our clock (a carrier's skew, a bad year)
+    // would outrank every later report of the message and stay in the last hour's delivery rate.
     let reported_at = DateTime::parse_from_rfc3339(text("at")?)
         .map_err(|_| ApiError::invalid("at", "must be an RFC 3339 time, e.g. 2026-12-02T10:00:03Z"))?
-        .with_timezone(&Utc);
+        .with_timezone(&Utc)
+        .min(Utc::now());
     let error = match fields.get("error") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.trim().to_owned()),
