@@ -10,7 +10,10 @@
 //! source of truth; the cache is optional, so every failure here is reported to the caller to log and
 //! count, and never stops a send.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts, redis};
@@ -21,6 +24,10 @@ use crate::secret::Secret;
 
 /// No cache call may hold up a send or a request for longer than this.
 const CACHE_TIMEOUT: Duration = Duration::from_secs(1);
+/// After a call that timed out (a Redis that hangs rather than refuses: a network dropping packets, a
+/// stopped process), calls fail at once for this long: each would wait out the timeout, and the
+/// persister's flushes (so the fetcher's claims) with it.
+const REST_AFTER_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_SIZE: usize = 8;
 
 /// What is cached for a sent message.
@@ -45,13 +52,24 @@ pub enum CacheError {
     },
     #[error("Redis did not answer within {CACHE_TIMEOUT:?} while {0}")]
     Timeout(&'static str),
+    #[error("Redis did not answer lately: not asked again for {REST_AFTER_TIMEOUT:?} after a timeout")]
+    Resting,
     #[error("a cached value could not be encoded or decoded")]
     Json(#[source] serde_json::Error),
+}
+
+impl CacheError {
+    /// A call not made at all, the cache resting after a timeout: already logged when it timed out.
+    pub fn is_resting(&self) -> bool {
+        matches!(self, Self::Resting)
+    }
 }
 
 #[derive(Clone)]
 pub struct Cache {
     pool: Option<Pool>,
+    /// Until when calls fail at once (`REST_AFTER_TIMEOUT`), shared by the clones.
+    rest_until: Arc<Mutex<Option<Instant>>>,
     ttl: Duration,
     /// Whether `provider:<provider id>` sets are written beside each sent message.
     matches_receipts: bool,
@@ -79,6 +97,7 @@ impl Cache {
             .transpose()?;
         Ok(Self {
             pool,
+            rest_until: Arc::default(),
             ttl,
             matches_receipts,
         })
@@ -112,7 +131,7 @@ impl Cache {
                 .ignore();
         }
         let action = "writing sent messages";
-        with_timeout(action, async {
+        self.call(action, async {
             let mut conn = pool.get().await.map_err(CacheError::Pool)?;
             pipe.query_async::<()>(&mut conn)
                 .await
@@ -127,15 +146,16 @@ impl Cache {
             return Ok(vec![None; ids.len()]);
         };
         let action = "reading sent messages";
-        let values: Vec<Option<String>> = with_timeout(action, async {
-            let mut conn = pool.get().await.map_err(CacheError::Pool)?;
-            redis::cmd("MGET")
-                .arg(ids.iter().map(|id| key(*id)).collect::<Vec<_>>())
-                .query_async(&mut conn)
-                .await
-                .map_err(|source| CacheError::Command { action, source })
-        })
-        .await?;
+        let values: Vec<Option<String>> = self
+            .call(action, async {
+                let mut conn = pool.get().await.map_err(CacheError::Pool)?;
+                redis::cmd("MGET")
+                    .arg(ids.iter().map(|id| key(*id)).collect::<Vec<_>>())
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|source| CacheError::Command { action, source })
+            })
+            .await?;
         values
             .into_iter()
             .map(|value| {
@@ -157,13 +177,14 @@ impl Cache {
             pipe.cmd("SMEMBERS").arg(provider_key(provider_id));
         }
         let action = "reading the messages of provider ids";
-        let members: Vec<Vec<String>> = with_timeout(action, async {
-            let mut conn = pool.get().await.map_err(CacheError::Pool)?;
-            pipe.query_async(&mut conn)
-                .await
-                .map_err(|source| CacheError::Command { action, source })
-        })
-        .await?;
+        let members: Vec<Vec<String>> = self
+            .call(action, async {
+                let mut conn = pool.get().await.map_err(CacheError::Pool)?;
+                pipe.query_async(&mut conn)
+                    .await
+                    .map_err(|source| CacheError::Command { action, source })
+            })
+            .await?;
         // A member that is not a uuid was not written by us: it is skipped, and the database decides.
         Ok(members
             .into_iter()
@@ -171,11 +192,42 @@ impl Cache {
             .collect())
     }
 
+    /// Runs one call within `CACHE_TIMEOUT`, unless the cache rests after a call that timed out.
+    async fn call<T>(
+        &self,
+        action: &'static str,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        let now = Instant::now();
+        if self
+            .rest_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| now < until)
+        {
+            return Err(CacheError::Resting);
+        }
+        let result = tokio::time::timeout(CACHE_TIMEOUT, fut)
+            .await
+            .unwrap_or(Err(CacheError::Timeout(action)));
+        let timed_out = match &result {
+            Err(CacheError::Timeout(_) | CacheError::Pool(deadpool_redis::PoolError::Timeout(_))) => true,
+            Err(CacheError::Pool(deadpool_redis::PoolError::Backend(error)) | CacheError::Command { source: error, .. }) => {
+                error.is_timeout()
+            }
+            _ => false,
+        };
+        if timed_out {
+            *self.rest_until.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + REST_AFTER_TIMEOUT);
+        }
+        result
+    }
+
     /// `Ok(None)` when the cache is off, `Ok(Some(()))` when Redis answers.
     pub async fn ping(&self) -> Result<Option<()>, CacheError> {
         let Some(pool) = &self.pool else { return Ok(None) };
         let action = "answering a ping";
-        with_timeout(action, async {
+        self.call(action, async {
             let mut conn = pool.get().await.map_err(CacheError::Pool)?;
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)
@@ -202,13 +254,4 @@ const NOTE_PROVIDER_ID: &str = "if redis.call('SCARD', KEYS[1]) < 2 then redis.c
 /// The Redis key of the set of messages a provider id was given to.
 pub fn provider_key(provider_message_id: &str) -> String {
     format!("provider:{provider_message_id}")
-}
-
-async fn with_timeout<T>(
-    action: &'static str,
-    fut: impl Future<Output = Result<T, CacheError>>,
-) -> Result<T, CacheError> {
-    tokio::time::timeout(CACHE_TIMEOUT, fut)
-        .await
-        .map_err(|_| CacheError::Timeout(action))?
 }

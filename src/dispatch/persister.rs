@@ -203,9 +203,17 @@ async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batc
         }
     }
     summary.log();
-    if let Err(error) = cache.put_sent_many(&to_cache).await {
-        metrics.cache_errors_total.inc();
-        log::warn!(messages = to_cache.len(); "sent, but not cached: {}", error_chain(&error));
+    match cache.put_sent_many(&to_cache).await {
+        Ok(()) => {}
+        // The timeout that began the rest was logged: a line per flush would say it again.
+        Err(error) if error.is_resting() => {
+            metrics.cache_errors_total.inc();
+            log::debug!(messages = to_cache.len(); "sent, but not cached: {error}");
+        }
+        Err(error) => {
+            metrics.cache_errors_total.inc();
+            log::warn!(messages = to_cache.len(); "sent, but not cached: {}", error_chain(&error));
+        }
     }
     let sent_provider_ids = to_cache.into_iter().map(|(_, record)| record.message_id).collect();
     Flushed::Recorded {

@@ -338,6 +338,35 @@ async fn with_redis_down_messages_are_still_sent() {
 }
 
 #[actix_web::test]
+async fn a_redis_that_hangs_holds_up_one_flush_not_every_one() {
+    // Accepts connections and never answers: a network dropping packets, a stopped process.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = hung.local_addr().unwrap();
+    let held = std::thread::spawn(move || hung.incoming().take(64).filter_map(Result::ok).collect::<Vec<_>>());
+    let app = TestApp::builder()
+        .var("REDIS_URL", format!("redis://{address}"))
+        .var("BATCH_SIZE", "1")
+        .spawn()
+        .await;
+    app.database.insert_many(4).await;
+
+    app.tick_and_settle().await;
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        app.tick_and_settle().await;
+    }
+
+    assert_eq!(app.database.count_with_status("sent").await, 4);
+    // Before, each flush waited out the cache's 1 s timeout: 3 s and more.
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_500),
+        "three flushes after the first timeout: {:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
+
+#[actix_web::test]
 async fn without_redis_configured_nothing_is_cached_and_sending_works() {
     let app = TestApp::builder().without("REDIS_URL").spawn().await;
     let id = app.database.insert_raw("+905551111111", "hello").await;
