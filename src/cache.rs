@@ -212,9 +212,9 @@ impl Cache {
             .unwrap_or(Err(CacheError::Timeout(action)));
         let timed_out = match &result {
             Err(CacheError::Timeout(_) | CacheError::Pool(deadpool_redis::PoolError::Timeout(_))) => true,
-            Err(CacheError::Pool(deadpool_redis::PoolError::Backend(error)) | CacheError::Command { source: error, .. }) => {
-                error.is_timeout()
-            }
+            Err(
+                CacheError::Pool(deadpool_redis::PoolError::Backend(error)) | CacheError::Command { source: error, .. },
+            ) => error.is_timeout(),
             _ => false,
         };
         if timed_out {
