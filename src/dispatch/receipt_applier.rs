@@ -231,8 +231,12 @@ impl Applier {
         let mut candidates: HashMap<String, Vec<Uuid>> = HashMap::new();
         match self.cache.messages_of_provider_ids(&provider_ids).await {
             Ok(cached) => {
+                // One message is taken as cached (the apply checks again that no other has the id). Several
+                // are asked of the database: one of them may be gone (deleted by SENT_RETENTION, its
+                // cache entry not) or another deployment's sharing the Redis, and the receipt would be
+                // refused as ambiguous for it.
                 for (provider_id, messages) in provider_ids.iter().zip(cached) {
-                    if !messages.is_empty() {
+                    if messages.len() == 1 {
                         candidates.insert(provider_id.clone(), messages);
                     }
                 }

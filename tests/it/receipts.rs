@@ -177,18 +177,18 @@ async fn an_undelivered_receipt_keeps_the_carriers_error_and_intermediate_states
 
 #[actix_web::test]
 async fn a_numeric_provider_id_is_matched_by_its_digits() {
+    // Fresh each run: Redis outlives the test's database.
+    let numeric = u64::from_le_bytes(Uuid::new_v4().as_bytes()[..8].try_into().unwrap()) >> 1;
     let provider = MockServer::start().await;
     Mock::given(matchers::method("POST"))
-        .respond_with(
-            ResponseTemplate::new(202).set_body_json(json!({"message": "Accepted", "messageId": 1234567890123_u64})),
-        )
+        .respond_with(ResponseTemplate::new(202).set_body_json(json!({"message": "Accepted", "messageId": numeric})))
         .mount(&provider)
         .await;
     let app = tracked().provider(&std::sync::Arc::new(provider)).spawn().await;
     let (id, provider_id) = send_one(&app).await;
-    assert_eq!(provider_id, "1234567890123");
+    assert_eq!(provider_id, numeric.to_string());
 
-    let body = json!({"messageId": 1234567890123_u64, "status": "delivered", "at": Utc::now().to_rfc3339()});
+    let body = json!({"messageId": numeric, "status": "delivered", "at": Utc::now().to_rfc3339()});
     let (status, answer) = post_receipts(&app, &body, Some(CALLBACK_KEY)).await;
 
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
@@ -199,6 +199,33 @@ async fn a_numeric_provider_id_is_matched_by_its_digits() {
         (status, &answer["field"]),
         (StatusCode::BAD_REQUEST, &json!("messageId"))
     );
+}
+
+#[actix_web::test]
+async fn a_cached_provider_id_naming_a_message_the_database_no_longer_has_does_not_make_a_receipt_ambiguous() {
+    let provider_id = Uuid::new_v4().to_string();
+    // A message SENT_RETENTION deleted, or another deployment's on the same Redis: still in the set.
+    let mut redis = redis_connection().await;
+    redis::cmd("SADD")
+        .arg(format!("provider:{provider_id}"))
+        .arg(Uuid::new_v4().to_string())
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let app = tracked()
+        .provider(&provider_answering(&provider_id, Duration::ZERO).await)
+        .spawn()
+        .await;
+    let (id, _) = send_one(&app).await;
+
+    post_receipts(
+        &app,
+        &receipt(&provider_id, "delivered", Utc::now()),
+        Some(CALLBACK_KEY),
+    )
+    .await;
+
+    wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
 }
 
 #[actix_web::test]
