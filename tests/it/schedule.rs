@@ -209,6 +209,9 @@ async fn bad_send_at_expires_at_or_priority_get_a_400_naming_the_field_in_a_mess
         (json!({"send_at": 1_764_000_000}), "send_at"),
         (json!({"priority": "urgent"}), "priority"),
         (json!({"priority": 0}), "priority"),
+        // Valid RFC 3339, outside what the store keeps: was a 500 (and a whole batch with it).
+        (json!({"send_at": "0000-06-01T00:00:00Z"}), "send_at"),
+        (json!({"expires_at": "9999-12-31T23:00:00-02:00"}), "expires_at"),
     ];
     for (extra, field) in &cases {
         let mut body = json!({"to": "+905551111111", "content": "hello"});

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::{HttpResponse, get, post, web};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -114,12 +114,19 @@ impl CreateMessageRequest {
             Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(_) => Err(ApiError::invalid(name, "must be a string")),
         };
+        // The years 1 to 9999 in UTC: what the store keeps (`messages_times_in_range`); an RFC 3339 time
+        // may say year 0, or year 10000 once its offset is taken off.
         let time = |name: &'static str| {
             optional_text(name)?
                 .map(|raw| {
-                    DateTime::parse_from_rfc3339(raw)
+                    let at = DateTime::parse_from_rfc3339(raw)
                         .map(|at| at.with_timezone(&Utc))
-                        .map_err(|e| ApiError::invalid(name, format!("must be an RFC 3339 time: {e}")))
+                        .map_err(|e| ApiError::invalid(name, format!("must be an RFC 3339 time: {e}")))?;
+                    if (1..=9999).contains(&at.year()) {
+                        Ok(at)
+                    } else {
+                        Err(ApiError::invalid(name, "must be within the years 1 to 9999 (UTC)"))
+                    }
                 })
                 .transpose()
         };
