@@ -10,6 +10,7 @@ use actix_web::{
     Error,
     body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
+    http::header,
     middleware::Next,
     web,
 };
@@ -47,23 +48,30 @@ pub async fn require_api_key(
     let open = OPEN_PATHS.contains(&path)
         || OPEN_FOLDERS.iter().any(|folder| path.starts_with(folder))
         || callback_auth::skips_api_key(request.method(), path, state.callback_auth_key.is_some());
-    if state.api_key.is_none() && !open {
-        let host = request.connection_info().host().to_owned();
-        if !rebinding_proof(&host) {
-            log::warn!(
-                method:% = request.method(),
-                route = route_of(request.request()).as_str(),
-                peer = peer_of(&request).as_str();
-                "request refused: the API is open (API_KEY unset) and was reached by a host name"
-            );
-            return Ok(request
-                .error_response(ApiError::CrossSite(format!(
-                    "with API_KEY unset the API answers only to an IP address, localhost or a one-label name, \
-                     not {host}: a page of another site can point a name it owns at this server (DNS \
-                     rebinding); set API_KEY to reach it by that name"
-                )))
-                .map_into_right_body());
-        }
+    // Only a request a page sent (browsers add `Origin` to every request but GET and HEAD; servers and
+    // providers send none), and by its raw `Host`: the page itself may add `X-Forwarded-Host`.
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .or_else(|| request.uri().authority().map(|authority| authority.as_str()))
+        .unwrap_or_default()
+        .to_owned();
+    let from_a_page = request.headers().contains_key(header::ORIGIN);
+    if state.api_key.is_none() && !open && from_a_page && !rebinding_proof(&host) {
+        log::warn!(
+            method:% = request.method(),
+            route = route_of(request.request()).as_str(),
+            peer = peer_of(&request).as_str();
+            "request refused: the API is open (API_KEY unset) and was reached by a host name"
+        );
+        return Ok(request
+            .error_response(ApiError::CrossSite(format!(
+                "with API_KEY unset a page may call the API only by an IP address, localhost or a \
+                     one-label name, not {host}: a page of another site can point a name it owns at this \
+                     server (DNS rebinding); set API_KEY to use the console by that name"
+            )))
+            .map_into_right_body());
     }
     if let Some(expected) = state.api_key.as_ref().filter(|_| !open) {
         let headers = request.headers();
@@ -104,6 +112,8 @@ fn rebinding_proof(host: &str) -> bool {
             }
         }),
     };
+    // `localhost.` is `localhost`.
+    let name = name.strip_suffix('.').unwrap_or(name);
     name.parse::<std::net::Ipv4Addr>().is_ok()
         || name.eq_ignore_ascii_case("localhost")
         || (!name.is_empty() && !name.contains('.'))
@@ -137,6 +147,7 @@ mod tests {
             "localhost:8080",
             "LOCALHOST",
             "insider-messaging:8080",
+            "localhost.:8080",
         ] {
             assert!(rebinding_proof(host), "{host}");
         }
