@@ -651,8 +651,12 @@ impl CampaignSql for PostgresStore {
           FULL JOIN paused_campaigns p ON p.campaign = c.campaign
          ORDER BY 1, 3";
     const PAUSE_CAMPAIGN: &'static str = "INSERT INTO paused_campaigns (campaign) VALUES ($1) ON CONFLICT DO NOTHING";
+    // The status again outside: a row a claim begun before the pause took meanwhile is re-read under its
+    // lock, the subquery is not, and the row is its claim's. SKIP LOCKED: nor is such a row waited for.
     const CANCEL_CAMPAIGN: &'static str = "UPDATE messages SET status = 'cancelled', updated_at = now()
-          WHERE id IN (SELECT id FROM messages WHERE campaign = $1 AND status = 'pending' LIMIT $2)";
+          WHERE status = 'pending'
+            AND id IN (SELECT id FROM messages WHERE campaign = $1 AND status = 'pending' LIMIT $2
+                          FOR UPDATE SKIP LOCKED)";
 }
 
 impl InboundSql for PostgresStore {

@@ -775,7 +775,8 @@ impl CampaignSql for SqliteStore {
     const PAUSE_CAMPAIGN: &'static str =
         "INSERT INTO paused_campaigns (campaign, paused_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
     const CANCEL_CAMPAIGN: &'static str = "UPDATE messages SET status = 'cancelled', updated_at = ?2
-          WHERE seq IN (SELECT seq FROM messages WHERE campaign = ?1 AND status = 'pending' LIMIT ?3)";
+          WHERE status = 'pending'
+            AND seq IN (SELECT seq FROM messages WHERE campaign = ?1 AND status = 'pending' LIMIT ?3)";
 }
 
 impl InboundSql for SqliteStore {

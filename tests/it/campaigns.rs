@@ -161,3 +161,40 @@ async fn a_large_campaigns_cancel_commits_a_chunk_at_a_time() {
         "partly cancelled at some point: {seen:?}"
     );
 }
+
+#[actix_web::test]
+async fn a_cancel_leaves_a_row_a_claim_took_meanwhile_to_its_claim() {
+    let app = TestApp::spawn().await;
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO messages (phone_number, content, campaign) VALUES ('+905551111111', 'hi', 'promo') RETURNING id",
+    )
+    .fetch_one(app.database.pg())
+    .await
+    .unwrap();
+    // A claim (begun on another replica before the pause) that has the row and has not committed yet.
+    let mut claim = app.database.pg().begin().await.unwrap();
+    sqlx::query(
+        "UPDATE messages SET status = 'sending', attempts = 1, lease_owner = 'other', lease_token = gen_random_uuid(),
+                lease_expires_at = now() + interval '30 seconds' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *claim)
+    .await
+    .unwrap();
+
+    let empty = json!({});
+    let cancel = app.post_json("/campaigns/promo/cancel", &empty);
+    let commit = async {
+        actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        claim.commit().await.unwrap();
+    };
+    let ((status, body), ()) = futures_util::join!(cancel, commit);
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cancelled"], 0, "{body}");
+    assert_eq!(
+        app.database.row(id).await.status,
+        "sending",
+        "its claim's: the send's result decides it"
+    );
+}
