@@ -245,3 +245,47 @@ async fn a_plain_insert_of_a_time_the_service_cannot_read_is_refused_and_the_res
     let (status, _) = app.get("/messages?status=sent").await;
     assert_eq!(status, actix_web::http::StatusCode::OK);
 }
+
+#[actix_web::test]
+async fn the_time_check_s_migration_first_mends_the_rows_still_to_be_claimed_or_rescued() {
+    let app = TestApp::spawn().await;
+    let pg = app.database.pg();
+    // As before the migration: the check absent, and plain INSERTs of times the service cannot read.
+    sqlx::query("ALTER TABLE messages DROP CONSTRAINT messages_times_in_range")
+        .execute(pg)
+        .await
+        .unwrap();
+    let never: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO messages (phone_number, content, expires_at) VALUES ('+905551111111', 'hi', 'infinity') RETURNING id",
+    )
+    .fetch_one(pg)
+    .await
+    .unwrap();
+    // Claimed by a replica that died (the old panic), its lease run out: the rescue's to take.
+    let stranded: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO messages (phone_number, content, expires_at, status, attempts, lease_owner, lease_token,
+                               lease_expires_at)
+         VALUES ('+905552222222', 'hi', '-infinity', 'sending', 1, 'dead', gen_random_uuid(),
+                 now() - interval '1 second')
+         RETURNING id",
+    )
+    .fetch_one(pg)
+    .await
+    .unwrap();
+    sqlx::raw_sql(include_str!(
+        "../../migrations/postgres/20261208000001_messages_times_in_range.sql"
+    ))
+    .execute(pg)
+    .await
+    .expect("the migration applies");
+
+    app.tick_and_settle().await;
+    app.tick_and_settle().await;
+
+    assert_eq!(app.database.row(never).await.status, "sent", "never expires: no expiry");
+    assert_eq!(
+        app.database.row(stranded).await.status,
+        "expired",
+        "already expired: expired by the claim after its rescue, never sent"
+    );
+}
