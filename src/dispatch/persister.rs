@@ -27,7 +27,6 @@ use super::{
 };
 use crate::{
     cache::{Cache, SentRecord},
-    domain::{Attempt, ProviderMessageId},
     metrics::Metrics,
     store::{Finish, MessageStore, NextState},
     telemetry::error_chain,
@@ -265,22 +264,26 @@ async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finis
     }
 }
 
-/// How plainly a refused result is written.
+/// How plainly a refused result is written, each step leaving out more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plainness {
     AsItIs,
-    /// Its texts (the reason, the provider's id) in printable ASCII, at most `PLAIN_TEXT_CHARS`: what a
-    /// database in another encoding, or a check on a column's length, refuses is gone.
-    AsciiTexts,
-    /// The state change alone: no reason, no provider id, no history row.
+    /// Without its history row (`message_attempts`), the message's own change as it was.
+    WithoutHistory,
+    /// And its reason in printable ASCII, at most `PLAIN_TEXT_CHARS`: what a database in another
+    /// encoding, or a check on a column's length, refuses is gone. The provider's id is kept as it is:
+    /// another id would match another message's receipts.
+    AsciiReason,
+    /// The state change alone: no reason, no provider id.
     StateOnly,
 }
 
 impl Plainness {
     fn next(self) -> Option<Self> {
         match self {
-            Self::AsItIs => Some(Self::AsciiTexts),
-            Self::AsciiTexts => Some(Self::StateOnly),
+            Self::AsItIs => Some(Self::WithoutHistory),
+            Self::WithoutHistory => Some(Self::AsciiReason),
+            Self::AsciiReason => Some(Self::StateOnly),
             Self::StateOnly => None,
         }
     }
@@ -292,8 +295,8 @@ const PLAIN_TEXT_CHARS: usize = 200;
 fn plainer(finish: &Finish, how: Plainness) -> Finish {
     let text = |text: &str| -> String {
         match how {
-            Plainness::AsItIs => text.to_owned(),
-            Plainness::AsciiTexts => text
+            Plainness::AsItIs | Plainness::WithoutHistory => text.to_owned(),
+            Plainness::AsciiReason => text
                 .chars()
                 .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
                 .take(PLAIN_TEXT_CHARS)
@@ -306,10 +309,7 @@ fn plainer(finish: &Finish, how: Plainness) -> Finish {
             provider_message_id,
             sent_at,
         } => NextState::Sent {
-            provider_message_id: provider_message_id
-                .as_ref()
-                .filter(|_| how != Plainness::StateOnly)
-                .and_then(|id| ProviderMessageId::parse(&text(id.as_ref())).ok()),
+            provider_message_id: provider_message_id.clone().filter(|_| how != Plainness::StateOnly),
             sent_at: *sent_at,
         },
         NextState::RetryLater { delay, error } => NextState::RetryLater {
@@ -322,19 +322,10 @@ fn plainer(finish: &Finish, how: Plainness) -> Finish {
             error: error.as_deref().map(text),
         },
     };
-    let attempt = finish
-        .attempt
-        .as_ref()
-        .filter(|_| how != Plainness::StateOnly)
-        .map(|attempt| Attempt {
-            error: attempt.error.as_deref().map(text),
-            provider_message_id: attempt.provider_message_id.as_deref().map(text),
-            ..attempt.clone()
-        });
     Finish {
         claim: finish.claim,
         next,
-        attempt,
+        attempt: finish.attempt.clone().filter(|_| how == Plainness::AsItIs),
     }
 }
 
