@@ -13,9 +13,8 @@ pub fn init() {
     let _ =
         env_logger::Builder::from_env(env_logger::Env::default().filter_or(LOG_FILTER_VARIABLE, DEFAULT_LOG_FILTER))
             // sqlx warns of a `DATABASE_URL` parameter it does not know with its value, which may be a
-            // password (`?sslpassword=`), and of a malformed ~/.pgpass line with the line: never shown,
-            // whatever RUST_LOG asks.
-            .filter_module("sqlx_postgres::options", log::LevelFilter::Error)
+            // password (`?sslpassword=`): not shown, unless RUST_LOG names that module itself.
+            .filter_module("sqlx_postgres::options::parse", log::LevelFilter::Error)
             .format_timestamp_millis()
             .try_init();
 }

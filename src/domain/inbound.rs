@@ -24,10 +24,11 @@ impl InboundAction {
     /// byte order mark, a zero-width space), compatibility forms (full-width ＳＴＯＰ, İ as I and a
     /// combining dot: NFKC), and a closing full stop or exclamation mark ("Stop.").
     pub fn of(content: &str) -> Self {
-        // Upper case first: `i̇ptal` (i and a combining dot) upper-cases to I and the dot, which NFKC
-        // then composes into İ.
+        // Upper case, NFKC, upper case: `i̇ptal` (i and a combining dot) upper-cases to I and the dot,
+        // which NFKC composes into İ; `𝐬𝐭𝐨𝐩` (a keyboard's "fancy" letters) has no upper case until NFKC
+        // makes it `stop`.
         let visible: String = content.chars().filter(|c| !is_invisible(*c)).collect();
-        let upper: String = visible.to_uppercase().nfkc().collect();
+        let upper = visible.to_uppercase().nfkc().collect::<String>().to_uppercase();
         let word = upper.trim().trim_end_matches(['.', '!']).trim_end();
         if OPT_OUT.contains(&word) {
             Self::OptOut
@@ -68,6 +69,7 @@ mod tests {
             ("ＳＴＯＰ", OptOut),
             ("I\u{0307}PTAL", OptOut),
             ("i\u{0307}ptal", OptOut),
+            ("\u{1D42C}\u{1D42D}\u{1D428}\u{1D429}", OptOut),
             ("Stop.", OptOut),
             ("STOP!", OptOut),
             ("start !", OptIn),
