@@ -32,34 +32,31 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// What an error message about a URL that may carry credentials shows of it: its scheme and host,
-/// `user:password@` replaced, and nothing of its path or query (`?api_key=…`), which are elided. Works
-/// on text that does not parse as a URL too: that is when it gets printed. A password holding `/`, `?`
-/// or `#` unescaped still ends at the last `@` before the query.
+/// What an error message about a URL that may carry credentials shows of it: its scheme and host, with
+/// `[redacted]` for whatever precedes an `@`, and nothing of its path or query (`?api_key=…`), which are
+/// elided. Works on text that does not parse as a URL too: that is when it gets printed. A scheme counts
+/// only at the start (`https://` inside a query is not one).
 pub fn redact_url_credentials(url: &str) -> Cow<'_, str> {
-    let authority_start = url.find("://").map_or(0, |scheme_end| scheme_end + 3);
-    let before_query = &url[..url[authority_start..]
-        .find(['?', '#'])
-        .map_or(url.len(), |at| authority_start + at)];
-    let (redacted, host_start) = match before_query[authority_start..].rfind('@') {
-        Some(at) => ("[redacted]@", authority_start + at + 1),
-        None => ("", authority_start),
+    let scheme_len = url
+        .find("://")
+        .filter(|&end| {
+            let scheme = &url[..end];
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+        .map_or(0, |end| end + 3);
+    let rest = &url[scheme_len..];
+    // Any `@` may end a password holding `/`, `?` or `#` unescaped: the host follows the last one.
+    let (redacted, host) = match rest.rfind('@') {
+        Some(at) => ("[redacted]@", &rest[at + 1..]),
+        None => ("", rest),
     };
-    let rest = &url[host_start..];
-    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if redacted.is_empty() && rest[host_end..].trim_matches('/').is_empty() {
+    let host_end = host.find(['/', '?', '#']).unwrap_or(host.len());
+    let elided = if host[host_end..].trim_matches('/').is_empty() { "" } else { "/…" };
+    if redacted.is_empty() && elided.is_empty() {
         return Cow::Borrowed(url);
     }
-    let elided = if rest[host_end..].trim_matches('/').is_empty() {
-        ""
-    } else {
-        "/…"
-    };
-    Cow::Owned(format!(
-        "{}{redacted}{}{elided}",
-        &url[..authority_start],
-        &rest[..host_end]
-    ))
+    Cow::Owned(format!("{}{redacted}{}{elided}", &url[..scheme_len], &host[..host_end]))
 }
 
 #[cfg(test)]
@@ -83,6 +80,11 @@ mod tests {
         );
         assert_eq!(redact_url_credentials("ftp://u:hun/ter2@h/"), "ftp://[redacted]@h");
         assert_eq!(redact_url_credentials("https://host/"), "https://host/");
+        assert_eq!(redact_url_credentials("redis://:pa?ss@host:6379"), "redis://[redacted]@host:6379");
+        assert_eq!(
+            redact_url_credentials("sms.example/send?api_key=hunter2&cb=https://me"),
+            "sms.example/…"
+        );
         assert_eq!(redact_url_credentials("not a url"), "not a url");
     }
 
