@@ -129,20 +129,23 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
 }
 
 /// The settings `demo` reads, for `config --list`: all but those it sets itself, with its pace as
-/// defaults.
+/// defaults. Its callback key is a key like any other: not listed.
 pub fn variables() -> Vec<Variable> {
     VARIABLES
         .iter()
         .filter(|variable| !OWN_VARIABLES.contains(&variable.name))
-        .map(
-            |variable| match DEMO_DEFAULTS.iter().find(|(name, _)| *name == variable.name) {
+        .map(|variable| {
+            match DEMO_DEFAULTS
+                .iter()
+                .find(|(name, _)| *name == variable.name && !variable.secret)
+            {
                 Some((_, default)) => Variable {
                     unset: Unset::Default(default),
                     ..*variable
                 },
                 None => *variable,
-            },
-        )
+            }
+        })
         .collect()
 }
 

@@ -42,7 +42,9 @@ pub fn redact_url_credentials(url: &str) -> Cow<'_, str> {
         .filter(|&end| {
             let scheme = &url[..end];
             scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         })
         .map_or(0, |end| end + 3);
     let rest = &url[scheme_len..];
@@ -52,7 +54,11 @@ pub fn redact_url_credentials(url: &str) -> Cow<'_, str> {
         None => ("", rest),
     };
     let host_end = host.find(['/', '?', '#']).unwrap_or(host.len());
-    let elided = if host[host_end..].trim_matches('/').is_empty() { "" } else { "/…" };
+    let elided = if host[host_end..].trim_matches('/').is_empty() {
+        ""
+    } else {
+        "/…"
+    };
     if redacted.is_empty() && elided.is_empty() {
         return Cow::Borrowed(url);
     }
@@ -80,7 +86,10 @@ mod tests {
         );
         assert_eq!(redact_url_credentials("ftp://u:hun/ter2@h/"), "ftp://[redacted]@h");
         assert_eq!(redact_url_credentials("https://host/"), "https://host/");
-        assert_eq!(redact_url_credentials("redis://:pa?ss@host:6379"), "redis://[redacted]@host:6379");
+        assert_eq!(
+            redact_url_credentials("redis://:pa?ss@host:6379"),
+            "redis://[redacted]@host:6379"
+        );
         assert_eq!(
             redact_url_credentials("sms.example/send?api_key=hunter2&cb=https://me"),
             "sms.example/…"

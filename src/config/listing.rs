@@ -30,8 +30,6 @@ pub struct Listed {
 impl From<&Variable> for Listed {
     fn from(variable: &Variable) -> Self {
         let (default, default_from) = match variable.unset {
-            // A secret's default (the demo's callback key) is a key like any other: not listed.
-            Unset::Default(_) if variable.secret => (None, None),
             Unset::Default(text) => (Some(text.to_owned()), None),
             Unset::SameAs(other) => (None, Some(other.to_owned())),
             Unset::Required(_) | Unset::Off => (None, None),
