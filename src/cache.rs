@@ -198,36 +198,49 @@ impl Cache {
         action: &'static str,
         fut: impl Future<Output = Result<T, CacheError>>,
     ) -> Result<T, CacheError> {
-        let now = Instant::now();
-        if self
+        let resting = self
             .rest_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|until| now < until)
-        {
+            .is_some_and(|until| Instant::now() < until);
+        if resting {
             return Err(CacheError::Resting);
         }
+        self.timed(action, fut).await
+    }
+
+    /// Runs one call within `CACHE_TIMEOUT`; one that times out starts the rest, one that answers ends it.
+    async fn timed<T>(
+        &self,
+        action: &'static str,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
         let result = tokio::time::timeout(CACHE_TIMEOUT, fut)
             .await
             .unwrap_or(Err(CacheError::Timeout(action)));
         let timed_out = match &result {
+            Ok(_) => false,
             Err(CacheError::Timeout(_) | CacheError::Pool(deadpool_redis::PoolError::Timeout(_))) => true,
             Err(
                 CacheError::Pool(deadpool_redis::PoolError::Backend(error)) | CacheError::Command { source: error, .. },
             ) => error.is_timeout(),
-            _ => false,
+            Err(_) => false,
         };
+        let mut rest_until = self.rest_until.lock().unwrap_or_else(PoisonError::into_inner);
         if timed_out {
-            *self.rest_until.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + REST_AFTER_TIMEOUT);
+            *rest_until = Some(Instant::now() + REST_AFTER_TIMEOUT);
+        } else if result.is_ok() {
+            *rest_until = None;
         }
         result
     }
 
     /// `Ok(None)` when the cache is off, `Ok(Some(()))` when Redis answers.
+    /// A ping is made even while the cache rests (`/readyz` says how Redis is now), and ends the rest.
     pub async fn ping(&self) -> Result<Option<()>, CacheError> {
         let Some(pool) = &self.pool else { return Ok(None) };
         let action = "answering a ping";
-        self.call(action, async {
+        self.timed(action, async {
             let mut conn = pool.get().await.map_err(CacheError::Pool)?;
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)
