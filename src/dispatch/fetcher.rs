@@ -646,16 +646,21 @@ async fn claim_batch(
     if !respell.is_empty()
         && let Err(error) = store.respell_numbers(&respell).await
     {
-        // They go back as they are, never sent unchecked, and a later claim tries again.
+        // Never sent unchecked: back as they are for a later claim to try again, or, when the database
+        // refuses the normal form itself (a rule of its own), failed: it would refuse it every time.
         let why = format!(
             "could not rewrite phone_number in its normal form: {}",
             error_chain(&error)
         );
         log::warn!(messages = respell.len(); "{why}");
         for finish in &mut batch.respelled {
-            finish.next = NextState::PutBack {
-                after: Some(RESPELL_RETRY),
-                error: Some(why.clone()),
+            finish.next = if error.is_refusal() {
+                NextState::Failed { error: why.clone() }
+            } else {
+                NextState::PutBack {
+                    after: Some(RESPELL_RETRY),
+                    error: Some(why.clone()),
+                }
             };
         }
     }

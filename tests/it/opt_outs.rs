@@ -97,6 +97,24 @@ async fn a_row_inserted_with_the_number_spelled_otherwise_is_still_suppressed() 
 }
 
 #[actix_web::test]
+async fn a_number_whose_normal_form_the_database_refuses_fails_unsent() {
+    let app = TestApp::builder().var("BATCH_SIZE", "10").spawn().await;
+    // A rule of the database's own that the spaced spelling passes and the normal form breaks.
+    sqlx::query("ALTER TABLE messages ADD CONSTRAINT no_plain_numbers CHECK (phone_number LIKE '% %')")
+        .execute(app.database.pg())
+        .await
+        .unwrap();
+    let id = app.database.insert_raw("+90 555 111 11 11", "Kampanya").await;
+
+    app.tick_and_settle().await;
+
+    let row = app.database.row(id).await;
+    assert_eq!(row.status, "failed", "{row:?}");
+    assert!(row.last_error.unwrap().contains("normal form"));
+    assert!(posted_keys(&app).await.is_empty());
+}
+
+#[actix_web::test]
 async fn the_opt_out_list_pages_by_cursor_and_bad_input_gets_a_400_naming_the_field() {
     let app = TestApp::spawn().await;
     for to in ["+905553333333", "+441234567890", "+905551111111"] {
