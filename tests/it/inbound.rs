@@ -135,7 +135,7 @@ async fn a_keyword_sent_before_the_numbers_latest_one_changes_nothing() {
 
     // The provider retries a START the phone sent before its STOP: the STOP stands.
     let late = reply_at(&app, "START", "2026-12-02T10:00:00Z").await;
-    assert_eq!(late["action"], "opt_in", "kept as what it asked for");
+    assert_eq!(late["action"], "other", "kept as what it did: nothing");
     assert!(opted_out(&app).await, "the later STOP stands");
     let pending = enqueue(&app).await;
     app.tick_and_settle().await;

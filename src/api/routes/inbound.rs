@@ -149,13 +149,14 @@ pub async fn receive(
     // A reply is not sent in the future: an `at` ahead of our clock (a provider's skew, a bad year)
     // would make every keyword the phone really sends until then look older, and change nothing.
     let at = at.min(Utc::now());
-    let action = InboundAction::of(&content);
-    let outdated = action != InboundAction::Other && state.inbound.decided_after(from.as_ref(), at).await?;
+    let mut action = InboundAction::of(&content);
+    if action != InboundAction::Other && state.inbound.decided_after(from.as_ref(), at).await? {
+        // A retry of an old START must not undo the STOP the phone sent after it, nor the reverse. Kept
+        // as what it did: nothing.
+        log::info!(from:% = from; "a reply sent before the number's latest opt-out or opt-in changes nothing");
+        action = InboundAction::Other;
+    }
     match action {
-        _ if outdated => {
-            // A retry of an old START must not undo the STOP the phone sent after it, nor the reverse.
-            log::info!(from:% = from; "a reply sent before the number's latest opt-out or opt-in changes nothing");
-        }
         InboundAction::OptOut => {
             state.opt_outs.add_opt_out(&from).await?;
             log::info!(from:% = from; "a reply opted the number out");
