@@ -62,7 +62,7 @@ pub struct Attempt {
     pub duration_ms: u64,
     /// The provider's HTTP status; none when it never answered.
     pub http_status: Option<u16>,
-    /// `accepted`, `retry` or `rejected`.
+    /// `accepted`, `retry`, `throttled`, `unauthorized` or `rejected` (`provider::Outcome::label`).
     pub outcome: String,
     pub error: Option<String>,
     pub provider_message_id: Option<String>,

@@ -237,7 +237,8 @@ pub struct AttemptResponse {
     /// The provider's HTTP status; null when it never answered (timeout, connection error).
     #[schema(example = 202)]
     http_status: Option<u16>,
-    /// `accepted`, `retry` or `rejected`.
+    /// `accepted`, `retry` (a 5xx, 408, timeout or connection error), `throttled` (429), `unauthorized`
+    /// (401, 403) or `rejected` (any other 4xx).
     #[schema(example = "accepted")]
     outcome: String,
     error: Option<String>,
