@@ -63,6 +63,32 @@ async fn enqueue_scheduled(database: &TestDatabase, n: usize) -> (Vec<Uuid>, Vec
     )
 }
 
+/// Two instances on `database` sending (`INTERVAL=20ms`, with `vars`) to one provider that accepts
+/// everything after `delay`.
+async fn two_sending(
+    database: &TestDatabase,
+    delay: Duration,
+    vars: &[(&'static str, String)],
+) -> (TestApp, TestApp, Arc<MockServer>) {
+    let provider = MockServer::start().await;
+    accept_all(&provider, delay).await;
+    let provider = Arc::new(provider);
+    let spawn = || {
+        let mut builder = TestApp::builder()
+            .database(database)
+            .provider(&provider)
+            .var("INTERVAL", "20ms");
+        for (name, value) in vars {
+            builder = builder.var(name, value.clone());
+        }
+        builder.spawn()
+    };
+    let (first, second) = (spawn().await, spawn().await);
+    first.post_start().await;
+    second.post_start().await;
+    (first, second, provider)
+}
+
 /// `QUIET_HOURS` two to three hours from now in Istanbul: every `low` message (all to +90 numbers) is
 /// checked against it, and none is held.
 fn quiet_hours_elsewhere() -> String {
@@ -90,24 +116,18 @@ async fn two_dispatchers_send_every_message_exactly_once(database: TestDatabase)
         Utc::now() > expired_by
     })
     .await;
-    let provider = MockServer::start().await;
     // A little latency keeps both instances busy at once instead of one draining the queue alone.
-    accept_all(&provider, Duration::from_millis(5)).await;
-    let provider = Arc::new(provider);
-    let spawn = || {
-        TestApp::builder()
-            .database(&database)
-            .provider(&provider)
-            .var("INTERVAL", "20ms")
-            .var("BATCH_SIZE", "10")
-            .var("QUIET_HOURS", quiet_hours_elsewhere())
+    let (first, second, provider) = two_sending(
+        &database,
+        Duration::from_millis(5),
+        &[
+            ("BATCH_SIZE", "10".to_owned()),
+            ("QUIET_HOURS", quiet_hours_elsewhere()),
             // Checked on every claim, binding on none: each number gets one message.
-            .var("RECIPIENT_DAILY_LIMIT", "1")
-            .spawn()
-    };
-    let (first, second) = (spawn().await, spawn().await);
-    first.post_start().await;
-    second.post_start().await;
+            ("RECIPIENT_DAILY_LIMIT", "1".to_owned()),
+        ],
+    )
+    .await;
 
     wait_until("every message is sent, expired or suppressed", || async {
         database.count_with_status("sent").await == MESSAGES as i64
@@ -184,22 +204,16 @@ async fn two_dispatchers_racing_for_one_number_send_it_no_more_than_its_daily_li
         .into_iter()
         .map(|m| m.id)
         .collect();
-    let provider = MockServer::start().await;
     // Slower than a tick: each instance claims the next message while its last is still in flight.
-    accept_all(&provider, Duration::from_millis(100)).await;
-    let provider = Arc::new(provider);
-    let spawn = || {
-        TestApp::builder()
-            .database(&database)
-            .provider(&provider)
-            .var("INTERVAL", "20ms")
-            .var("BATCH_SIZE", "1")
-            .var("RECIPIENT_DAILY_LIMIT", LIMIT.to_string())
-            .spawn()
-    };
-    let (first, second) = (spawn().await, spawn().await);
-    first.post_start().await;
-    second.post_start().await;
+    let (first, second, provider) = two_sending(
+        &database,
+        Duration::from_millis(100),
+        &[
+            ("BATCH_SIZE", "1".to_owned()),
+            ("RECIPIENT_DAILY_LIMIT", LIMIT.to_string()),
+        ],
+    )
+    .await;
 
     wait_until("the rest wait out the day", || async {
         let mut waiting = 0;
