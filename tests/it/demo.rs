@@ -7,6 +7,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// `serve` run to its end in `folder`, with `vars` and nothing else of this environment.
+fn serve_in(folder: &std::path::Path, vars: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("serve")
+        .env_clear()
+        .envs(vars.iter().copied())
+        .current_dir(folder)
+        .output()
+        .unwrap()
+}
+
 fn demo_in(folder: &std::path::Path) -> std::process::Child {
     demo_with(folder, &[])
 }
@@ -143,12 +154,7 @@ async fn a_demo_next_to_a_serve_env_file_keeps_to_its_own_database() {
 
 #[test]
 fn serve_without_a_webhook_url_refuses_and_points_at_the_demo() {
-    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
-        .arg("serve")
-        .env_clear()
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
+    let output = serve_in(&std::env::temp_dir(), &[]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -168,12 +174,7 @@ fn serve_reads_the_env_file_of_its_working_directory_not_a_parents() {
         "WEBHOOK_URL=http://127.0.0.1:9/from-the-parent\nHTTP_ADDR=nowhere\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
-        .arg("serve")
-        .env_clear()
-        .current_dir(&child)
-        .output()
-        .unwrap();
+    let output = serve_in(&child, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("WEBHOOK_URL is required"),
@@ -192,12 +193,7 @@ fn a_malformed_env_file_is_refused_without_showing_its_values() {
         "API_KEY=\"s3cr3t-api-key\nWEBHOOK_AUTH_KEY=s3cr3t-provider-key\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
-        .arg("serve")
-        .env_clear()
-        .current_dir(&folder)
-        .output()
-        .unwrap();
+    let output = serve_in(&folder, &[]);
     std::fs::remove_dir_all(&folder).unwrap();
 
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -208,18 +204,18 @@ fn a_malformed_env_file_is_refused_without_showing_its_values() {
 
 #[test]
 fn a_database_url_parameter_sqlx_does_not_know_is_never_logged_with_its_value() {
-    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
-        .arg("serve")
-        .env_clear()
-        .env("RUST_LOG", "debug")
-        .env(
-            "DATABASE_URL",
-            "postgres://postgres@127.0.0.1:5432/insider_no_such_db?sslpassword=s3cr3t",
-        )
-        .env("WEBHOOK_URL", "http://127.0.0.1:9/")
-        .env("HTTP_ADDR", "127.0.0.1:0")
-        .output()
-        .unwrap();
+    let output = serve_in(
+        &std::env::temp_dir(),
+        &[
+            ("RUST_LOG", "debug"),
+            (
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/insider_no_such_db?sslpassword=s3cr3t",
+            ),
+            ("WEBHOOK_URL", "http://127.0.0.1:9/"),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+        ],
+    );
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
