@@ -43,7 +43,10 @@ mod webhook;
 
 use std::{
     num::{NonZeroU32, NonZeroUsize},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -137,6 +140,18 @@ pub struct Pipeline {
     /// The status dispatcher, when status webhooks are on.
     status_dispatcher: Option<Addr<StatusDispatcherActor>>,
     control: Addr<ControlActor>,
+    /// Set when the drain begins (`drain`): the instance is on its way out.
+    draining: Arc<AtomicBool>,
+}
+
+/// What the pipeline can do now, for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineHealth {
+    Up,
+    /// Shutting down: it finishes what it holds and takes nothing new.
+    Draining,
+    /// Its actors are gone: the process serves HTTP and sends nothing.
+    Down,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +277,7 @@ pub async fn start(
         receipts: receipts.map(|applier| ReceiptWriterActor::new(receipt_store, applier.recipient()).start()),
         status_dispatcher,
         control,
+        draining: Arc::default(),
     })
 }
 
@@ -318,6 +334,17 @@ impl Pipeline {
         Ok(self.fetcher.send(GetBreaker).await?)
     }
 
+    /// Whether the pipeline takes work: not while it drains, nor once its fetcher is gone.
+    pub async fn health(&self) -> PipelineHealth {
+        if self.draining.load(Ordering::Acquire) {
+            PipelineHealth::Draining
+        } else if self.in_flight().await.is_err() {
+            PipelineHealth::Down
+        } else {
+            PipelineHealth::Up
+        }
+    }
+
     pub async fn in_flight(&self) -> Result<usize, PipelineError> {
         Ok(self.fetcher.send(GetInFlight).await?)
     }
@@ -343,6 +370,7 @@ impl Pipeline {
     /// after their lease.
     pub async fn drain(&self, grace: Duration) -> Result<usize, PipelineError> {
         // Only this instance stops: the cluster's switch stays as it is for the others.
+        self.draining.store(true, Ordering::Release);
         let deadline = actix_rt::time::Instant::now() + grace;
         self.scheduler.send(ShutDown).await?;
         if let Err(error) = self.control.send(Draining).await {

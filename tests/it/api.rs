@@ -252,7 +252,7 @@ async fn health_and_readiness_report_their_dependencies() {
         app.get("/readyz").await,
         (
             StatusCode::OK,
-            json!({"status": "ready", "database": "up", "cache": "up"})
+            json!({"status": "ready", "database": "up", "pipeline": "up", "cache": "up"})
         )
     );
 
@@ -261,7 +261,7 @@ async fn health_and_readiness_report_their_dependencies() {
         no_redis.get("/readyz").await,
         (
             StatusCode::OK,
-            json!({"status": "ready", "database": "up", "cache": "down"})
+            json!({"status": "ready", "database": "up", "pipeline": "up", "cache": "down"})
         ),
         "Redis is optional"
     );

@@ -266,3 +266,33 @@ async fn a_stopping_instance_beats_while_it_drains_then_leaves_the_replica_list_
         "off the list, and not put back by a heartbeat during the drain"
     );
 }
+
+#[actix_web::test]
+async fn readiness_is_503_draining_while_the_instance_shuts_down() {
+    let provider = wiremock::MockServer::start().await;
+    accept_all(&provider, std::time::Duration::from_millis(1500)).await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .spawn()
+        .await;
+    app.database.insert_many(1).await;
+    app.pipeline.tick_now().await.expect("tick");
+    let (address, client) = (app.address.clone(), awc::Client::default());
+
+    // SIGTERM with a send at the provider: the drain waits for it, the server still answers.
+    let drained = actix_rt::spawn(app.shutdown());
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut answer = client.get(format!("{address}/readyz")).send().await.expect("an answer");
+    let body: serde_json::Value = answer.json().await.expect("JSON");
+
+    assert_eq!(
+        answer.status(),
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "{body}"
+    );
+    assert_eq!(
+        (&body["status"], &body["pipeline"]),
+        (&serde_json::json!("not_ready"), &serde_json::json!("draining"))
+    );
+    drained.await.expect("the drain's task").expect("a clean drain");
+}

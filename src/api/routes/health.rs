@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, route, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{api::AppState, telemetry::error_chain};
+use crate::{api::AppState, dispatch::PipelineHealth, telemetry::error_chain};
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthResponse {
@@ -23,12 +23,16 @@ pub async fn healthz() -> HttpResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct ReadinessResponse {
-    /// `ready` when the database answers, else `not_ready`.
+    /// `ready` when the database answers and the pipeline is up, else `not_ready`.
     #[schema(example = "ready")]
     status: &'static str,
     /// `up` or `down`.
     #[schema(example = "up")]
     database: &'static str,
+    /// `up`; `draining` while the instance shuts down (it finishes what it holds and takes nothing new);
+    /// `down` when its dispatch actors are gone (it serves HTTP and sends nothing: restart it).
+    #[schema(example = "up")]
+    pipeline: &'static str,
     /// `up`, `down` or `disabled` (no `REDIS_URL`). The cache is optional: `down` keeps the service ready.
     #[schema(example = "up")]
     cache: &'static str,
@@ -36,21 +40,24 @@ pub struct ReadinessResponse {
 
 /// The service can do its work.
 ///
-/// 200 when the database answers, 503 when it does not. Redis is reported but optional: with Redis down
-/// messages are still sent, so readiness stays 200.
+/// 200 when the database answers and the dispatch pipeline is up; 503 when the database does not
+/// answer, while the instance drains at shutdown, or when its pipeline is gone. Redis is reported but
+/// optional: with Redis down messages are still sent, so readiness stays 200.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     responses(
         (status = 200, description = "Ready", body = ReadinessResponse),
-        (status = 503, description = "The database does not answer", body = ReadinessResponse,
-         example = json!({"status": "not_ready", "database": "down", "cache": "up"})),
+        (status = 503, description = "The database does not answer, the instance drains, or its pipeline is gone",
+         body = ReadinessResponse,
+         example = json!({"status": "not_ready", "database": "down", "pipeline": "up", "cache": "up"})),
     )
 )]
 #[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let (database, cache) = futures_util::future::join(state.store.ping(), state.cache.ping()).await;
+    let (database, cache, pipeline) =
+        futures_util::future::join3(state.store.ping(), state.cache.ping(), state.pipeline.health()).await;
     let database = match database {
         Ok(()) => "up",
         Err(error) => {
@@ -66,10 +73,19 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "down"
         }
     };
-    let ready = database == "up";
+    let pipeline = match pipeline {
+        PipelineHealth::Up => "up",
+        PipelineHealth::Draining => "draining",
+        PipelineHealth::Down => {
+            log::error!("readiness: the dispatch pipeline is gone: this instance sends nothing; restart it");
+            "down"
+        }
+    };
+    let ready = database == "up" && pipeline == "up";
     let body = ReadinessResponse {
         status: if ready { "ready" } else { "not_ready" },
         database,
+        pipeline,
         cache,
     };
     if ready {
