@@ -20,6 +20,13 @@ async fn enqueue(app: &TestApp, body: Value) -> Value {
     message
 }
 
+/// An instance whose provider takes 1.5 s to accept each message: long enough to act while one is out.
+async fn with_a_slow_provider(builder: TestAppBuilder) -> TestApp {
+    let provider = wiremock::MockServer::start().await;
+    accept_all(&provider, Duration::from_millis(1500)).await;
+    builder.provider(&std::sync::Arc::new(provider)).spawn().await
+}
+
 /// The provider's requests so far, as the ids (`Idempotency-Key`) they carried, in arrival order.
 async fn posted(app: &TestApp) -> Vec<String> {
     app.provider
@@ -405,14 +412,7 @@ async fn the_daily_cap_defers_a_numbers_messages_past_the_limit_but_never_a_high
 
 #[actix_web::test]
 async fn the_daily_cap_counts_a_message_still_being_sent() {
-    let provider = wiremock::MockServer::start().await;
-    accept_all(&provider, Duration::from_millis(1500)).await;
-    let provider = std::sync::Arc::new(provider);
-    let app = TestApp::builder()
-        .var("RECIPIENT_DAILY_LIMIT", "1")
-        .provider(&provider)
-        .spawn()
-        .await;
+    let app = with_a_slow_provider(TestApp::builder().var("RECIPIENT_DAILY_LIMIT", "1")).await;
     let first = enqueue(&app, json!({"to": "+905551111111", "content": "one"})).await;
     app.pipeline.tick_now().await.expect("tick");
     let second = enqueue(&app, json!({"to": "+905551111111", "content": "two"})).await;
@@ -445,14 +445,7 @@ async fn the_daily_cap_counts_a_message_still_being_sent() {
 
 #[actix_web::test]
 async fn a_message_that_expires_while_it_waits_for_a_send_slot_is_never_posted() {
-    let provider = wiremock::MockServer::start().await;
-    accept_all(&provider, Duration::from_millis(1500)).await;
-    let provider = std::sync::Arc::new(provider);
-    let app = TestApp::builder()
-        .var("WEBHOOK_CONCURRENCY", "1")
-        .provider(&provider)
-        .spawn()
-        .await;
+    let app = with_a_slow_provider(TestApp::builder().var("WEBHOOK_CONCURRENCY", "1")).await;
     let first = enqueue(&app, json!({"to": "+905551111111", "content": "slow"})).await;
     let expires_at = Utc::now() + chrono::Duration::milliseconds(700);
     let waiting = enqueue(
