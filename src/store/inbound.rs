@@ -1,15 +1,17 @@
 //! Replies from phones as they arrived (`inbound_messages`), each with the action it was given, newest
-//! first a keyset page at a time. The action itself (the suppression list) is `OptOutList`'s.
+//! first a keyset page at a time, and the action itself: a keyword reply puts its number on the
+//! suppression list (`opt_outs`, `OptOutList`'s) or takes it off, in the reply's transaction.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Acquire;
 use uuid::Uuid;
 
 use super::{
     StoreError,
     backend::{Backend, Clocked},
     db,
-    rows::{ReplyRow, reply},
+    rows::{ReplyRow, reply, reply_columns},
 };
 use crate::domain::InboundAction;
 
@@ -21,6 +23,7 @@ pub struct InboundReply<'a> {
     pub content: &'a str,
     /// When the carrier says it was sent.
     pub at: DateTime<Utc>,
+    /// What its content asks for.
     pub action: InboundAction,
 }
 
@@ -33,28 +36,45 @@ pub struct StoredReply {
     pub content: String,
     pub at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
-    /// `opt_out`, `opt_in` or `other`.
+    /// `opt_out`, `opt_in` or `other`: what it did.
     pub action: String,
+}
+
+/// What became of a reply `InboundLog::take_reply` was given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TakenReply {
+    /// Kept, and acted on as its action says.
+    Kept(StoredReply),
+    /// A keyword sent before the number's latest opt-out or opt-in (a provider's late retry, replies
+    /// crossing): older news, kept as `other`, changing nothing.
+    Outdated(StoredReply),
+    /// The provider sent it again (same number, content and time): the reply as first kept, nothing done
+    /// twice.
+    Duplicate(StoredReply),
 }
 
 /// The seam between the API and the replies.
 #[async_trait]
 pub trait InboundLog: Send + Sync + 'static {
-    async fn record_inbound(&self, reply: &InboundReply<'_>) -> Result<StoredReply, StoreError>;
-
-    /// Whether a reply from `from` sent after `at` opted the number out or back in: then a keyword
-    /// sent at `at` (a provider's late retry, replies crossing) is older news and changes nothing.
-    async fn decided_after(&self, from: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Keeps a reply and acts on its keyword (puts the number on the suppression list, or takes it off)
+    /// in one transaction, the replies of one number one at a time: a keyword applies unless one sent
+    /// after it is kept, whichever of two arrives first.
+    async fn take_reply(&self, reply: &InboundReply<'_>) -> Result<TakenReply, StoreError>;
 
     /// Up to `limit` replies, newest first, after (older than) `before` when given.
     async fn list_inbound(&self, limit: u32, before: Option<Uuid>) -> Result<Vec<StoredReply>, StoreError>;
 }
 
-/// The one inbound statement whose text is dialect: where the time a reply was received comes from.
+/// The inbound statements whose text is dialect.
 pub(super) trait InboundSql: Backend {
     /// Keeps reply `$1` (its id) from `$2` with content `$3`, sent at `$4`, given action `$5` (and
     /// `Backend::clock`): the `ReplyRow` as kept.
     const RECORD_INBOUND: &'static str;
+    /// Waits, in the transaction, until no other transaction takes a reply of number `$1`. `None` where
+    /// `RECORD_INBOUND`, the transaction's first write, already waits for every other writer (SQLite).
+    const ONE_REPLY_OF_A_NUMBER_AT_A_TIME: Option<&'static str>;
+    /// Puts `$1` on the suppression list unless it is there (and `Backend::clock`).
+    const OPT_OUT: &'static str;
 }
 
 #[async_trait]
@@ -67,39 +87,90 @@ where
     for<'r> ReplyRow<B>: sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
     for<'r> (i64,): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
 {
-    async fn record_inbound(&self, kept: &InboundReply<'_>) -> Result<StoredReply, StoreError> {
-        let row = sqlx::query_as(B::RECORD_INBOUND)
-            .bind(B::stored_uuid(Uuid::now_v7()))
-            .bind(kept.from)
-            .bind(kept.content)
-            .bind(B::stored_time(kept.at))
-            .bind(kept.action.as_str())
+    async fn take_reply(&self, taken: &InboundReply<'_>) -> Result<TakenReply, StoreError> {
+        const CONTEXT: &str = "keeping an inbound reply";
+        let mut tx = self.exec().begin().await.map_err(db(CONTEXT))?;
+        if let Some(wait_for_the_number) = B::ONE_REPLY_OF_A_NUMBER_AT_A_TIME {
+            sqlx::query(wait_for_the_number)
+                .bind(taken.from)
+                .execute(B::conn(&mut tx))
+                .await
+                .map_err(db(CONTEXT))?;
+        }
+        let id = Uuid::now_v7();
+        let kept: ReplyRow<B> = sqlx::query_as(B::RECORD_INBOUND)
+            .bind(B::stored_uuid(id))
+            .bind(taken.from)
+            .bind(taken.content)
+            .bind(B::stored_time(taken.at))
+            .bind(taken.action.as_str())
             .clocked::<B>()
-            .fetch_one(self.exec())
+            .fetch_one(B::conn(&mut tx))
             .await
-            .map_err(db("recording an inbound reply"))?;
-        reply::<B>(row)
-    }
-
-    async fn decided_after(&self, from: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let (later,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM (SELECT 1 FROM inbound_messages
-              WHERE from_number = $1 AND at > $2 AND action IN ('opt_out', 'opt_in') LIMIT 1) AS later",
-        )
-        .bind(from)
-        .bind(B::stored_time(at))
-        .fetch_one(self.exec())
+            .map_err(db(CONTEXT))?;
+        let first: Option<ReplyRow<B>> = sqlx::query_as(concat!(
+            "SELECT ",
+            reply_columns!(),
+            " FROM inbound_messages
+              WHERE from_number = $1 AND at = $2 AND content = $3 AND id <> $4 ORDER BY id LIMIT 1"
+        ))
+        .bind(taken.from)
+        .bind(B::stored_time(taken.at))
+        .bind(taken.content)
+        .bind(B::stored_uuid(id))
+        .fetch_optional(B::conn(&mut tx))
         .await
-        .map_err(db("reading a number's later replies"))?;
-        Ok(later > 0)
+        .map_err(db("looking for the reply kept before"))?;
+        if let Some(first) = first {
+            tx.rollback().await.map_err(db(CONTEXT))?;
+            return Ok(TakenReply::Duplicate(reply::<B>(first)?));
+        }
+        let taken = match taken.action {
+            InboundAction::Other => TakenReply::Kept(reply::<B>(kept)?),
+            keyword => {
+                let (later,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM (SELECT 1 FROM inbound_messages
+                      WHERE from_number = $1 AND at > $2 AND action IN ('opt_out', 'opt_in') LIMIT 1) AS later",
+                )
+                .bind(taken.from)
+                .bind(B::stored_time(taken.at))
+                .fetch_one(B::conn(&mut tx))
+                .await
+                .map_err(db("reading a number's later replies"))?;
+                if later > 0 {
+                    let outdated: ReplyRow<B> = sqlx::query_as(concat!(
+                        "UPDATE inbound_messages SET action = 'other' WHERE id = $1 RETURNING ",
+                        reply_columns!()
+                    ))
+                    .bind(B::stored_uuid(id))
+                    .fetch_one(B::conn(&mut tx))
+                    .await
+                    .map_err(db(CONTEXT))?;
+                    TakenReply::Outdated(reply::<B>(outdated)?)
+                } else {
+                    let change = match keyword {
+                        InboundAction::OptOut => sqlx::query(B::OPT_OUT).bind(taken.from).clocked::<B>(),
+                        _ => sqlx::query("DELETE FROM opt_outs WHERE phone_number = $1").bind(taken.from),
+                    };
+                    change
+                        .execute(B::conn(&mut tx))
+                        .await
+                        .map_err(db("changing the suppression list"))?;
+                    TakenReply::Kept(reply::<B>(kept)?)
+                }
+            }
+        };
+        tx.commit().await.map_err(db(CONTEXT))?;
+        Ok(taken)
     }
 
     async fn list_inbound(&self, limit: u32, before: Option<Uuid>) -> Result<Vec<StoredReply>, StoreError> {
         // UUIDv7 sorts as its time, as a uuid and as text: the newest first by id.
-        let rows: Vec<ReplyRow<B>> = sqlx::query_as(
-            "SELECT id, from_number, content, at, received_at, action FROM inbound_messages
-              WHERE $2 IS NULL OR id < $2 ORDER BY id DESC LIMIT $1",
-        )
+        let rows: Vec<ReplyRow<B>> = sqlx::query_as(concat!(
+            "SELECT ",
+            reply_columns!(),
+            " FROM inbound_messages WHERE $2 IS NULL OR id < $2 ORDER BY id DESC LIMIT $1"
+        ))
         .bind(i64::from(limit))
         .bind(before.map(B::stored_uuid))
         .fetch_all(self.exec())

@@ -71,7 +71,7 @@ use async_trait::async_trait;
 pub use campaigns::{CampaignSummary, Campaigns};
 use chrono::{DateTime, Utc};
 pub use cluster::{ClusterControl, Replica, Switch};
-pub use inbound::{InboundLog, InboundReply, StoredReply};
+pub use inbound::{InboundLog, InboundReply, StoredReply, TakenReply};
 pub use list::list_key;
 pub use opt_outs::{OptOut, OptOutList};
 pub use postgres::PostgresStore;

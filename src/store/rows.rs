@@ -312,6 +312,14 @@ pub(super) fn opt_out<C: Columns>((to, created_at): OptOutRow<C>) -> OptOut {
     }
 }
 
+/// Columns of an `inbound_messages` row, in `ReplyRow` order.
+macro_rules! reply_columns {
+    () => {
+        "id, from_number, content, at, received_at, action"
+    };
+}
+pub(super) use reply_columns;
+
 /// An `inbound_messages` row: id, from_number, content, at, received_at, action.
 pub(super) type ReplyRow<C> = (
     <C as Columns>::Id,

@@ -243,3 +243,62 @@ async fn the_key_is_asked_before_the_body_is_read() {
         (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
     );
 }
+
+#[actix_web::test]
+async fn the_providers_retry_of_a_reply_is_kept_once_and_acted_on_once() {
+    let app = spawn().await;
+    let stop = reply_at(&app, "STOP", "2026-12-02T10:01:00Z").await;
+    reply_at(&app, "START", "2026-12-02T10:02:00Z").await;
+
+    // The provider did not see our 201 for the STOP and sends it again, after the START.
+    let (status, again) = call(
+        &app,
+        "POST",
+        "/inbound",
+        &[("x-ins-auth-key", CALLBACK_KEY)],
+        Some(json!({"from": NUMBER, "content": "STOP", "at": "2026-12-02T10:01:00Z"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again, stop, "the reply as first kept");
+    assert!(!opted_out(&app).await, "the START stands");
+    let (_, page) = call(&app, "GET", "/inbound", &[("x-api-key", API_KEY)], None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+    let (_, metrics) = app.get_text("/metrics").await;
+    assert!(metrics.contains("inbound_total{action=\"opt_out\"} 1"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn a_stop_and_a_start_arriving_together_leave_the_one_the_phone_sent_last_in_force() {
+    let app = spawn().await;
+    let numbers: Vec<String> = (0..12).map(|round| format!("+9055522200{round:02}")).collect();
+    for (round, number) in numbers.iter().enumerate() {
+        // Even rounds: the phone sent START last; odd rounds: STOP.
+        let (stop_at, start_at) = if round % 2 == 0 {
+            ("2026-12-02T10:00:00Z", "2026-12-02T10:00:01Z")
+        } else {
+            ("2026-12-02T10:00:01Z", "2026-12-02T10:00:00Z")
+        };
+        let send = |content: &'static str, at: &'static str| {
+            call(
+                &app,
+                "POST",
+                "/inbound",
+                &[("x-ins-auth-key", CALLBACK_KEY)],
+                Some(json!({"from": number, "content": content, "at": at})),
+            )
+        };
+        let ((stopped, _), (started, _)) = tokio::join!(send("STOP", stop_at), send("START", start_at));
+        assert_eq!((stopped, started), (StatusCode::CREATED, StatusCode::CREATED));
+    }
+    let (status, page) = call(&app, "GET", "/opt-outs?limit=100", &[("x-api-key", API_KEY)], None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let listed: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["to"].as_str().unwrap())
+        .collect();
+    let sent_stop_last: Vec<&str> = numbers.iter().skip(1).step_by(2).map(String::as_str).collect();
+    assert_eq!(listed, sent_stop_last);
+}

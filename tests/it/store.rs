@@ -62,7 +62,9 @@ mod opt_outs {
     use super::{
         a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
         a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
+        a_reply_acts_on_the_list_once_and_never_over_a_later_keyword,
         inbound_replies_are_kept_with_their_action_and_listed_newest_first,
+        keywords_of_a_number_taken_at_once_leave_the_one_sent_last_in_force,
         the_messages_of_a_paused_campaign_do_not_age_the_queue, the_opt_out_list_adds_once_pages_in_order_and_removes,
     };
 
@@ -72,6 +74,8 @@ mod opt_outs {
         a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
         a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
         inbound_replies_are_kept_with_their_action_and_listed_newest_first,
+        a_reply_acts_on_the_list_once_and_never_over_a_later_keyword,
+        keywords_of_a_number_taken_at_once_leave_the_one_sent_last_in_force,
         the_messages_of_a_paused_campaign_do_not_age_the_queue,
     );
 }
@@ -1423,7 +1427,10 @@ async fn a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_a
 }
 
 async fn inbound_replies_are_kept_with_their_action_and_listed_newest_first(database: TestDatabase) {
-    use insider_messaging::{domain::InboundAction, store::InboundReply};
+    use insider_messaging::{
+        domain::InboundAction,
+        store::{InboundReply, TakenReply},
+    };
     let log = database.inbound;
     let at = Utc::now().trunc_subsecs(6);
     let mut kept = Vec::new();
@@ -1438,7 +1445,10 @@ async fn inbound_replies_are_kept_with_their_action_and_listed_newest_first(data
             at,
             action,
         };
-        kept.push(log.record_inbound(&reply).await.unwrap());
+        match log.take_reply(&reply).await.unwrap() {
+            TakenReply::Kept(stored) => kept.push(stored),
+            other => panic!("{content}: {other:?}"),
+        }
     }
     assert_eq!((kept[0].action.as_str(), kept[0].at), ("opt_out", at));
 
@@ -1449,6 +1459,98 @@ async fn inbound_replies_are_kept_with_their_action_and_listed_newest_first(data
     );
     let rest = log.list_inbound(2, Some(first[1].id)).await.unwrap();
     assert_eq!(rest, vec![kept[0].clone()]);
+}
+
+/// A keyword acts on the suppression list unless a later one of its number is kept; the provider's
+/// retry of a reply is the reply as first kept and acts again on nothing.
+async fn a_reply_acts_on_the_list_once_and_never_over_a_later_keyword(database: TestDatabase) {
+    use insider_messaging::{
+        domain::InboundAction,
+        store::{InboundReply, TakenReply},
+    };
+    let (log, list) = (database.inbound, database.opt_outs);
+    let number = "+905551111112";
+    let on_list = || async {
+        list.list_opt_outs(10, None)
+            .await
+            .unwrap()
+            .iter()
+            .any(|entry| entry.to == number)
+    };
+    let at = Utc::now().trunc_subsecs(6);
+    let reply = |content, action, at| InboundReply {
+        from: number,
+        content,
+        at,
+        action,
+    };
+    let TakenReply::Kept(stop) = log.take_reply(&reply("STOP", InboundAction::OptOut, at)).await.unwrap() else {
+        panic!("a first STOP is kept")
+    };
+    assert!(on_list().await);
+    let start = reply("START", InboundAction::OptIn, at + chrono::Duration::seconds(1));
+    assert!(matches!(log.take_reply(&start).await.unwrap(), TakenReply::Kept(_)));
+    assert!(!on_list().await);
+
+    // The STOP again, after the START: the one kept first, and the number stays off the list.
+    assert_eq!(
+        log.take_reply(&reply("STOP", InboundAction::OptOut, at)).await.unwrap(),
+        TakenReply::Duplicate(stop)
+    );
+    assert!(!on_list().await);
+    // A STOP the phone sent before the START, not seen before: kept as nothing.
+    let earlier = reply("Stop", InboundAction::OptOut, at + chrono::Duration::milliseconds(500));
+    let TakenReply::Outdated(outdated) = log.take_reply(&earlier).await.unwrap() else {
+        panic!("an earlier STOP is outdated")
+    };
+    assert_eq!(outdated.action, "other");
+    assert!(!on_list().await);
+    assert_eq!(
+        log.list_inbound(10, None).await.unwrap().len(),
+        3,
+        "the duplicate is not kept"
+    );
+}
+
+/// Replies of one number taken at the same time: the keyword the phone sent last is in force, whichever
+/// was taken first.
+async fn keywords_of_a_number_taken_at_once_leave_the_one_sent_last_in_force(database: TestDatabase) {
+    use insider_messaging::{domain::InboundAction, store::InboundReply};
+    let (log, list) = (database.inbound, database.opt_outs);
+    let at = Utc::now().trunc_subsecs(6);
+    let numbers: Vec<String> = (0..12).map(|round| format!("+9055522200{round:02}")).collect();
+    for (round, number) in numbers.iter().enumerate() {
+        // Even rounds: the START was sent last; odd rounds: the STOP.
+        let (stop_at, start_at) = if round % 2 == 0 {
+            (at, at + chrono::Duration::seconds(1))
+        } else {
+            (at + chrono::Duration::seconds(1), at)
+        };
+        let stop = InboundReply {
+            from: number,
+            content: "STOP",
+            at: stop_at,
+            action: InboundAction::OptOut,
+        };
+        let start = InboundReply {
+            from: number,
+            content: "START",
+            at: start_at,
+            action: InboundAction::OptIn,
+        };
+        let (stopped, started) = tokio::join!(log.take_reply(&stop), log.take_reply(&start));
+        stopped.unwrap();
+        started.unwrap();
+    }
+    let listed: Vec<String> = list
+        .list_opt_outs(100, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.to)
+        .collect();
+    let sent_stop_last: Vec<String> = numbers.iter().skip(1).step_by(2).cloned().collect();
+    assert_eq!(listed, sent_stop_last);
 }
 
 /// The rescue as an instance with a heartbeat does it: `store::rescue::postgres::<name>`, `…::sqlite::<name>`.

@@ -18,7 +18,7 @@ use crate::{
         error::{ApiError, ErrorBody},
     },
     domain::{InboundAction, PhoneNumber},
-    store::{InboundReply, StoredReply},
+    store::{InboundReply, StoredReply, TakenReply},
 };
 
 const LIMIT_DEFAULT: u32 = 20;
@@ -93,8 +93,9 @@ pub struct InboundQuery {
 /// Authenticated by `CALLBACK_AUTH_KEY`, sent as `x-ins-auth-key`, when the service runs with it set
 /// (and then `API_KEY` is not asked); by `API_KEY` like any route when it is not. An
 /// opt-out keyword puts the number on the suppression list (its pending messages become `suppressed`
-/// when they come due), an opt-in keyword takes it off; every reply is kept and listed by
-/// `GET /inbound`.
+/// when they come due), an opt-in keyword takes it off, unless a keyword the phone sent later is kept; every
+/// reply is kept once (the provider's retry of one, same `from`, `content` and `at`, answers 200 with it)
+/// and listed by `GET /inbound`.
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "inbound",
@@ -102,6 +103,7 @@ pub struct InboundQuery {
     responses(
         (status = 401, description = "`CALLBACK_AUTH_KEY` (or `API_KEY`) is set and the request lacks it", body = ErrorBody),
         (status = 201, description = "Kept, and acted on", body = InboundResponse),
+        (status = 200, description = "Sent before (same `from`, `content` and `at`): the reply as first kept, nothing done again", body = InboundResponse),
         (status = 400, description = "`from`, `content` or `at` is missing or invalid", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body not sent as application/json", body = ErrorBody),
@@ -149,34 +151,38 @@ pub async fn receive(
     // A reply is not sent in the future: an `at` ahead of our clock (a provider's skew, a bad year)
     // would make every keyword the phone really sends until then look older, and change nothing.
     let at = at.min(Utc::now());
-    let mut action = InboundAction::of(&content);
-    if action != InboundAction::Other && state.inbound.decided_after(from.as_ref(), at).await? {
-        // A retry of an old START must not undo the STOP the phone sent after it, nor the reverse. Kept
-        // as what it did: nothing.
-        log::info!(from:% = from; "a reply sent before the number's latest opt-out or opt-in changes nothing");
-        action = InboundAction::Other;
-    }
-    match action {
-        InboundAction::OptOut => {
-            state.opt_outs.add_opt_out(&from).await?;
-            log::info!(from:% = from; "a reply opted the number out");
-        }
-        InboundAction::OptIn => {
-            state.opt_outs.remove_opt_out(&from).await?;
-            log::info!(from:% = from; "a reply opted the number back in");
-        }
-        InboundAction::Other => {}
-    }
-    let stored = state
+    let taken = state
         .inbound
-        .record_inbound(&InboundReply {
+        .take_reply(&InboundReply {
             from: from.as_ref(),
             content: &content,
             at,
-            action,
+            action: InboundAction::of(&content),
         })
         .await?;
-    state.metrics.inbound_total.with_label_values(&[action.as_str()]).inc();
+    let stored = match taken {
+        TakenReply::Duplicate(first) => {
+            log::info!(from:% = from; "a reply the provider sent again changes nothing");
+            return Ok(HttpResponse::Ok().json(InboundResponse::from(first)));
+        }
+        TakenReply::Outdated(stored) => {
+            log::info!(from:% = from; "a reply sent before the number's latest opt-out or opt-in changes nothing");
+            stored
+        }
+        TakenReply::Kept(stored) => {
+            match stored.action.as_str() {
+                "opt_out" => log::info!(from:% = from; "a reply opted the number out"),
+                "opt_in" => log::info!(from:% = from; "a reply opted the number back in"),
+                _ => {}
+            }
+            stored
+        }
+    };
+    state
+        .metrics
+        .inbound_total
+        .with_label_values(&[stored.action.as_str()])
+        .inc();
     Ok(HttpResponse::Created().json(InboundResponse::from(stored)))
 }
 
