@@ -651,12 +651,14 @@ impl CampaignSql for PostgresStore {
           FULL JOIN paused_campaigns p ON p.campaign = c.campaign
          ORDER BY 1, 3";
     const PAUSE_CAMPAIGN: &'static str = "INSERT INTO paused_campaigns (campaign) VALUES ($1) ON CONFLICT DO NOTHING";
-    // The status again outside: a row a claim begun before the pause took meanwhile is re-read under its
-    // lock, the subquery is not, and the row is its claim's. SKIP LOCKED: nor is such a row waited for.
+    // A row a claim has locked is waited for (the claim commits within milliseconds), not skipped: a claim
+    // locks a lane's first rows and takes only what the pace grants, and a row it locked and left would
+    // stay pending under the pause, to be sent on a resume. Waited for, a row is read again as the claim
+    // left it, and one it took (no longer `pending`) is its claim's.
     const CANCEL_CAMPAIGN: &'static str = "UPDATE messages SET status = 'cancelled', updated_at = now()
           WHERE status = 'pending'
             AND id IN (SELECT id FROM messages WHERE campaign = $1 AND status = 'pending' LIMIT $2
-                          FOR UPDATE SKIP LOCKED)";
+                          FOR UPDATE)";
 }
 
 impl InboundSql for PostgresStore {

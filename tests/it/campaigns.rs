@@ -198,3 +198,36 @@ async fn a_cancel_leaves_a_row_a_claim_took_meanwhile_to_its_claim() {
         "its claim's: the send's result decides it"
     );
 }
+
+#[actix_web::test]
+async fn a_cancel_takes_the_rows_a_claim_locked_and_left_pending() {
+    let app = TestApp::spawn().await;
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO messages (phone_number, content, campaign)
+         SELECT '+90555111111' || n, 'hi', 'promo' FROM generate_series(1, 2) AS n RETURNING id",
+    )
+    .fetch_all(app.database.pg())
+    .await
+    .unwrap();
+    // A claim (begun on another replica before the pause) that read the lane's rows under lock and was
+    // granted none of them by the pace: they stay pending, and locked until it commits.
+    let mut claim = app.database.pg().begin().await.unwrap();
+    sqlx::query("SELECT id FROM messages WHERE campaign = 'promo' FOR UPDATE SKIP LOCKED")
+        .execute(&mut *claim)
+        .await
+        .unwrap();
+
+    let empty = json!({});
+    let cancel = app.post_json("/campaigns/promo/cancel", &empty);
+    let commit = async {
+        actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        claim.commit().await.unwrap();
+    };
+    let ((status, body), ()) = futures_util::join!(cancel, commit);
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cancelled"], 2, "{body}");
+    for id in ids {
+        assert_eq!(app.database.row(id).await.status, "cancelled");
+    }
+}
