@@ -219,6 +219,9 @@ async fn bad_send_at_expires_at_or_priority_get_a_400_naming_the_field_in_a_mess
         // Valid RFC 3339, outside what the store keeps: was a 500 (and a whole batch with it).
         (json!({"send_at": "0000-06-01T00:00:00Z"}), "send_at"),
         (json!({"expires_at": "9999-12-31T23:00:00-02:00"}), "expires_at"),
+        // Go's zero time: within year 1, and still refused by the store's constraint.
+        (json!({"expires_at": "0001-01-01T00:00:00Z"}), "expires_at"),
+        (json!({"send_at": "0001-01-01T00:00:00Z"}), "send_at"),
     ];
     for (extra, field) in &cases {
         let mut body = json!({"to": "+905551111111", "content": "hello"});

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::{HttpResponse, get, post, web};
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,6 +21,15 @@ use crate::{
         Schedule, segments_of,
     },
 };
+
+/// The times a message may name, in seconds since the epoch: 0001-01-02T00:00:00Z to
+/// 9999-12-31T00:00:00Z, what the store keeps (`messages_times_in_range`: the years 1 to 9999, ends
+/// excluded) with a day's margin for the zone its bounds were read in. Go's zero time,
+/// 0001-01-01T00:00:00Z, a client's way of saying "none", was a 500 on Postgres.
+const EARLIEST_TIME: i64 = -62_135_510_400;
+const LATEST_TIME: i64 = 253_402_214_400;
+const TIME_OUT_OF_RANGE: &str =
+    "must be between 0001-01-02T00:00:00Z and 9999-12-31T00:00:00Z (omit it for none: Go's zero time is not one)";
 
 /// A message to enqueue.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -114,18 +123,16 @@ impl CreateMessageRequest {
             Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(_) => Err(ApiError::invalid(name, "must be a string")),
         };
-        // The years 1 to 9999 in UTC: what the store keeps (`messages_times_in_range`); an RFC 3339 time
-        // may say year 0, or year 10000 once its offset is taken off.
         let time = |name: &'static str| {
             optional_text(name)?
                 .map(|raw| {
                     let at = DateTime::parse_from_rfc3339(raw)
                         .map(|at| at.with_timezone(&Utc))
                         .map_err(|e| ApiError::invalid(name, format!("must be an RFC 3339 time: {e}")))?;
-                    if (1..=9999).contains(&at.year()) {
+                    if (EARLIEST_TIME..=LATEST_TIME).contains(&at.timestamp()) {
                         Ok(at)
                     } else {
-                        Err(ApiError::invalid(name, "must be within the years 1 to 9999 (UTC)"))
+                        Err(ApiError::invalid(name, TIME_OUT_OF_RANGE))
                     }
                 })
                 .transpose()
