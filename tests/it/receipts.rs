@@ -667,3 +667,42 @@ async fn a_receipt_behind_a_long_backlog_waiting_out_its_window_is_still_found_b
     let message = wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
     assert!(message.delivered_at.is_some());
 }
+
+#[actix_web::test]
+async fn a_receipt_for_a_message_stored_with_a_time_out_of_range_settles_and_so_do_those_beside_it() {
+    let app = tracked().spawn().await;
+    let (ok, ok_provider_id) = send_one(&app).await;
+    let pg = app.database.pg();
+    // Sent before 0.7.10, with a send time in year 0 (the API took it then; plain SQL still could).
+    sqlx::query("ALTER TABLE messages DROP CONSTRAINT messages_times_in_range")
+        .execute(pg)
+        .await
+        .unwrap();
+    let legacy_provider_id = format!("legacy-{}", Uuid::new_v4());
+    let legacy: Uuid = sqlx::query_scalar(
+        "INSERT INTO messages (phone_number, content, send_at, status, attempts, sent_at, provider_message_id)
+         VALUES ('+905552222222', 'old', '0001-12-31 BC', 'sent', 1, now(), $1) RETURNING id",
+    )
+    .bind(&legacy_provider_id)
+    .fetch_one(pg)
+    .await
+    .unwrap();
+    for migration in [
+        include_str!("../../migrations/postgres/20261208000001_messages_times_in_range.sql"),
+        include_str!("../../migrations/postgres/20261209000001_messages_times_valid.sql"),
+    ] {
+        sqlx::raw_sql(migration).execute(pg).await.expect("the migration applies");
+    }
+
+    let at = Utc::now().trunc_subsecs(0);
+    let both = json!([
+        receipt(&legacy_provider_id, "delivered", at),
+        receipt(&ok_provider_id, "delivered", at)
+    ]);
+    let (status, body) = post_receipts(&app, &both, Some(CALLBACK_KEY)).await;
+    assert_eq!((status, &body["stored"]), (StatusCode::ACCEPTED, &json!(2)), "{body}");
+
+    wait_for_delivery(&app, ok, ReceiptStatus::Delivered).await;
+    let legacy = wait_for_delivery(&app, legacy, ReceiptStatus::Delivered).await;
+    assert_eq!(legacy.when.send_at, None, "a send time out of range is none");
+}
