@@ -353,7 +353,11 @@ impl MessageStore for SqliteStore {
             .map_err(db("claiming due messages"))?;
         tx.commit().await.map_err(db("claiming due messages"))?;
         let mut claimed = rows::claimed(rows)?;
-        claimed.pace = rows::pace(rate, paused_for, next_in.filter(|_| granted < i64::from(request.limit)));
+        // How long until the next message fits only when the rate was what held the claim back: fewer
+        // claimed than it granted is a drained queue (as `claim_due.sql` answers).
+        let rate_bound = granted < i64::from(request.limit)
+            && i64::try_from(claimed.messages.len()).unwrap_or(i64::MAX) >= granted;
+        claimed.pace = rows::pace(rate, paused_for, next_in.filter(|_| rate_bound));
         Ok(claimed)
     }
 

@@ -39,6 +39,7 @@ contract!(
     a_batch_is_queued_in_the_order_given,
     sent_messages_before_the_retention_go_with_their_history,
     a_rate_limit_grants_a_burst_then_the_next_message_when_it_fits,
+    a_paced_claim_that_finds_fewer_due_than_granted_is_not_held_back,
     a_throttle_pauses_every_claim_then_the_rate_comes_back_cut,
     a_throttle_right_after_a_burst_cuts_from_the_answers_not_yet_recorded,
     a_rescue_spares_the_claims_the_rescuer_still_holds,
@@ -793,6 +794,19 @@ async fn a_rate_limit_grants_a_burst_then_the_next_message_when_it_fits(store: A
 
     // Without a cap, a claim takes what it asks for.
     assert_eq!(claim_due(store.as_ref(), 5, "a", LEASE).await.len(), 5);
+}
+
+/// Fewer due than the rate granted: the queue is drained, not held back (which the fetcher would claim again
+/// for as soon as the rate allows: a hundred empty claims a second at 100/s).
+async fn a_paced_claim_that_finds_fewer_due_than_granted_is_not_held_back(store: Arc<dyn MessageStore>) {
+    enqueue(store.as_ref(), 3).await;
+    let short = claim_paced(store.as_ref(), 40, 200.0).await;
+    assert_eq!(short.messages.len(), 3, "{:?}", short.pace);
+    assert_eq!(short.pace.next_in, None, "{:?}", short.pace);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let empty = claim_paced(store.as_ref(), 40, 200.0).await;
+    assert!(empty.messages.is_empty());
+    assert_eq!(empty.pace.next_in, None, "{:?}", empty.pace);
 }
 
 async fn a_throttle_pauses_every_claim_then_the_rate_comes_back_cut(store: Arc<dyn MessageStore>) {

@@ -30,8 +30,10 @@
 -- locked and moved on by what this claim may take: GCRA with a burst of 50 ms' worth (at least one), so
 -- that any one-second window holds at most the rate and 5%, whichever replica claims. Without a rate the
 -- row is only read. It answers one row even when nothing is claimed: the pace (the rate in force, how
--- long the pause still runs, and, when the rate allowed fewer than $1, how long until the next message
--- fits), then each claimed or ended row's columns and new status, NULL when there are none.
+-- long the pause still runs, and, when the rate allowed fewer than $1 and all of them were claimed, how
+-- long until the next message fits: fewer claimed than allowed is a drained queue, not one to claim again
+-- as soon as the rate allows), then each claimed or ended row's columns and new status, NULL when there
+-- are none.
 -- (load/bench.py runs this file and finish_claims.sql through pgbench for the database's ceiling, and
 -- load/sent_list.py checks its plan.)
 WITH control AS (
@@ -102,7 +104,8 @@ WITH control AS (
  RETURNING m.id, NULL::uuid, m.attempts, m.phone_number, m.content, m.seq, m.next_attempt_at, m.priority,
            due.rank, m.status, m.timezone, m.expires_at
 )
-SELECT a.rate, a.paused_for, CASE WHEN a.n < $1 THEN a.next_in END AS next_in,
+SELECT a.rate, a.paused_for,
+       CASE WHEN a.n < $1 AND (SELECT count(*) FROM claimed) >= a.n THEN a.next_in END AS next_in,
        c.id, c.lease_token, c.attempts, c.phone_number, c.content, c.seq, c.next_attempt_at, c.priority, c.rank,
        c.status, c.timezone, c.expires_at
   FROM allowed a LEFT JOIN (SELECT * FROM claimed UNION ALL SELECT * FROM ended) AS c ON true
