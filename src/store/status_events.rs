@@ -30,6 +30,7 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::Acquire;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use utoipa::ToSchema;
@@ -284,6 +285,9 @@ pub(super) trait StatusEventSql: Backend {
     /// unexpired lease) (and `Backend::clock`): its `EventRow`, none when there is none or it is being
     /// sent.
     const RETRY_EVENT: &'static str;
+    /// The failed events of event `$1`'s message written before it back to `pending`, due now (and
+    /// `Backend::clock`).
+    const RETRY_FAILED_BEFORE: &'static str;
     /// Events `$1` (a `Backend::ints` of seqs) back due now, with last error `$3`, one attempt fewer and
     /// no lease, where still pending under an unexpired lease with attempts `$2` (the same list's
     /// `HeldEvent::attempt`s) (and `Backend::clock`).
@@ -353,12 +357,22 @@ where
     }
 
     async fn retry_event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        // The failed events of its message before it go again too, and first: a message.delivered is
+        // never sent while its message.sent stays failed. In one transaction, so that a replay is whole.
+        let mut tx = self.exec().begin().await.map_err(db("replaying a status event"))?;
+        sqlx::query(B::RETRY_FAILED_BEFORE)
+            .bind(B::stored_uuid(id))
+            .clocked::<B>()
+            .execute(B::conn(&mut tx))
+            .await
+            .map_err(db("replaying the failed status events before one"))?;
         let replayed: Option<EventRow<B>> = sqlx::query_as(B::RETRY_EVENT)
             .bind(B::stored_uuid(id))
             .clocked::<B>()
-            .fetch_optional(self.exec())
+            .fetch_optional(B::conn(&mut tx))
             .await
             .map_err(db("replaying a status event"))?;
+        tx.commit().await.map_err(db("replaying a status event"))?;
         let row = match replayed {
             Some(row) => Some(row),
             // Being sent, or no such event: as it stands.

@@ -23,6 +23,7 @@ contract!(
     an_event_that_fails_takes_the_pending_events_written_after_it_for_its_message_with_it,
     an_event_written_after_one_of_its_message_failed_is_written_failed,
     a_replay_leaves_an_event_being_sent_to_its_post,
+    a_replay_of_an_event_behind_a_failed_one_replays_that_one_first,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -625,5 +626,50 @@ async fn a_retention_batch_of_delivered_events_reads_the_batch_not_every_deliver
     assert!(
         read <= 500,
         "deleting the 5 old ones of {DELIVERED} delivered events read {read} rows and index entries"
+    );
+}
+
+async fn a_replay_of_an_event_behind_a_failed_one_replays_that_one_first(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    let ids = finish_all(database, vec![sent(&provider_id)]).await;
+    deliver(database, &provider_id, ids[0]).await;
+    let sent_event = events.claim_due_events(10, LEASE).await.unwrap().remove(0);
+    assert_eq!(sent_event.kind, StatusEventType::Sent);
+    events
+        .finish_events(&[(
+            sent_event.held(),
+            EventDelivery::Failed {
+                error: "not acknowledged within STATUS_WEBHOOK_MAX_AGE".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+    let failed = events.list_events(Some(EventStatus::Failed), 10, None).await.unwrap();
+    let delivered_event = failed.iter().find(|e| e.kind == StatusEventType::Delivered).unwrap();
+
+    // The operator replays the newest failed event, the first `GET /events?status=failed` lists.
+    let replayed = events.retry_event(delivered_event.id).await.unwrap().unwrap();
+    assert_eq!(replayed.status, EventStatus::Pending);
+    let round = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(
+        round.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [sent_event.id],
+        "its message.sent goes again, first"
+    );
+    events
+        .finish_events(&[(round[0].held(), EventDelivery::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .claim_due_events(10, LEASE)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        [delivered_event.id]
     );
 }

@@ -123,7 +123,9 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<EventsQuery>) ->
 /// Replay one status event.
 ///
 /// Back to `pending`, due now, under the same `webhook-id` (a receiver that already has it drops it). Any
-/// event may be replayed: a failed one, or a delivered one the receiver lost.
+/// event may be replayed: a failed one, or a delivered one the receiver lost. The failed events of its
+/// message before it are replayed with it, and go first: a `message.delivered` never reaches the receiver
+/// while its `message.sent` stays failed.
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "events",
