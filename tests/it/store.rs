@@ -55,6 +55,7 @@ contract!(
     the_daily_cap_reads_sends_and_others_claims_in_flight_but_not_the_askers_own,
     a_claimed_rows_number_is_respelled_only_under_its_claim,
     expired_rows_take_no_share_of_the_rate_limit,
+    ended_rows_at_the_front_of_a_lane_let_no_lower_lane_pass_it,
 );
 
 /// The contract of the seams beside the messages (the suppression list, campaigns, replies), on each
@@ -1239,6 +1240,44 @@ async fn expired_rows_take_no_share_of_the_rate_limit(store: Arc<dyn MessageStor
             .all(|(_, status)| *status == MessageStatus::Expired)
     );
     assert_eq!(ids_of(&claimed), vec![plain]);
+}
+
+/// Rows the claim ends unsent at the front of the high lane do not let normal rows pass the high one
+/// behind them: it is the next claimed, by this claim or the next.
+async fn ended_rows_at_the_front_of_a_lane_let_no_lower_lane_pass_it(store: Arc<dyn MessageStore>) {
+    use Priority::*;
+    let soon = Utc::now() + chrono::Duration::milliseconds(50);
+    let message = |i, priority, expires_at| {
+        scheduled(
+            i,
+            Schedule {
+                priority,
+                expires_at,
+                ..Schedule::default()
+            },
+        )
+    };
+    let ids = enqueue_each(
+        store.as_ref(),
+        vec![
+            message(0, High, Some(soon)),
+            message(1, High, Some(soon)),
+            message(2, High, None),
+            message(3, Normal, None),
+            message(4, Normal, None),
+        ],
+    )
+    .await;
+    wait_until("the first two have expired", || async { Utc::now() > soon }).await;
+
+    let first = claim_aged(store.as_ref(), 2, AGING).await;
+    assert_eq!(first.ended.len(), 2, "{first:?}");
+    let claimed = if first.messages.is_empty() {
+        ids_of(&claim_aged(store.as_ref(), 2, AGING).await)
+    } else {
+        ids_of(&first)
+    };
+    assert_eq!(claimed, vec![ids[2], ids[3]], "the high one first");
 }
 
 async fn each_priority_lane_resumes_after_its_own_frontier(store: Arc<dyn MessageStore>) {

@@ -6,7 +6,8 @@
 -- and a low one waits behind high ones only. One level, not two: an aged low campaign must never hold up
 -- the high messages (codes) that come after it. The due index is (priority, next_attempt_at, seq): the claim reads one lane per priority, each an
 -- index scan of at most $1 rows, and merges them. Within a lane the aged rows are its oldest, at its front,
--- so the merge of each lane's first $1 rows is the first $1 overall. Scheduled rows (`send_at`) are
+-- so the merge of each lane's first $1 rows is the first $1 overall (short of the rows it ends: see
+-- `lane_ends`). Scheduled rows (`send_at`) are
 -- simply not due yet: their `next_attempt_at` is their `send_at`, past the end of every scan.
 --
 -- $5 and $6 are arrays indexed by priority + 1: the `next_attempt_at` and `seq` of the last row this
@@ -66,7 +67,7 @@ WITH control AS (
 ), due AS (
     -- LIMIT $1, a parameter, so that the planner sees a handful of rows per lane and joins them by key
     -- below; what the pace grants (at most $1) is taken from these in the claim's order.
-    SELECT d.id, d.seq, d.next_attempt_at, d.ends_as,
+    SELECT lane.priority AS lane, d.id, d.seq, d.next_attempt_at, d.ends_as,
            CASE WHEN d.next_attempt_at <= now() - make_interval(secs => $7) THEN greatest(lane.priority - 1, 0)
                 ELSE lane.priority END AS rank
       FROM (VALUES (0), (1), (2)) AS lane (priority)
@@ -84,12 +85,25 @@ WITH control AS (
             LIMIT $1
               FOR UPDATE SKIP LOCKED
            ) AS d
+), lane_ends AS (
+    -- The last row read of each lane that read $1: rows behind it were not read, and come after it in
+    -- the claim's order. A row of another lane after it is not claimed this time, lest it pass one of
+    -- them: that happens only when rows the claim ends (expired, suppressed) filled part of the lane,
+    -- and the fetcher claims again at once (they are not what it asked for).
+    SELECT DISTINCT ON (lane) rank, next_attempt_at, seq
+      FROM due
+     WHERE lane IN (SELECT lane FROM due GROUP BY lane HAVING count(*) >= $1)
+     ORDER BY lane, next_attempt_at DESC, seq DESC
 ), claimed AS (
     UPDATE messages m
        SET status = 'sending', attempts = m.attempts + 1,
            lease_owner = $2, lease_token = gen_random_uuid(),
            lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
-      FROM (SELECT id, rank FROM due WHERE ends_as IS NULL ORDER BY rank, next_attempt_at, seq
+      FROM (SELECT id, rank FROM due d
+             WHERE ends_as IS NULL
+               AND NOT EXISTS (SELECT 1 FROM lane_ends e
+                                WHERE (d.rank, d.next_attempt_at, d.seq) > (e.rank, e.next_attempt_at, e.seq))
+             ORDER BY rank, next_attempt_at, seq
              LIMIT (SELECT n FROM allowed)) AS granted
      WHERE m.id = granted.id
  RETURNING m.id, m.lease_token, m.attempts, m.phone_number, m.content, m.seq, m.next_attempt_at, m.priority,
