@@ -390,7 +390,10 @@ impl FetcherActor {
         let asked = batch
             .asked
             .saturating_sub(u32::try_from(batch.ended.len()).unwrap_or(u32::MAX));
-        if batch.pace.next_in.is_some() && batch.claimed < asked as usize {
+        // Held back by the pace, or by the cluster's pause (another replica's 429): not a drained queue, so
+        // claims go on when the wait ends (`pump`'s wake-up), not at the next tick.
+        let held_back = batch.pace.next_in.is_some() || batch.pace.paused_for.is_some();
+        if held_back && batch.claimed < asked as usize {
             self.flow.claim_held_back(batch.claimed, deliveries, now);
         } else {
             self.flow.claim_ended(asked, batch.claimed, deliveries, now);

@@ -390,3 +390,29 @@ async fn two_posted_and_two_waiting(provider: MockServer, messages: usize) -> (T
     .await;
     (database, ids, app)
 }
+
+#[actix_web::test]
+async fn a_replica_that_meets_the_clusters_pause_resumes_when_it_ends_not_at_the_next_tick() {
+    const MESSAGES: usize = 20;
+    let database = TestDatabase::create().await;
+    database.insert_many(MESSAGES).await;
+    // Another replica's 429 paused the cluster for a second.
+    sqlx::query("UPDATE send_rate SET throttled_until = now() + interval '1 second' WHERE id = 1")
+        .execute(database.pg())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let _app = TestApp::builder()
+        .database(&database)
+        .var("AUTOSTART", "true")
+        .var("BATCH_SIZE", "500")
+        .spawn()
+        .await;
+
+    // Its first tick (INTERVAL is an hour) meets the pause; the pause's end carries the drain on.
+    wait_until("every message is sent", || async {
+        database.count_with_status("sent").await == MESSAGES as i64
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+}
