@@ -760,9 +760,11 @@ impl Handler<SendEnded> for FetcherActor {
             SendSignal::Throttled { retry_after } => {
                 self.sweep_next |= retry_after.is_none();
                 self.metrics.throttled_total.inc();
-                if !self.throttled(now) {
-                    // The first 429 of a burst tells the cluster; the answers to what was still in flight
-                    // change nothing more.
+                // The first 429 of a burst tells the cluster; the answers to what was still in flight
+                // change nothing more, unless one asks for a longer pause than the one under way.
+                let longer =
+                    retry_after.is_some_and(|after| self.throttled_until.is_some_and(|until| now + after > until));
+                if !self.throttled(now) || longer {
                     let store = Arc::clone(&self.store);
                     let throttle = Throttle {
                         retry_after,

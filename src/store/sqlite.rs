@@ -355,8 +355,8 @@ impl MessageStore for SqliteStore {
         let mut claimed = rows::claimed(rows)?;
         // How long until the next message fits only when the rate was what held the claim back: fewer
         // claimed than it granted is a drained queue (as `claim_due.sql` answers).
-        let rate_bound = granted < i64::from(request.limit)
-            && i64::try_from(claimed.messages.len()).unwrap_or(i64::MAX) >= granted;
+        let rate_bound =
+            granted < i64::from(request.limit) && i64::try_from(claimed.messages.len()).unwrap_or(i64::MAX) >= granted;
         claimed.pace = rows::pace(rate, paused_for, next_in.filter(|_| rate_bound));
         Ok(claimed)
     }

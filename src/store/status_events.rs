@@ -30,8 +30,8 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Acquire;
 use serde_json::json;
+use sqlx::Acquire;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use utoipa::ToSchema;
 use uuid::Uuid;

@@ -416,3 +416,43 @@ async fn a_replica_that_meets_the_clusters_pause_resumes_when_it_ends_not_at_the
     .await;
     assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
 }
+
+#[actix_web::test]
+async fn a_later_429_asking_for_a_longer_pause_stretches_the_clusters() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&provider)
+        .await;
+    // The other send in flight is answered after the first 429 paused the cluster, and asks for longer.
+    Mock::given(matchers::method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "30")
+                .set_delay(Duration::from_millis(500)),
+        )
+        .with_priority(2)
+        .mount(&provider)
+        .await;
+    let database = TestDatabase::create().await;
+    database.insert_many(2).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .provider(&Arc::new(provider))
+        .spawn()
+        .await;
+
+    app.tick_and_settle().await;
+
+    wait_for("the cluster's pause runs 30 s", || async {
+        let left: f64 =
+            sqlx::query_scalar("SELECT extract(epoch FROM throttled_until - now())::float8 FROM send_rate WHERE id = 1")
+                .fetch_one(database.pg())
+                .await
+                .unwrap();
+        (left > 25.0).then_some(())
+    })
+    .await;
+}

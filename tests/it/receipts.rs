@@ -691,7 +691,10 @@ async fn a_receipt_for_a_message_stored_with_a_time_out_of_range_settles_and_so_
         include_str!("../../migrations/postgres/20261208000001_messages_times_in_range.sql"),
         include_str!("../../migrations/postgres/20261209000001_messages_times_valid.sql"),
     ] {
-        sqlx::raw_sql(migration).execute(pg).await.expect("the migration applies");
+        sqlx::raw_sql(migration)
+            .execute(pg)
+            .await
+            .expect("the migration applies");
     }
 
     let at = Utc::now().trunc_subsecs(0);
