@@ -3,8 +3,10 @@
 //!
 //! The suppression list's routes carry phone numbers where a log line would show them: in the path
 //! (`DELETE /opt-outs/{to}`) and in the query (`GET /opt-outs?cursor=`, the last number's digits). On
-//! those, every digit but the last two is masked, as `PhoneNumber` masks a number in every other line;
-//! percent escapes (`%2B` for the `+`) stay as they are.
+//! those, every digit but the last two is masked, as `PhoneNumber` masks a number in every other line.
+//! On every other route, a query value with as many digits as a phone number has (8) is masked so too:
+//! a client may send one in a parameter the route does not take. A digit sent percent-encoded (`%35`)
+//! is a digit; other percent escapes (`%2B` for the `+`) stay as they are.
 
 use actix_web::{dev::ServiceRequest, middleware::Logger};
 
@@ -18,6 +20,9 @@ pub fn logger() -> Logger {
         .exclude("/metrics")
 }
 
+/// A query value with this many digits may be a phone number (E.164 has 8 to 15).
+const PHONE_DIGITS: usize = 8;
+
 fn request_line(request: &ServiceRequest) -> String {
     let target = match request.query_string() {
         "" => request.path().to_owned(),
@@ -25,41 +30,85 @@ fn request_line(request: &ServiceRequest) -> String {
     };
     let target = match target.strip_prefix(NUMBERED_PATH) {
         Some(rest) => format!("{NUMBERED_PATH}{}", mask_digits(rest)),
-        None => target,
+        None => match target.split_once('?') {
+            Some((path, query)) => format!("{path}?{}", mask_long_numbers(query)),
+            None => target,
+        },
     };
     format!("{} {target} {:?}", request.method(), request.version())
 }
 
-/// `text` with every digit but the last two replaced by `*`, percent escapes (`%2B`) kept whole.
-fn mask_digits(text: &str) -> String {
+/// `query` with each value of `PHONE_DIGITS` digits or more masked by `mask_digits`.
+fn mask_long_numbers(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if digits_in(value) >= PHONE_DIGITS => format!("{name}={}", mask_digits(value)),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// What is at `at` in `text`: a percent escape (and whether it is a digit's), else a plain character.
+enum Unit {
+    Escape { digit: bool },
+    Char(char),
+}
+
+fn unit_at(text: &str, at: usize) -> Option<Unit> {
     let bytes = text.as_bytes();
-    let is_escape = |at: usize| {
-        bytes[at] == b'%'
-            && bytes
-                .get(at + 1..at + 3)
-                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-    };
+    if bytes.get(at) == Some(&b'%')
+        && let Some(hex) = bytes.get(at + 1..at + 3)
+        && hex.iter().all(u8::is_ascii_hexdigit)
+    {
+        return Some(Unit::Escape {
+            digit: hex[0] == b'3' && hex[1].is_ascii_digit(),
+        });
+    }
+    text[at..].chars().next().map(Unit::Char)
+}
+
+/// How many digits `text` holds, percent-encoded ones included.
+fn digits_in(text: &str) -> usize {
     let mut digits = 0;
     let mut at = 0;
-    while at < bytes.len() {
-        if is_escape(at) {
-            at += 3;
-            continue;
+    while let Some(unit) = unit_at(text, at) {
+        match unit {
+            Unit::Escape { digit } => {
+                digits += usize::from(digit);
+                at += 3;
+            }
+            Unit::Char(c) => {
+                digits += usize::from(c.is_ascii_digit());
+                at += c.len_utf8();
+            }
         }
-        digits += usize::from(bytes[at].is_ascii_digit());
-        at += 1;
     }
+    digits
+}
+
+/// `text` with every digit but the last two replaced by `*` (a percent-encoded one too), other percent
+/// escapes (`%2B`) kept whole.
+fn mask_digits(text: &str) -> String {
     let mut masked = String::with_capacity(text.len());
-    let mut to_mask = digits.saturating_sub(2);
+    let mut to_mask = digits_in(text).saturating_sub(2);
     let mut at = 0;
-    while at < bytes.len() {
-        if is_escape(at) {
-            masked.push_str(&text[at..at + 3]);
-            at += 3;
-            continue;
-        }
+    while let Some(unit) = unit_at(text, at) {
+        let c = match unit {
+            Unit::Escape { digit } => {
+                if digit && to_mask > 0 {
+                    masked.push('*');
+                    to_mask -= 1;
+                } else {
+                    masked.push_str(&text[at..at + 3]);
+                }
+                at += 3;
+                continue;
+            }
+            Unit::Char(c) => c,
+        };
         // Multi-byte characters are copied whole: only ASCII digits are masked.
-        let Some(c) = text[at..].chars().next() else { break };
         if c.is_ascii_digit() && to_mask > 0 {
             masked.push('*');
             to_mask -= 1;
@@ -107,6 +156,32 @@ mod tests {
         assert_eq!(
             line(Method::GET, "/messages?status=sent&limit=20"),
             "GET /messages?status=sent&limit=20 HTTP/1.1"
+        );
+    }
+
+    #[test]
+    fn percent_encoded_digits_are_digits() {
+        use actix_web::http::Method;
+        assert_eq!(
+            line(Method::DELETE, "/opt-outs/%2B%39%30%35%35%35%31%31%31%32%32%37%37"),
+            "DELETE /opt-outs/%2B**********%37%37 HTTP/1.1"
+        );
+    }
+
+    #[test]
+    fn a_query_value_as_long_as_a_phone_number_is_masked_on_every_route() {
+        use actix_web::http::Method;
+        assert_eq!(
+            line(Method::GET, "/messages?status=pending&to=%2B905551112233&limit=20"),
+            "GET /messages?status=pending&to=%2B**********33&limit=20 HTTP/1.1"
+        );
+        assert_eq!(
+            line(Method::GET, "/receipts?cursor=%2B90%35551112244"),
+            "GET /receipts?cursor=%2B**********44 HTTP/1.1"
+        );
+        assert_eq!(
+            line(Method::GET, "/events?cursor=1234567"),
+            "GET /events?cursor=1234567 HTTP/1.1"
         );
     }
 

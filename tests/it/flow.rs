@@ -447,11 +447,12 @@ async fn a_later_429_asking_for_a_longer_pause_stretches_the_clusters() {
     app.tick_and_settle().await;
 
     wait_for("the cluster's pause runs 30 s", || async {
-        let left: f64 =
-            sqlx::query_scalar("SELECT extract(epoch FROM throttled_until - now())::float8 FROM send_rate WHERE id = 1")
-                .fetch_one(database.pg())
-                .await
-                .unwrap();
+        let left: f64 = sqlx::query_scalar(
+            "SELECT extract(epoch FROM throttled_until - now())::float8 FROM send_rate WHERE id = 1",
+        )
+        .fetch_one(database.pg())
+        .await
+        .unwrap();
         (left > 25.0).then_some(())
     })
     .await;
