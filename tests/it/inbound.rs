@@ -302,3 +302,21 @@ async fn a_stop_and_a_start_arriving_together_leave_the_one_the_phone_sent_last_
     let sent_stop_last: Vec<&str> = numbers.iter().skip(1).step_by(2).map(String::as_str).collect();
     assert_eq!(listed, sent_stop_last);
 }
+
+#[actix_web::test]
+async fn the_longest_reply_is_taken_with_every_character_escaped() {
+    let app = spawn().await;
+    // As a provider whose JSON escapes all but ASCII sends 1,600 emoji: `\ud83d\ude00` each.
+    let escaped = "\\ud83d\\ude00".repeat(1600);
+    let body = format!("{{\"from\":\"{NUMBER}\",\"content\":\"{escaped}\",\"at\":\"2026-12-02T10:05:00Z\"}}");
+    let (status, stored) = app
+        .request(
+            "POST",
+            "/inbound",
+            &[("x-ins-auth-key", CALLBACK_KEY)],
+            Some((Some("application/json"), body.as_bytes())),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    assert_eq!(stored["content"].as_str().unwrap().chars().count(), 1600);
+}

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::page;
 use crate::{
     api::{
-        AppState, MAX_BODY_BYTES,
+        AppState,
         callback_auth::require_callback_key,
         callback_body::json_body,
         error::{ApiError, ErrorBody},
@@ -25,6 +25,10 @@ const LIMIT_DEFAULT: u32 = 20;
 const LIMIT_MAX: u32 = 100;
 /// The longest reply kept: a concatenated SMS is rarely longer.
 const CONTENT_MAX_CHARS: usize = 1600;
+/// The largest body taken: the longest reply with every character escaped as JSON may (`\ud83d\ude00`,
+/// 12 bytes, for one outside the Basic Multilingual Plane, as a provider that escapes all but ASCII
+/// sends an emoji), and room for the other fields.
+const MAX_BODY_BYTES: usize = CONTENT_MAX_CHARS * 12 + 4 * 1024;
 
 /// A reply, as the provider contract sends it.
 #[derive(Debug, ToSchema)]
