@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, web};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::error::ApiError;
+use super::{error::ApiError, json_value::UniqueKeys};
 
 /// The request's JSON body, at most `limit` bytes; `ApiError`s as the JSON extractor answers them (413,
 /// 400, and 408 for a body that stalls, see `body_timeout.rs`). A body of another type never gets here:
@@ -28,6 +28,7 @@ pub async fn json_body(request: &HttpRequest, mut payload: web::Payload, limit: 
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body)
+    serde_json::from_slice::<UniqueKeys>(&body)
+        .map(|value| value.0)
         .map_err(|e| ApiError::MalformedBody(format!("the request body is not valid JSON: {e}")))
 }

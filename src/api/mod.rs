@@ -8,6 +8,7 @@ pub mod callback_body;
 pub mod cross_site;
 pub mod docs;
 pub mod error;
+pub mod json_value;
 pub mod request_metrics;
 pub mod routes;
 

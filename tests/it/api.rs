@@ -136,6 +136,57 @@ async fn bodies_that_are_not_a_json_object_get_a_4xx_never_a_500() {
 }
 
 #[actix_web::test]
+async fn a_key_given_twice_in_a_body_is_refused_naming_it_and_nothing_is_stored() {
+    let app = TestApp::builder()
+        .var("CALLBACK_AUTH_KEY", "callback-key")
+        .spawn()
+        .await;
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "/messages",
+            r#"{"to":"+905551111111","to":"+905552222222","content":"hi"}"#,
+            "to",
+        ),
+        (
+            "/messages/batch",
+            r#"{"messages":[{"to":"+905551111111","content":"hi","content":"bye"}]}"#,
+            "content",
+        ),
+        ("/opt-outs", r#"{"to":"+905551111111","to":"+905552222222"}"#, "to"),
+        (
+            "/receipts",
+            r#"{"messageId":"p-1","status":"delivered","status":"undelivered","at":"2026-12-02T10:05:00Z"}"#,
+            "status",
+        ),
+    ];
+    for (path, body, key) in cases {
+        let (status, error) = app
+            .request(
+                "POST",
+                path,
+                &[("x-ins-auth-key", "callback-key")],
+                Some((Some("application/json"), body.as_bytes())),
+            )
+            .await;
+        assert_eq!(
+            (status, error["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("malformed_body")),
+            "{path}: {error}"
+        );
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("the key \"{key}\" is given twice")),
+            "{path}: {message}"
+        );
+    }
+    assert_eq!(app.database.count_with_status("pending").await, 0);
+    let (_, opt_outs) = app.get("/opt-outs").await;
+    assert_eq!(opt_outs["items"], serde_json::json!([]), "{opt_outs}");
+    let (_, receipts) = app.get("/receipts").await;
+    assert_eq!(receipts["items"], serde_json::json!([]), "{receipts}");
+}
+
+#[actix_web::test]
 async fn unknown_ids_and_routes_are_404_and_bad_ids_400() {
     let app = TestApp::spawn().await;
 

@@ -13,6 +13,7 @@ use crate::{
     api::{
         AppState,
         error::{ApiError, ErrorBody},
+        json_value::UniqueKeys,
     },
     domain::{MessageStatus, NewMessage},
 };
@@ -94,7 +95,8 @@ pub struct BatchItem {
         (status = 503, description = "The database is unavailable: nothing was stored", body = ErrorBody),
     )
 )]
-pub async fn create_batch(state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+pub async fn create_batch(state: web::Data<AppState>, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(body) = body.into_inner();
     let mut valid: Vec<NewMessage> = Vec::new();
     let refusals: Vec<Option<ErrorBody>> = messages_of(&body)?
         .iter()

@@ -15,6 +15,7 @@ use crate::{
     api::{
         AppState,
         error::{ApiError, ErrorBody},
+        json_value::UniqueKeys,
     },
     domain::{
         Attempt, DeliveryStatus, Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, Priority,
@@ -317,7 +318,8 @@ impl MessageResponse {
     )
 )]
 #[post("/messages")]
-pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: web::Data<AppState>, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(body) = body.into_inner();
     let new = CreateMessageRequest::from_json(&body)?.parse(state.content_max_chars)?;
     let message = state
         .store

@@ -13,6 +13,7 @@ use crate::{
     api::{
         AppState,
         error::{ApiError, ErrorBody},
+        json_value::UniqueKeys,
     },
     domain::PhoneNumber,
     store::OptOut,
@@ -97,8 +98,9 @@ pub struct OptOutQuery {
     )
 )]
 #[post("/opt-outs")]
-pub async fn create(state: web::Data<AppState>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
-    let to = match &*body {
+pub async fn create(state: web::Data<AppState>, body: web::Json<UniqueKeys>) -> Result<HttpResponse, ApiError> {
+    let UniqueKeys(body) = body.into_inner();
+    let to = match &body {
         Value::Object(fields) => match fields.get("to") {
             None | Some(Value::Null) => return Err(ApiError::invalid("to", "is required")),
             Some(Value::String(to)) => parse_number(to)?,
