@@ -15,6 +15,11 @@
 //! China's official time is Beijing's), +380 (Crimea, on Moscow time since 2014: an hour ahead in
 //! winter) and +60 (Sarawak and Sabah, same offset). A message to those places that must keep its quiet
 //! hours to the minute says its `timezone`.
+//!
+//! One area code is listed beside its country's: +90 392, Northern Cyprus's fixed lines, on
+//! `Asia/Famagusta` (an hour behind Istanbul in winter, as Cyprus keeps EU summer time). Its mobile
+//! numbers share Turkey's mobile prefixes (+90 533, 542, 548) and keep Istanbul's zone: a message to
+//! one says its `timezone`.
 
 use chrono_tz::Tz;
 
@@ -47,6 +52,7 @@ const ZONES: &[(&str, Tz)] = &[
     ("84", Tz::Asia__Ho_Chi_Minh),
     ("86", Tz::Asia__Shanghai),
     ("90", Tz::Europe__Istanbul),
+    ("90392", Tz::Asia__Famagusta),
     ("91", Tz::Asia__Kolkata),
     ("92", Tz::Asia__Karachi),
     ("94", Tz::Asia__Colombo),
@@ -87,8 +93,8 @@ const ZONES: &[(&str, Tz)] = &[
 /// The single time zone of the country `number` (E.164, `+` and digits) calls, if its code has one.
 pub fn zone_of_number(number: &str) -> Option<Tz> {
     let digits = number.strip_prefix('+')?;
-    // Country codes are 1 to 3 digits; the longest that matches is the code.
-    (1..=3)
+    // Country codes are 1 to 3 digits, with an area code 5 at most; the longest that matches wins.
+    (1..=5)
         .rev()
         .filter_map(|len| digits.get(..len))
         .find_map(|code| ZONES.iter().find(|(c, _)| *c == code).map(|(_, zone)| *zone))
@@ -106,6 +112,11 @@ mod tests {
             zone_of_number("+35312345678"),
             Some(Tz::Europe__Dublin),
             "the longest code wins"
+        );
+        assert_eq!(
+            zone_of_number("+903922281234"),
+            Some(Tz::Asia__Famagusta),
+            "Northern Cyprus's fixed lines"
         );
         assert_eq!(zone_of_number("+12025550123"), None, "+1 spans many zones");
         assert_eq!(zone_of_number("+79161234567"), None, "+7 spans many zones");
