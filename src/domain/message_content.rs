@@ -120,6 +120,11 @@ pub fn is_invisible(c: char) -> bool {
     is_in(c, INVISIBLE)
 }
 
+/// A character that reorders how the text around it is shown (`BIDI_CONTROLS`).
+pub fn is_bidi_control(c: char) -> bool {
+    is_in(c, BIDI_CONTROLS)
+}
+
 fn is_in(c: char, ranges: &[RangeInclusive<char>]) -> bool {
     ranges.iter().any(|range| range.contains(&c))
 }

@@ -14,7 +14,7 @@ mod status_event;
 pub use calling_zone::zone_of_number;
 pub use inbound::InboundAction;
 pub use message::{Attempt, Message, NewMessage, Schedule};
-pub use message_content::{ContentError, Encoding, MessageContent, segments_of};
+pub use message_content::{ContentError, Encoding, MessageContent, is_bidi_control, is_invisible, segments_of};
 pub use message_status::{MessageStatus, UnknownStatus};
 pub use phone_number::{PhoneNumber, PhoneNumberError};
 pub use priority::{Priority, UnknownPriority};

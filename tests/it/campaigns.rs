@@ -94,7 +94,16 @@ async fn a_campaign_paused_on_one_replica_holds_on_both_resumes_from_the_other_a
 #[actix_web::test]
 async fn a_campaign_label_out_of_bounds_gets_a_400_naming_it() {
     let app = TestApp::spawn().await;
-    for bad in [json!(""), json!("x".repeat(65)), json!("a/b"), json!(7)] {
+    for bad in [
+        json!(""),
+        json!("x".repeat(65)),
+        json!("a/b"),
+        json!(7),
+        json!("   "),
+        json!("\u{200B}"),
+        json!("\u{202E}evil\u{202C}"),
+        json!("bad\u{FFFD}"),
+    ] {
         let (status, answer) = app
             .post_json(
                 "/messages",
@@ -107,12 +116,15 @@ async fn a_campaign_label_out_of_bounds_gets_a_400_naming_it() {
             "{bad}"
         );
     }
-    let long = "x".repeat(65);
-    let (status, answer) = app.post_json(&format!("/campaigns/{long}/pause"), &json!({})).await;
-    assert_eq!(
-        (status, answer["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("campaign"))
-    );
+    // A label too long, and one whose percent escapes are not UTF-8 (`%FE` decoded alike).
+    for path in [&"x".repeat(65), "%FF"] {
+        let (status, answer) = app.post_json(&format!("/campaigns/{path}/pause"), &json!({})).await;
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("campaign")),
+            "{path}: {answer}"
+        );
+    }
 }
 
 #[actix_web::test]

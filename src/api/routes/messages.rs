@@ -19,7 +19,7 @@ use crate::{
     },
     domain::{
         Attempt, DeliveryStatus, Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, Priority,
-        Schedule, segments_of,
+        Schedule, is_bidi_control, is_invisible, segments_of,
     },
 };
 
@@ -69,7 +69,8 @@ pub struct CreateMessageRequest {
     /// one, else `QUIET_HOURS_TZ`.
     #[schema(value_type = Option<TimeZoneName>, example = "Europe/Istanbul")]
     pub timezone: Option<Tz>,
-    /// A campaign label, 1 to 64 characters without `/` or control characters: its messages are
+    /// A campaign label, 1 to 64 characters without `/`, control characters, bidirectional controls or
+    /// U+FFFD, and not blank: its messages are
     /// listed, paused, resumed and cancelled together (`/campaigns`).
     #[schema(example = "black-friday-2026", pattern = r"^[^/\u0000-\u001F\u007F-\u009F]{1,64}$")]
     pub campaign: Option<String>,
@@ -91,7 +92,8 @@ impl utoipa::PartialSchema for TimeZoneName {
 
 impl ToSchema for TimeZoneName {}
 
-/// A campaign's name as a request gives it (a body's `campaign`, a path's `{campaign}`).
+/// A campaign's name as a request gives it (a body's `campaign`, a path's `{campaign}`). U+FFFD is what
+/// a path's percent escapes that are not UTF-8 (`%FF`) decode to: `%FE` would name the same campaign.
 pub(super) fn parse_campaign(raw: &str) -> Result<String, ApiError> {
     let length = raw.chars().count();
     if !(1..=64).contains(&length) {
@@ -103,7 +105,31 @@ pub(super) fn parse_campaign(raw: &str) -> Result<String, ApiError> {
     if raw.chars().any(|c| c == '/' || c.is_control()) {
         return Err(ApiError::invalid("campaign", "must not hold / or control characters"));
     }
+    if raw.contains(char::REPLACEMENT_CHARACTER) {
+        return Err(ApiError::invalid("campaign", "must be UTF-8 (it holds U+FFFD)"));
+    }
     Ok(raw.to_owned())
+}
+
+/// A new message's campaign: as `parse_campaign`, and something that shows as itself where operators read
+/// it (the console, `GET /campaigns`): not blank, and without the bidirectional controls a message's
+/// content may not hold either. A campaign stored with them before is still paused, resumed and cancelled
+/// by its name.
+fn parse_new_campaign(raw: &str) -> Result<String, ApiError> {
+    let campaign = parse_campaign(raw)?;
+    if campaign.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err(ApiError::invalid(
+            "campaign",
+            "must not hold only spaces and invisible characters",
+        ));
+    }
+    if campaign.chars().any(is_bidi_control) {
+        return Err(ApiError::invalid(
+            "campaign",
+            "must not contain bidirectional control characters (U+202A to U+202E, U+2066 to U+2069)",
+        ));
+    }
+    Ok(campaign)
 }
 
 impl CreateMessageRequest {
@@ -151,7 +177,7 @@ impl CreateMessageRequest {
                 .map(|raw| raw.parse::<Tz>())
                 .transpose()
                 .map_err(|_| ApiError::invalid("timezone", "must be an IANA time zone such as Europe/Istanbul"))?,
-            campaign: optional_text("campaign")?.map(parse_campaign).transpose()?,
+            campaign: optional_text("campaign")?.map(parse_new_campaign).transpose()?,
         })
     }
 
