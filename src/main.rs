@@ -62,7 +62,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match Settings::from_env() {
             Ok(settings) => serve(settings).await,
-            Err(error) => return configuration_error(error),
+            Err(error) => return configuration_error(&error),
         },
         Command::Demo => demo::run(startup::shutdown_signal()).await,
         Command::MockProvider(config) => match MockProvider::start(*config) {
@@ -76,7 +76,7 @@ async fn main() -> ExitCode {
             Ok(url) => startup::migrate(url.expose())
                 .await
                 .map(|_| log::info!("migrations applied")),
-            Err(error) => return configuration_error(error),
+            Err(error) => return configuration_error(&error),
         },
         Command::Openapi => ApiDoc::openapi()
             .to_pretty_json()
@@ -91,6 +91,8 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The demo reads its settings as `serve` does, and exits as `serve` does on a bad one.
+        Err(ref error) if let Some(bad) = error.downcast_ref::<config::ConfigError>() => configuration_error(bad),
         Err(error) => {
             log::error!("{error:#}");
             ExitCode::FAILURE
@@ -99,7 +101,7 @@ async fn main() -> ExitCode {
 }
 
 /// The one line that names the bad variable, and exit code 2.
-fn configuration_error(error: config::ConfigError) -> ExitCode {
+fn configuration_error(error: &config::ConfigError) -> ExitCode {
     eprintln!("configuration error: {error}");
     ExitCode::from(2)
 }

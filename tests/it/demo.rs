@@ -224,3 +224,21 @@ fn a_database_url_parameter_sqlx_does_not_know_is_never_logged_with_its_value() 
     );
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
 }
+
+#[test]
+fn a_demo_with_a_bad_setting_exits_2_naming_it_as_serve_does() {
+    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("demo")
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("BATCH_SIZE", "many")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("configuration error") && stderr.contains("BATCH_SIZE"),
+        "{stderr}"
+    );
+}
