@@ -29,7 +29,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const LIST_LIMIT_DEFAULT: u32 = 100;
 const LIST_LIMIT_MAX: u32 = 1_000;
 
-/// A delivery receipt, as the provider sends it (`provider-contract.md`).
+/// A delivery receipt, as the provider sends it (its contract's "Delivery receipts").
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"messageId": "67f2f8a8-ea58-4ed0-a6f9-ff217df4d849", "status": "delivered",
                           "at": "2026-12-02T10:00:03Z", "error": null}))]

@@ -83,8 +83,9 @@ pub struct CredentialsRefused {
     since: DateTime<Utc>,
 }
 
-/// When the provider keeps failing (5xx, 429, timeouts on most recent sends) the breaker opens:
-/// nothing is claimed for a cool-down, then one message probes.
+/// When the provider keeps failing (5xx, timeouts, no answer: half or more of the last 20 messages
+/// sent; a 429 is a pause, not a failure) the breaker opens: nothing is claimed for a cool-down, then
+/// one message probes.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BreakerResponse {
     /// `closed`, `open` or `half_open`.
