@@ -581,13 +581,13 @@ impl StatusEventSql for PostgresStore {
     );
     const RETRY_EVENT: &'static str = concat!(
         "UPDATE status_events
-            SET status = 'pending', next_attempt_at = now(), lease_expires_at = NULL, delivered_at = NULL
+            SET status = 'pending', next_attempt_at = now(), lease_expires_at = NULL
           WHERE id = $1 AND NOT (status = 'pending' AND coalesce(lease_expires_at > now(), false)) RETURNING ",
         event_columns!()
     );
     const RETRY_FAILED_BEFORE: &'static str = "
         UPDATE status_events
-           SET status = 'pending', next_attempt_at = now(), lease_expires_at = NULL, delivered_at = NULL
+           SET status = 'pending', next_attempt_at = now(), lease_expires_at = NULL
          WHERE status = 'failed'
            AND message_id = (SELECT message_id FROM status_events WHERE id = $1)
            AND seq < (SELECT seq FROM status_events WHERE id = $1)";

@@ -65,15 +65,17 @@ const APPLY_RECEIPT: &str = include_str!("sqlite/apply_receipt.sql");
 const SETTLE_APPLIED_RECEIPT: &str = include_str!("sqlite/settle_applied_receipt.sql");
 /// Event `?1` (its `seq`), held at attempt `?6`, to status `?2`, due again `?3` µs after `?5` (now) when
 /// given, with error `?4`; left as it is when no longer pending at that attempt (see
-/// `postgres/finish_events.sql`). Its id and message when it was recorded.
+/// `postgres/finish_events.sql`). Its id, message and `delivered_at` (kept by a replay) when it was
+/// recorded.
 const FINISH_EVENT: &str = "
 UPDATE status_events
    SET status = ?2, lease_expires_at = NULL, last_error = ?4,
        next_attempt_at = CASE WHEN ?3 IS NOT NULL THEN ?5 + ?3 ELSE next_attempt_at END,
-       delivered_at = CASE WHEN ?2 = 'delivered' THEN ?5 END
+       delivered_at = CASE WHEN ?2 = 'delivered' THEN ?5 ELSE delivered_at END
  WHERE seq = ?1 AND status = 'pending' AND attempts = ?6
-RETURNING id, message_id";
-/// After event `?1` (id `?2`) of message `?3` failed, the pending ones written after it fail with it.
+RETURNING id, message_id, delivered_at";
+/// After event `?1` (id `?2`) of message `?3` failed, the pending ones written after it fail with it, unless
+/// the receiver acknowledged it before (a replay).
 const FAIL_LATER_EVENTS: &str = "
 UPDATE status_events
    SET status = 'failed', lease_expires_at = NULL,
@@ -690,13 +692,13 @@ impl StatusEventSql for SqliteStore {
     );
     const RETRY_EVENT: &'static str = concat!(
         "UPDATE status_events
-            SET status = 'pending', next_attempt_at = ?2, lease_expires_at = NULL, delivered_at = NULL
+            SET status = 'pending', next_attempt_at = ?2, lease_expires_at = NULL
           WHERE id = ?1 AND NOT (status = 'pending' AND coalesce(lease_expires_at > ?2, 0)) RETURNING ",
         event_columns!()
     );
     const RETRY_FAILED_BEFORE: &'static str = "
         UPDATE status_events
-           SET status = 'pending', next_attempt_at = ?2, lease_expires_at = NULL, delivered_at = NULL
+           SET status = 'pending', next_attempt_at = ?2, lease_expires_at = NULL
          WHERE status = 'failed'
            AND message_id = (SELECT message_id FROM status_events WHERE id = ?1)
            AND seq < (SELECT seq FROM status_events WHERE id = ?1)";
@@ -726,7 +728,7 @@ impl StatusEventSql for SqliteStore {
             .map_err(db("recording status event deliveries"))?;
         for (held, delivery) in deliveries {
             let (status, retry_in, error) = rows::event_delivery_row(delivery);
-            let recorded: Option<(String, String)> = sqlx::query_as(FINISH_EVENT)
+            let recorded: Option<(String, String, Option<i64>)> = sqlx::query_as(FINISH_EVENT)
                 .bind(held.seq)
                 .bind(status)
                 .bind(retry_in.map(micros_of))
@@ -736,7 +738,7 @@ impl StatusEventSql for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("recording status event deliveries"))?;
-            if let (Some((id, message_id)), EventDelivery::Failed { .. }) = (recorded, delivery) {
+            if let (Some((id, message_id, None)), EventDelivery::Failed { .. }) = (recorded, delivery) {
                 sqlx::query(FAIL_LATER_EVENTS)
                     .bind(held.seq)
                     .bind(id)

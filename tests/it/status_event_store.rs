@@ -24,6 +24,7 @@ contract!(
     an_event_written_after_one_of_its_message_failed_is_written_failed,
     a_replay_leaves_an_event_being_sent_to_its_post,
     a_replay_of_an_event_behind_a_failed_one_replays_that_one_first,
+    a_failed_replay_of_an_acknowledged_event_fails_none_after_it,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -671,5 +672,55 @@ async fn a_replay_of_an_event_behind_a_failed_one_replays_that_one_first(databas
             .map(|e| e.id)
             .collect::<Vec<_>>(),
         [delivered_event.id]
+    );
+}
+
+/// The receiver lost an event it had acknowledged; the operator replays it while a later event of its
+/// message waits for a retry, and the replay fails: the later one is not failed with it (the receiver had
+/// the earlier one), and goes on.
+async fn a_failed_replay_of_an_acknowledged_event_fails_none_after_it(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    let ids = finish_all(database, vec![sent(&provider_id)]).await;
+    let sent_event = events.claim_due_events(10, LEASE).await.unwrap().remove(0);
+    events
+        .finish_events(&[(sent_event.held(), EventDelivery::Delivered)])
+        .await
+        .unwrap();
+    deliver(database, &provider_id, ids[0]).await;
+    let delivered_event = events.claim_due_events(10, LEASE).await.unwrap().remove(0);
+    assert_eq!(delivered_event.kind, StatusEventType::Delivered);
+    events
+        .finish_events(&[(
+            delivered_event.held(),
+            EventDelivery::RetryIn {
+                delay: Duration::ZERO,
+                error: "the receiver answered 503".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+
+    let replayed = events.retry_event(sent_event.id).await.unwrap().unwrap();
+    assert!(replayed.delivered_at.is_some(), "it keeps the time the receiver had it");
+    let round = events.claim_due_events(10, LEASE).await.unwrap();
+    assert_eq!(round.iter().map(|e| e.id).collect::<Vec<_>>(), [sent_event.id]);
+    events
+        .finish_events(&[(
+            round[0].held(),
+            EventDelivery::Failed {
+                error: "not acknowledged within STATUS_WEBHOOK_MAX_AGE".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+
+    let pending = events.list_events(Some(EventStatus::Pending), 10, None).await.unwrap();
+    assert_eq!(pending.iter().map(|e| e.id).collect::<Vec<_>>(), [delivered_event.id]);
+    assert_eq!(
+        events.claim_due_events(10, LEASE).await.unwrap()[0].id,
+        delivered_event.id,
+        "it goes on"
     );
 }

@@ -56,6 +56,7 @@ pub struct EventResponse {
     /// Why the last attempt was not acknowledged.
     last_error: Option<String>,
     created_at: DateTime<Utc>,
+    /// When the receiver acknowledged it; a replay keeps it until the receiver acknowledges it again.
     delivered_at: Option<DateTime<Utc>>,
     /// The body sent: `{"type", "timestamp", "data"}`.
     #[schema(value_type = Object)]
