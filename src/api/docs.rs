@@ -3,7 +3,10 @@
 use actix_web::{HttpResponse, web};
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        ContentBuilder, Ref, RefOr, ResponseBuilder,
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -47,7 +50,7 @@ pub const SPEC_PATH: &str = "/api-docs/openapi.json";
         routes::campaigns::cancel,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonResponses),
     tags(
         (name = "messages", description = "Enqueue messages and read what was sent"),
         (name = "scheduler", description = "Start and stop sending"),
@@ -87,6 +90,67 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// The answers the middleware gives on any route, added where a route's own annotation leaves them out:
+/// 403 `cross_site_request` for a request a page of another site sent (`cross_site.rs`: any but a read;
+/// `auth.rs`: any request of a page to a route behind `API_KEY` while it is unset, by a host name), 415
+/// for a body that is not JSON (any but a read), and, on a route that takes a body, 413 over its limit
+/// and 408 when it stalls (`body_timeout.rs`).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                (false, &mut item.get),
+                (true, &mut item.post),
+                (true, &mut item.put),
+                (true, &mut item.patch),
+                (true, &mut item.delete),
+            ];
+            for (writes, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let mut answers: Vec<(&str, &str)> = Vec::new();
+                if writes || operation.security.is_some() {
+                    answers.push((
+                        "403",
+                        "A page of another site sent it, or reached the open API (`API_KEY` unset) by a host name \
+                         (`cross_site_request`)",
+                    ));
+                }
+                if writes {
+                    answers.push(("415", "A body not sent as JSON (`unsupported_media_type`)"));
+                }
+                if operation.request_body.is_some() {
+                    answers.push(("413", "The body is over its limit (`body_too_large`)"));
+                    answers.push((
+                        "408",
+                        "The body did not arrive within 10 s of the request's head (`body_timeout`)",
+                    ));
+                }
+                for (status, description) in answers {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::T(error_response(description)));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }
 
 /// Swagger UI at `/swagger-ui/`, the spec at `/api-docs/openapi.json`, and redirects from the other

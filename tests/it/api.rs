@@ -771,3 +771,38 @@ async fn a_sqlite_file_locked_by_another_writer_is_a_503_to_retry_not_a_500() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+/// What the middleware answers on any route is in the spec beside the route's own answers: a body that is
+/// not JSON is 415 on every route that writes, and a request a page of another site sent is 403.
+#[actix_web::test]
+async fn the_spec_lists_the_refusals_every_route_that_writes_gives() {
+    use utoipa::OpenApi;
+    let app = TestApp::builder().var("CALLBACK_AUTH_KEY", "callback-key").spawn().await;
+    let spec = serde_json::to_value(insider_messaging::api::docs::ApiDoc::openapi()).unwrap();
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if method == "get" {
+                continue;
+            }
+            let listed = |status: &str| operation["responses"].get(status).is_some();
+            let url = path
+                .replace("{id}", &Uuid::new_v4().to_string())
+                .replace("{campaign}", "promo")
+                .replace("{to}", "%2B905551111111");
+            let verb = method.to_uppercase();
+            let (status, _) = app
+                .request(&verb, &url, &[], Some((Some("text/plain"), b"hello")))
+                .await;
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{verb} {path}");
+            assert!(listed("415"), "{verb} {path} does not list 415");
+            let (status, _) = app
+                .request(&verb, &url, &[("origin", "https://evil.example")], None)
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{verb} {path}");
+            assert!(listed("403"), "{verb} {path} does not list 403");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 14, "every operation but the reads");
+}
