@@ -59,7 +59,8 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
 
 # `serve` applies the database migrations at start-up (before it binds HTTP_ADDR, so a healthy container has a
 # migrated database); run `migrate` instead to apply them and exit. On SIGTERM the service stops claiming and
-# waits up to SHUTDOWN_GRACE (default 20s) for sends in flight: give `docker stop` a longer --time.
+# waits up to SHUTDOWN_GRACE (default 20s) for sends in flight, then up to 12 s more for its last steps: give
+# `docker stop` a --time of SHUTDOWN_GRACE and 12 s or more.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/insider-messaging"]
 CMD ["serve"]

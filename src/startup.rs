@@ -24,6 +24,10 @@ use crate::{
 
 /// How long shutdown waits for the database's connections in use to come back.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// After the drain, how long requests under way may take to finish before the server stops: actix's own
+/// default, 30 s, put the exit well past `SHUTDOWN_GRACE` and an orchestrator's kill timeout when a
+/// client was slow (a body trickling in, a large page read slowly).
+const REQUESTS_FINISH_WITHIN: Duration = Duration::from_secs(5);
 
 pub struct Application {
     port: u16,
@@ -112,6 +116,7 @@ impl Application {
         })
         // Signals are ours: shutdown must drain the pipeline before the server stops.
         .disable_signals()
+        .shutdown_timeout(REQUESTS_FINISH_WITHIN.as_secs())
         .listen(listener)
         .context("starting the HTTP server")?
         .run();

@@ -777,7 +777,10 @@ async fn a_sqlite_file_locked_by_another_writer_is_a_503_to_retry_not_a_500() {
 #[actix_web::test]
 async fn the_spec_lists_the_refusals_every_route_that_writes_gives() {
     use utoipa::OpenApi;
-    let app = TestApp::builder().var("CALLBACK_AUTH_KEY", "callback-key").spawn().await;
+    let app = TestApp::builder()
+        .var("CALLBACK_AUTH_KEY", "callback-key")
+        .spawn()
+        .await;
     let spec = serde_json::to_value(insider_messaging::api::docs::ApiDoc::openapi()).unwrap();
     let mut checked = 0;
     for (path, item) in spec["paths"].as_object().unwrap() {
@@ -805,4 +808,33 @@ async fn the_spec_lists_the_refusals_every_route_that_writes_gives() {
         }
     }
     assert_eq!(checked, 14, "every operation but the reads");
+}
+
+/// A client whose request is still arriving when the service stops holds the exit for a few seconds, not
+/// for actix's default 30 (nor for the body's 10 s time limit).
+#[actix_web::test]
+async fn a_request_still_arriving_at_shutdown_holds_the_exit_a_few_seconds_at_most() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&host).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /messages HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    app.shutdown().await.expect("a clean stop");
+
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(slow);
 }
