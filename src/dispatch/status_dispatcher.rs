@@ -343,6 +343,8 @@ impl Deliverer {
             super::retry::RetryDecision::RetryIn(delay) => delay,
             super::retry::RetryDecision::GiveUp => self.target.backoff.backoff_max,
         };
+        // The last try at the horizon, not a backoff past it: an event is failed within its max age.
+        let delay = delay.min(self.target.max_age.saturating_sub(age));
         EventDelivery::RetryIn { delay, error }
     }
 }

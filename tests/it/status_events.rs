@@ -432,3 +432,26 @@ async fn a_process_killed_with_events_pending_loses_none_and_the_restart_deliver
         assert_signed(&request);
     }
 }
+
+#[actix_web::test]
+async fn an_event_is_failed_at_its_max_age_not_a_backoff_past_it() {
+    let receiver = receiver(usize::MAX).await;
+    let provider = refusing_every_message().await;
+    let app = with_status_webhooks(&receiver)
+        .var("STATUS_WEBHOOK_MAX_AGE", "1s")
+        .var("BACKOFF_MIN", "30s")
+        .var("BACKOFF_MAX", "1m")
+        .provider(&Arc::new(provider))
+        .spawn()
+        .await;
+    app.database.insert_many(1).await;
+    let started = std::time::Instant::now();
+    app.tick_and_settle().await;
+
+    wait_for("the event is given up on", || async {
+        (!events(&app, "?status=failed").await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(receiver.received_requests().await.unwrap().len() >= 2, "tried again at the horizon");
+}
