@@ -104,6 +104,19 @@ impl Breaker {
         self.state
     }
 
+    /// When the state changes by itself, if it will: the cool-down's end, or the probe's patience running
+    /// out. Claims stop until then, and nothing else may come to wake the fetcher (a drain with budget
+    /// left waits for no tick).
+    pub fn next_change(&self) -> Option<Instant> {
+        match self.state {
+            BreakerState::Open { until } => Some(until),
+            BreakerState::HalfOpen {
+                probe_since: Some(since),
+            } => Some(since + PROBE_PATIENCE),
+            _ => None,
+        }
+    }
+
     /// How many messages a tick may claim, given the free send slots.
     pub fn allowance(&mut self, free_slots: usize, now: Instant) -> usize {
         match self.state(now) {

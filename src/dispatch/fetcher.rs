@@ -213,10 +213,11 @@ impl FetcherActor {
             }
         }
         // The earliest deadline still ahead: a past one (a pace already over) must not hide the end of a
-        // pause, nor a pause that ended unnoticed the pace's next draw.
+        // pause, nor a pause that ended unnoticed the pace's next draw; and the breaker's, so that its probe
+        // goes when the cool-down ends, not at the next tick.
         self.wake_at(
             ctx,
-            [self.throttled_until, self.paced_until]
+            [self.throttled_until, self.paced_until, self.breaker.next_change()]
                 .into_iter()
                 .flatten()
                 .filter(|at| *at > now)

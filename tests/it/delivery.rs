@@ -730,3 +730,50 @@ async fn rows_of_invisible_content_or_with_bidi_controls_fail_when_claimed_witho
     assert_eq!(app.database.row(good).await.status, "sent");
     assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
 }
+
+/// A drain the breaker stopped probes the provider when the cool-down ends, not at the next tick (an hour
+/// here): the sending goes on by itself once the provider answers again.
+#[actix_web::test]
+async fn an_open_breaker_probes_when_its_cool_down_ends_not_at_the_next_tick() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(10)
+        .with_priority(1)
+        .mount(&provider)
+        .await;
+    accept_all(&provider, Duration::ZERO).await;
+    let database = TestDatabase::create().await;
+    database.insert_many(100).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .provider(&std::sync::Arc::new(provider))
+        .var("AUTOSTART", "true")
+        .var("BATCH_SIZE", "500")
+        .var("WEBHOOK_CONCURRENCY", "2")
+        .spawn()
+        .await;
+
+    wait_until("the breaker opens", || async {
+        app.metric("breaker_state").await == 1.0
+    })
+    .await;
+    let opened = std::time::Instant::now();
+    // What was already claimed when it opened goes out; then nothing until the probe.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_the_probe = app.provider.received_requests().await.unwrap().len();
+    // The cool-down is 30 s.
+    let deadline = opened + Duration::from_secs(40);
+    while app.provider.received_requests().await.unwrap().len() == before_the_probe {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no probe within the cool-down and 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(opened.elapsed() >= Duration::from_secs(25), "{:?}", opened.elapsed());
+    wait_until("sending goes on", || async {
+        database.count_with_status("sent").await == 100
+    })
+    .await;
+}

@@ -452,6 +452,13 @@ async fn an_event_is_failed_at_its_max_age_not_a_backoff_past_it() {
         (!events(&app, "?status=failed").await.is_empty()).then_some(())
     })
     .await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
-    assert!(receiver.received_requests().await.unwrap().len() >= 2, "tried again at the horizon");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        receiver.received_requests().await.unwrap().len() >= 2,
+        "tried again at the horizon"
+    );
 }
