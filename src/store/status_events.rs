@@ -268,10 +268,14 @@ pub(super) async fn write_events<W: EventWriter>(
     let leased = W::insert_events(tx, events, &offered, lease).await?;
     let mut leased = claimed(leased)?;
     leased.retain(|event| event.attempts > 0);
-    Ok(Handoff {
-        feed: reserved.map(|(feed, (permit, _))| (feed.clone(), permit)),
-        leased,
-    })
+    // The room of those offered and not leased (behind another pending event of their message: during a
+    // receiver's outage, most) goes back now, not when the leased ones are recorded.
+    let feed = reserved.map(|(feed, (mut permit, _))| {
+        let unused = permit.num_permits().saturating_sub(leased.len());
+        drop(permit.split(unused));
+        (feed.clone(), permit)
+    });
+    Ok(Handoff { feed, leased })
 }
 
 /// The outbox statements whose text is dialect, and the one whose shape is (recording a round's

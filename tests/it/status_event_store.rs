@@ -25,6 +25,7 @@ contract!(
     a_replay_leaves_an_event_being_sent_to_its_post,
     a_replay_of_an_event_behind_a_failed_one_replays_that_one_first,
     a_failed_replay_of_an_acknowledged_event_fails_none_after_it,
+    an_event_written_beside_a_handed_one_but_not_leased_holds_no_room_in_the_feed,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -723,4 +724,60 @@ async fn a_failed_replay_of_an_acknowledged_event_fails_none_after_it(database: 
         delivered_event.id,
         "it goes on"
     );
+}
+
+/// Of two events written together, one handed over and one behind a pending event of its message (not
+/// leased), only the handed one holds room in the feed: the next message's event is handed over too.
+async fn an_event_written_beside_a_handed_one_but_not_leased_holds_no_room_in_the_feed(database: &TestDatabase) {
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let (feed, mut handed) = EventFeed::new(4, LEASE);
+    events.hand_status_events_to(feed);
+    let providers: Vec<String> = (0..2).map(|_| format!("prov-{}", Uuid::new_v4())).collect();
+    let ids = finish_all(database, providers.iter().map(|p| sent(p)).collect()).await;
+    let first = handed.try_recv().expect("both message.sent events are handed over");
+    let b_sent = first.events.iter().find(|e| e.message_id == ids[1]).unwrap().held();
+    events
+        .finish_events(&[(b_sent, EventDelivery::Delivered)])
+        .await
+        .unwrap();
+
+    // Both delivered in one settle: A's event waits behind its message.sent, B's is handed over.
+    let seqs = database
+        .receipts
+        .insert_receipts(
+            &providers
+                .iter()
+                .map(|p| Receipt {
+                    provider_message_id: ProviderMessageId::parse(p).unwrap(),
+                    status: ReceiptStatus::Delivered,
+                    reported_at: Utc::now(),
+                    error: None,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    database
+        .receipts
+        .settle_receipts(&[
+            Settlement::Apply {
+                seq: seqs[0],
+                message_id: ids[0],
+            },
+            Settlement::Apply {
+                seq: seqs[1],
+                message_id: ids[1],
+            },
+        ])
+        .await
+        .unwrap();
+    let second = handed.try_recv().expect("B's message.delivered is handed over");
+    assert_eq!(second.events.iter().map(|e| e.message_id).collect::<Vec<_>>(), [ids[1]]);
+
+    // Room for four: two held by the first handover, one by the second.
+    let more = finish_all(database, vec![sent(&format!("prov-{}", Uuid::new_v4()))]).await;
+    let third = handed.try_recv().expect("room for one more");
+    assert_eq!(third.events.iter().map(|e| e.message_id).collect::<Vec<_>>(), [more[0]]);
+    drop((first, second));
 }
