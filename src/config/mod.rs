@@ -74,7 +74,7 @@ settings! {
     webhook_timeout: Duration = "WEBHOOK_TIMEOUT" as POSITIVE_DURATION, Unset::Default("10s");
     /// How long shutdown waits for sends in flight.
     shutdown_grace: Duration = "SHUTDOWN_GRACE" as DURATION, Unset::Default("20s");
-    /// The wait after a first failed attempt; it doubles per attempt, with jitter.
+    /// The shortest wait after a failed attempt (the first waits 1 to 2 times it); it doubles per attempt, with jitter.
     backoff_min: Duration = "BACKOFF_MIN" as POSITIVE_DURATION, Unset::Default("1s");
     /// The longest wait between attempts, `Retry-After` included.
     backoff_max: Duration = "BACKOFF_MAX" as DURATION, Unset::Default("10m");

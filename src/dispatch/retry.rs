@@ -2,7 +2,8 @@
 //!
 //! Exponential backoff from `BACKOFF_MIN`, doubling per attempt up to `BACKOFF_MAX`, with "equal
 //! jitter" (half the delay fixed, half random) so that messages failed together do not come back
-//! together. A provider's `Retry-After` is a floor, clamped to `BACKOFF_MAX`. After `MAX_RETRIES`
+//! together: after the first attempt, between `BACKOFF_MIN` and twice it (its ceiling is `BACKOFF_MIN`
+//! itself, half of which would be under the floor). A provider's `Retry-After` is a floor, clamped to `BACKOFF_MAX`. After `MAX_RETRIES`
 //! attempts the message is failed: the dead-letter state, with its last reason.
 
 use std::{num::NonZeroU32, time::Duration};
@@ -30,11 +31,10 @@ impl RetryPolicy {
         }
         let doublings = attempt.saturating_sub(1).min(31);
         let ceiling = self.backoff_min.saturating_mul(1 << doublings).min(self.backoff_max);
-        let jittered = ceiling / 2 + ceiling.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
-        let delay = jittered
-            .max(self.backoff_min)
-            .max(retry_after.unwrap_or_default())
-            .min(self.backoff_max);
+        let low = (ceiling / 2).max(self.backoff_min);
+        let high = ceiling.max(self.backoff_min.saturating_mul(2));
+        let jittered = low + (high - low).mul_f64(jitter.clamp(0.0, 1.0));
+        let delay = jittered.max(retry_after.unwrap_or_default()).min(self.backoff_max);
         RetryDecision::RetryIn(delay)
     }
 }
@@ -71,9 +71,13 @@ mod tests {
 
     #[test]
     fn the_ceiling_doubles_and_jitter_spreads_below_it() {
-        // The first ceiling is BACKOFF_MIN itself, which is also the floor.
+        // The first ceiling is BACKOFF_MIN itself, which is also the floor: the first wait spreads from it to
+        // twice it, or a round failed together would come back together.
         assert_eq!(delay(1, None, 0.0), Duration::from_secs(1));
-        assert_eq!(delay(1, None, 0.999_999), Duration::from_secs(1));
+        assert_eq!(delay(1, None, 0.5), Duration::from_millis(1500));
+        assert_eq!(delay(1, None, 0.999_999).as_secs(), 1);
+        assert_eq!(delay(2, None, 0.0), Duration::from_secs(1));
+        assert_eq!(delay(2, None, 0.999_999).as_secs(), 1, "under 2 s");
         assert_eq!(delay(4, None, 0.0), Duration::from_secs(4), "half of 8s");
         assert_eq!(delay(4, None, 0.999_999).as_secs(), 7);
         assert_eq!(delay(9, None, 0.999_999).as_secs(), 255);
