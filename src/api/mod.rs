@@ -11,6 +11,7 @@ pub mod error;
 pub mod json_value;
 pub mod request_metrics;
 pub mod routes;
+pub mod time;
 
 use std::sync::Arc;
 

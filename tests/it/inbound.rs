@@ -185,6 +185,20 @@ async fn inbound_takes_only_the_callback_key_and_its_list_only_the_api_key() {
         (status, answer["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("from"))
     );
+    // Go's zero time is no time a phone sent a reply at.
+    let (status, answer) = call(
+        &app,
+        "POST",
+        "/inbound",
+        &[("x-ins-auth-key", CALLBACK_KEY)],
+        Some(json!({"from": NUMBER, "content": "STOP", "at": "0001-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("at")),
+        "{answer}"
+    );
     let (_, list) = call(&app, "GET", "/opt-outs", &[("x-api-key", API_KEY)], None).await;
     assert_eq!(list["items"], json!([]), "nothing refused changed the list");
 }

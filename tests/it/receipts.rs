@@ -406,6 +406,12 @@ async fn a_malformed_receipt_is_refused_naming_the_field_and_nothing_is_stored()
             "at",
             "RFC 3339",
         ),
+        // Go's zero time: it became the message's `delivered_at`.
+        (
+            json!({"messageId": "p", "status": "delivered", "at": "0001-01-01T00:00:00Z"}),
+            "at",
+            "between",
+        ),
         (json!([]), "receipts", "empty"),
         (Value::Array(vec![good.clone(); 1001]), "receipts", "at most 1000"),
     ];

@@ -16,6 +16,7 @@ use crate::{
         callback_auth::require_callback_key,
         callback_body::json_body,
         error::{ApiError, ErrorBody},
+        time::parse_time,
     },
     domain::{InboundAction, PhoneNumber},
     store::{InboundReply, StoredReply, TakenReply},
@@ -147,9 +148,7 @@ pub async fn receive(
     }
     let at = match fields.get("at") {
         None | Some(Value::Null) => Utc::now(),
-        Some(Value::String(raw)) => DateTime::parse_from_rfc3339(raw)
-            .map_err(|e| ApiError::invalid("at", format!("must be an RFC 3339 time: {e}")))?
-            .with_timezone(&Utc),
+        Some(Value::String(raw)) => parse_time("at", raw)?,
         Some(_) => return Err(ApiError::invalid("at", "must be a string")),
     };
     // A reply is not sent in the future: an `at` ahead of our clock (a provider's skew, a bad year)

@@ -16,21 +16,13 @@ use crate::{
         AppState,
         error::{ApiError, ErrorBody},
         json_value::UniqueKeys,
+        time::parse_time,
     },
     domain::{
         Attempt, DeliveryStatus, Encoding, Message, MessageContent, MessageStatus, NewMessage, PhoneNumber, Priority,
         Schedule, is_bidi_control, is_invisible, segments_of,
     },
 };
-
-/// The times a message may name, in seconds since the epoch: 0001-01-02T00:00:00Z to
-/// 9999-12-31T00:00:00Z, what the store keeps (`messages_times_in_range`: the years 1 to 9999, ends
-/// excluded) with a day's margin for the zone its bounds were read in. Go's zero time,
-/// 0001-01-01T00:00:00Z, a client's way of saying "none", was a 500 on Postgres.
-const EARLIEST_TIME: i64 = -62_135_510_400;
-const LATEST_TIME: i64 = 253_402_214_400;
-const TIME_OUT_OF_RANGE: &str =
-    "must be between 0001-01-02T00:00:00Z and 9999-12-31T00:00:00Z (omit it for none: Go's zero time is not one)";
 
 /// A message to enqueue.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -150,20 +142,7 @@ impl CreateMessageRequest {
             Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(_) => Err(ApiError::invalid(name, "must be a string")),
         };
-        let time = |name: &'static str| {
-            optional_text(name)?
-                .map(|raw| {
-                    let at = DateTime::parse_from_rfc3339(raw)
-                        .map(|at| at.with_timezone(&Utc))
-                        .map_err(|e| ApiError::invalid(name, format!("must be an RFC 3339 time: {e}")))?;
-                    if (EARLIEST_TIME..=LATEST_TIME).contains(&at.timestamp()) {
-                        Ok(at)
-                    } else {
-                        Err(ApiError::invalid(name, TIME_OUT_OF_RANGE))
-                    }
-                })
-                .transpose()
-        };
+        let time = |name: &'static str| optional_text(name)?.map(|raw| parse_time(name, raw)).transpose();
         Ok(Self {
             to: text("to")?,
             content: text("content")?,
