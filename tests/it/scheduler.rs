@@ -2,6 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use wiremock::MockServer;
 
@@ -285,14 +286,44 @@ async fn readiness_is_503_draining_while_the_instance_shuts_down() {
     let mut answer = client.get(format!("{address}/readyz")).send().await.expect("an answer");
     let body: serde_json::Value = answer.json().await.expect("JSON");
 
-    assert_eq!(
-        answer.status(),
-        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-        "{body}"
-    );
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(
         (&body["status"], &body["pipeline"]),
         (&serde_json::json!("not_ready"), &serde_json::json!("draining"))
     );
     drained.await.expect("the drain's task").expect("a clean drain");
+}
+
+/// SQLite keeps an id as the text it was given, and the service finds a claimed message again by its id
+/// in lowercase: an id in capitals (a GUID from .NET or SQL Server) was POSTed every 30 s for good, its
+/// result never recorded. Now it is stored in lowercase, and a spelling that is no UUID is refused at
+/// the INSERT, not claimed.
+#[actix_web::test]
+async fn on_sqlite_a_plain_insert_naming_its_id_in_capitals_is_sent_once_and_recorded() {
+    let database = TestDatabase::sqlite().await;
+    let app = TestApp::builder().database(&database).spawn().await;
+    let pool = sqlx::SqlitePool::connect(&database.url).await.unwrap();
+    let insert = |id: &'static str| {
+        sqlx::query("INSERT INTO messages (id, phone_number, content) VALUES (?1, '+905551111111', 'hello')")
+            .bind(id)
+            .execute(&pool)
+    };
+    insert("6F9619FF-8B86-D011-B42D-00C04FC964FF").await.unwrap();
+    for refused in [
+        "{6f9619ff-8b86-d011-b42d-00c04fc964fe}",
+        "6f9619ff8b86d011b42d00c04fc964fe",
+        "42",
+    ] {
+        let error = insert(refused).await.expect_err(refused).to_string();
+        assert!(error.contains("messages.id must be a UUID"), "{refused}: {error}");
+    }
+
+    app.tick_and_settle().await;
+
+    let (status, message) = app.get("/messages/6f9619ff-8b86-d011-b42d-00c04fc964ff").await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    assert_eq!(message["status"], "sent", "{message}");
+    assert_eq!(message["attempts"], 1, "{message}");
+    assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
+    assert_eq!(database.count_with_status("sending").await, 0);
 }
