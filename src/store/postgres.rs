@@ -565,17 +565,34 @@ type AppliedRow = (
 
 #[async_trait]
 impl StatusEventSql for PostgresStore {
+    // An event picked behind a failed one of its message is failed, not leased: the failure's cascade
+    // (`finish_events.sql`) cannot see an event a transaction still uncommitted is writing, and the write's
+    // own check saw the failed one still pending. SQLite's one writer runs the two one after the other.
     const CLAIM_DUE_EVENTS: &'static str = concat!(
-        "UPDATE status_events SET attempts = attempts + 1, lease_expires_at = now() + make_interval(secs => $2)
-          WHERE seq IN (
-              SELECT e.seq FROM status_events e
-               WHERE e.status = 'pending' AND e.next_attempt_at <= now()
-                 AND (e.lease_expires_at IS NULL OR e.lease_expires_at < now())
-                 AND NOT EXISTS (SELECT 1 FROM status_events o
-                                  WHERE o.message_id = e.message_id AND o.status = 'pending' AND o.seq < e.seq)
-               ORDER BY e.next_attempt_at, e.seq
-               LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
+        "WITH picked AS (
+             SELECT e.seq, e.message_id FROM status_events e
+              WHERE e.status = 'pending' AND e.next_attempt_at <= now()
+                AND (e.lease_expires_at IS NULL OR e.lease_expires_at < now())
+                AND NOT EXISTS (SELECT 1 FROM status_events o
+                                 WHERE o.message_id = e.message_id AND o.status = 'pending' AND o.seq < e.seq)
+              ORDER BY e.next_attempt_at, e.seq
+              LIMIT $1
+                FOR UPDATE SKIP LOCKED
+         ), behind_failed AS (
+             SELECT p.seq, f.id FROM picked p
+               JOIN LATERAL (SELECT o.id FROM status_events o
+                              WHERE o.message_id = p.message_id AND o.status = 'failed' AND o.seq < p.seq
+                                AND o.delivered_at IS NULL
+                              ORDER BY o.seq LIMIT 1) AS f ON true
+         ), failed AS (
+             UPDATE status_events e
+                SET status = 'failed', lease_expires_at = NULL,
+                    last_error = 'not sent: event ' || b.id || ' of this message, before it, failed'
+               FROM behind_failed b
+              WHERE e.seq = b.seq
+         )
+         UPDATE status_events SET attempts = attempts + 1, lease_expires_at = now() + make_interval(secs => $2)
+          WHERE seq IN (SELECT seq FROM picked) AND seq NOT IN (SELECT seq FROM behind_failed)
       RETURNING ",
         event_columns!()
     );

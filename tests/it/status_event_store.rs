@@ -631,6 +631,61 @@ async fn a_retention_batch_of_delivered_events_reads_the_batch_not_every_deliver
     );
 }
 
+/// On Postgres a change writing its message's next event can run beside the delivery record that fails
+/// the one before: the write saw that one still pending, and the failure's cascade cannot see a row not
+/// yet committed. The claim then finds the later event behind a failed one, and fails it instead of
+/// sending it out of order.
+#[tokio::test]
+async fn an_event_written_while_the_one_before_it_failed_is_failed_by_the_claim_not_sent() {
+    let database = TestDatabase::create().await;
+    let events = database.all.as_ref();
+    events.write_status_events(true);
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    let ids = finish_all(&database, vec![sent(&provider_id)]).await;
+    let sent_event = events.claim_due_events(10, LEASE).await.unwrap().remove(0);
+
+    // The carrier's receipt's change, written as `settle_receipts` writes it, its commit still ahead.
+    let mut change = database.pg().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO status_events (id, message_id, type, payload) VALUES (gen_random_uuid(), $1, 'message.delivered', '{}')",
+    )
+    .bind(ids[0])
+    .execute(&mut *change)
+    .await
+    .unwrap();
+    events
+        .finish_events(&[(
+            sent_event.held(),
+            EventDelivery::Failed {
+                error: "not acknowledged within STATUS_WEBHOOK_MAX_AGE".to_owned(),
+            },
+        )])
+        .await
+        .unwrap();
+    change.commit().await.unwrap();
+
+    assert!(
+        events.claim_due_events(10, LEASE).await.unwrap().is_empty(),
+        "message.delivered does not go after message.sent failed"
+    );
+    let failed = events.list_events(Some(EventStatus::Failed), 10, None).await.unwrap();
+    let delivered = failed
+        .iter()
+        .find(|e| e.kind == StatusEventType::Delivered)
+        .expect("failed by the claim");
+    assert_eq!(
+        delivered.last_error.as_deref(),
+        Some(format!("not sent: event {} of this message, before it, failed", sent_event.id).as_str())
+    );
+    assert!(
+        events
+            .list_events(Some(EventStatus::Pending), 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn a_replay_of_an_event_behind_a_failed_one_replays_that_one_first(database: &TestDatabase) {
     let events = database.all.as_ref();
     events.write_status_events(true);
