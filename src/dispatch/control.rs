@@ -96,11 +96,21 @@ impl ControlActor {
                     _ if !steering => {}
                     Some(switch) if switch.sending && !state.running => {
                         log::info!("the cluster's sending switch is on: starting");
-                        let _ = pipeline.start.send(StartSending).await;
+                        let _ = pipeline
+                            .start
+                            .send(StartSending {
+                                switch_set_at: switch.changed_at,
+                            })
+                            .await;
                     }
                     Some(switch) if !switch.sending && state.running => {
                         log::info!("the cluster's sending switch is off: stopping");
-                        let _ = pipeline.stop.send(StopSending).await;
+                        let _ = pipeline
+                            .stop
+                            .send(StopSending {
+                                switch_set_at: switch.changed_at,
+                            })
+                            .await;
                     }
                     _ => {}
                 }
@@ -118,7 +128,9 @@ impl ControlActor {
                 // a pause of this instance's own (the provider refused our credentials).
                 if act.steering && switch.sending && act.switch_changed_at.is_some_and(|seen| seen < switch.changed_at)
                 {
-                    act.pipeline.start.do_send(StartSending);
+                    act.pipeline.start.do_send(StartSending {
+                        switch_set_at: switch.changed_at,
+                    });
                 }
                 act.switch_changed_at = Some(switch.changed_at);
             }),

@@ -131,16 +131,22 @@ pub struct BreakerReport {
 }
 
 /// API or control actor → scheduler: tick now, then every `INTERVAL`. Idempotent; refused after a
-/// `ShutDown`.
+/// `ShutDown`, and when it follows a setting of the cluster's switch older than one already followed.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]
-pub struct StartSending;
+pub struct StartSending {
+    /// When the switch this follows was set (its `changed_at`).
+    pub switch_set_at: DateTime<Utc>,
+}
 
 /// API or control actor → scheduler: claim nothing more; sends in flight finish and are recorded. A later
-/// `StartSending` starts again. Idempotent.
+/// `StartSending` starts again. Idempotent; refused as `StartSending` is for an older setting.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]
-pub struct StopSending;
+pub struct StopSending {
+    /// When the switch this follows was set (its `changed_at`).
+    pub switch_set_at: DateTime<Utc>,
+}
 
 /// Shutdown (`Pipeline::drain`) → scheduler: stop as `StopSending` does, for the rest of this process:
 /// a later `StartSending` (the cluster's switch still on, seen by the control actor) is refused.

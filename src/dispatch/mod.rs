@@ -310,14 +310,14 @@ impl Pipeline {
 
     /// Turns the cluster's switch on, and this instance at once; the others follow within a heartbeat.
     pub async fn start_sending(&self) -> Result<SchedulerState, PipelineError> {
-        self.cluster.set_sending(true, &self.owner).await?;
-        Ok(self.scheduler.send(StartSending).await?)
+        let switch_set_at = self.cluster.set_sending(true, &self.owner).await?;
+        Ok(self.scheduler.send(StartSending { switch_set_at }).await?)
     }
 
     /// Turns the cluster's switch off, and this instance at once; the others follow within a heartbeat.
     pub async fn stop_sending(&self) -> Result<SchedulerState, PipelineError> {
-        self.cluster.set_sending(false, &self.owner).await?;
-        Ok(self.scheduler.send(StopSending).await?)
+        let switch_set_at = self.cluster.set_sending(false, &self.owner).await?;
+        Ok(self.scheduler.send(StopSending { switch_set_at }).await?)
     }
 
     /// The instances that sent a heartbeat lately, this one included.

@@ -23,6 +23,9 @@ pub struct SchedulerActor {
     last_tick_at: Option<DateTime<Utc>>,
     /// Set by a shutdown: sending never starts again in this process.
     shut_down: bool,
+    /// When the setting of the cluster's switch last followed was made: a start or stop that follows an
+    /// older one (a heartbeat that read the switch just before a stop here) is refused.
+    switch_followed: Option<DateTime<Utc>>,
 }
 
 /// What the scheduler may tell the fetcher.
@@ -49,6 +52,7 @@ impl SchedulerActor {
             timer: None,
             last_tick_at: None,
             shut_down: false,
+            switch_followed: None,
         }
     }
 
@@ -76,6 +80,17 @@ impl SchedulerActor {
             self.metrics.scheduler_running.set(0);
             log::info!("sending stopped: no new claims; sends in flight finish");
         }
+    }
+
+    /// Whether a start or stop following the switch as set at `set_at` is to be followed: not when a later
+    /// setting already was.
+    fn follows(&mut self, set_at: DateTime<Utc>) -> bool {
+        if self.switch_followed.is_some_and(|followed| set_at < followed) {
+            log::debug!(set_at:% = set_at; "a start or stop older than the one followed is ignored");
+            return false;
+        }
+        self.switch_followed = Some(set_at);
+        true
     }
 
     fn tick(&mut self) {
@@ -116,8 +131,10 @@ impl Actor for SchedulerActor {
 impl Handler<StartSending> for SchedulerActor {
     type Result = MessageResult<StartSending>;
 
-    fn handle(&mut self, _: StartSending, ctx: &mut Self::Context) -> Self::Result {
-        self.start_ticking(ctx);
+    fn handle(&mut self, start: StartSending, ctx: &mut Self::Context) -> Self::Result {
+        if self.follows(start.switch_set_at) {
+            self.start_ticking(ctx);
+        }
         MessageResult(self.state())
     }
 }
@@ -125,8 +142,10 @@ impl Handler<StartSending> for SchedulerActor {
 impl Handler<StopSending> for SchedulerActor {
     type Result = MessageResult<StopSending>;
 
-    fn handle(&mut self, _: StopSending, ctx: &mut Self::Context) -> Self::Result {
-        self.stop_ticking(ctx);
+    fn handle(&mut self, stop: StopSending, ctx: &mut Self::Context) -> Self::Result {
+        if self.follows(stop.switch_set_at) {
+            self.stop_ticking(ctx);
+        }
         MessageResult(self.state())
     }
 }
@@ -146,5 +165,83 @@ impl Handler<GetSchedulerState> for SchedulerActor {
 
     fn handle(&mut self, _: GetSchedulerState, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.state())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::messages::TickReport;
+
+    /// Stands in for the fetcher: takes what the scheduler tells it.
+    struct Fetcher;
+
+    impl Actor for Fetcher {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Tick> for Fetcher {
+        type Result = MessageResult<Tick>;
+
+        fn handle(&mut self, _: Tick, _: &mut Self::Context) -> Self::Result {
+            MessageResult(TickReport::default())
+        }
+    }
+
+    impl Handler<PauseClaims> for Fetcher {
+        type Result = ();
+
+        fn handle(&mut self, _: PauseClaims, _: &mut Self::Context) {}
+    }
+
+    impl Handler<ResumeClaims> for Fetcher {
+        type Result = ();
+
+        fn handle(&mut self, _: ResumeClaims, _: &mut Self::Context) {}
+    }
+
+    #[actix_rt::test]
+    async fn a_start_following_an_older_setting_of_the_switch_than_a_stop_does_not_undo_it() {
+        let fetcher = Fetcher.start();
+        let controls = FetcherControls {
+            tick: fetcher.clone().recipient(),
+            pause: fetcher.clone().recipient(),
+            resume: fetcher.recipient(),
+        };
+        let metrics = Metrics::new().unwrap();
+        let scheduler = SchedulerActor::new(Duration::from_secs(3600), 2, false, controls, metrics).start();
+        let started_at = Utc::now();
+        let stopped_at = started_at + chrono::Duration::milliseconds(300);
+
+        let state = scheduler
+            .send(StartSending {
+                switch_set_at: started_at,
+            })
+            .await
+            .unwrap();
+        assert!(state.running);
+        let state = scheduler
+            .send(StopSending {
+                switch_set_at: stopped_at,
+            })
+            .await
+            .unwrap();
+        assert!(!state.running);
+        // A heartbeat that read the switch as the start left it, acting after the stop here.
+        let state = scheduler
+            .send(StartSending {
+                switch_set_at: started_at,
+            })
+            .await
+            .unwrap();
+        assert!(!state.running, "the stop holds");
+
+        let state = scheduler
+            .send(StartSending {
+                switch_set_at: stopped_at + chrono::Duration::milliseconds(1),
+            })
+            .await
+            .unwrap();
+        assert!(state.running, "a later start starts");
     }
 }

@@ -433,7 +433,8 @@ impl ClusterSql for PostgresStore {
         "INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING";
     const SET_SENDING: &'static str = "
         INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2)
-        ON CONFLICT (id) DO UPDATE SET sending = $1, changed_by = $2, changed_at = now()";
+        ON CONFLICT (id) DO UPDATE SET sending = $1, changed_by = $2, changed_at = now()
+        RETURNING changed_at";
 
     async fn beat(&self, replica: &Replica) -> Result<Option<(bool, DateTime<Utc>)>, StoreError> {
         sqlx::query_as(
