@@ -49,6 +49,10 @@ const RESCUE_WINDOW: Duration = Duration::from_secs(30);
 const FULL_RESCUE_EVERY: Duration = Duration::from_secs(60);
 /// A replica whose heartbeat is younger than this keeps its leases: three missed beats make it dead.
 pub const OWNER_FRESH: Duration = Duration::from_secs(3);
+/// Another replica's leases are taken only once this instance has reached the database this long
+/// without a failure: after an outage every heartbeat is old, and a live replica's next one may wait
+/// out a pool's acquire timeout before it lands.
+const UP_BEFORE_RESCUING_OTHERS: Duration = Duration::from_secs(8);
 /// A 429 without `Retry-After` pauses this instance at least this long (the cluster decides the rest).
 const THROTTLE_FLOOR: Duration = Duration::from_secs(1);
 /// Claims resume after the last row claimed (`Frontier`), and this often one starts from the oldest due
@@ -88,6 +92,18 @@ pub struct FetcherActor {
     rescuing: bool,
     last_rescue: Option<Instant>,
     last_full_rescue: Option<Instant>,
+    /// Since when this instance's claims and rescues have reached the database without a failure.
+    store_up_since: Option<Instant>,
+}
+
+/// What one rescue may take.
+struct RescueScope {
+    /// The claim tokens this instance holds.
+    live: Vec<Uuid>,
+    /// Only leases that ran out this recently; `None` for all.
+    window: Option<Duration>,
+    /// Other replicas' leases too (`Rescue::others`).
+    others: bool,
 }
 
 /// What a claim may take and how its rows are judged.
@@ -165,6 +181,7 @@ impl FetcherActor {
             rescuing: false,
             last_rescue: None,
             last_full_rescue: None,
+            store_up_since: None,
         }
     }
 
@@ -289,9 +306,10 @@ impl FetcherActor {
         self.frontier
     }
 
-    /// What a rescue now may take: not this instance's own claims, nor a live replica's; the recent
+    /// What a rescue now may take: not this instance's own claims, nor a live replica's, nor any other
+    /// replica's until this one has reached the database for `UP_BEFORE_RESCUING_OTHERS`; the recent
     /// leases only, but every minute all of them.
-    fn rescue_scope(&mut self) -> (Vec<Uuid>, Option<Duration>) {
+    fn rescue_scope(&mut self) -> RescueScope {
         let now = Instant::now();
         self.last_rescue = Some(now);
         let full = self
@@ -300,12 +318,28 @@ impl FetcherActor {
         if full {
             self.last_full_rescue = Some(now);
         }
-        (self.live.iter().copied().collect(), (!full).then_some(RESCUE_WINDOW))
+        RescueScope {
+            live: self.live.iter().copied().collect(),
+            window: (!full).then_some(RESCUE_WINDOW),
+            others: self
+                .store_up_since
+                .is_some_and(|up| now.saturating_duration_since(up) >= UP_BEFORE_RESCUING_OTHERS),
+        }
+    }
+
+    /// Notes whether the database answered a claim or a rescue.
+    fn note_store(&mut self, answered: bool) {
+        if answered {
+            self.store_up_since.get_or_insert_with(Instant::now);
+        } else {
+            self.store_up_since = None;
+        }
     }
 
     /// Takes what a claim returned: the buffer gets the valid rows (or they go back, when sending stopped
     /// meanwhile), the persister the invalid ones, and the pace is noted.
     fn take(&mut self, result: Result<ClaimedBatch, StoreError>, source: TickSource) -> TickReport {
+        self.note_store(result.is_ok());
         let batch = match result {
             Ok(batch) => batch,
             Err(error) => {
@@ -488,6 +522,7 @@ impl FetcherActor {
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     act.rescuing = false;
+                    act.note_store(result.is_ok());
                     match result {
                         Ok(rescued) => {
                             act.metrics.leases_rescued_total.inc_by(rescued as u64);
@@ -509,17 +544,14 @@ fn gauge(value: usize) -> i64 {
 }
 
 /// Puts back to `pending` the expired leases no live sender holds (see `MessageStore`).
-async fn rescue(
-    store: &dyn MessageStore,
-    owner: Option<&str>,
-    (live, window): &(Vec<Uuid>, Option<Duration>),
-) -> Result<usize, StoreError> {
+async fn rescue(store: &dyn MessageStore, owner: Option<&str>, scope: &RescueScope) -> Result<usize, StoreError> {
     let rescued = store
         .rescue_expired_leases(&Rescue {
             owner,
-            live,
+            live: &scope.live,
             owner_fresh: OWNER_FRESH,
-            expired_within: *window,
+            others: scope.others,
+            expired_within: scope.window,
         })
         .await?;
     for id in &rescued {
@@ -533,7 +565,7 @@ async fn claim_batch(
     store: &dyn MessageStore,
     rules: &ClaimRules,
     limit: u32,
-    scope: Option<(Vec<Uuid>, Option<Duration>)>,
+    scope: Option<RescueScope>,
     after: Option<Frontier>,
 ) -> Result<ClaimedBatch, StoreError> {
     let rescued = match &scope {

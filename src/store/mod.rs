@@ -285,6 +285,10 @@ pub struct Rescue<'a> {
     pub live: &'a [Uuid],
     /// A replica whose heartbeat is younger than this keeps its leases.
     pub owner_fresh: Duration,
+    /// Whether the expired leases of other replicas whose heartbeats are older are taken: not until the
+    /// rescuer has reached the database long enough to have seen a live one beat (after an outage every
+    /// heartbeat is old, the live replicas' too).
+    pub others: bool,
     /// Only leases that ran out within this long before now (by the database's clock); `None` for all.
     pub expired_within: Option<Duration>,
 }

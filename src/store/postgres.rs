@@ -233,14 +233,16 @@ impl MessageStore for PostgresStore {
                 AND ($3::float8 IS NULL OR lease_expires_at >= now() - make_interval(secs => $3))
                 AND lease_token <> ALL($1)
                 AND (m.lease_owner = $4
-                     OR NOT EXISTS (SELECT 1 FROM replicas r
-                                     WHERE r.id = m.lease_owner AND r.last_seen > now() - make_interval(secs => $2)))
+                     OR ($5 AND NOT EXISTS (SELECT 1 FROM replicas r
+                                             WHERE r.id = m.lease_owner
+                                               AND r.last_seen > now() - make_interval(secs => $2))))
           RETURNING id",
         )
         .bind(rescue.live)
         .bind(rescue.owner_fresh.as_secs_f64())
         .bind(rescue.expired_within.map(|within| within.as_secs_f64()))
         .bind(rescue.owner)
+        .bind(rescue.others)
         .fetch_all(&self.pool)
         .await
         .map_err(db("rescuing expired leases"))

@@ -309,8 +309,8 @@ impl MessageStore for SqliteStore {
                 AND (?4 IS NULL OR lease_expires_at >= ?1 - ?4)
                 AND lease_token NOT IN (SELECT value FROM json_each(?2))
                 AND (lease_owner = ?5
-                     OR NOT EXISTS (SELECT 1 FROM replicas r
-                                     WHERE r.id = messages.lease_owner AND r.last_seen > ?1 - ?3))
+                     OR (?6 AND NOT EXISTS (SELECT 1 FROM replicas r
+                                             WHERE r.id = messages.lease_owner AND r.last_seen > ?1 - ?3)))
           RETURNING id",
         )
         .bind(micros(Utc::now()))
@@ -318,6 +318,7 @@ impl MessageStore for SqliteStore {
         .bind(micros_of(rescue.owner_fresh))
         .bind(rescue.expired_within.map(micros_of))
         .bind(rescue.owner)
+        .bind(rescue.others)
         .fetch_all(&self.pool)
         .await
         .map_err(db("rescuing expired leases"))?;

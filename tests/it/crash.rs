@@ -279,7 +279,12 @@ async fn the_time_check_s_migration_first_mends_the_rows_still_to_be_claimed_or_
     .await
     .expect("the migration applies");
 
-    app.tick_and_settle().await;
+    // A dead replica's lease is taken once this instance has reached the database for a few seconds.
+    wait_until("the dead replica's row is rescued and claimed", || async {
+        app.tick_and_settle().await;
+        app.database.row(stranded).await.status != "sending"
+    })
+    .await;
     app.tick_and_settle().await;
 
     assert_eq!(app.database.row(never).await.status, "sent", "never expires: no expiry");
@@ -288,4 +293,44 @@ async fn the_time_check_s_migration_first_mends_the_rows_still_to_be_claimed_or_
         "expired",
         "already expired: expired by the claim after its rescue, never sent"
     );
+}
+
+/// After a database outage longer than the lease, every replica's heartbeat is old, a live one's too: the
+/// first to reach the database again must not take the leases of another that is about to record the
+/// provider's 202 (its flush retrying), or the message is POSTed twice. Leases of a replica whose
+/// heartbeat stays old are taken a few seconds later.
+#[actix_web::test]
+async fn a_replica_just_back_on_the_database_does_not_take_leases_before_the_others_could_beat() {
+    let database = TestDatabase::create().await;
+    let pg = database.pg();
+    // Replica "a": its claim's lease ran out during the outage, its last heartbeat from before it.
+    sqlx::query(
+        "INSERT INTO replicas (id, host, started_at, last_seen, in_flight, sending)
+                  VALUES ('a', 'a', now(), now() - interval '40 seconds', 1, true)",
+    )
+    .execute(pg)
+    .await
+    .unwrap();
+    let held: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO messages (phone_number, content, status, attempts, lease_owner, lease_token, lease_expires_at)
+         VALUES ('+905551111111', 'hi', 'sending', 1, 'a', gen_random_uuid(), now() - interval '10 seconds')
+         RETURNING id",
+    )
+    .fetch_one(pg)
+    .await
+    .unwrap();
+    let app = TestApp::builder().database(&database).spawn().await;
+
+    let report = app.tick_and_settle().await;
+    assert_eq!(report.rescued, 0, "{report:?}");
+    assert_eq!(app.database.row(held).await.status, "sending", "left to replica a");
+    assert!(app.provider.received_requests().await.unwrap().is_empty());
+
+    // Replica "a" never beats again: it is dead, and its message is sent.
+    wait_until("the dead replica's message is sent", || async {
+        app.tick_and_settle().await;
+        app.database.row(held).await.status == "sent"
+    })
+    .await;
+    assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
 }

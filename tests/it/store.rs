@@ -137,6 +137,7 @@ async fn rescue(store: &dyn MessageStore) -> Vec<Uuid> {
         owner: Some("rescuer"),
         live: &[],
         owner_fresh: Duration::from_secs(3),
+        others: true,
         expired_within: None,
     };
     store.rescue_expired_leases(&rescue).await.unwrap()
@@ -892,6 +893,7 @@ async fn a_rescue_spares_the_claims_the_rescuer_still_holds(store: Arc<dyn Messa
         owner: Some("me"),
         live: &[held.token],
         owner_fresh: Duration::from_secs(3),
+        others: true,
         expired_within: None,
     };
     let rescued = store.rescue_expired_leases(&rescue).await.unwrap();
@@ -902,6 +904,7 @@ async fn a_rescue_spares_the_claims_the_rescuer_still_holds(store: Arc<dyn Messa
         owner: Some("me"),
         live: &[],
         owner_fresh: Duration::from_secs(3),
+        others: true,
         expired_within: Some(Duration::from_millis(1)),
     };
     assert!(
@@ -1617,14 +1620,16 @@ mod rescue {
 
     /// A claim that committed and then failed on its way to the buffer leaves rows leased to a live instance
     /// that no longer knows them: its own rescue takes them back, while another live replica's stay its own.
+    /// A dead replica's are taken only when the rescuer says it may take others'.
     async fn a_rescue_takes_the_rescuers_own_expired_claims_it_lost_but_not_a_live_replicas(
         database: Arc<dyn insider_messaging::store::Database>,
     ) {
         use insider_messaging::store::Replica;
         let store: &dyn MessageStore = database.as_ref();
-        let ids = enqueue(store, 2).await;
+        let ids = enqueue(store, 3).await;
         let lost = claim_due(store, 1, "me", Duration::from_millis(50)).await[0].claim;
         let others = claim_due(store, 1, "other", Duration::from_millis(50)).await[0].claim;
+        let dead = claim_due(store, 1, "dead", Duration::from_millis(50)).await[0].claim;
         for id in ["me", "other"] {
             database
                 .heartbeat(&Replica {
@@ -1639,28 +1644,34 @@ mod rescue {
                 .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-
-        let while_claiming = Rescue {
-            owner: None,
+        let rescue = |owner: Option<&'static str>, others: bool| Rescue {
+            owner,
             live: &[],
             owner_fresh: Duration::from_secs(3),
+            others,
             expired_within: None,
         };
+
         assert!(
-            store.rescue_expired_leases(&while_claiming).await.unwrap().is_empty(),
+            store
+                .rescue_expired_leases(&rescue(None, false))
+                .await
+                .unwrap()
+                .is_empty(),
             "with a claim of its own under way, its rows may not be in `live` yet: none is taken"
         );
-        let rescued = store
-            .rescue_expired_leases(&Rescue {
-                owner: Some("me"),
-                live: &[],
-                owner_fresh: Duration::from_secs(3),
-                expired_within: None,
-            })
-            .await
-            .unwrap();
+        let rescued = store.rescue_expired_leases(&rescue(Some("me"), false)).await.unwrap();
         assert_eq!(rescued, vec![lost.message_id], "its own, though its heartbeat is fresh");
-        assert_eq!((lost.message_id, others.message_id), (ids[0], ids[1]));
+        let rescued = store.rescue_expired_leases(&rescue(Some("me"), true)).await.unwrap();
+        assert_eq!(
+            rescued,
+            vec![dead.message_id],
+            "the dead replica's, once others' may be taken"
+        );
+        assert_eq!(
+            (lost.message_id, others.message_id, dead.message_id),
+            (ids[0], ids[1], ids[2])
+        );
         let spared = store.get(others.message_id).await.unwrap().unwrap();
         assert_eq!(
             spared.status,
