@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use reqwest::{StatusCode, header::HeaderMap};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ProviderMessageId;
+use crate::domain::{ProviderMessageId, mask_numbers_in};
 
 /// Carries `WEBHOOK_AUTH_KEY`.
 pub const AUTH_HEADER: &str = "x-ins-auth-key";
@@ -171,17 +171,26 @@ fn parse_message_id(body: &[u8]) -> Result<ProviderMessageId, String> {
         Some(b'"') => serde_json::from_str::<String>(id.get()).map_err(|e| format!("messageId {e}"))?,
         // Some providers send numeric ids; keep them, digit for digit, rather than lose them.
         Some(b'-' | b'0'..=b'9') => id.get().to_owned(),
-        _ => return Err(format!("messageId is not a string: {}", id.get())),
+        // Any JSON at all, up to the whole body: cut and masked as an error body is.
+        _ => {
+            return Err(format!(
+                "messageId is not a string: {}",
+                body_excerpt(id.get().as_bytes())
+            ));
+        }
     };
     ProviderMessageId::parse(&raw).map_err(|e| format!("messageId {e}"))
 }
 
 fn body_excerpt(body: &[u8]) -> String {
-    // Control characters (a NUL above all, which Postgres refuses in text) never reach the database.
+    // Control characters (a NUL above all, which Postgres refuses in text) never reach the database, and
+    // a phone number the provider echoes back reaches no log line (masked before the cut, which could
+    // leave too few of its digits to look like one).
     let text: String = String::from_utf8_lossy(body)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
+    let text = mask_numbers_in(&text);
     let text = text.trim();
     if text.is_empty() {
         return "(empty body)".to_owned();
@@ -262,6 +271,20 @@ mod tests {
             assert!(provider_message_id.is_none(), "{body}");
             assert!(body_problem.is_some(), "{body}");
         }
+        // A provider's odd id is cut and masked like any body it sends: no phone number, no 64 KiB.
+        let echo = format!(
+            r#"{{"messageId":{{"to":"+905551112233","pad":"{}"}}}}"#,
+            "x".repeat(5000)
+        );
+        let Outcome::Accepted { body_problem, .. } = outcome(202, &[], &echo) else {
+            panic!("accepted")
+        };
+        let problem = body_problem.unwrap();
+        assert!(problem.contains("+90555****33"), "{problem}");
+        assert!(
+            !problem.contains("905551112233") && problem.chars().count() < 300,
+            "{problem}"
+        );
         let o = outcome(201, &[], r#"{"messageId":42}"#);
         let Outcome::Accepted {
             provider_message_id, ..
@@ -373,5 +396,19 @@ mod tests {
         assert_eq!(status, 400);
         assert!(reason.chars().count() < 260, "{reason}");
         assert!(reason.starts_with("provider answered 400 Bad Request: xxx"), "{reason}");
+    }
+
+    #[test]
+    fn a_number_the_provider_echoes_in_its_refusal_is_masked_in_the_reason() {
+        let o = outcome(
+            400,
+            &[],
+            r#"{"error":"'To' number +905551112233 is not a mobile number","code":21614}"#,
+        );
+        let Outcome::Rejected { reason, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert!(reason.contains("'To' number +90555****33 is not"), "{reason}");
+        assert!(reason.contains("21614"), "{reason}");
     }
 }

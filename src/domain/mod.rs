@@ -16,7 +16,7 @@ pub use inbound::InboundAction;
 pub use message::{Attempt, Message, NewMessage, Schedule};
 pub use message_content::{ContentError, Encoding, MessageContent, is_bidi_control, is_invisible, segments_of};
 pub use message_status::{MessageStatus, UnknownStatus};
-pub use phone_number::{PhoneNumber, PhoneNumberError};
+pub use phone_number::{PhoneNumber, PhoneNumberError, mask_numbers_in};
 pub use priority::{Priority, UnknownPriority};
 pub use provider_message_id::{ProviderMessageId, ProviderMessageIdError};
 pub use receipt::{DeliveryStatus, ERROR_MAX_CHARS, Receipt, ReceiptStatus, UnknownReceiptStatus};

@@ -54,6 +54,35 @@ impl PhoneNumber {
     }
 }
 
+/// `text` (a provider's error body, say) with every run of `MIN_DIGITS` to `MAX_DIGITS` digits that
+/// stands alone (a `+` before it or not; no letter, digit, `_`, `-` or `.` on either side) masked as
+/// `PhoneNumber` masks a number: a provider that echoes the number it refuses does not put it in a log
+/// line. A date, a UUID or an id with letters in it is left as it is.
+pub fn mask_numbers_in(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let joined = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let mut masked = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < chars.len() {
+        let plus = chars[at] == '+';
+        let start = at + usize::from(plus);
+        let end = start + chars[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let standalone = !joined(at.checked_sub(1).and_then(|before| chars.get(before))) && !joined(chars.get(end));
+        if end > start && standalone && (MIN_DIGITS..=MAX_DIGITS).contains(&(end - start)) {
+            let digits: String = chars[start..end].iter().collect();
+            let number = PhoneNumber(format!("+{digits}")).masked();
+            masked.push_str(if plus { &number } else { &number[1..] });
+            at = end;
+        } else {
+            // A run too short or too long, or part of a word: copied whole, not scanned again from within.
+            let copied = if end > start { end } else { at + 1 };
+            masked.extend(&chars[at..copied]);
+            at = copied;
+        }
+    }
+    masked
+}
+
 impl AsRef<str> for PhoneNumber {
     fn as_ref(&self) -> &str {
         &self.0
@@ -75,6 +104,30 @@ impl fmt::Display for PhoneNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_standing_alone_in_a_text_are_masked_and_dates_and_ids_are_not() {
+        assert_eq!(
+            mask_numbers_in("invalid 'to': +905551112233 (905551112233)."),
+            "invalid 'to': +90555****33 (90555****33)."
+        );
+        for kept in [
+            "at 2026-12-02T10:00:03Z",
+            "id 67f2f8a8-ea58-4ed0-a6f9-123456789012",
+            "req_1234567890",
+            "code 21211",
+            "1234567890123456 is too long",
+            "v1.123456789",
+        ] {
+            assert_eq!(mask_numbers_in(kept), kept);
+        }
+        assert_eq!(
+            mask_numbers_in("é+12345678é"),
+            "é+12345678é",
+            "a letter on each side: part of a word"
+        );
+        assert_eq!(mask_numbers_in("«12345678»"), "«12****78»");
+    }
 
     #[test]
     fn spaces_and_dashes_are_dropped() {
