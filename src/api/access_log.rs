@@ -3,10 +3,13 @@
 //!
 //! The suppression list's routes carry phone numbers where a log line would show them: in the path
 //! (`DELETE /opt-outs/{to}`) and in the query (`GET /opt-outs?cursor=`, the last number's digits). On
-//! those, every digit but the last two is masked, as `PhoneNumber` masks a number in every other line.
-//! On every other route, a query value with as many digits as a phone number has (8) is masked so too:
-//! a client may send one in a parameter the route does not take. A digit sent percent-encoded (`%35`)
-//! is a digit; other percent escapes (`%2B` for the `+`) stay as they are.
+//! those, every digit but the last two is masked, as `PhoneNumber` masks a number in every other line;
+//! the route is told by its path as the router reads it, percent escapes decoded (`/%6Fpt-outs` is
+//! `/opt-outs`). On every route, a query value or a bare query item with as many digits as a phone
+//! number has (8) is masked so too (a client may send one in a parameter the route does not take), and
+//! so is a path segment of 8 digits or more with no letter in it (a number, never an id or a label). A
+//! digit sent percent-encoded (`%35`) is a digit; other percent escapes (`%2B` for the `+`) stay as
+//! they are.
 
 use actix_web::{dev::ServiceRequest, middleware::Logger};
 
@@ -28,26 +31,73 @@ fn request_line(request: &ServiceRequest) -> String {
         "" => request.path().to_owned(),
         query => format!("{}?{query}", request.path()),
     };
-    let target = match target.strip_prefix(NUMBERED_PATH) {
-        Some(rest) => format!("{NUMBERED_PATH}{}", mask_digits(rest)),
-        None => match target.split_once('?') {
-            Some((path, query)) => format!("{path}?{}", mask_long_numbers(query)),
-            None => target,
-        },
+    let target = if percent_decoded(request.path()).starts_with(NUMBERED_PATH) {
+        mask_digits(&target)
+    } else {
+        match target.split_once('?') {
+            Some((path, query)) => format!("{}?{}", mask_numbered_segments(path), mask_long_numbers(query)),
+            None => mask_numbered_segments(&target),
+        }
     };
     format!("{} {target} {:?}", request.method(), request.version())
 }
 
-/// `query` with each value of `PHONE_DIGITS` digits or more masked by `mask_digits`.
+/// `query` with each value (or item without a value) of `PHONE_DIGITS` digits or more masked by
+/// `mask_digits`.
 fn mask_long_numbers(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((name, value)) if digits_in(value) >= PHONE_DIGITS => format!("{name}={}", mask_digits(value)),
+            None if digits_in(pair) >= PHONE_DIGITS => mask_digits(pair),
             _ => pair.to_owned(),
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// `path` with each segment of `PHONE_DIGITS` digits or more and no letter outside a percent escape
+/// masked by `mask_digits`: a message id or a campaign label has letters, a phone number none.
+fn mask_numbered_segments(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let letters = segment
+                .split('%')
+                .enumerate()
+                .any(|(i, part)| part.chars().skip(if i == 0 { 0 } else { 2 }).any(|c| c.is_alphabetic()));
+            if !letters && digits_in(segment) >= PHONE_DIGITS {
+                mask_digits(segment)
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `path` with its percent escapes decoded, as the router matches it.
+fn percent_decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = (bytes[at] == b'%')
+            .then(|| bytes.get(at + 1..at + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                at += 3;
+            }
+            None => {
+                decoded.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// What is at `at` in `text`: a percent escape (and whether it is a digit's), else a plain character.
@@ -183,6 +233,31 @@ mod tests {
             line(Method::GET, "/events?cursor=1234567"),
             "GET /events?cursor=1234567 HTTP/1.1"
         );
+    }
+
+    #[test]
+    fn a_number_is_masked_however_the_route_is_spelled_and_wherever_it_is_sent() {
+        use actix_web::http::Method;
+        // The router decodes `%6F`: this is the suppression list's route.
+        assert_eq!(
+            line(Method::DELETE, "/%6Fpt-outs/+905551112233"),
+            "DELETE /%6Fpt-outs/+**********33 HTTP/1.1"
+        );
+        assert_eq!(
+            line(Method::GET, "/messages/sent?+905551112233&limit=5"),
+            "GET /messages/sent?+**********33&limit=5 HTTP/1.1"
+        );
+        assert_eq!(
+            line(Method::GET, "/anything/%2B905551112233/else"),
+            "GET /anything/%2B**********33/else HTTP/1.1"
+        );
+        // Ids and labels have letters in them, and are logged as they came.
+        for kept in [
+            "/campaigns/promo-20261205",
+            "/messages/0190a1b2-0000-7000-8000-123456789012",
+        ] {
+            assert_eq!(line(Method::GET, kept), format!("GET {kept} HTTP/1.1"));
+        }
     }
 
     #[test]
