@@ -91,6 +91,7 @@ impl Application {
             callback_auth_key: settings.callback_auth_key.clone(),
             status_webhooks: settings.status_webhook_url.is_some(),
             receipt_timeout: settings.callback_auth_key.is_some().then_some(settings.receipt_timeout),
+            gauge_reads: Default::default(),
         });
         let listener = TcpListener::bind(settings.http_addr)
             .with_context(|| format!("HTTP_ADDR {} could not be bound", settings.http_addr))?;

@@ -50,6 +50,8 @@ pub struct AppState {
     /// `CALLBACK_AUTH_KEY`: required by the provider's callbacks (see `callback_auth.rs`); `None` refuses them.
     pub callback_auth_key: Option<Secret>,
     pub inbound: Arc<dyn InboundLog>,
+    /// `GET /metrics`' reads of the database's gauges.
+    pub gauge_reads: routes::metrics::GaugeReads,
 }
 
 /// The route table. `docs::ApiDoc` lists the same handlers; a test checks that the two agree.

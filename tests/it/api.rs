@@ -365,6 +365,31 @@ async fn metrics_expose_the_documented_series() {
     }
 }
 
+/// `/metrics` is open: a flood of scrapes must not fill the database pool the sends use with counts of
+/// the queue. The database's gauges are read at most once a second, however many scrape.
+#[actix_web::test]
+async fn scrapes_read_the_database_s_gauges_at_most_once_a_second() {
+    let app = TestApp::spawn().await;
+    let pending = |text: String| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("messages_pending "))
+            .map(str::to_owned)
+    };
+    let (_, text) = app.get_text("/metrics").await;
+    assert_eq!(pending(text).as_deref(), Some("0"));
+
+    app.database.insert_many(3).await;
+    let scrapes = futures_util::future::join_all((0..20).map(|_| app.get_text("/metrics"))).await;
+    for (status, text) in scrapes {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(pending(text).as_deref(), Some("0"), "read under a second ago");
+    }
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, text) = app.get_text("/metrics").await;
+    assert_eq!(pending(text).as_deref(), Some("3"));
+}
+
 #[actix_web::test]
 async fn the_spec_documents_every_route_and_each_one_is_served() {
     let app = TestApp::spawn().await;
