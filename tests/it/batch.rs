@@ -85,6 +85,19 @@ async fn a_batch_that_is_not_1_to_1000_messages_is_a_400_naming_messages() {
     );
     let (status, _) = app.post_raw("/messages/batch", "text/plain", b"{}".to_vec()).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Within the byte limit, but a million values, each 32 bytes and more in memory: refused as it is read.
+    let flood = format!(r#"{{"messages": [{}0]}}"#, "0,".repeat(1_000_000));
+    let (status, answer) = app
+        .post_raw("/messages/batch", "application/json", flood.into_bytes())
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_body"))
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("more than 100000 JSON values"),
+        "{answer}"
+    );
     assert_eq!(app.database.count_with_status("pending").await, 0, "nothing stored");
 }
 
