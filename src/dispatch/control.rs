@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use tokio::sync::oneshot;
 
-use super::messages::{Draining, GetInFlight, GetSchedulerState, Leave, StartSending, StopSending};
+use super::messages::{Asker, Draining, GetInFlight, GetSchedulerState, Leave, StartSending, StopSending};
 use crate::{
     store::{ClusterControl, Replica},
     telemetry::error_chain,
@@ -85,6 +85,9 @@ impl ControlActor {
                 };
                 replica.in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX);
                 replica.sending = state.running;
+                let heartbeat = Asker::Heartbeat {
+                    operator_commands_seen: state.operator_commands,
+                };
                 let switch = match cluster.heartbeat(&replica).await {
                     Ok(switch) => switch,
                     Err(error) => {
@@ -96,41 +99,29 @@ impl ControlActor {
                     _ if !steering => {}
                     Some(switch) if switch.sending && !state.running => {
                         log::info!("the cluster's sending switch is on: starting");
-                        let _ = pipeline
-                            .start
-                            .send(StartSending {
-                                switch_set_at: switch.changed_at,
-                            })
-                            .await;
+                        let _ = pipeline.start.send(StartSending(heartbeat)).await;
                     }
                     Some(switch) if !switch.sending && state.running => {
                         log::info!("the cluster's sending switch is off: stopping");
-                        let _ = pipeline
-                            .stop
-                            .send(StopSending {
-                                switch_set_at: switch.changed_at,
-                            })
-                            .await;
+                        let _ = pipeline.stop.send(StopSending(heartbeat)).await;
                     }
                     _ => {}
                 }
-                switch
+                Some((switch?, heartbeat))
             }
             .into_actor(self)
-            .map(|switch, act, ctx| {
+            .map(|beat, act, ctx| {
                 act.beating = false;
                 if matches!(act.listing, Listing::Leaving(_)) {
                     act.leave(ctx);
                     return;
                 }
-                let Some(switch) = switch else { return };
+                let Some((switch, heartbeat)) = beat else { return };
                 // A start on any replica while sending was on already: start again here too, which clears
                 // a pause of this instance's own (the provider refused our credentials).
                 if act.steering && switch.sending && act.switch_changed_at.is_some_and(|seen| seen < switch.changed_at)
                 {
-                    act.pipeline.start.do_send(StartSending {
-                        switch_set_at: switch.changed_at,
-                    });
+                    act.pipeline.start.do_send(StartSending(heartbeat));
                 }
                 act.switch_changed_at = Some(switch.changed_at);
             }),

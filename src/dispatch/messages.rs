@@ -131,21 +131,26 @@ pub struct BreakerReport {
 }
 
 /// API or control actor → scheduler: tick now, then every `INTERVAL`. Idempotent; refused after a
-/// `ShutDown`, and when it follows a setting of the cluster's switch older than one already followed.
+/// `ShutDown`, and when a heartbeat's, if an operator's came since the heartbeat read the scheduler.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]
-pub struct StartSending {
-    /// When the switch this follows was set (its `changed_at`).
-    pub switch_set_at: DateTime<Utc>,
-}
+pub struct StartSending(pub Asker);
 
 /// API or control actor → scheduler: claim nothing more; sends in flight finish and are recorded. A later
-/// `StartSending` starts again. Idempotent; refused as `StartSending` is for an older setting.
+/// `StartSending` starts again. Idempotent; refused as `StartSending` is.
 #[derive(Debug, Message)]
 #[rtype(result = "SchedulerState")]
-pub struct StopSending {
-    /// When the switch this follows was set (its `changed_at`).
-    pub switch_set_at: DateTime<Utc>,
+pub struct StopSending(pub Asker);
+
+/// Who starts or stops the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    /// `POST /scheduler/start|stop` on this instance: always followed.
+    Operator,
+    /// The control actor, following the cluster's switch as a heartbeat read it, after reading the
+    /// scheduler's state (`SchedulerState::operator_commands`): not followed when an operator's command
+    /// came in between, which the switch it read may predate. The next heartbeat reads both again.
+    Heartbeat { operator_commands_seen: u64 },
 }
 
 /// Shutdown (`Pipeline::drain`) → scheduler: stop as `StopSending` does, for the rest of this process:
@@ -219,6 +224,8 @@ pub struct SchedulerState {
     pub last_tick_at: Option<DateTime<Utc>>,
     /// `None` while stopped.
     pub next_tick_at: Option<DateTime<Utc>>,
+    /// The operators' starts and stops followed so far (see `Asker::Heartbeat`).
+    pub operator_commands: u64,
 }
 
 /// Receipt writer → receipt applier: these receipts were just stored (`POST /receipts`); apply them.

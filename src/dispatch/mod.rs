@@ -57,7 +57,7 @@ use self::{
     fetcher::{ClaimRules, FetcherActor, FetcherOutlets},
     flow::FlowLimits,
     messages::{
-        BreakerReport, Draining, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, Leave,
+        Asker, BreakerReport, Draining, FlowReport, GetBreaker, GetFlow, GetInFlight, GetSchedulerState, Leave,
         SchedulerState, ShutDown, StartSending, StopDelivering, StopSending, Tick, TickReport, TickSource,
     },
     persister::{FLUSH_MAX, PersisterActor},
@@ -310,14 +310,14 @@ impl Pipeline {
 
     /// Turns the cluster's switch on, and this instance at once; the others follow within a heartbeat.
     pub async fn start_sending(&self) -> Result<SchedulerState, PipelineError> {
-        let switch_set_at = self.cluster.set_sending(true, &self.owner).await?;
-        Ok(self.scheduler.send(StartSending { switch_set_at }).await?)
+        self.cluster.set_sending(true, &self.owner).await?;
+        Ok(self.scheduler.send(StartSending(Asker::Operator)).await?)
     }
 
     /// Turns the cluster's switch off, and this instance at once; the others follow within a heartbeat.
     pub async fn stop_sending(&self) -> Result<SchedulerState, PipelineError> {
-        let switch_set_at = self.cluster.set_sending(false, &self.owner).await?;
-        Ok(self.scheduler.send(StopSending { switch_set_at }).await?)
+        self.cluster.set_sending(false, &self.owner).await?;
+        Ok(self.scheduler.send(StopSending(Asker::Operator)).await?)
     }
 
     /// The instances that sent a heartbeat lately, this one included.

@@ -8,7 +8,8 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::messages::{
-    GetSchedulerState, PauseClaims, ResumeClaims, SchedulerState, ShutDown, StartSending, StopSending, Tick, TickSource,
+    Asker, GetSchedulerState, PauseClaims, ResumeClaims, SchedulerState, ShutDown, StartSending, StopSending, Tick,
+    TickSource,
 };
 use crate::metrics::Metrics;
 
@@ -23,9 +24,9 @@ pub struct SchedulerActor {
     last_tick_at: Option<DateTime<Utc>>,
     /// Set by a shutdown: sending never starts again in this process.
     shut_down: bool,
-    /// When the setting of the cluster's switch last followed was made: a start or stop that follows an
-    /// older one (a heartbeat that read the switch just before a stop here) is refused.
-    switch_followed: Option<DateTime<Utc>>,
+    /// The operators' starts and stops followed: a heartbeat's that read the scheduler before the last
+    /// of them is refused (it may have read the switch before that command set it).
+    operator_commands: u64,
 }
 
 /// What the scheduler may tell the fetcher.
@@ -52,7 +53,7 @@ impl SchedulerActor {
             timer: None,
             last_tick_at: None,
             shut_down: false,
-            switch_followed: None,
+            operator_commands: 0,
         }
     }
 
@@ -82,15 +83,19 @@ impl SchedulerActor {
         }
     }
 
-    /// Whether a start or stop following the switch as set at `set_at` is to be followed: not when a later
-    /// setting already was.
-    fn follows(&mut self, set_at: DateTime<Utc>) -> bool {
-        if self.switch_followed.is_some_and(|followed| set_at < followed) {
-            log::debug!(set_at:% = set_at; "a start or stop older than the one followed is ignored");
-            return false;
+    /// Whether a start or stop `asker` sent is to be followed.
+    fn follows(&mut self, asker: Asker) -> bool {
+        match asker {
+            Asker::Operator => {
+                self.operator_commands += 1;
+                true
+            }
+            Asker::Heartbeat { operator_commands_seen } if operator_commands_seen != self.operator_commands => {
+                log::debug!("a heartbeat's start or stop is dropped: an operator's came after it read the scheduler");
+                false
+            }
+            Asker::Heartbeat { .. } => true,
         }
-        self.switch_followed = Some(set_at);
-        true
     }
 
     fn tick(&mut self) {
@@ -113,6 +118,7 @@ impl SchedulerActor {
             batch_size: self.batch_size,
             last_tick_at: self.last_tick_at,
             next_tick_at,
+            operator_commands: self.operator_commands,
         }
     }
 }
@@ -131,8 +137,8 @@ impl Actor for SchedulerActor {
 impl Handler<StartSending> for SchedulerActor {
     type Result = MessageResult<StartSending>;
 
-    fn handle(&mut self, start: StartSending, ctx: &mut Self::Context) -> Self::Result {
-        if self.follows(start.switch_set_at) {
+    fn handle(&mut self, StartSending(asker): StartSending, ctx: &mut Self::Context) -> Self::Result {
+        if self.follows(asker) {
             self.start_ticking(ctx);
         }
         MessageResult(self.state())
@@ -142,8 +148,8 @@ impl Handler<StartSending> for SchedulerActor {
 impl Handler<StopSending> for SchedulerActor {
     type Result = MessageResult<StopSending>;
 
-    fn handle(&mut self, stop: StopSending, ctx: &mut Self::Context) -> Self::Result {
-        if self.follows(stop.switch_set_at) {
+    fn handle(&mut self, StopSending(asker): StopSending, ctx: &mut Self::Context) -> Self::Result {
+        if self.follows(asker) {
             self.stop_ticking(ctx);
         }
         MessageResult(self.state())
@@ -200,8 +206,10 @@ mod tests {
         fn handle(&mut self, _: ResumeClaims, _: &mut Self::Context) {}
     }
 
+    /// A heartbeat reads the scheduler, then the cluster's switch, then acts: an operator's stop here in
+    /// between must not be undone by a start that followed the switch as it was before the stop.
     #[actix_rt::test]
-    async fn a_start_following_an_older_setting_of_the_switch_than_a_stop_does_not_undo_it() {
+    async fn a_heartbeat_that_read_the_scheduler_before_an_operators_stop_does_not_undo_it() {
         let fetcher = Fetcher.start();
         let controls = FetcherControls {
             tick: fetcher.clone().recipient(),
@@ -210,38 +218,22 @@ mod tests {
         };
         let metrics = Metrics::new().unwrap();
         let scheduler = SchedulerActor::new(Duration::from_secs(3600), 2, false, controls, metrics).start();
-        let started_at = Utc::now();
-        let stopped_at = started_at + chrono::Duration::milliseconds(300);
 
-        let state = scheduler
-            .send(StartSending {
-                switch_set_at: started_at,
-            })
-            .await
-            .unwrap();
+        let state = scheduler.send(StartSending(Asker::Operator)).await.unwrap();
         assert!(state.running);
-        let state = scheduler
-            .send(StopSending {
-                switch_set_at: stopped_at,
-            })
-            .await
-            .unwrap();
+        let heartbeat = Asker::Heartbeat {
+            operator_commands_seen: scheduler.send(GetSchedulerState).await.unwrap().operator_commands,
+        };
+        let state = scheduler.send(StopSending(Asker::Operator)).await.unwrap();
         assert!(!state.running);
-        // A heartbeat that read the switch as the start left it, acting after the stop here.
-        let state = scheduler
-            .send(StartSending {
-                switch_set_at: started_at,
-            })
-            .await
-            .unwrap();
+        let state = scheduler.send(StartSending(heartbeat)).await.unwrap();
         assert!(!state.running, "the stop holds");
 
-        let state = scheduler
-            .send(StartSending {
-                switch_set_at: stopped_at + chrono::Duration::milliseconds(1),
-            })
-            .await
-            .unwrap();
-        assert!(state.running, "a later start starts");
+        // The next heartbeat reads the scheduler again, and is followed.
+        let heartbeat = Asker::Heartbeat {
+            operator_commands_seen: state.operator_commands,
+        };
+        let state = scheduler.send(StartSending(heartbeat)).await.unwrap();
+        assert!(state.running, "the switch, read after the stop, is followed");
     }
 }

@@ -39,8 +39,8 @@ pub trait ClusterControl: Send + Sync + 'static {
     /// setting in force.
     async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError>;
 
-    /// Turns sending on or off for every replica; returns when it was set, the switch's `changed_at`.
-    async fn set_sending(&self, sending: bool, by: &str) -> Result<DateTime<Utc>, StoreError>;
+    /// Turns sending on or off for every replica.
+    async fn set_sending(&self, sending: bool, by: &str) -> Result<(), StoreError>;
 
     /// Records that `replica` is alive and returns the switch as it stands, in one round trip (`None`
     /// before any instance seeded it).
@@ -59,7 +59,7 @@ pub trait ClusterControl: Send + Sync + 'static {
 pub(super) trait ClusterSql: Backend {
     /// Seeds the switch to `$1`, by `$2`, unless an earlier start did (and `Backend::clock`).
     const SEED_SENDING: &'static str;
-    /// Sets the switch to `$1`, by `$2` (and `Backend::clock`): its `changed_at`.
+    /// Sets the switch to `$1`, by `$2` (and `Backend::clock`).
     const SET_SENDING: &'static str;
 
     /// Records `replica`'s heartbeat: the switch's setting and when it was set, `None` before any
@@ -74,7 +74,6 @@ where
     for<'q> &'q str: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'q> bool: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'r> (bool,): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
-    for<'r> (B::Time,): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
     for<'r> ReplicaRow<B>: sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
 {
     async fn seed_sending(&self, sending: bool, by: &str) -> Result<bool, StoreError> {
@@ -93,18 +92,15 @@ where
         Ok(switch.map_or(sending, |(sending,)| sending))
     }
 
-    async fn set_sending(&self, sending: bool, by: &str) -> Result<DateTime<Utc>, StoreError> {
-        let (changed_at,): (B::Time,) = sqlx::query_as(B::SET_SENDING)
+    async fn set_sending(&self, sending: bool, by: &str) -> Result<(), StoreError> {
+        sqlx::query(B::SET_SENDING)
             .bind(sending)
             .bind(by)
             .clocked::<B>()
-            .fetch_one(self.exec())
+            .execute(self.exec())
             .await
             .map_err(db("setting the sending switch"))?;
-        B::time(changed_at).ok_or_else(|| StoreError::CorruptRow {
-            id: uuid::Uuid::nil(),
-            problem: "the sending switch's changed_at is out of range".to_owned(),
-        })
+        Ok(())
     }
 
     async fn heartbeat(&self, replica: &Replica) -> Result<Option<Switch>, StoreError> {

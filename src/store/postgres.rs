@@ -435,8 +435,7 @@ impl ClusterSql for PostgresStore {
         "INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING";
     const SET_SENDING: &'static str = "
         INSERT INTO dispatcher_control (id, sending, changed_by) VALUES (1, $1, $2)
-        ON CONFLICT (id) DO UPDATE SET sending = $1, changed_by = $2, changed_at = now()
-        RETURNING changed_at";
+        ON CONFLICT (id) DO UPDATE SET sending = $1, changed_by = $2, changed_at = now()";
 
     async fn beat(&self, replica: &Replica) -> Result<Option<(bool, DateTime<Utc>)>, StoreError> {
         sqlx::query_as(

@@ -550,8 +550,7 @@ impl ClusterSql for SqliteStore {
         ON CONFLICT (id) DO NOTHING";
     const SET_SENDING: &'static str = "
         INSERT INTO dispatcher_control (id, sending, changed_by, changed_at) VALUES (1, ?1, ?2, ?3)
-        ON CONFLICT (id) DO UPDATE SET sending = ?1, changed_by = ?2, changed_at = ?3
-        RETURNING changed_at";
+        ON CONFLICT (id) DO UPDATE SET sending = ?1, changed_by = ?2, changed_at = ?3";
 
     async fn beat(&self, replica: &Replica) -> Result<Option<(bool, i64)>, StoreError> {
         sqlx::query(

@@ -95,7 +95,10 @@ async fn a_batch_that_is_not_1_to_1000_messages_is_a_400_naming_messages() {
         (StatusCode::BAD_REQUEST, Some("malformed_body"))
     );
     assert!(
-        answer["message"].as_str().unwrap().contains("more than 100000 JSON values"),
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 100000 JSON values"),
         "{answer}"
     );
     assert_eq!(app.database.count_with_status("pending").await, 0, "nothing stored");
