@@ -326,4 +326,20 @@ async fn on_sqlite_a_plain_insert_naming_its_id_in_capitals_is_sent_once_and_rec
     assert_eq!(message["attempts"], 1, "{message}");
     assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
     assert_eq!(database.count_with_status("sending").await, 0);
+
+    // The producer's retry of its insert, ignoring a duplicate: the same message, not a second row.
+    sqlx::query(
+        "INSERT OR IGNORE INTO messages (id, phone_number, content)
+         VALUES ('6F9619FF-8B86-D011-B42D-00C04FC964FF', '+905551111111', 'hello')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    app.tick_and_settle().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
 }
