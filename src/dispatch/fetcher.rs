@@ -50,8 +50,9 @@ const FULL_RESCUE_EVERY: Duration = Duration::from_secs(60);
 /// A replica whose heartbeat is younger than this keeps its leases: three missed beats make it dead.
 pub const OWNER_FRESH: Duration = Duration::from_secs(3);
 /// Another replica's leases are taken only once this instance has reached the database this long
-/// without a failure: after an outage every heartbeat is old, and a live replica's next one may wait
-/// out a pool's acquire timeout before it lands.
+/// without finding it unreachable: after an outage every heartbeat is old, and a live replica's next one
+/// may wait out a pool's acquire timeout before it lands. Rescues run with the scheduled ticks, so with
+/// a long `INTERVAL` the first after it may come later.
 const UP_BEFORE_RESCUING_OTHERS: Duration = Duration::from_secs(8);
 /// A 429 without `Retry-After` pauses this instance at least this long (the cluster decides the rest).
 const THROTTLE_FLOOR: Duration = Duration::from_secs(1);
@@ -92,8 +93,29 @@ pub struct FetcherActor {
     rescuing: bool,
     last_rescue: Option<Instant>,
     last_full_rescue: Option<Instant>,
-    /// Since when this instance's claims and rescues have reached the database without a failure.
-    store_up_since: Option<Instant>,
+    /// How long this instance's claims and rescues have reached the database.
+    store_up: StoreUptime,
+}
+
+/// Since when the database has answered without being found unreachable.
+#[derive(Debug, Default)]
+struct StoreUptime(Option<Instant>);
+
+impl StoreUptime {
+    /// Notes what the database answered a claim or a rescue: a statement it refused, or SQLite's file
+    /// busy with another writer, is no outage.
+    fn note<T>(&mut self, result: &Result<T, StoreError>) {
+        match result {
+            Err(error) if error.is_unreachable() => self.0 = None,
+            _ => {
+                self.0.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    fn at_least(&self, span: Duration, now: Instant) -> bool {
+        self.0.is_some_and(|up| now.saturating_duration_since(up) >= span)
+    }
 }
 
 /// What one rescue may take.
@@ -181,7 +203,7 @@ impl FetcherActor {
             rescuing: false,
             last_rescue: None,
             last_full_rescue: None,
-            store_up_since: None,
+            store_up: StoreUptime::default(),
         }
     }
 
@@ -321,25 +343,14 @@ impl FetcherActor {
         RescueScope {
             live: self.live.iter().copied().collect(),
             window: (!full).then_some(RESCUE_WINDOW),
-            others: self
-                .store_up_since
-                .is_some_and(|up| now.saturating_duration_since(up) >= UP_BEFORE_RESCUING_OTHERS),
-        }
-    }
-
-    /// Notes whether the database answered a claim or a rescue.
-    fn note_store(&mut self, answered: bool) {
-        if answered {
-            self.store_up_since.get_or_insert_with(Instant::now);
-        } else {
-            self.store_up_since = None;
+            others: self.store_up.at_least(UP_BEFORE_RESCUING_OTHERS, now),
         }
     }
 
     /// Takes what a claim returned: the buffer gets the valid rows (or they go back, when sending stopped
     /// meanwhile), the persister the invalid ones, and the pace is noted.
     fn take(&mut self, result: Result<ClaimedBatch, StoreError>, source: TickSource) -> TickReport {
-        self.note_store(result.is_ok());
+        self.store_up.note(&result);
         let batch = match result {
             Ok(batch) => batch,
             Err(error) => {
@@ -522,7 +533,7 @@ impl FetcherActor {
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     act.rescuing = false;
-                    act.note_store(result.is_ok());
+                    act.store_up.note(&result);
                     match result {
                         Ok(rescued) => {
                             act.metrics.leases_rescued_total.inc_by(rescued as u64);
@@ -934,5 +945,41 @@ impl Handler<GetFlow> for FetcherActor {
                 .filter(|left| !left.is_zero()),
             credentials_refused: self.refused,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_counts_as_up_from_its_first_answer_until_it_cannot_be_reached() {
+        let unreachable = || -> Result<(), StoreError> {
+            Err(StoreError::Database {
+                action: "claiming due messages",
+                source: sqlx::Error::PoolTimedOut,
+            })
+        };
+        let refused = || -> Result<(), StoreError> {
+            Err(StoreError::Database {
+                action: "claiming due messages",
+                source: sqlx::Error::RowNotFound,
+            })
+        };
+        let span = Duration::from_millis(50);
+        let mut up = StoreUptime::default();
+        assert!(!up.at_least(Duration::ZERO, Instant::now()), "not before it answered");
+        up.note(&Ok::<(), StoreError>(()));
+        std::thread::sleep(span);
+        assert!(up.at_least(span, Instant::now()));
+        up.note(&refused());
+        assert!(up.at_least(span, Instant::now()), "a statement refused is no outage");
+        up.note(&unreachable());
+        assert!(!up.at_least(Duration::ZERO, Instant::now()));
+        up.note(&refused());
+        assert!(
+            !up.at_least(span, Instant::now()),
+            "answering again starts the count again"
+        );
     }
 }

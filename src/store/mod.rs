@@ -356,6 +356,18 @@ impl StoreError {
         }
     }
 
+    /// The database could not be reached (or the pool had no connection to give): what an outage looks
+    /// like, unlike SQLite's file being busy with another writer, or a statement that failed.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Database {
+                source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+                ..
+            }
+        )
+    }
+
     /// The database refused the statement for what it holds (a constraint, or a value it cannot store):
     /// sent again unchanged it fails again, unlike a lost connection or a timeout.
     pub fn is_refusal(&self) -> bool {
