@@ -1,4 +1,5 @@
-//! The times a request body may name (`send_at`, `expires_at`, a receipt's or a reply's `at`).
+//! The times a request body may name: a message's `send_at` and `expires_at`, and when a receipt or a
+//! reply was reported (`at`).
 
 use chrono::{DateTime, Utc};
 
@@ -11,24 +12,39 @@ use super::error::ApiError;
 const EARLIEST: i64 = -62_135_510_400;
 const LATEST: i64 = 253_402_214_400;
 
+const OUT_OF_RANGE: &str =
+    "must be between 0001-01-02T00:00:00Z and 9999-12-31T00:00:00Z (omit it for none: Go's zero time is not one)";
+
 /// `raw`, field `name`, as an RFC 3339 time within the range above, else a 400 naming the field.
 pub fn parse_time(name: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
-    let at = DateTime::parse_from_rfc3339(raw)
+    let at = rfc3339(name, raw)?;
+    if (EARLIEST..=LATEST).contains(&at.timestamp()) {
+        Ok(at)
+    } else {
+        Err(ApiError::invalid(name, OUT_OF_RANGE))
+    }
+}
+
+/// When something was reported, field `name`: an RFC 3339 time not before the range above (a 400
+/// naming the field), and none later than now. A time ahead of our clock (a carrier's skew, a "max
+/// date" such as 9999-12-31T23:59:59Z) counts as now: it would outrank every later report.
+pub fn parse_report_time(name: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    let at = rfc3339(name, raw)?;
+    if at.timestamp() < EARLIEST {
+        return Err(ApiError::invalid(name, OUT_OF_RANGE));
+    }
+    Ok(at.min(Utc::now()))
+}
+
+fn rfc3339(name: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(raw)
         .map(|at| at.with_timezone(&Utc))
         .map_err(|e| {
             ApiError::invalid(
                 name,
                 format!("must be an RFC 3339 time, e.g. 2026-12-02T10:00:03Z: {e}"),
             )
-        })?;
-    if (EARLIEST..=LATEST).contains(&at.timestamp()) {
-        Ok(at)
-    } else {
-        Err(ApiError::invalid(
-            name,
-            "must be between 0001-01-02T00:00:00Z and 9999-12-31T00:00:00Z (omit it for none: Go's zero time is not one)",
-        ))
-    }
+        })
 }
 
 #[cfg(test)]
@@ -48,5 +64,22 @@ mod tests {
             assert!(parse_time("at", outside).is_err(), "{outside}");
         }
         assert!(parse_time("at", "yesterday").is_err());
+    }
+
+    #[test]
+    fn a_report_time_ahead_of_the_clock_counts_as_now_and_one_before_year_1_is_refused() {
+        let before = Utc::now();
+        for ahead in [
+            "9999-12-31T23:59:59Z",
+            "9999-12-31T23:59:59-23:59",
+            "2999-01-01T00:00:00Z",
+        ] {
+            let at = parse_report_time("at", ahead).unwrap();
+            assert!(at >= before && at <= Utc::now(), "{ahead}: {at}");
+        }
+        let past = parse_report_time("at", "2026-12-02T10:00:03+01:00").unwrap();
+        assert_eq!(past.to_rfc3339(), "2026-12-02T09:00:03+00:00");
+        assert!(parse_report_time("at", "0001-01-01T00:00:00Z").is_err());
+        assert!(parse_report_time("at", "soon").is_err());
     }
 }

@@ -16,7 +16,7 @@ use crate::{
         callback_auth::require_callback_key,
         callback_body::json_body,
         error::{ApiError, ErrorBody},
-        time::parse_time,
+        time::parse_report_time,
     },
     domain::{InboundAction, PhoneNumber},
     store::{InboundReply, StoredReply, TakenReply},
@@ -146,14 +146,13 @@ pub async fn receive(
             format!("must be at most {CONTENT_MAX_CHARS} characters"),
         ));
     }
+    // A reply is not sent in the future: an `at` ahead of our clock (a provider's skew, a bad year)
+    // counts as now, or it would make every keyword the phone really sends until then look older.
     let at = match fields.get("at") {
         None | Some(Value::Null) => Utc::now(),
-        Some(Value::String(raw)) => parse_time("at", raw)?,
+        Some(Value::String(raw)) => parse_report_time("at", raw)?,
         Some(_) => return Err(ApiError::invalid("at", "must be a string")),
     };
-    // A reply is not sent in the future: an `at` ahead of our clock (a provider's skew, a bad year)
-    // would make every keyword the phone really sends until then look older, and change nothing.
-    let at = at.min(Utc::now());
     let taken = state
         .inbound
         .take_reply(&InboundReply {

@@ -17,7 +17,7 @@ use crate::{
         callback_auth::require_callback_key,
         callback_body::json_body,
         error::{ApiError, ErrorBody},
-        time::parse_time,
+        time::parse_report_time,
     },
     domain::{ERROR_MAX_CHARS, ProviderMessageId, Receipt, ReceiptStatus},
     store::{ReceiptFilter, ReceiptOutcome, StoredReceipt},
@@ -116,7 +116,7 @@ fn parse_receipt(item: &Value) -> Result<Receipt, ApiError> {
         .map_err(|e| ApiError::invalid("status", e.to_string()))?;
     // A report is not made in the future: an `at` ahead of our clock (a carrier's skew, a bad year)
     // would outrank every later report of the message and stay in the last hour's delivery rate.
-    let reported_at = parse_time("at", text("at")?)?.min(Utc::now());
+    let reported_at = parse_report_time("at", text("at")?)?;
     let error = match fields.get("error") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.trim().to_owned()),
