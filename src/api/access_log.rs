@@ -5,16 +5,19 @@
 //! (`DELETE /opt-outs/{to}`) and in the query (`GET /opt-outs?cursor=`, the last number's digits). On
 //! those, every digit but the last two is masked, as `PhoneNumber` masks a number in every other line;
 //! the route is told by its path as the router reads it, percent escapes decoded (`/%6Fpt-outs` is
-//! `/opt-outs`). On every route, a query value or a bare query item with as many digits as a phone
-//! number has (8) is masked so too (a client may send one in a parameter the route does not take), and
-//! so is a path segment of 8 digits or more with no letter in it (a number, never an id or a label). A
-//! digit sent percent-encoded (`%35`) is a digit; other percent escapes (`%2B` for the `+`) stay as
-//! they are.
+//! `/opt-outs`). On every route, a query name, value or bare item with as many digits as a phone number
+//! has (8) is masked so too (a client may send one in a parameter the route does not take), and so is
+//! a path segment of 8 digits or more with no letter in it (a number, never an id), but a campaign's
+//! label (`/campaigns/20261205`: the operator's own). A digit sent percent-encoded (`%35`) is a digit;
+//! other percent escapes (`%2B` for the `+`) stay as they are.
 
 use actix_web::{dev::ServiceRequest, middleware::Logger};
 
 /// Where phone numbers are part of the request line.
 const NUMBERED_PATH: &str = "/opt-outs";
+/// Where a path segment is a label an operator chose (`/campaigns/{campaign}`): a date such as
+/// `20261205` is no phone number.
+const LABELLED_PATH: &str = "/campaigns/";
 
 pub fn logger() -> Logger {
     Logger::new("%{request}xi %s %Dms")
@@ -31,26 +34,41 @@ fn request_line(request: &ServiceRequest) -> String {
         "" => request.path().to_owned(),
         query => format!("{}?{query}", request.path()),
     };
-    let target = if percent_decoded(request.path()).starts_with(NUMBERED_PATH) {
+    let route = percent_decoded(request.path());
+    let target = if route.starts_with(NUMBERED_PATH) {
         mask_digits(&target)
     } else {
-        match target.split_once('?') {
-            Some((path, query)) => format!("{}?{}", mask_numbered_segments(path), mask_long_numbers(query)),
-            None => mask_numbered_segments(&target),
+        let (path, query) = target
+            .split_once('?')
+            .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
+        let path = if route.starts_with(LABELLED_PATH) {
+            path.to_owned()
+        } else {
+            mask_numbered_segments(path)
+        };
+        match query {
+            Some(query) => format!("{path}?{}", mask_long_numbers(query)),
+            None => path,
         }
     };
     format!("{} {target} {:?}", request.method(), request.version())
 }
 
-/// `query` with each value (or item without a value) of `PHONE_DIGITS` digits or more masked by
+/// `query` with each name, value or item without a value of `PHONE_DIGITS` digits or more masked by
 /// `mask_digits`.
 fn mask_long_numbers(query: &str) -> String {
+    let masked = |text: &str| {
+        if digits_in(text) >= PHONE_DIGITS {
+            mask_digits(text)
+        } else {
+            text.to_owned()
+        }
+    };
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, value)) if digits_in(value) >= PHONE_DIGITS => format!("{name}={}", mask_digits(value)),
-            None if digits_in(pair) >= PHONE_DIGITS => mask_digits(pair),
-            _ => pair.to_owned(),
+            Some((name, value)) => format!("{}={}", masked(name), masked(value)),
+            None => masked(pair),
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -251,9 +269,14 @@ mod tests {
             line(Method::GET, "/anything/%2B905551112233/else"),
             "GET /anything/%2B**********33/else HTTP/1.1"
         );
-        // Ids and labels have letters in them, and are logged as they came.
+        assert_eq!(
+            line(Method::GET, "/messages?905551112233=1"),
+            "GET /messages?**********33=1 HTTP/1.1"
+        );
+        // Ids have letters in them, and campaign labels are the operator's: logged as they came.
         for kept in [
             "/campaigns/promo-20261205",
+            "/campaigns/2026-12-05/pause",
             "/messages/0190a1b2-0000-7000-8000-123456789012",
         ] {
             assert_eq!(line(Method::GET, kept), format!("GET {kept} HTTP/1.1"));

@@ -449,7 +449,11 @@ async fn a_malformed_receipt_is_refused_naming_the_field_and_nothing_is_stored()
     // A "max date" ahead of the clock counts as now, as any time ahead of it does: not refused.
     let max_date = json!({"messageId": "prov-max", "status": "delivered", "at": "9999-12-31T23:59:59Z"});
     let (status, answer) = post_receipts(&app, &max_date, Some(CALLBACK_KEY)).await;
-    assert_eq!((status, &answer["stored"]), (StatusCode::ACCEPTED, &json!(1)), "{answer}");
+    assert_eq!(
+        (status, &answer["stored"]),
+        (StatusCode::ACCEPTED, &json!(1)),
+        "{answer}"
+    );
 }
 
 #[actix_web::test]
