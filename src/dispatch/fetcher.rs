@@ -54,6 +54,9 @@ pub const OWNER_FRESH: Duration = Duration::from_secs(3);
 /// may wait out a pool's acquire timeout before it lands. Rescues run with the scheduled ticks, so with
 /// a long `INTERVAL` the first after it may come later.
 const UP_BEFORE_RESCUING_OTHERS: Duration = Duration::from_secs(8);
+/// After a claim fails, the next waits at least this long, however soon the next tick: a claim that fails
+/// for what a row holds fails again at once, and with a short `INTERVAL` it filled the log.
+const CLAIM_RETRY_FLOOR: Duration = Duration::from_secs(1);
 /// A 429 without `Retry-After` pauses this instance at least this long (the cluster decides the rest).
 const THROTTLE_FLOOR: Duration = Duration::from_secs(1);
 /// Claims resume after the last row claimed (`Frontier`), and this often one starts from the oldest due
@@ -95,6 +98,8 @@ pub struct FetcherActor {
     last_full_rescue: Option<Instant>,
     /// How long this instance's claims and rescues have reached the database.
     store_up: StoreUptime,
+    /// A claim failed: the scheduled ones wait until then.
+    claim_retry_at: Option<Instant>,
 }
 
 /// Since when the database has answered without being found unreachable.
@@ -204,6 +209,7 @@ impl FetcherActor {
             last_rescue: None,
             last_full_rescue: None,
             store_up: StoreUptime::default(),
+            claim_retry_at: None,
         }
     }
 
@@ -240,9 +246,11 @@ impl FetcherActor {
             }
         }
         let paced = self.paced_until.is_some_and(|until| now < until);
+        let failed_lately = self.claim_retry_at.is_some_and(|at| now < at);
         if !self.paused
             && !self.throttled(now)
             && !paced
+            && !failed_lately
             && let Some(size) = self.flow.claim_size()
         {
             let allowed = self.breaker.allowance(size as usize, now);
@@ -355,8 +363,12 @@ impl FetcherActor {
             Ok(batch) => batch,
             Err(error) => {
                 self.flow.claim_failed();
+                self.claim_retry_at = Some(Instant::now() + CLAIM_RETRY_FLOOR);
                 self.metrics.tick_errors_total.inc();
-                log::error!("claim failed, will try again next tick: {}", error_chain(&error));
+                log::error!(
+                    retry_in:? = CLAIM_RETRY_FLOOR;
+                    "claim failed, will try again at the next tick after a second: {}", error_chain(&error)
+                );
                 return TickReport {
                     skipped: Some(TickSkipped::StoreError),
                     ..TickReport::default()

@@ -95,3 +95,32 @@ async fn a_result_the_database_refuses_is_recorded_plainer_not_retried_for_good(
     );
     assert_eq!(posts_per_key(&app.provider).await.get(&id.to_string()), Some(&1));
 }
+
+/// A claim that fails for what a row holds fails again at once: it was retried at once, thousands of
+/// times a second, each an error line. A failed claim waits a second before the next.
+#[actix_web::test]
+async fn a_claim_that_keeps_failing_is_tried_again_once_a_second_not_at_once() {
+    let database = TestDatabase::create().await;
+    // A row no claim can take: its update raises, as a check another team added would.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'this row may not be claimed'; END $$;
+         CREATE TRIGGER refuse_poison BEFORE UPDATE ON messages
+             FOR EACH ROW WHEN (OLD.content = 'poison') EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(database.pg())
+    .await
+    .unwrap();
+    database.insert_raw("+905551111111", "poison").await;
+    let app = TestApp::builder()
+        .database(&database)
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "10ms")
+        .spawn()
+        .await;
+
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    let failures = app.metric("tick_errors_total").await;
+    assert!((1.0..=5.0).contains(&failures), "{failures} failed claims in 3 s");
+}
