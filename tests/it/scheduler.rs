@@ -343,3 +343,49 @@ async fn on_sqlite_a_plain_insert_naming_its_id_in_capitals_is_sent_once_and_rec
     assert_eq!(rows, 1);
     assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
 }
+
+/// SQLite stores what a plain INSERT gives: a time computed in floating point, or written as text, a
+/// priority of 1.5, content as bytes. Such a row failed every claim, and every claim took it first, so
+/// nothing was sent at all. It is refused at the INSERT, naming the columns, as Postgres refuses it.
+#[actix_web::test]
+async fn on_sqlite_a_plain_insert_of_a_value_the_service_cannot_read_is_refused_and_the_rest_go() {
+    let database = TestDatabase::sqlite().await;
+    let app = TestApp::builder().database(&database).spawn().await;
+    let pool = sqlx::SqlitePool::connect(&database.url).await.unwrap();
+    let in_an_hour = (Utc::now() + chrono::Duration::hours(1)).timestamp_micros();
+
+    let refused = [
+        sqlx::query("INSERT INTO messages (phone_number, content, expires_at) VALUES ('+905551111111', 'a', ?1)")
+            .bind(in_an_hour as f64 + 0.5)
+            .execute(&pool)
+            .await,
+        sqlx::query("INSERT INTO messages (phone_number, content, send_at) VALUES ('+905551111111', 'b', ?1)")
+            .bind("2026-12-24 09:00")
+            .execute(&pool)
+            .await,
+        sqlx::query("INSERT INTO messages (phone_number, content, priority) VALUES ('+905551111111', 'c', 1.5)")
+            .execute(&pool)
+            .await,
+        sqlx::query("INSERT INTO messages (phone_number, content) VALUES ('+905551111111', ?1)")
+            .bind(b"d".to_vec())
+            .execute(&pool)
+            .await,
+    ];
+    for (outcome, column) in refused
+        .into_iter()
+        .zip(["expires_at", "send_at", "priority", "content"])
+    {
+        let error = outcome.expect_err(column).to_string();
+        assert!(error.contains(column), "{column}: {error}");
+    }
+    sqlx::query("INSERT INTO messages (phone_number, content, expires_at) VALUES ('+905551111111', 'e', ?1)")
+        .bind(in_an_hour)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    app.tick_and_settle().await;
+
+    assert_eq!(database.count_with_status("sent").await, 1);
+    assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
+}
