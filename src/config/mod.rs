@@ -336,6 +336,9 @@ mod tests {
                 "DATABASE_URL expected a URL starting with postgres://",
             ),
             ("REDIS_TTL", "10ms", "REDIS_TTL expected at least 1s"),
+            // "Never", said as a long time: past what Postgres's time arithmetic holds.
+            ("PRIORITY_AGING", "10000y", "PRIORITY_AGING expected at most 100y"),
+            ("SENT_RETENTION", "500y", "SENT_RETENTION expected at most 100y"),
             ("MAX_RETRIES", "0", "MAX_RETRIES expected a whole number of at least 1"),
             ("BACKOFF_MIN", "1h", "BACKOFF_MIN must not exceed BACKOFF_MAX"),
             (

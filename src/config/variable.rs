@@ -202,9 +202,16 @@ pub const KEY: Kind<Secret> = Kind {
 };
 
 /// `500ms`, `30s`, `2m`, `1h 30m`, `7d`: the forms humantime accepts.
+/// The longest duration a setting takes. Postgres counts times from 4713 BC to 294276 AD, and a claim
+/// subtracts `PRIORITY_AGING` from now: `10000y`, a way of saying "never", failed every claim.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw.trim())
-        .map_err(|_| format!("expected a duration such as 500ms, 30s or 2m, got {raw:?}"))
+    let value = humantime::parse_duration(raw.trim())
+        .map_err(|_| format!("expected a duration such as 500ms, 30s or 2m, got {raw:?}"))?;
+    (value <= LONGEST)
+        .then_some(value)
+        .ok_or_else(|| format!("expected at most 100y, got {raw:?}"))
 }
 
 fn above_zero(value: Duration, problem: &str) -> Result<Duration, String> {
