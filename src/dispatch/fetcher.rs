@@ -54,9 +54,11 @@ pub const OWNER_FRESH: Duration = Duration::from_secs(3);
 /// may wait out a pool's acquire timeout before it lands. Rescues run with the scheduled ticks, so with
 /// a long `INTERVAL` the first after it may come later.
 const UP_BEFORE_RESCUING_OTHERS: Duration = Duration::from_secs(8);
-/// After a claim fails, the next waits at least this long, however soon the next tick: a claim that fails
-/// for what a row holds fails again at once, and with a short `INTERVAL` it filled the log.
-const CLAIM_RETRY_FLOOR: Duration = Duration::from_secs(1);
+/// After a claim fails, the next waits this long, twice as long after each failure in a row up to
+/// `CLAIM_RETRY_MAX`: a claim that fails for what a row holds fails again at once, thousands of times a
+/// second, each an error line.
+const CLAIM_RETRY_MIN: Duration = Duration::from_secs(1);
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(30);
 /// A 429 without `Retry-After` pauses this instance at least this long (the cluster decides the rest).
 const THROTTLE_FLOOR: Duration = Duration::from_secs(1);
 /// Claims resume after the last row claimed (`Frontier`), and this often one starts from the oldest due
@@ -98,7 +100,8 @@ pub struct FetcherActor {
     last_full_rescue: Option<Instant>,
     /// How long this instance's claims and rescues have reached the database.
     store_up: StoreUptime,
-    /// A claim failed: the scheduled ones wait until then.
+    /// Claims failed in a row, and until when the next waits.
+    claim_failures: u32,
     claim_retry_at: Option<Instant>,
 }
 
@@ -209,6 +212,7 @@ impl FetcherActor {
             last_rescue: None,
             last_full_rescue: None,
             store_up: StoreUptime::default(),
+            claim_failures: 0,
             claim_retry_at: None,
         }
     }
@@ -264,11 +268,16 @@ impl FetcherActor {
         // goes when the cool-down ends, not at the next tick.
         self.wake_at(
             ctx,
-            [self.throttled_until, self.paced_until, self.breaker.next_change()]
-                .into_iter()
-                .flatten()
-                .filter(|at| *at > now)
-                .min(),
+            [
+                self.throttled_until,
+                self.paced_until,
+                self.breaker.next_change(),
+                self.claim_retry_at,
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|at| *at > now)
+            .min(),
         );
         self.metrics.send_slots_in_use.set(gauge(self.flow.slots_in_use()));
         self.metrics.claim_buffer_depth.set(gauge(self.flow.buffered()));
@@ -360,15 +369,20 @@ impl FetcherActor {
     fn take(&mut self, result: Result<ClaimedBatch, StoreError>, source: TickSource) -> TickReport {
         self.store_up.note(&result);
         let batch = match result {
-            Ok(batch) => batch,
+            Ok(batch) => {
+                self.claim_failures = 0;
+                self.claim_retry_at = None;
+                batch
+            }
             Err(error) => {
                 self.flow.claim_failed();
-                self.claim_retry_at = Some(Instant::now() + CLAIM_RETRY_FLOOR);
+                let wait = CLAIM_RETRY_MIN
+                    .saturating_mul(1 << self.claim_failures.min(5))
+                    .min(CLAIM_RETRY_MAX);
+                self.claim_failures = self.claim_failures.saturating_add(1);
+                self.claim_retry_at = Some(Instant::now() + wait);
                 self.metrics.tick_errors_total.inc();
-                log::error!(
-                    retry_in:? = CLAIM_RETRY_FLOOR;
-                    "claim failed, will try again at the next tick after a second: {}", error_chain(&error)
-                );
+                log::error!(retry_in:? = wait; "claim failed, will try again: {}", error_chain(&error));
                 return TickReport {
                     skipped: Some(TickSkipped::StoreError),
                     ..TickReport::default()

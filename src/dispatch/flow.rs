@@ -122,10 +122,8 @@ impl Flow {
             .extend(deliveries.into_iter().map(|delivery| (delivery, now)));
     }
 
-    /// A claim failed: none more until the next tick, as after a queue that came back short.
     pub fn claim_failed(&mut self) {
         self.claiming = false;
-        self.drained = true;
     }
 
     /// The next message out of the buffer while a slot is free.

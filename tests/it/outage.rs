@@ -124,3 +124,44 @@ async fn a_claim_that_keeps_failing_is_tried_again_once_a_second_not_at_once() {
     let failures = app.metric("tick_errors_total").await;
     assert!((1.0..=5.0).contains(&failures), "{failures} failed claims in 3 s");
 }
+
+/// A claim that failed once (a statement another team's trigger refused for a moment, a restart) is tried
+/// again a second later, not at the next tick: with the default `INTERVAL`, two minutes later.
+#[actix_web::test]
+async fn a_claim_that_failed_once_is_tried_again_a_second_later_not_at_the_next_tick() {
+    let database = TestDatabase::create().await;
+    sqlx::raw_sql(
+        "CREATE TABLE refuse_claims (refuse boolean NOT NULL);
+         INSERT INTO refuse_claims VALUES (true);
+         CREATE FUNCTION refuse_claims() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN
+                  IF (SELECT refuse FROM refuse_claims) THEN RAISE EXCEPTION 'not now'; END IF;
+                  RETURN NEW;
+                END $$;
+         CREATE TRIGGER refuse_claims BEFORE UPDATE ON messages FOR EACH ROW EXECUTE FUNCTION refuse_claims();",
+    )
+    .execute(database.pg())
+    .await
+    .unwrap();
+    let id = database.insert_raw("+905551111111", "hello").await;
+    let app = TestApp::builder()
+        .database(&database)
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "1h")
+        .spawn()
+        .await;
+    wait_until("the first claim fails", || async {
+        app.metric("tick_errors_total").await >= 1.0
+    })
+    .await;
+
+    sqlx::query("UPDATE refuse_claims SET refuse = false")
+        .execute(database.pg())
+        .await
+        .unwrap();
+
+    wait_until("the message is sent without another tick", || async {
+        database.row(id).await.status == "sent"
+    })
+    .await;
+}
