@@ -334,15 +334,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The database could not be reached, the pool had no connection to give, or SQLite's file stayed
-    /// busy with another writer past the busy timeout: worth trying again shortly, unlike a statement
-    /// that failed.
+    /// The database could not be reached (`is_unreachable`: a Postgres restart too), or SQLite's file
+    /// stayed busy with another writer past the busy timeout: worth trying again shortly (a 503), unlike
+    /// a statement that failed.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Database {
-                source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-                ..
-            } => true,
+            _ if self.is_unreachable() => true,
             Self::Database {
                 source: sqlx::Error::Database(error),
                 ..
@@ -356,16 +353,23 @@ impl StoreError {
         }
     }
 
-    /// The database could not be reached (or the pool had no connection to give): what an outage looks
-    /// like, unlike SQLite's file being busy with another writer, or a statement that failed.
+    /// The database could not be reached, the pool had no connection to give, or Postgres ended the
+    /// connection (a restart: SQLSTATE class 08, or 57P01 to 57P03): what an outage looks like, unlike
+    /// SQLite's file being busy with another writer, or a statement that failed.
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::Database {
                 source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
                 ..
-            }
-        )
+            } => true,
+            Self::Database {
+                source: sqlx::Error::Database(error),
+                ..
+            } if error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => error
+                .code()
+                .is_some_and(|code| code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")),
+            _ => false,
+        }
     }
 
     /// The database refused the statement for what it holds (a constraint, or a value it cannot store):

@@ -1725,3 +1725,52 @@ fn two_processes_starting_on_a_fresh_sqlite_file_both_migrate_it() {
         assert!(outcome.0.is_ok() && outcome.1.is_ok(), "{outcome:?}");
     }
 }
+
+/// A Postgres restart ends the statements under way with an error of its own (57P01, "terminating
+/// connection due to administrator command"), not a lost connection: it is an outage all the same, and
+/// the rescue's wait before it takes other replicas' leases starts again from it.
+#[tokio::test]
+async fn a_statement_ended_by_a_restart_is_the_database_unreachable() {
+    let database = TestDatabase::create().await;
+    let store = std::sync::Arc::clone(&database.store);
+    enqueue(store.as_ref(), 1).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_claim() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$;
+         CREATE TRIGGER slow_claim BEFORE UPDATE ON messages FOR EACH ROW EXECUTE FUNCTION slow_claim();",
+    )
+    .execute(database.pg())
+    .await
+    .unwrap();
+    let claiming = tokio::spawn(async move {
+        let request = ClaimRequest {
+            limit: 1,
+            owner: "me",
+            lease: LEASE,
+            rate_limit: None,
+            after: None,
+            aging: AGING,
+        };
+        store.claim_due(&request).await.map(|_| ())
+    });
+    let name = database.url.rsplit('/').next().unwrap().to_owned();
+    wait_until("the claim sleeps in its trigger", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'PgSleep'",
+        )
+        .bind(&name)
+        .fetch_one(database.pg())
+        .await
+        .unwrap()
+            > 0
+    })
+    .await;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND wait_event = 'PgSleep'")
+        .bind(&name)
+        .execute(database.pg())
+        .await
+        .unwrap();
+
+    let error = claiming.await.unwrap().expect_err("the claim was ended");
+    assert!(error.is_unreachable(), "{error:?}");
+}
