@@ -315,9 +315,14 @@ mod tests {
 
     #[test]
     fn human_durations_are_understood() {
-        let s = settings(&[("INTERVAL", "500ms"), ("LEASE", "1m 30s")]).unwrap();
+        let s = settings(&[("INTERVAL", "500ms"), ("LEASE", "1m 30s"), ("PRIORITY_AGING", "100y")]).unwrap();
         assert_eq!(s.interval, Duration::from_millis(500));
         assert_eq!(s.lease, Duration::from_secs(90));
+        assert_eq!(
+            s.priority_aging,
+            Duration::from_secs(3_155_760_000),
+            "the longest taken"
+        );
     }
 
     #[test]

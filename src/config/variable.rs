@@ -204,7 +204,8 @@ pub const KEY: Kind<Secret> = Kind {
 /// `500ms`, `30s`, `2m`, `1h 30m`, `7d`: the forms humantime accepts.
 /// The longest duration a setting takes. Postgres counts times from 4713 BC to 294276 AD, and a claim
 /// subtracts `PRIORITY_AGING` from now: `10000y`, a way of saying "never", failed every claim.
-const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// A year as humantime reads `y`: 365.25 days.
+const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 
 fn duration(raw: &str) -> Result<Duration, String> {
     let value = humantime::parse_duration(raw.trim())
