@@ -163,7 +163,12 @@ impl TestDatabase {
 
     /// A fresh SQLite file.
     pub async fn sqlite() -> Self {
-        let path = std::env::temp_dir().join(format!("insider-it-{}.db", Uuid::new_v4().simple()));
+        Self::sqlite_file(std::env::temp_dir().join(format!("insider-it-{}.db", Uuid::new_v4().simple()))).await
+    }
+
+    /// The SQLite file at `path`, migrated (a test may have filled it with an older schema first); it is
+    /// deleted with the last clone.
+    pub async fn sqlite_file(path: std::path::PathBuf) -> Self {
         let cleanup = Arc::new(Cleanup::Sqlite { path: path.clone() });
         let url = format!("sqlite://{}", path.display());
         let store = insider_messaging::startup::migrate(&url)

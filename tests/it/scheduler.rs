@@ -389,3 +389,80 @@ async fn on_sqlite_a_plain_insert_of_a_value_the_service_cannot_read_is_refused_
     assert_eq!(database.count_with_status("sent").await, 1);
     assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
 }
+
+/// Rows a plain INSERT stored before 0.7.14 with values the service cannot read (a REAL time, a text
+/// date, content as bytes, an id that is no UUID) are mended by the migrations: the failed list and each
+/// message's page answer, and a retried one is sent.
+#[actix_web::test]
+async fn on_sqlite_rows_stored_with_values_the_service_cannot_read_are_mended_and_listed() {
+    let path = std::env::temp_dir().join(format!("insider-it-{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    // The schema as 0.7.13 left it: the migrations before 2026-12-10.
+    let before = std::env::temp_dir().join(format!("insider-it-migrations-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&before).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().as_ref() < "20261210" {
+            std::fs::copy(entry.path(), before.join(entry.file_name())).unwrap();
+        }
+    }
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(before.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let in_an_hour = (Utc::now() + chrono::Duration::hours(1)).timestamp_micros();
+    sqlx::query("INSERT INTO messages (phone_number, content, expires_at) VALUES ('+905551111111', 'real', ?1)")
+        .bind(in_an_hour as f64 + 0.5)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO messages (phone_number, content, created_at) VALUES ('+905551111111', 'text', 'soon')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO messages (phone_number, content) VALUES ('+905551111111', ?1)")
+        .bind(b"bytes".to_vec())
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO messages (id, phone_number, content) VALUES ('abc', '+905551111111', 'no uuid')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    std::fs::remove_dir_all(&before).unwrap();
+
+    let database = TestDatabase::sqlite_file(path).await;
+    let app = TestApp::builder().database(&database).spawn().await;
+
+    let (status, failed) = app.get("/messages?status=failed&limit=10").await;
+    assert_eq!(status, StatusCode::OK, "{failed}");
+    let failed = failed["items"].as_array().unwrap().clone();
+    assert_eq!(failed.len(), 3, "the real time, the bytes and the id: {failed:?}");
+    for message in &failed {
+        let (status, page) = app.get(&format!("/messages/{}", message["id"].as_str().unwrap())).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+    }
+    let (status, pending) = app.get("/messages?status=pending").await;
+    assert_eq!(status, StatusCode::OK, "{pending}");
+    assert_eq!(pending["items"][0]["content"], "text", "its created_at read as now");
+
+    let real = failed.iter().find(|m| m["content"] == "real").unwrap();
+    let (status, _) = app
+        .post_json(
+            &format!("/messages/{}/retry", real["id"].as_str().unwrap()),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.tick_and_settle().await;
+    app.tick_and_settle().await;
+    assert_eq!(
+        database.count_with_status("sent").await,
+        2,
+        "the retried one and the text one"
+    );
+}
