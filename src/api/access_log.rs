@@ -41,11 +41,9 @@ fn request_line(request: &ServiceRequest) -> String {
         let (path, query) = target
             .split_once('?')
             .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
-        let path = if route.starts_with(LABELLED_PATH) {
-            path.to_owned()
-        } else {
-            mask_numbered_segments(path)
-        };
+        // The label is the segment after `/campaigns/`: the third of `"" / "campaigns" / label`.
+        let label = route.starts_with(LABELLED_PATH).then_some(2);
+        let path = mask_numbered_segments(path, label);
         match query {
             Some(query) => format!("{path}?{}", mask_long_numbers(query)),
             None => path,
@@ -75,10 +73,14 @@ fn mask_long_numbers(query: &str) -> String {
 }
 
 /// `path` with each segment of `PHONE_DIGITS` digits or more and no letter outside a percent escape
-/// masked by `mask_digits`: a message id or a campaign label has letters, a phone number none.
-fn mask_numbered_segments(path: &str) -> String {
+/// masked by `mask_digits` (a message id has letters, a phone number none), but the one at `label`.
+fn mask_numbered_segments(path: &str, label: Option<usize>) -> String {
     path.split('/')
-        .map(|segment| {
+        .enumerate()
+        .map(|(index, segment)| {
+            if Some(index) == label {
+                return segment.to_owned();
+            }
             let letters = segment
                 .split('%')
                 .enumerate()
@@ -281,6 +283,11 @@ mod tests {
         ] {
             assert_eq!(line(Method::GET, kept), format!("GET {kept} HTTP/1.1"));
         }
+        // Only the label: a number elsewhere under `/campaigns/` is masked.
+        assert_eq!(
+            line(Method::GET, "/campaigns/promo/905551112233"),
+            "GET /campaigns/promo/**********33 HTTP/1.1"
+        );
     }
 
     #[test]
