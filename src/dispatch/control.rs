@@ -97,13 +97,20 @@ impl ControlActor {
                 };
                 match switch {
                     _ if !steering => {}
+                    // Logged once followed: the scheduler drops what an operator's command overtook.
                     Some(switch) if switch.sending && !state.running => {
-                        log::info!("the cluster's sending switch is on: starting");
-                        let _ = pipeline.start.send(StartSending(heartbeat)).await;
+                        if let Ok(now) = pipeline.start.send(StartSending(heartbeat)).await
+                            && now.running
+                        {
+                            log::info!("the cluster's sending switch is on: starting");
+                        }
                     }
                     Some(switch) if !switch.sending && state.running => {
-                        log::info!("the cluster's sending switch is off: stopping");
-                        let _ = pipeline.stop.send(StopSending(heartbeat)).await;
+                        if let Ok(now) = pipeline.stop.send(StopSending(heartbeat)).await
+                            && !now.running
+                        {
+                            log::info!("the cluster's sending switch is off: stopping");
+                        }
                     }
                     _ => {}
                 }
