@@ -49,7 +49,9 @@ UPDATE messages SET id = lower(id)
  WHERE id <> lower(id)
    AND length(id) = 36 AND length(replace(id, '-', '')) = 32
    AND lower(replace(id, '-', '')) NOT GLOB '*[^0-9a-f]*'
-   AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.id = lower(messages.id));
+   AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.id = lower(messages.id))
+   -- History by hand under the id as written keeps it (the key would break); the row is failed below.
+   AND NOT EXISTS (SELECT 1 FROM message_attempts a WHERE a.message_id = messages.id);
 
 UPDATE messages
    SET status = 'failed', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,

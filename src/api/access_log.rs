@@ -42,7 +42,8 @@ fn request_line(request: &ServiceRequest) -> String {
             .split_once('?')
             .map_or((target.as_str(), None), |(p, q)| (p, Some(q)));
         // The label is the segment after `/campaigns/`: the third of `"" / "campaigns" / label`.
-        let label = route.starts_with(LABELLED_PATH).then_some(2);
+        // Spelled as the route is: a label found by the decoded path may sit elsewhere in the raw one.
+        let label = (route.starts_with(LABELLED_PATH) && path.starts_with(LABELLED_PATH)).then_some(2);
         let path = mask_numbered_segments(path, label);
         match query {
             Some(query) => format!("{path}?{}", mask_long_numbers(query)),
@@ -283,10 +284,14 @@ mod tests {
         ] {
             assert_eq!(line(Method::GET, kept), format!("GET {kept} HTTP/1.1"));
         }
-        // Only the label: a number elsewhere under `/campaigns/` is masked.
+        // Only the label: a number elsewhere under `/campaigns/` is masked, the route spelled otherwise too.
         assert_eq!(
             line(Method::GET, "/campaigns/promo/905551112233"),
             "GET /campaigns/promo/**********33 HTTP/1.1"
+        );
+        assert_eq!(
+            line(Method::GET, "/campaigns%2Fx/905551112233"),
+            "GET /campaigns%2Fx/**********33 HTTP/1.1"
         );
     }
 

@@ -101,6 +101,7 @@ impl ControlActor {
                     Some(switch) if switch.sending && !state.running => {
                         if let Ok(now) = pipeline.start.send(StartSending(heartbeat)).await
                             && now.running
+                            && now.operator_commands == state.operator_commands
                         {
                             log::info!("the cluster's sending switch is on: starting");
                         }
@@ -108,6 +109,7 @@ impl ControlActor {
                     Some(switch) if !switch.sending && state.running => {
                         if let Ok(now) = pipeline.stop.send(StopSending(heartbeat)).await
                             && !now.running
+                            && now.operator_commands == state.operator_commands
                         {
                             log::info!("the cluster's sending switch is off: stopping");
                         }

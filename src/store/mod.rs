@@ -353,9 +353,10 @@ impl StoreError {
         }
     }
 
-    /// The database could not be reached, the pool had no connection to give, or Postgres ended the
-    /// connection (a restart: SQLSTATE class 08, or 57P01 to 57P03): what an outage looks like, unlike
-    /// SQLite's file being busy with another writer, or a statement that failed.
+    /// The database could not be reached, the pool had no connection to give, or Postgres ended or
+    /// refused the connection (a restart: 57P01 to 57P03, an idle session's timeout 57P05, and the
+    /// connection failures of class 08 but 08P01, a protocol violation, which is a bug of ours): what an
+    /// outage looks like, unlike SQLite's file being busy with another writer, or a statement that failed.
     pub fn is_unreachable(&self) -> bool {
         match self {
             Self::Database {
@@ -365,9 +366,14 @@ impl StoreError {
             Self::Database {
                 source: sqlx::Error::Database(error),
                 ..
-            } if error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => error
-                .code()
-                .is_some_and(|code| code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")),
+            } if error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => {
+                error.code().is_some_and(|code| {
+                    matches!(
+                        code.as_ref(),
+                        "08000" | "08001" | "08003" | "08004" | "08006" | "57P01" | "57P02" | "57P03" | "57P05"
+                    )
+                })
+            }
             _ => false,
         }
     }

@@ -370,11 +370,14 @@ async fn on_sqlite_a_plain_insert_of_a_value_the_service_cannot_read_is_refused_
             .bind(b"d".to_vec())
             .execute(&pool)
             .await,
+        // A column the claim does not read, but whose row every UPDATE would refuse, failing the claim.
+        sqlx::query("INSERT INTO messages (phone_number, content, last_error) VALUES ('+905551111111', 'f', ?1)")
+            .bind(b"\x01".to_vec())
+            .execute(&pool)
+            .await,
     ];
-    for (outcome, column) in refused
-        .into_iter()
-        .zip(["expires_at", "send_at", "priority", "content"])
-    {
+    let columns = ["expires_at", "send_at", "priority", "content", "last_error"];
+    for (outcome, column) in refused.into_iter().zip(columns) {
         let error = outcome.expect_err(column).to_string();
         assert!(error.contains(column), "{column}: {error}");
     }
@@ -432,6 +435,15 @@ async fn on_sqlite_rows_stored_with_values_the_service_cannot_read_are_mended_an
         .execute(&pool)
         .await
         .unwrap();
+    // Bytes that are no UTF-8, and a campaign of bytes that starts with a NUL (its length as text is 0).
+    sqlx::query(
+        "INSERT INTO messages (phone_number, content, status, campaign) VALUES ('+905551111111', ?1, 'cancelled', ?2)",
+    )
+    .bind(vec![0xffu8, 0xfe])
+    .bind(vec![0u8, b'A'])
+    .execute(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     std::fs::remove_dir_all(&before).unwrap();
 
@@ -446,6 +458,9 @@ async fn on_sqlite_rows_stored_with_values_the_service_cannot_read_are_mended_an
         let (status, page) = app.get(&format!("/messages/{}", message["id"].as_str().unwrap())).await;
         assert_eq!(status, StatusCode::OK, "{page}");
     }
+    let (status, cancelled) = app.get("/messages?status=cancelled").await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["items"][0]["content"], "FFFE", "bytes as their hex digits");
     let (status, pending) = app.get("/messages?status=pending").await;
     assert_eq!(status, StatusCode::OK, "{pending}");
     assert_eq!(pending["items"][0]["content"], "text", "its created_at read as now");
