@@ -237,6 +237,14 @@ async fn a_plain_insert_of_a_time_the_service_cannot_read_is_refused_and_the_res
             "{column}: {refused}"
         );
     }
+    // Each claim adds one to an int4: at its largest, every claim it was in failed.
+    let refused = sqlx::query(
+        "INSERT INTO messages (phone_number, content, attempts) VALUES ('+905551111111', 'hi', 2147483647)",
+    )
+    .execute(app.database.pg())
+    .await
+    .expect_err("refused at the INSERT");
+    assert!(refused.to_string().contains("messages.attempts"), "{refused}");
     let plain = app.database.insert_raw("+905552222222", "hello").await;
 
     app.tick_and_settle().await;
