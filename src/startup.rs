@@ -33,7 +33,10 @@ pub struct Application {
     port: u16,
     server: Server,
     pipeline: Pipeline,
+    /// The dispatcher's pool.
     database: Arc<dyn Database>,
+    /// The API's pool.
+    requests: Arc<dyn Database>,
     shutdown_grace: Duration,
 }
 
@@ -69,12 +72,14 @@ impl Application {
         )
         .await
         .context("reading the cluster's sending switch")?;
-        let receipts: Arc<dyn ReceiptStore> = database.clone();
-        let events: Arc<dyn StatusEventStore> = database.clone();
-        let opt_outs: Arc<dyn OptOutList> = database.clone();
-        let campaigns: Arc<dyn Campaigns> = database.clone();
-        let inbound: Arc<dyn InboundLog> = database.clone();
-        let store: Arc<dyn MessageStore> = database.clone();
+        // See `Database::with_pool_of_its_own`: requests cannot starve the dispatcher of connections.
+        let requests = database.with_pool_of_its_own();
+        let receipts: Arc<dyn ReceiptStore> = requests.clone();
+        let events: Arc<dyn StatusEventStore> = requests.clone();
+        let opt_outs: Arc<dyn OptOutList> = requests.clone();
+        let campaigns: Arc<dyn Campaigns> = requests.clone();
+        let inbound: Arc<dyn InboundLog> = requests.clone();
+        let store: Arc<dyn MessageStore> = requests.clone();
 
         let state = web::Data::new(AppState {
             opt_outs,
@@ -128,6 +133,7 @@ impl Application {
             server,
             pipeline,
             database,
+            requests,
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -174,10 +180,11 @@ impl Application {
             .context("the HTTP server failed");
         // A connection still out when the runtime ends panics in sqlx's Drop: give them all back first.
         // A statement stuck behind a lock must not hold the exit forever.
-        if actix_rt::time::timeout(CLOSE_GRACE, self.database.close())
-            .await
-            .is_err()
-        {
+        let close = async {
+            self.requests.close().await;
+            self.database.close().await;
+        };
+        if actix_rt::time::timeout(CLOSE_GRACE, close).await.is_err() {
             log::warn!(grace:? = CLOSE_GRACE; "database connections still in use at exit");
         }
         served

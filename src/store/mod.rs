@@ -434,6 +434,12 @@ pub trait Database:
     /// Applies pending migrations; safe to run from several instances at once.
     async fn migrate(&self) -> Result<(), StoreError>;
 
+    /// The same database through a pool of its own, sharing the outbox (events a request writes are
+    /// handed over as the dispatcher's are). The API's handlers use it, so that reads hanging in the
+    /// database cannot take the connections the dispatcher's claims, flushes and heartbeats need: a
+    /// flush held past LEASE lets another replica send its messages again.
+    fn with_pool_of_its_own(&self) -> Arc<dyn Database>;
+
     /// Closes the pool once every connection in use is given back. sqlx returns a connection from its
     /// `Drop` by spawning on the current runtime, so a connection still out when the runtime goes away
     /// panics: close before the runtime ends.

@@ -153,6 +153,18 @@ impl Database for PostgresStore {
             .map_err(StoreError::Migrate)
     }
 
+    fn with_pool_of_its_own(&self) -> Arc<dyn Database> {
+        let pool = self
+            .pool
+            .options()
+            .clone()
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        Arc::new(Self {
+            pool,
+            outbox: Arc::clone(&self.outbox),
+        })
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -237,6 +237,18 @@ impl Database for SqliteStore {
         }
     }
 
+    fn with_pool_of_its_own(&self) -> Arc<dyn Database> {
+        let pool = self
+            .pool
+            .options()
+            .clone()
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        Arc::new(Self {
+            pool,
+            outbox: Arc::clone(&self.outbox),
+        })
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

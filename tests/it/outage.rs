@@ -1,4 +1,7 @@
-//! The database going away mid-run: the service stays up, says so in /readyz, and loses nothing.
+//! The database going away mid-run, or part of it stuck: the service stays up, says so in /readyz, and
+//! loses nothing.
+
+use actix_web::http::StatusCode;
 
 use crate::helpers::*;
 
@@ -164,4 +167,66 @@ async fn a_claim_that_failed_once_is_tried_again_a_second_later_not_at_the_next_
         database.row(id).await.status == "sent"
     })
     .await;
+}
+
+/// A flood of API reads that hang in the database (a table locked, a plan gone slow) must not take the
+/// connections the dispatcher's claims, flushes and heartbeats need: a flush held past LEASE lets another
+/// replica send the message again. Messages go on being claimed, POSTed and recorded sent meanwhile.
+#[actix_web::test]
+async fn api_reads_stuck_in_the_database_do_not_hold_up_sending() {
+    let app = TestApp::builder()
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "200ms")
+        .spawn()
+        .await;
+    let database = app.database.clone();
+    let lock = database
+        .hold_lock("LOCK TABLE inbound_messages IN ACCESS EXCLUSIVE MODE")
+        .await;
+    // More hanging reads than a pool has connections.
+    let client = awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .finish();
+    let reads: Vec<_> = (0..24)
+        .map(|_| {
+            let request = client.get(format!("{}/inbound", app.address));
+            actix_rt::spawn(async move { request.send().await.map(|response| response.status()) })
+        })
+        .collect();
+    let name = database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    wait_until("every connection the reads may take waits on the lock", || async {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'")
+                .bind(&name)
+                .fetch_one(database.pg())
+                .await
+                .unwrap();
+        waiting >= 10
+    })
+    .await;
+
+    let ids = database.insert_many(3).await;
+    // Well within ACQUIRE_TIMEOUT (5 s) and the reads' statement timeout (10 s), after which a shared
+    // pool would free up by itself.
+    let sent = tokio::time::timeout(std::time::Duration::from_secs(4), async {
+        loop {
+            if database.count_with_status("sent").await == ids.len() as i64 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    lock.rollback().await.unwrap();
+    assert!(sent.is_ok(), "messages stayed unsent while API reads hung");
+    for read in reads {
+        let status = read.await.unwrap().unwrap();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "a read that waited answered {status}"
+        );
+    }
+    for id in ids {
+        assert!(cached(id).await.is_some(), "message {id} is cached once sent");
+    }
 }
