@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     cache::{Cache, SentRecord},
+    domain::MessageStatus,
     metrics::Metrics,
     store::{Finish, MessageStore, NextState},
     telemetry::error_chain,
@@ -230,9 +231,16 @@ async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finis
     let mut wait = WRITE_RETRY_MIN;
     let mut finishes = std::borrow::Cow::Borrowed(finishes);
     let mut plainness = Plainness::AsItIs;
+    // Whether a write failed in a way that may have hidden its commit.
+    let mut answer_lost = false;
     loop {
         let error = match store.finish_claims(&finishes).await {
-            Ok(changed) => return Some(changed),
+            Ok(mut changed) => {
+                if answer_lost {
+                    find_sent_by_an_earlier_write(store, &finishes, &mut changed).await;
+                }
+                return Some(changed);
+            }
             Err(error) => error,
         };
         metrics.result_write_errors_total.inc();
@@ -259,8 +267,45 @@ async fn write_until_recorded(store: &dyn MessageStore, metrics: &Metrics, finis
             results = finishes.len(), message_id:% = first.message_id, retry_in:? = wait;
             "could not record the provider's answers: {}", error_chain(&error)
         );
+        answer_lost = true;
         actix_rt::time::sleep(wait).await;
         wait = (wait * 2).min(WRITE_RETRY_MAX);
+    }
+}
+
+/// Marks as changed each `Sent` result that a write retried after a failure found already recorded, as
+/// the failed write left it: sent, with this result's provider id, at its time. That write committed and
+/// its answer was lost with the connection; taken as a claim lost to another sender, its message would
+/// go uncached and its waiting receipts untold. Another sender's send of the message has its own id and
+/// time. Only after a failed write, so the reads cost nothing on the way a flush normally goes.
+async fn find_sent_by_an_earlier_write(store: &dyn MessageStore, finishes: &[Finish], changed: &mut [bool]) {
+    for (finish, changed) in finishes.iter().zip(changed.iter_mut()) {
+        let NextState::Sent {
+            provider_message_id,
+            sent_at,
+        } = &finish.next
+        else {
+            continue;
+        };
+        if *changed {
+            continue;
+        }
+        match store.get(finish.claim.message_id).await {
+            Ok(Some(message)) => {
+                *changed = message.status == MessageStatus::Sent
+                    && message.provider_message_id.as_deref() == provider_message_id.as_ref().map(AsRef::as_ref)
+                    && message.sent_at.map(|at| at.timestamp_micros()) == Some(sent_at.timestamp_micros());
+            }
+            Ok(None) => {}
+            Err(error) => {
+                // Left as not recorded: the database is failing again, and the rest would wait on it too.
+                log::warn!(
+                    message_id:% = finish.claim.message_id;
+                    "could not check whether a retried result was recorded before: {}", error_chain(&error)
+                );
+                return;
+            }
+        }
     }
 }
 

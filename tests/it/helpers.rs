@@ -352,7 +352,7 @@ impl TestAppBuilder {
             }
         };
         let mut vars = self.vars;
-        vars.insert("DATABASE_URL", database.url.clone());
+        vars.entry("DATABASE_URL").or_insert_with(|| database.url.clone());
         vars.entry("WEBHOOK_URL")
             .or_insert_with(|| format!("{}{WEBHOOK_PATH}", provider.uri()));
         let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings are valid");

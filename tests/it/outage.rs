@@ -1,7 +1,21 @@
-//! The database going away mid-run, or part of it stuck: the service stays up, says so in /readyz, and
-//! loses nothing.
+//! The database going away mid-run, part of it stuck, or an answer lost with its connection: the service
+//! stays up, says so in /readyz, and loses nothing.
+
+use std::{
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use actix_web::http::StatusCode;
+use futures_util::future::select;
+use sqlx::postgres::PgConnectOptions;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 
 use crate::helpers::*;
 
@@ -229,4 +243,98 @@ async fn api_reads_stuck_in_the_database_do_not_hold_up_sending() {
     for id in ids {
         assert!(cached(id).await.is_some(), "message {id} is cached once sent");
     }
+}
+
+/// A TCP proxy to the database of `url` that loses the answer to the first flush of results: once the
+/// flush's statement (the one that writes `message_attempts`) has run, it closes the connection where
+/// Postgres's "ready for query" would have come, after the commit. Returns the URL to connect through it
+/// and whether it did.
+async fn proxy_losing_the_first_flush_answer(url: &str) -> (String, Arc<AtomicBool>) {
+    let options = PgConnectOptions::from_str(url).unwrap();
+    let database = (options.get_host().to_owned(), options.get_port());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let through = format!(
+        "postgres://{}@127.0.0.1:{}/{}?sslmode=disable",
+        options.get_username(),
+        listener.local_addr().unwrap().port(),
+        options.get_database().unwrap()
+    );
+    let lost = Arc::new(AtomicBool::new(false));
+    let fired = Arc::clone(&lost);
+    actix_rt::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(database.clone()).await.unwrap();
+            actix_rt::spawn(relay(client, server, Arc::clone(&fired)));
+        }
+    });
+    (through, lost)
+}
+
+/// Relays one connection; see `proxy_losing_the_first_flush_answer`. The statement is recognised by its
+/// text in the Parse message (the first flush is the first time any connection prepares it), and its run
+/// by the "UPDATE n" that completes it: a Parse is answered with "ready for query" before it runs.
+async fn relay(client: TcpStream, server: TcpStream, fired: Arc<AtomicBool>) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let armed = Arc::new(AtomicBool::new(false));
+    let arm = Arc::clone(&armed);
+    let flush = b"INSERT INTO message_attempts";
+    let upstream = async move {
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let n = from_client.read(&mut buffer).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            if buffer[..n].windows(flush.len()).any(|window| window == flush) {
+                arm.store(true, Ordering::SeqCst);
+            }
+            to_server.write_all(&buffer[..n]).await?;
+        }
+    };
+    let downstream = async move {
+        let mut ran = false;
+        loop {
+            let mut header = [0u8; 5];
+            from_server.read_exact(&mut header).await?;
+            let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let mut body = vec![0u8; length - 4];
+            from_server.read_exact(&mut body).await?;
+            if armed.load(Ordering::SeqCst) {
+                ran |= header[0] == b'C' && body.starts_with(b"UPDATE");
+                if header[0] == b'Z' && ran && !fired.swap(true, Ordering::SeqCst) {
+                    return Ok::<_, std::io::Error>(());
+                }
+            }
+            to_client.write_all(&header).await?;
+            to_client.write_all(&body).await?;
+        }
+    };
+    // Whichever side ends, both halves of both connections are dropped: the connection is gone.
+    let _ = select(std::pin::pin!(upstream), std::pin::pin!(downstream)).await;
+}
+
+/// A flush that committed and whose answer was lost with its connection is written again and changes
+/// nothing the second time: the message must still be cached as sent (and its waiting receipts told),
+/// not taken for a claim another replica won.
+#[actix_web::test]
+async fn a_flush_whose_answer_was_lost_after_its_commit_still_caches_what_it_sent() {
+    let database = TestDatabase::create().await;
+    let (through, lost) = proxy_losing_the_first_flush_answer(&database.url).await;
+    let id = database.insert_raw("+905551111111", "hello").await;
+    let app = TestApp::builder()
+        .database(&database)
+        .var("DATABASE_URL", through)
+        .spawn()
+        .await;
+    app.tick_and_settle().await;
+
+    assert!(lost.load(Ordering::SeqCst), "the proxy lost the flush's answer");
+    let row = database.row(id).await;
+    assert_eq!(row.status, "sent");
+    let cached = cached(id).await.expect("the sent message is cached");
+    assert_eq!(cached["messageId"].as_str(), row.provider_message_id.as_deref());
+    assert_eq!(posts_per_key(&app.provider).await.len(), 1, "posted once");
+    // While this runtime still relays the app's connections: dropped, the app would wait on them.
+    app.shutdown().await.unwrap();
 }
