@@ -180,10 +180,8 @@ impl Application {
             .context("the HTTP server failed");
         // A connection still out when the runtime ends panics in sqlx's Drop: give them all back first.
         // A statement stuck behind a lock must not hold the exit forever.
-        let close = async {
-            self.requests.close().await;
-            self.database.close().await;
-        };
+        // Together: a request's statement stuck in one pool must not leave the other open.
+        let close = futures_util::future::join(self.requests.close(), self.database.close());
         if actix_rt::time::timeout(CLOSE_GRACE, close).await.is_err() {
             log::warn!(grace:? = CLOSE_GRACE; "database connections still in use at exit");
         }
