@@ -334,12 +334,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The database could not be reached (`is_unreachable`: a Postgres restart too), or SQLite's file
-    /// stayed busy with another writer past the busy timeout: worth trying again shortly (a 503), unlike
-    /// a statement that failed.
+    /// The database could not be reached (`is_unreachable`: a Postgres restart too), SQLite's file
+    /// stayed busy with another writer past the busy timeout, or Postgres gave up on the statement (its
+    /// `statement_timeout`, a cancel, a lock it could not get, a deadlock or serialization failure: rolled
+    /// back whole): worth trying again shortly (a 503), unlike a statement that failed.
     pub fn is_unavailable(&self) -> bool {
         match self {
             _ if self.is_unreachable() => true,
+            Self::Database {
+                source: sqlx::Error::Database(error),
+                ..
+            } if error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => error
+                .code()
+                .is_some_and(|code| matches!(code.as_ref(), "57014" | "55P03" | "40001" | "40P01")),
             Self::Database {
                 source: sqlx::Error::Database(error),
                 ..

@@ -302,7 +302,10 @@ async fn relay(client: TcpStream, server: TcpStream, fired: Arc<AtomicBool>) {
             from_server.read_exact(&mut body).await?;
             if armed.load(Ordering::SeqCst) {
                 ran |= header[0] == b'C' && body.starts_with(b"UPDATE");
-                if header[0] == b'Z' && ran && !fired.swap(true, Ordering::SeqCst) {
+                // Idle (`I`), not in a transaction (`T`): with status events on, a flush is a
+                // transaction, and its answer is lost after the COMMIT.
+                let idle = body.first() == Some(&b'I');
+                if header[0] == b'Z' && ran && idle && !fired.swap(true, Ordering::SeqCst) {
                     return Ok::<_, std::io::Error>(());
                 }
             }
@@ -319,14 +322,36 @@ async fn relay(client: TcpStream, server: TcpStream, fired: Arc<AtomicBool>) {
 /// not taken for a claim another replica won.
 #[actix_web::test]
 async fn a_flush_whose_answer_was_lost_after_its_commit_still_caches_what_it_sent() {
+    a_flush_s_answer_lost(TestApp::builder()).await;
+}
+
+/// The same with status events on: the flush is a transaction with its events, lost after its COMMIT.
+#[actix_web::test]
+async fn a_flush_and_its_events_whose_answer_was_lost_still_cache_what_it_sent_and_write_one_event() {
+    let receiver = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let (database, id) = a_flush_s_answer_lost(
+        TestApp::builder()
+            .var("STATUS_WEBHOOK_URL", format!("{}/events", receiver.uri()))
+            .var("STATUS_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    )
+    .await;
+    let events: Vec<String> = sqlx::query_scalar("SELECT type FROM status_events WHERE message_id = $1")
+        .bind(id)
+        .fetch_all(database.pg())
+        .await
+        .unwrap();
+    assert_eq!(events, ["message.sent"]);
+}
+
+async fn a_flush_s_answer_lost(app: TestAppBuilder) -> (TestDatabase, uuid::Uuid) {
     let database = TestDatabase::create().await;
     let (through, lost) = proxy_losing_the_first_flush_answer(&database.url).await;
     let id = database.insert_raw("+905551111111", "hello").await;
-    let app = TestApp::builder()
-        .database(&database)
-        .var("DATABASE_URL", through)
-        .spawn()
-        .await;
+    let app = app.database(&database).var("DATABASE_URL", through).spawn().await;
     app.tick_and_settle().await;
 
     assert!(lost.load(Ordering::SeqCst), "the proxy lost the flush's answer");
@@ -337,4 +362,41 @@ async fn a_flush_whose_answer_was_lost_after_its_commit_still_caches_what_it_sen
     assert_eq!(posts_per_key(&app.provider).await.len(), 1, "posted once");
     // While this runtime still relays the app's connections: dropped, the app would wait on them.
     app.shutdown().await.unwrap();
+    (database, id)
+}
+
+/// A request whose statement Postgres gives up on (its statement timeout, or a DBA's cancel, as here)
+/// was rolled back whole: worth trying again, a 503, not an internal error.
+#[actix_web::test]
+async fn an_api_read_the_database_cancels_answers_503() {
+    let app = TestApp::spawn().await;
+    let database = app.database.clone();
+    let lock = database
+        .hold_lock("LOCK TABLE inbound_messages IN ACCESS EXCLUSIVE MODE")
+        .await;
+    let read = {
+        let request = awc::Client::new().get(format!("{}/inbound", app.address));
+        actix_rt::spawn(async move {
+            let mut response = request.send().await.unwrap();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (response.status(), body)
+        })
+    };
+    let name = database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    wait_until("the read waits on the lock, and is cancelled", || async {
+        let cancelled: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
+              WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE '%inbound_messages%'",
+        )
+        .bind(&name)
+        .fetch_one(database.pg())
+        .await
+        .unwrap();
+        cancelled > 0
+    })
+    .await;
+    let (status, body) = read.await.unwrap();
+    lock.rollback().await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "database_unavailable", "{body}");
 }
