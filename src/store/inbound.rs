@@ -21,7 +21,8 @@ pub struct InboundReply<'a> {
     /// Normalised, as a message's `to` is.
     pub from: &'a str,
     pub content: &'a str,
-    /// When the carrier says it was sent.
+    /// When the carrier says it was sent, as it says: its retry says the same. Ahead of our clock it
+    /// counts, for the order of a number's keywords, as sent when it arrived.
     pub at: DateTime<Utc>,
     /// What its content asks for.
     pub action: InboundAction,
@@ -73,8 +74,6 @@ pub(super) trait InboundSql: Backend {
     /// Waits, in the transaction, until no other transaction takes a reply of number `$1`. `None` where
     /// `RECORD_INBOUND`, the transaction's first write, already waits for every other writer (SQLite).
     const ONE_REPLY_OF_A_NUMBER_AT_A_TIME: Option<&'static str>;
-    /// Puts `$1` on the suppression list unless it is there (and `Backend::clock`).
-    const OPT_OUT: &'static str;
 }
 
 #[async_trait]
@@ -84,6 +83,7 @@ where
     for<'q> Option<B::Id>: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'q> &'q str: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'q> i64: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
+    for<'q> bool: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'r> ReplyRow<B>: sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
     for<'r> (i64,): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
 {
@@ -98,7 +98,7 @@ where
                 .map_err(db(CONTEXT))?;
         }
         let id = Uuid::now_v7();
-        let kept: ReplyRow<B> = sqlx::query_as(B::RECORD_INBOUND)
+        let row: ReplyRow<B> = sqlx::query_as(B::RECORD_INBOUND)
             .bind(B::stored_uuid(id))
             .bind(taken.from)
             .bind(taken.content)
@@ -108,6 +108,7 @@ where
             .fetch_one(B::conn(&mut tx))
             .await
             .map_err(db(CONTEXT))?;
+        let kept = reply::<B>(row)?;
         let first: Option<ReplyRow<B>> = sqlx::query_as(concat!(
             "SELECT ",
             reply_columns!(),
@@ -125,15 +126,27 @@ where
             tx.rollback().await.map_err(db(CONTEXT))?;
             return Ok(TakenReply::Duplicate(reply::<B>(first)?));
         }
+        // When it was sent, as far as the order of keywords goes: not after it reached us (a carrier's
+        // skewed clock, a bad year), or it would outrank every keyword the phone sends until then.
+        let heard = kept.at.min(kept.received_at);
         let taken = match taken.action {
-            InboundAction::Other => TakenReply::Kept(reply::<B>(kept)?),
+            InboundAction::Other => TakenReply::Kept(kept),
             keyword => {
+                // A keyword of the phone's sent later, or (for an opt-in) an opt-out an operator made
+                // later: this one is older news.
                 let (later,): (i64,) = sqlx::query_as(
-                    "SELECT count(*) FROM (SELECT 1 FROM inbound_messages
-                      WHERE from_number = $1 AND at > $2 AND action IN ('opt_out', 'opt_in') LIMIT 1) AS later",
+                    "SELECT count(*) FROM (
+                         SELECT 1 FROM inbound_messages
+                          WHERE from_number = $1 AND id <> $3 AND action IN ('opt_out', 'opt_in')
+                            AND CASE WHEN at < received_at THEN at ELSE received_at END > $2
+                         UNION ALL
+                         SELECT 1 FROM opt_outs WHERE $4 AND phone_number = $1 AND created_at > $2
+                     ) AS later",
                 )
                 .bind(taken.from)
-                .bind(B::stored_time(taken.at))
+                .bind(B::stored_time(heard))
+                .bind(B::stored_uuid(id))
+                .bind(keyword == InboundAction::OptIn)
                 .fetch_one(B::conn(&mut tx))
                 .await
                 .map_err(db("reading a number's later replies"))?;
@@ -148,15 +161,20 @@ where
                     .map_err(db(CONTEXT))?;
                     TakenReply::Outdated(reply::<B>(outdated)?)
                 } else {
+                    // On the list as of when the phone sent its STOP: a START sent before that is older.
                     let change = match keyword {
-                        InboundAction::OptOut => sqlx::query(B::OPT_OUT).bind(taken.from).clocked::<B>(),
+                        InboundAction::OptOut => sqlx::query(
+                            "INSERT INTO opt_outs (phone_number, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(taken.from)
+                        .bind(B::stored_time(heard)),
                         _ => sqlx::query("DELETE FROM opt_outs WHERE phone_number = $1").bind(taken.from),
                     };
                     change
                         .execute(B::conn(&mut tx))
                         .await
                         .map_err(db("changing the suppression list"))?;
-                    TakenReply::Kept(reply::<B>(kept)?)
+                    TakenReply::Kept(kept)
                 }
             }
         };

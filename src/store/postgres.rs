@@ -705,7 +705,6 @@ impl InboundSql for PostgresStore {
     // A lock on the number itself, held to the commit: there may be no row of it to lock yet.
     const ONE_REPLY_OF_A_NUMBER_AT_A_TIME: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(hashtextextended('inbound ' || $1, 0))");
-    const OPT_OUT: &'static str = "INSERT INTO opt_outs (phone_number) VALUES ($1) ON CONFLICT DO NOTHING";
 }
 
 #[async_trait]

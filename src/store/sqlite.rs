@@ -810,8 +810,6 @@ impl InboundSql for SqliteStore {
         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
         RETURNING id, from_number, content, at, received_at, action";
     const ONE_REPLY_OF_A_NUMBER_AT_A_TIME: Option<&'static str> = None;
-    const OPT_OUT: &'static str =
-        "INSERT INTO opt_outs (phone_number, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
 }
 
 #[async_trait]

@@ -163,6 +163,60 @@ async fn a_reply_dated_in_the_future_does_not_outrank_the_keywords_sent_after_it
     assert!(opted_out(&app).await, "the STOP the phone sent now counts");
 }
 
+/// A reply dated ahead of our clock counts as sent when it arrived, but the provider's retry of it is
+/// the same reply: recognised by the time it carries, not a new START that undoes the STOP after it.
+#[actix_web::test]
+async fn the_retry_of_a_start_dated_ahead_of_our_clock_does_not_undo_the_stop_after_it() {
+    let app = spawn().await;
+    let ahead = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
+    let start = reply_at(&app, "START", &ahead).await;
+    let now = chrono::Utc::now().to_rfc3339();
+    reply_at(&app, "STOP", &now).await;
+    assert!(opted_out(&app).await, "the STOP sent after the START's arrival counts");
+
+    let (status, again) = call(
+        &app,
+        "POST",
+        "/inbound",
+        &[("x-ins-auth-key", CALLBACK_KEY)],
+        Some(json!({"from": NUMBER, "content": "START", "at": ahead})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again, start, "the reply as first kept");
+    assert!(opted_out(&app).await, "the STOP stands");
+    let pending = enqueue(&app).await;
+    app.tick_and_settle().await;
+    assert!(posts_per_key(&app.provider).await.is_empty(), "never POSTed");
+    assert_eq!(app.database.row(pending.parse().unwrap()).await.status, "suppressed");
+}
+
+/// An operator's opt-out is news as of when it was made: a START the phone sent before it (a late
+/// delivery, a retry) leaves it in force; one sent after it opts the number back in.
+#[actix_web::test]
+async fn a_start_sent_before_an_operators_opt_out_leaves_it_in_force() {
+    let app = spawn().await;
+    let (status, entry) = call(
+        &app,
+        "POST",
+        "/opt-outs",
+        &[("x-api-key", API_KEY)],
+        Some(json!({"to": NUMBER})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{entry}");
+
+    let before = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let late = reply_at(&app, "START", &before).await;
+    assert_eq!(late["action"], "other", "{late}");
+    assert!(opted_out(&app).await, "the operator's opt-out stands");
+
+    let now = chrono::Utc::now().to_rfc3339();
+    let start = reply_at(&app, "START", &now).await;
+    assert_eq!(start["action"], "opt_in", "{start}");
+    assert!(!opted_out(&app).await, "a START sent after it opts back in");
+}
+
 #[actix_web::test]
 async fn inbound_takes_only_the_callback_key_and_its_list_only_the_api_key() {
     let app = spawn().await;

@@ -65,6 +65,7 @@ mod opt_outs {
         a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
         a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
         a_reply_acts_on_the_list_once_and_never_over_a_later_keyword,
+        a_reply_ahead_of_the_clock_and_an_operators_opt_out_count_as_when_they_reached_us,
         inbound_replies_are_kept_with_their_action_and_listed_newest_first,
         keywords_of_a_number_taken_at_once_leave_the_one_sent_last_in_force,
         the_messages_of_a_paused_campaign_do_not_age_the_queue, the_opt_out_list_adds_once_pages_in_order_and_removes,
@@ -77,6 +78,7 @@ mod opt_outs {
         a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
         inbound_replies_are_kept_with_their_action_and_listed_newest_first,
         a_reply_acts_on_the_list_once_and_never_over_a_later_keyword,
+        a_reply_ahead_of_the_clock_and_an_operators_opt_out_count_as_when_they_reached_us,
         keywords_of_a_number_taken_at_once_leave_the_one_sent_last_in_force,
         the_messages_of_a_paused_campaign_do_not_age_the_queue,
     );
@@ -1533,7 +1535,8 @@ async fn a_reply_acts_on_the_list_once_and_never_over_a_later_keyword(database: 
             .iter()
             .any(|entry| entry.to == number)
     };
-    let at = Utc::now().trunc_subsecs(6);
+    // A minute ago: a reply dated ahead of the clock counts as sent when it arrived.
+    let at = Utc::now().trunc_subsecs(6) - chrono::Duration::minutes(1);
     let reply = |content, action, at| InboundReply {
         from: number,
         content,
@@ -1568,12 +1571,86 @@ async fn a_reply_acts_on_the_list_once_and_never_over_a_later_keyword(database: 
     );
 }
 
+/// A reply dated ahead of the clock is kept as dated, so the provider's retry of it is a duplicate, but
+/// it counts as sent when it arrived: the STOP after it stands. An operator's opt-out counts from when
+/// it was made: a START sent before it changes nothing. A STOP's place on the list dates from the STOP.
+async fn a_reply_ahead_of_the_clock_and_an_operators_opt_out_count_as_when_they_reached_us(database: TestDatabase) {
+    use insider_messaging::{
+        domain::InboundAction,
+        store::{InboundReply, TakenReply},
+    };
+    let (log, list) = (database.inbound, database.opt_outs);
+    let entry = |number: &'static str| {
+        let list = list.clone();
+        async move {
+            list.list_opt_outs(10, None)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|entry| entry.to == number)
+        }
+    };
+    let reply = |from, content, action, at| InboundReply {
+        from,
+        content,
+        at,
+        action,
+    };
+    let skewed = "+905551111113";
+    let ahead = Utc::now().trunc_subsecs(6) + chrono::Duration::hours(1);
+    let TakenReply::Kept(start) = log
+        .take_reply(&reply(skewed, "START", InboundAction::OptIn, ahead))
+        .await
+        .unwrap()
+    else {
+        panic!("a first START is kept")
+    };
+    assert_eq!(start.at, ahead, "kept as dated");
+    let stop_at = Utc::now().trunc_subsecs(6);
+    let stop = log
+        .take_reply(&reply(skewed, "STOP", InboundAction::OptOut, stop_at))
+        .await
+        .unwrap();
+    assert!(matches!(stop, TakenReply::Kept(_)), "{stop:?}");
+    assert_eq!(
+        entry(skewed).await.map(|e| e.created_at),
+        Some(stop_at),
+        "on the list since the STOP"
+    );
+    assert_eq!(
+        log.take_reply(&reply(skewed, "START", InboundAction::OptIn, ahead))
+            .await
+            .unwrap(),
+        TakenReply::Duplicate(start),
+        "the provider's retry"
+    );
+    assert!(entry(skewed).await.is_some(), "the STOP stands");
+
+    let operated = "+905551111114";
+    list.add_opt_out(&PhoneNumber::parse(operated).unwrap()).await.unwrap();
+    let before = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(1);
+    let late = log
+        .take_reply(&reply(operated, "START", InboundAction::OptIn, before))
+        .await
+        .unwrap();
+    assert!(matches!(late, TakenReply::Outdated(_)), "{late:?}");
+    assert!(entry(operated).await.is_some(), "the operator's opt-out stands");
+    let after = Utc::now().trunc_subsecs(6) + chrono::Duration::milliseconds(1);
+    let start = log
+        .take_reply(&reply(operated, "START", InboundAction::OptIn, after))
+        .await
+        .unwrap();
+    assert!(matches!(start, TakenReply::Kept(_)), "{start:?}");
+    assert!(entry(operated).await.is_none(), "a START sent after it opts back in");
+}
+
 /// Replies of one number taken at the same time: the keyword the phone sent last is in force, whichever
 /// was taken first.
 async fn keywords_of_a_number_taken_at_once_leave_the_one_sent_last_in_force(database: TestDatabase) {
     use insider_messaging::{domain::InboundAction, store::InboundReply};
     let (log, list) = (database.inbound, database.opt_outs);
-    let at = Utc::now().trunc_subsecs(6);
+    // A minute ago: a reply dated ahead of the clock counts as sent when it arrived.
+    let at = Utc::now().trunc_subsecs(6) - chrono::Duration::minutes(1);
     let numbers: Vec<String> = (0..12).map(|round| format!("+9055522200{round:02}")).collect();
     for (round, number) in numbers.iter().enumerate() {
         // Even rounds: the START was sent last; odd rounds: the STOP.

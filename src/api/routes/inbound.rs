@@ -16,7 +16,7 @@ use crate::{
         callback_auth::require_callback_key,
         callback_body::json_body,
         error::{ApiError, ErrorBody},
-        time::parse_report_time,
+        time::parse_time,
     },
     domain::{InboundAction, PhoneNumber},
     store::{InboundReply, StoredReply, TakenReply},
@@ -42,7 +42,9 @@ pub struct InboundRequest {
     /// trimmed text, any case) opt the number out; `START`, `UNSTOP` opt it back in.
     #[schema(example = "STOP", max_length = 1600)]
     pub content: String,
-    /// When the carrier says it was sent (RFC 3339); omitted, when it arrived.
+    /// When the carrier says it was sent (RFC 3339), kept as it says; ahead of our clock it counts, for
+    /// the order of keywords, as when it arrived. Omitted, when it arrived (and a retry of it cannot be
+    /// told from a new reply).
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -98,8 +100,8 @@ pub struct InboundQuery {
 /// Authenticated by `CALLBACK_AUTH_KEY`, sent as `x-ins-auth-key`, when the service runs with it set
 /// (and then `API_KEY` is not asked); by `API_KEY` like any route when it is not. An
 /// opt-out keyword puts the number on the suppression list (its pending messages become `suppressed`
-/// when they come due), an opt-in keyword takes it off, unless a keyword the phone sent later is kept; every
-/// reply is kept once (the provider's retry of one, same `from`, `content` and `at`, answers 200 with it)
+/// when they come due), an opt-in keyword takes it off, unless a keyword the phone sent later is kept (or,
+/// for an opt-in, an operator put the number on the list after it was sent); every reply is kept once (the provider's retry of one, same `from`, `content` and `at`, answers 200 with it)
 /// and listed by `GET /inbound`.
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
@@ -146,11 +148,11 @@ pub async fn receive(
             format!("must be at most {CONTENT_MAX_CHARS} characters"),
         ));
     }
-    // A reply is not sent in the future: an `at` ahead of our clock (a provider's skew, a bad year)
-    // counts as now, or it would make every keyword the phone really sends until then look older.
+    // Kept as the provider says, ahead of our clock too: its retry says the same (the store orders
+    // keywords by when a reply could have been sent, not after it arrived).
     let at = match fields.get("at") {
         None | Some(Value::Null) => Utc::now(),
-        Some(Value::String(raw)) => parse_report_time("at", raw)?,
+        Some(Value::String(raw)) => parse_time("at", raw)?,
         Some(_) => return Err(ApiError::invalid("at", "must be a string")),
     };
     let taken = state

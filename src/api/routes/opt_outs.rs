@@ -36,7 +36,8 @@ pub struct CreateOptOutRequest {
 pub struct OptOutResponse {
     #[schema(example = "+905551111111")]
     to: String,
-    /// When it was put on the list.
+    /// When it was put on the list: when an operator added it, or when the phone sent its opt-out
+    /// keyword (not after it arrived).
     created_at: DateTime<Utc>,
 }
 
