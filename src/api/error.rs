@@ -1,7 +1,7 @@
 //! The one mapping from errors to HTTP. Bad input gets a 4xx naming what is wrong; anything unexpected
 //! gets an opaque 500 (or 503 when the database is unreachable) and its cause chain is logged once, here.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use actix_web::{
     HttpResponse, ResponseError,
@@ -32,7 +32,8 @@ pub struct ErrorBody {
     /// The request field at fault, for `invalid_field`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "to")]
-    pub field: Option<&'static str>,
+    #[schema(value_type = Option<String>)]
+    pub field: Option<Cow<'static, str>>,
     /// The message's current state, for `wrong_state`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<MessageStatus>,
@@ -41,7 +42,7 @@ pub struct ErrorBody {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{field}: {message}")]
-    InvalidField { field: &'static str, message: String },
+    InvalidField { field: Cow<'static, str>, message: String },
     #[error("{0}")]
     MalformedBody(String),
     #[error("the request body is larger than {0} bytes")]
@@ -81,9 +82,9 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self::InvalidField {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }
@@ -94,7 +95,7 @@ impl ApiError {
             error: self.code(),
             message: self.to_string(),
             field: match self {
-                Self::InvalidField { field, .. } => Some(field),
+                Self::InvalidField { field, .. } => Some(field.clone()),
                 _ => None,
             },
             status: match self {

@@ -186,6 +186,35 @@ async fn a_key_given_twice_in_a_body_is_refused_naming_it_and_nothing_is_stored(
     assert_eq!(receipts["items"], serde_json::json!([]), "{receipts}");
 }
 
+/// A field a message does not have is most likely a misspelt one (`sendAt`, camelCase like a receipt's
+/// `messageId`): ignored, the message would go out now instead of when it was meant to.
+#[actix_web::test]
+async fn a_field_a_message_does_not_have_is_refused_naming_it_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let (status, error) = app
+        .post_json(
+            "/messages",
+            &json!({"to": "+905551111111", "content": "later", "sendAt": "2030-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["field"], "sendAt", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("send_at"), "{error}");
+
+    let (status, batch) = app
+        .post_json(
+            "/messages/batch",
+            &json!({"messages": [
+                {"to": "+905551111111", "content": "now"},
+                {"to": "+905551111112", "content": "later", "expiresAt": "2030-01-01T00:00:00Z"},
+            ]}),
+        )
+        .await;
+    assert!(status.is_success(), "{batch}");
+    assert_eq!(batch["items"][1]["error"]["field"], "expiresAt", "{batch}");
+    assert_eq!(app.database.count_with_status("pending").await, 1, "only the valid one");
+}
+
 #[actix_web::test]
 async fn unknown_ids_and_routes_are_404_and_bad_ids_400() {
     let app = TestApp::spawn().await;

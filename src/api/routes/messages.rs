@@ -26,6 +26,7 @@ use crate::{
 
 /// A message to enqueue.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"to": "+905551111111", "content": "Insider - Project"}))]
 pub struct CreateMessageRequest {
     /// E.164 phone number: `+` then 8 to 15 digits, the first not 0; spaces and dashes are accepted and
@@ -124,6 +125,17 @@ fn parse_new_campaign(raw: &str) -> Result<String, ApiError> {
     Ok(campaign)
 }
 
+/// The fields `CreateMessageRequest` reads.
+const FIELDS: [&str; 7] = [
+    "to",
+    "content",
+    "send_at",
+    "expires_at",
+    "priority",
+    "timezone",
+    "campaign",
+];
+
 impl CreateMessageRequest {
     /// Reads the body field by field, so an error can name the field at fault.
     pub(super) fn from_json(body: &Value) -> Result<Self, ApiError> {
@@ -132,6 +144,13 @@ impl CreateMessageRequest {
                 "a message must be a JSON object with \"to\" and \"content\"".to_owned(),
             ));
         };
+        // A misspelt field (`sendAt`) left out would send the message now, or keep it past its expiry.
+        if let Some(unknown) = fields.keys().find(|name| !FIELDS.contains(&name.as_str())) {
+            return Err(ApiError::invalid(
+                unknown.chars().take(64).collect::<String>(),
+                format!("is not a field of a message, which has {}", FIELDS.join(", ")),
+            ));
+        }
         let text = |name: &'static str| match fields.get(name) {
             None | Some(Value::Null) => Err(ApiError::invalid(name, "is required")),
             Some(Value::String(s)) => Ok(s.clone()),

@@ -38,7 +38,7 @@ pub fn cut<T, C>(mut rows: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> C) -> (
 mod tests {
     use super::*;
 
-    fn field_of(error: ApiError) -> &'static str {
+    fn field_of(error: ApiError) -> std::borrow::Cow<'static, str> {
         match error {
             ApiError::InvalidField { field, .. } => field,
             other => panic!("not a field error: {other}"),

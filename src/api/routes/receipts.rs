@@ -279,7 +279,7 @@ mod tests {
 
     use super::*;
 
-    fn field_of(error: ApiError) -> (&'static str, String) {
+    fn field_of(error: ApiError) -> (std::borrow::Cow<'static, str>, String) {
         match error {
             ApiError::InvalidField { field, message } => (field, message),
             other => panic!("not a field error: {other}"),
@@ -309,6 +309,6 @@ mod tests {
         let (field, _) = field_of(parse_receipts(&json!([])).unwrap_err());
         assert_eq!(field, "receipts");
         let (field, message) = field_of(parse_receipts(&Value::Array(vec![good; MAX_RECEIPTS + 1])).unwrap_err());
-        assert_eq!((field, message.contains("at most 1000")), ("receipts", true));
+        assert_eq!((field.as_ref(), message.contains("at most 1000")), ("receipts", true));
     }
 }
