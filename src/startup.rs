@@ -48,6 +48,11 @@ impl Application {
             log::warn!("risky configuration: {warning}");
         }
 
+        // Before anything starts: a port another process holds ends the start-up here, with nothing
+        // migrated or sent (and no actor's timer outliving the runtime).
+        let listener = TcpListener::bind(settings.http_addr)
+            .with_context(|| format!("HTTP_ADDR {} could not be bound", settings.http_addr))?;
+        let address = listener.local_addr().context("reading the bound address")?;
         let database = migrate(settings.database_url.expose()).await?;
         let cache = Cache::new(
             settings.redis_url.as_ref(),
@@ -98,9 +103,6 @@ impl Application {
             receipt_timeout: settings.callback_auth_key.is_some().then_some(settings.receipt_timeout),
             gauge_reads: Default::default(),
         });
-        let listener = TcpListener::bind(settings.http_addr)
-            .with_context(|| format!("HTTP_ADDR {} could not be bound", settings.http_addr))?;
-        let address = listener.local_addr().context("reading the bound address")?;
         let server = HttpServer::new(move || {
             // The last wrapped runs first: log and count every answer, then bound the body's time,
             // refuse what another site's page sent, and only then ask for the key. No page of ours may

@@ -342,3 +342,33 @@ async fn a_replica_just_back_on_the_database_does_not_take_leases_before_the_oth
     .await;
     assert_eq!(app.provider.received_requests().await.unwrap().len(), 1);
 }
+
+/// An `HTTP_ADDR` another process holds is a start-up error said once, naming it: the binary exits
+/// without a panic, and without having started sending (nothing is claimed or POSTed).
+#[actix_web::test]
+async fn a_busy_http_addr_ends_the_binary_with_its_error_and_nothing_sent() {
+    let database = TestDatabase::create().await;
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::ZERO).await;
+    let id = database.insert_raw("+905551111111", "hello").await;
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &database.url)
+        .env("WEBHOOK_URL", format!("{}{WEBHOOK_PATH}", provider.uri()))
+        .env("HTTP_ADDR", busy.local_addr().unwrap().to_string())
+        .env("INTERVAL", "1ms")
+        .env("AUTOSTART", "true")
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP_ADDR"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("sending started"), "{stderr}");
+    assert_eq!(database.row(id).await.status, "pending");
+    assert!(provider.received_requests().await.unwrap_or_default().is_empty());
+}
