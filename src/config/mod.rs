@@ -313,6 +313,38 @@ mod tests {
         assert!(error.ends_with(r#"got "ftp://[redacted]@host""#), "{error}");
     }
 
+    /// What the drivers and the HTTP client would refuse only at start-up, after migrating, is refused
+    /// with the other settings (exit code 2), naming the variable and never its password.
+    #[test]
+    fn urls_the_clients_cannot_use_are_refused_with_the_settings() {
+        let cases = [
+            (
+                "DATABASE_URL",
+                "postgres://u:hunter2@127.0.0.1:notaport/x",
+                "usable database URL",
+            ),
+            ("REDIS_URL", "http://u:hunter2@x", "Redis URL"),
+            ("WEBHOOK_URL", "http://u:hunter2@h:99999/sms", "port"),
+            ("WEBHOOK_URL", "ftp://h/sms", "http:// or https://"),
+        ];
+        for (variable, value, expected) in cases {
+            let error = settings(&[(variable, value)]).unwrap_err().to_string();
+            assert!(error.starts_with(variable), "{error}");
+            assert!(error.contains(expected), "{variable}={value}: {error}");
+            assert!(!error.contains("hunter2"), "{variable}={value}: {error}");
+        }
+        for (variable, value) in [
+            ("DATABASE_URL", "postgresql://u:p@[::1]:5432/db?sslmode=disable"),
+            ("DATABASE_URL", "sqlite://data/x.db"),
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("REDIS_URL", "redis://:p@127.0.0.1:6379/0"),
+            ("WEBHOOK_URL", "https://u:p@[::1]:8443/sms"),
+            ("WEBHOOK_URL", "http://[::1]/sms"),
+        ] {
+            assert!(settings(&[(variable, value)]).is_ok(), "{variable}={value}");
+        }
+    }
+
     #[test]
     fn human_durations_are_understood() {
         let s = settings(&[("INTERVAL", "500ms"), ("LEASE", "1m 30s"), ("PRIORITY_AGING", "100y")]).unwrap();
@@ -334,7 +366,11 @@ mod tests {
             ("BATCH_SIZE", "-3", "BATCH_SIZE expected a whole number"),
             ("AUTOSTART", "maybe", "AUTOSTART expected true or false"),
             ("HTTP_ADDR", "localhost", "HTTP_ADDR expected an address"),
-            ("WEBHOOK_URL", "ftp://x/y", "WEBHOOK_URL expected an http(s) URL"),
+            (
+                "WEBHOOK_URL",
+                "ftp://x/y",
+                "WEBHOOK_URL expected a URL starting with http:// or https://",
+            ),
             (
                 "DATABASE_URL",
                 "mysql://x",

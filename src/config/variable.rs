@@ -5,6 +5,7 @@
 use std::{
     net::SocketAddr,
     num::{NonZeroU32, NonZeroUsize},
+    str::FromStr,
     time::Duration,
 };
 
@@ -115,9 +116,22 @@ pub const HTTP_URL: Kind<Uri> = Kind {
         let uri = raw
             .parse::<Uri>()
             .map_err(|_| format!("expected an http(s) URL, got {shown:?}"))?;
-        match (uri.scheme_str(), uri.host()) {
-            (Some("http" | "https"), Some(_)) => Ok(uri),
-            _ => Err(format!("expected an http(s) URL with a host, got {shown:?}")),
+        // `Uri` takes any digits for a port; the HTTP client refuses what is not one.
+        let port = uri
+            .authority()
+            .and_then(|authority| authority.as_str().rsplit('@').next())
+            .and_then(|host_port| host_port.rsplit_once(':'))
+            .map(|(_, port)| port)
+            .filter(|port| !port.contains(']'));
+        match (uri.scheme_str(), uri.host(), port) {
+            (Some("http" | "https"), Some(_), Some(port)) if port.parse::<u16>().is_err() => {
+                Err(format!("expected a port from 0 to 65535, got {shown:?}"))
+            }
+            (Some("http" | "https"), Some(_), _) => Ok(uri),
+            (Some("http" | "https"), None, _) => Err(format!("expected an http(s) URL with a host, got {shown:?}")),
+            _ => Err(format!(
+                "expected a URL starting with http:// or https://, got {shown:?}"
+            )),
         }
     },
 };
@@ -158,19 +172,45 @@ pub const DATABASE: Kind<Secret> = Kind {
     name: "postgres:// or sqlite:// URL",
     secret: true,
     parse: |raw| {
-        ["postgres://", "postgresql://", "sqlite:"]
+        // The drivers' own reading, so that a URL they refuse (a port of letters) is told here, naming the
+        // variable; their errors name what is wrong, not the URL.
+        let read = if ["postgres://", "postgresql://"]
             .iter()
             .any(|scheme| raw.starts_with(scheme))
-            .then(|| Secret::new(raw))
-            .ok_or_else(|| "expected a URL starting with postgres://, postgresql:// or sqlite://".to_owned())
+        {
+            sqlx::postgres::PgConnectOptions::from_str(raw).map(drop)
+        } else if raw.starts_with("sqlite:") {
+            sqlx::sqlite::SqliteConnectOptions::from_str(raw).map(drop)
+        } else {
+            return Err("expected a URL starting with postgres://, postgresql:// or sqlite://".to_owned());
+        };
+        read.map(|()| Secret::new(raw))
+            .map_err(|error| format!("expected a usable database URL: {}", without(raw, &error.to_string())))
     },
 };
-/// It may carry a password, so it is a secret; the Redis client judges the rest.
+/// It may carry a password, so it is a secret.
 pub const REDIS: Kind<Secret> = Kind {
     name: "redis:// URL",
     secret: true,
-    parse: |raw| Ok(Secret::new(raw)),
+    parse: |raw| {
+        use deadpool_redis::redis::IntoConnectionInfo;
+        raw.into_connection_info().map(|_| Secret::new(raw)).map_err(|error| {
+            format!(
+                "expected a Redis URL such as redis://host:6379/0: {}",
+                without(raw, &error.to_string())
+            )
+        })
+    },
 };
+
+/// `message` with `secret` (a URL that may hold a password) taken out, should a driver quote it.
+fn without(secret: &str, message: &str) -> String {
+    if secret.is_empty() {
+        message.to_owned()
+    } else {
+        message.replace(secret, "[redacted]")
+    }
+}
 pub const SECRET: Kind<Secret> = Kind {
     name: "text",
     secret: true,
