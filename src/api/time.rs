@@ -1,7 +1,7 @@
 //! The times a request body may name: a message's `send_at` and `expires_at`, and when a receipt or a
 //! reply was reported (`at`).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use super::error::ApiError;
 
@@ -36,9 +36,11 @@ pub fn parse_report_time(name: &'static str, raw: &str) -> Result<DateTime<Utc>,
     Ok(at.min(Utc::now()))
 }
 
+/// To the microsecond, as the store keeps it: two times that differ below it are the same time (a send
+/// window shorter than that would be stored empty).
 fn rfc3339(name: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(raw)
-        .map(|at| at.with_timezone(&Utc))
+        .map(|at| at.with_timezone(&Utc).trunc_subsecs(6))
         .map_err(|e| {
             ApiError::invalid(
                 name,
@@ -64,6 +66,12 @@ mod tests {
             assert!(parse_time("at", outside).is_err(), "{outside}");
         }
         assert!(parse_time("at", "yesterday").is_err());
+    }
+
+    #[test]
+    fn times_are_read_to_the_microsecond_the_store_keeps() {
+        let at = parse_time("at", "2027-01-01T00:00:00.0000019Z").unwrap();
+        assert_eq!(at.to_rfc3339(), "2027-01-01T00:00:00.000001+00:00");
     }
 
     #[test]

@@ -9,11 +9,15 @@
 //! own `timezone`. Longest prefix wins, so +90 and +905... resolve alike and +44 never shadows a
 //! three-digit code.
 //!
-//! Four codes are listed though `zone1970.tab` gives their country a second zone, because the main one
+//! Six codes are listed though `zone1970.tab` gives their country a second zone, because the main one
 //! is right for nearly all of their numbers and far closer for the rest than `QUIET_HOURS_TZ` would be:
 //! +64 (the Chatham Islands, 600 people, run 45 min ahead of Auckland), +86 (Xinjiang's informal UTC+6;
 //! China's official time is Beijing's), +380 (Crimea, on Moscow time since 2014: an hour ahead in
-//! winter) and +60 (Sarawak and Sabah, same offset). A message to those places that must keep its quiet
+//! winter), +60 (Sarawak and Sabah, same offset), +84 (the table's `Asia/Bangkok` for the north, same
+//! offset) and +49 (Büsingen on `Europe/Zurich`, same clocks).
+//!
+//! The table is not every single-zone country: one without a line (Nepal +977, Peru +51, Iraq +964...)
+//! gets `QUIET_HOURS_TZ` like the several-zone ones until a line is added. A message to those places that must keep its quiet
 //! hours to the minute says its `timezone`.
 //!
 //! One area code is listed beside its country's: +90 392, Northern Cyprus's fixed lines, on

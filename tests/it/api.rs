@@ -73,6 +73,13 @@ async fn invalid_fields_get_a_400_that_names_the_field() {
             "content",
             "at most 5 characters, got 6",
         ),
+        // Apart by less than the microsecond the store keeps: stored equal, the message could only expire.
+        (
+            json!({"to": "+905551111111", "content": "hi",
+                   "send_at": "2027-01-01T00:00:00.0000001Z", "expires_at": "2027-01-01T00:00:00.0000004Z"}),
+            "expires_at",
+            "must be after send_at",
+        ),
     ];
     for (body, field, message) in cases {
         let (status, error) = app.post_json("/messages", &body).await;
