@@ -153,10 +153,12 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-/// Swagger UI at `/swagger-ui/`, the spec at `/api-docs/openapi.json`, and redirects from the other
-/// spellings people try.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(SwaggerUi::new("/swagger-ui/{_:.*}").url(SPEC_PATH, ApiDoc::openapi()));
+/// Swagger UI at `/swagger-ui/`, the spec at `/api-docs/openapi.json` (with this service's
+/// `CONTENT_MAX_CHARS`), and redirects from the other spellings people try.
+pub fn configure(cfg: &mut web::ServiceConfig, content_max_chars: usize) {
+    let mut spec = ApiDoc::openapi();
+    set_content_max_chars(&mut spec, content_max_chars);
+    cfg.service(SwaggerUi::new("/swagger-ui/{_:.*}").url(SPEC_PATH, spec));
     for from in ["/swagger-ui", "/swagger", "/swagger/", "/swagger/index.html", "/docs"] {
         cfg.route(
             from,
@@ -166,6 +168,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .finish()
             }),
         );
+    }
+}
+
+/// A message's `content` takes at most `chars` characters: the setting's, not the default the
+/// annotations were written with.
+fn set_content_max_chars(spec: &mut utoipa::openapi::OpenApi, chars: usize) {
+    use utoipa::openapi::{RefOr, schema::Schema};
+    let content = spec
+        .components
+        .as_mut()
+        .and_then(|components| components.schemas.get_mut("CreateMessageRequest"))
+        .and_then(|schema| match schema {
+            RefOr::T(Schema::Object(object)) => object.properties.get_mut("content"),
+            _ => None,
+        });
+    if let Some(RefOr::T(Schema::Object(content))) = content {
+        content.max_length = Some(chars);
     }
 }
 

@@ -57,6 +57,7 @@ pub struct AppState {
 /// The route table. `docs::ApiDoc` lists the same handlers; a test checks that the two agree.
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut ServiceConfig) {
     move |cfg| {
+        let content_max_chars = state.content_max_chars;
         cfg.app_data(state)
             .app_data(
                 web::JsonConfig::default()
@@ -112,7 +113,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut ServiceConfig) 
             .service(routes::console::page)
             .service(routes::console::stylesheet)
             .service(routes::console::script)
-            .configure(docs::configure)
+            .configure(|cfg| docs::configure(cfg, content_max_chars))
             .default_service(web::to(no_route));
     }
 }

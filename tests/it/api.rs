@@ -97,6 +97,12 @@ async fn invalid_fields_get_a_400_that_names_the_field() {
         0,
         "nothing invalid was stored"
     );
+    // The served spec says the limit this service keeps, not the default.
+    let (_, spec) = app.get("/api-docs/openapi.json").await;
+    assert_eq!(
+        spec["components"]["schemas"]["CreateMessageRequest"]["properties"]["content"]["maxLength"],
+        5
+    );
 }
 
 #[actix_web::test]
