@@ -20,6 +20,7 @@ use crate::{
     },
     metrics::Metrics,
     store::{self, Campaigns, Database, InboundLog, MessageStore, OptOutList, ReceiptStore, StatusEventStore},
+    telemetry::error_chain,
 };
 
 /// How long shutdown waits for the database's connections in use to come back.
@@ -62,6 +63,12 @@ impl Application {
         .context("setting up the Redis cache")?;
         if !cache.is_enabled() {
             log::info!("REDIS_URL is not set: sent message ids are not cached");
+        } else if let Err(error) = cache.ping().await {
+            // Said now, not at the first send: the cache is optional, so the service starts anyway.
+            log::warn!(
+                "REDIS_URL does not answer: sending goes on, but sent message ids are not cached until it does: {}",
+                error_chain(&error)
+            );
         }
         let metrics = Metrics::new().context("registering metrics")?;
         // Before the pipeline starts: its first flush already writes the events beside its changes.

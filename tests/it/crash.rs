@@ -372,3 +372,53 @@ async fn a_busy_http_addr_ends_the_binary_with_its_error_and_nothing_sent() {
     assert_eq!(database.row(id).await.status, "pending");
     assert!(provider.received_requests().await.unwrap_or_default().is_empty());
 }
+
+/// Redis is optional, so a `REDIS_URL` that does not answer does not stop the start; but it is said at
+/// once, naming the variable and not its password, not first at the first send.
+#[actix_web::test]
+async fn a_redis_that_does_not_answer_is_said_at_start_up_without_its_password() {
+    let database = TestDatabase::create().await;
+    let provider = MockServer::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &database.url)
+        .env("WEBHOOK_URL", format!("{}{WEBHOOK_PATH}", provider.uri()))
+        .env("REDIS_URL", format!("redis://:hunter2@127.0.0.1:{port}/0"))
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("AUTOSTART", "false")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let (lines, received) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let warned = loop {
+        match received.recv_timeout(Duration::from_secs(15)) {
+            Ok(line) if line.contains("listening on") => break false,
+            Ok(line) if line.contains("REDIS_URL does not answer") => {
+                seen.push(line);
+                break true;
+            }
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "no warning before listening:\n{}", seen.join("\n"));
+    assert!(seen.iter().all(|line| !line.contains("hunter2")), "{}", seen.join("\n"));
+}
