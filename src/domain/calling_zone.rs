@@ -1,10 +1,11 @@
 //! A recipient's time zone from its number, where its country calling code names exactly one: quiet
 //! hours are kept in the recipient's own time when a message does not say its `timezone`.
 //!
-//! The table pairs ITU-T E.164 country calling codes (ITU Operational Bulletin, "List of ITU-T
-//! Recommendation E.164 assigned country codes") with the IANA time zone database's `zone1970.tab`: a code
-//! is listed only when every country it serves has a single zone there (Turkey, the United Kingdom,
-//! Germany...). Codes of countries spanning zones (+1, +7, +55, +61, +62, +52, +34 with the Canaries,
+//! The table pairs ITU-T E.164 country calling codes with the IANA time zone database's `zone1970.tab`:
+//! a code is listed only when every country it serves has a single zone there (Turkey, the United
+//! Kingdom, Nepal...), by that country's name in `zone.tab`. The codes' countries are libphonenumber's
+//! (`phonenumbers` 9.0.43, `_COUNTRY_CODE_TO_REGION_CODE`), the zones tzdata 2025b's: every code they
+//! give a single zone is here, 181 with the exceptions below. Codes of countries spanning zones (+1, +7, +55, +61, +62, +52, +34 with the Canaries,
 //! +351 with the Azores...) are left out on purpose: for them `QUIET_HOURS_TZ` applies, or the message's
 //! own `timezone`. Longest prefix wins, so +90 and +905... resolve alike and +44 never shadows a
 //! three-digit code.
@@ -15,9 +16,7 @@
 //! China's official time is Beijing's), +380 (Crimea, on Moscow time since 2014: an hour ahead in
 //! winter), +60 (Sarawak and Sabah, same offset), +84 (the table's `Asia/Bangkok` for the north, same
 //! offset) and +49 (Büsingen on `Europe/Zurich`, same clocks).
-//!
-//! The table is not every single-zone country: one without a line (Nepal +977, Peru +51, Iraq +964...)
-//! gets `QUIET_HOURS_TZ` like the several-zone ones until a line is added. A message to those places that must keep its quiet
+//! +212 is listed though libphonenumber gives it Western Sahara too (`Africa/El_Aaiun`, the same clocks). A message to those places that must keep its quiet
 //! hours to the minute says its `timezone`.
 //!
 //! One area code is listed beside its country's: +90 392, Northern Cyprus's fixed lines, on
@@ -56,12 +55,16 @@ const ZONES: &[(&str, Tz)] = &[
     ("84", Tz::Asia__Ho_Chi_Minh),
     ("86", Tz::Asia__Shanghai),
     ("90", Tz::Europe__Istanbul),
-    ("90392", Tz::Asia__Famagusta),
     ("91", Tz::Asia__Kolkata),
     ("92", Tz::Asia__Karachi),
     ("94", Tz::Asia__Colombo),
     ("95", Tz::Asia__Yangon),
     ("98", Tz::Asia__Tehran),
+    ("51", Tz::America__Lima),
+    ("53", Tz::America__Havana),
+    ("57", Tz::America__Bogota),
+    ("58", Tz::America__Caracas),
+    ("93", Tz::Asia__Kabul),
     ("212", Tz::Africa__Casablanca),
     ("213", Tz::Africa__Algiers),
     ("216", Tz::Africa__Tunis),
@@ -92,6 +95,120 @@ const ZONES: &[(&str, Tz)] = &[
     ("974", Tz::Asia__Qatar),
     ("994", Tz::Asia__Baku),
     ("995", Tz::Asia__Tbilisi),
+    ("211", Tz::Africa__Juba),
+    ("218", Tz::Africa__Tripoli),
+    ("220", Tz::Africa__Banjul),
+    ("221", Tz::Africa__Dakar),
+    ("222", Tz::Africa__Nouakchott),
+    ("223", Tz::Africa__Bamako),
+    ("224", Tz::Africa__Conakry),
+    ("225", Tz::Africa__Abidjan),
+    ("226", Tz::Africa__Ouagadougou),
+    ("227", Tz::Africa__Niamey),
+    ("228", Tz::Africa__Lome),
+    ("229", Tz::Africa__PortoNovo),
+    ("230", Tz::Indian__Mauritius),
+    ("231", Tz::Africa__Monrovia),
+    ("232", Tz::Africa__Freetown),
+    ("233", Tz::Africa__Accra),
+    ("235", Tz::Africa__Ndjamena),
+    ("236", Tz::Africa__Bangui),
+    ("237", Tz::Africa__Douala),
+    ("238", Tz::Atlantic__Cape_Verde),
+    ("239", Tz::Africa__Sao_Tome),
+    ("240", Tz::Africa__Malabo),
+    ("241", Tz::Africa__Libreville),
+    ("242", Tz::Africa__Brazzaville),
+    ("244", Tz::Africa__Luanda),
+    ("245", Tz::Africa__Bissau),
+    ("246", Tz::Indian__Chagos),
+    ("248", Tz::Indian__Mahe),
+    ("249", Tz::Africa__Khartoum),
+    ("250", Tz::Africa__Kigali),
+    ("251", Tz::Africa__Addis_Ababa),
+    ("252", Tz::Africa__Mogadishu),
+    ("253", Tz::Africa__Djibouti),
+    ("255", Tz::Africa__Dar_es_Salaam),
+    ("256", Tz::Africa__Kampala),
+    ("257", Tz::Africa__Bujumbura),
+    ("258", Tz::Africa__Maputo),
+    ("260", Tz::Africa__Lusaka),
+    ("261", Tz::Indian__Antananarivo),
+    ("263", Tz::Africa__Harare),
+    ("264", Tz::Africa__Windhoek),
+    ("265", Tz::Africa__Blantyre),
+    ("266", Tz::Africa__Maseru),
+    ("267", Tz::Africa__Gaborone),
+    ("268", Tz::Africa__Mbabane),
+    ("269", Tz::Indian__Comoro),
+    ("291", Tz::Africa__Asmara),
+    ("297", Tz::America__Aruba),
+    ("298", Tz::Atlantic__Faroe),
+    ("350", Tz::Europe__Gibraltar),
+    ("352", Tz::Europe__Luxembourg),
+    ("355", Tz::Europe__Tirane),
+    ("356", Tz::Europe__Malta),
+    ("373", Tz::Europe__Chisinau),
+    ("374", Tz::Asia__Yerevan),
+    ("375", Tz::Europe__Minsk),
+    ("376", Tz::Europe__Andorra),
+    ("377", Tz::Europe__Monaco),
+    ("378", Tz::Europe__San_Marino),
+    ("382", Tz::Europe__Podgorica),
+    ("387", Tz::Europe__Sarajevo),
+    ("389", Tz::Europe__Skopje),
+    ("423", Tz::Europe__Vaduz),
+    ("500", Tz::Atlantic__Stanley),
+    ("501", Tz::America__Belize),
+    ("502", Tz::America__Guatemala),
+    ("503", Tz::America__El_Salvador),
+    ("504", Tz::America__Tegucigalpa),
+    ("505", Tz::America__Managua),
+    ("506", Tz::America__Costa_Rica),
+    ("507", Tz::America__Panama),
+    ("508", Tz::America__Miquelon),
+    ("509", Tz::America__PortauPrince),
+    ("590", Tz::America__Guadeloupe),
+    ("591", Tz::America__La_Paz),
+    ("592", Tz::America__Guyana),
+    ("594", Tz::America__Cayenne),
+    ("595", Tz::America__Asuncion),
+    ("596", Tz::America__Martinique),
+    ("597", Tz::America__Paramaribo),
+    ("598", Tz::America__Montevideo),
+    ("599", Tz::America__Curacao),
+    ("670", Tz::Asia__Dili),
+    ("672", Tz::Pacific__Norfolk),
+    ("673", Tz::Asia__Brunei),
+    ("674", Tz::Pacific__Nauru),
+    ("676", Tz::Pacific__Tongatapu),
+    ("677", Tz::Pacific__Guadalcanal),
+    ("678", Tz::Pacific__Efate),
+    ("679", Tz::Pacific__Fiji),
+    ("680", Tz::Pacific__Palau),
+    ("681", Tz::Pacific__Wallis),
+    ("682", Tz::Pacific__Rarotonga),
+    ("683", Tz::Pacific__Niue),
+    ("685", Tz::Pacific__Apia),
+    ("687", Tz::Pacific__Noumea),
+    ("688", Tz::Pacific__Funafuti),
+    ("690", Tz::Pacific__Fakaofo),
+    ("850", Tz::Asia__Pyongyang),
+    ("853", Tz::Asia__Macau),
+    ("855", Tz::Asia__Phnom_Penh),
+    ("856", Tz::Asia__Vientiane),
+    ("960", Tz::Indian__Maldives),
+    ("963", Tz::Asia__Damascus),
+    ("964", Tz::Asia__Baghdad),
+    ("967", Tz::Asia__Aden),
+    ("968", Tz::Asia__Muscat),
+    ("973", Tz::Asia__Bahrain),
+    ("975", Tz::Asia__Thimphu),
+    ("977", Tz::Asia__Kathmandu),
+    ("992", Tz::Asia__Dushanbe),
+    ("993", Tz::Asia__Ashgabat),
+    ("996", Tz::Asia__Bishkek),
+    ("90392", Tz::Asia__Famagusta),
 ];
 
 /// The single time zone of the country `number` (E.164, `+` and digits) calls, if its code has one.
@@ -122,6 +239,10 @@ mod tests {
             Some(Tz::Asia__Famagusta),
             "Northern Cyprus's fixed lines"
         );
+        assert_eq!(zone_of_number("+9779812345678"), Some(Tz::Asia__Kathmandu));
+        assert_eq!(zone_of_number("+51912345678"), Some(Tz::America__Lima));
+        assert_eq!(zone_of_number("+22990123456"), Some(Tz::Africa__PortoNovo));
+        assert_eq!(zone_of_number("+243812345678"), None, "+243 spans two zones");
         assert_eq!(zone_of_number("+12025550123"), None, "+1 spans many zones");
         assert_eq!(zone_of_number("+79161234567"), None, "+7 spans many zones");
         assert_eq!(zone_of_number("905551111111"), None, "not E.164");
