@@ -29,11 +29,18 @@ pub fn parse_time(name: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiErr
 /// naming the field), and none later than now. A time ahead of our clock (a carrier's skew, a "max
 /// date" such as 9999-12-31T23:59:59Z) counts as now: it would outrank every later report.
 pub fn parse_report_time(name: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    Ok(parse_reported(name, raw)?.min(Utc::now()))
+}
+
+/// When something was reported, field `name`, as reported: an RFC 3339 time not before the range above
+/// (a 400 naming the field), however far ahead (a "max date" such as 9999-12-31T23:59:59Z is a
+/// provider's, and refused, its report would be lost: the caller orders it by when it arrived).
+pub fn parse_reported(name: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
     let at = rfc3339(name, raw)?;
     if at.timestamp() < EARLIEST {
         return Err(ApiError::invalid(name, OUT_OF_RANGE));
     }
-    Ok(at.min(Utc::now()))
+    Ok(at)
 }
 
 /// To the microsecond, as the store keeps it: two times that differ below it are the same time (a send

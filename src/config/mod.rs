@@ -325,6 +325,7 @@ mod tests {
             ),
             ("REDIS_URL", "http://u:hunter2@x", "Redis URL"),
             ("WEBHOOK_URL", "http://u:hunter2@h:99999/sms", "port"),
+            ("WEBHOOK_URL", "http://u:hunter2@h:+80/sms", "port"),
             ("WEBHOOK_URL", "ftp://h/sms", "http:// or https://"),
         ];
         for (variable, value, expected) in cases {
@@ -340,6 +341,7 @@ mod tests {
             ("REDIS_URL", "redis://:p@127.0.0.1:6379/0"),
             ("WEBHOOK_URL", "https://u:p@[::1]:8443/sms"),
             ("WEBHOOK_URL", "http://[::1]/sms"),
+            ("WEBHOOK_URL", "http://example.com:/sms"),
         ] {
             assert!(settings(&[(variable, value)]).is_ok(), "{variable}={value}");
         }

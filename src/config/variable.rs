@@ -116,23 +116,21 @@ pub const HTTP_URL: Kind<Uri> = Kind {
         let uri = raw
             .parse::<Uri>()
             .map_err(|_| format!("expected an http(s) URL, got {shown:?}"))?;
-        // `Uri` takes any digits for a port; the HTTP client refuses what is not one.
-        let port = uri
-            .authority()
-            .and_then(|authority| authority.as_str().rsplit('@').next())
-            .and_then(|host_port| host_port.rsplit_once(':'))
-            .map(|(_, port)| port)
-            .filter(|port| !port.contains(']'));
-        match (uri.scheme_str(), uri.host(), port) {
-            (Some("http" | "https"), Some(_), Some(port)) if port.parse::<u16>().is_err() => {
-                Err(format!("expected a port from 0 to 65535, got {shown:?}"))
+        match (uri.scheme_str(), uri.host()) {
+            (Some("http" | "https"), Some(_)) => {}
+            (Some("http" | "https"), None) => {
+                return Err(format!("expected an http(s) URL with a host, got {shown:?}"));
             }
-            (Some("http" | "https"), Some(_), _) => Ok(uri),
-            (Some("http" | "https"), None, _) => Err(format!("expected an http(s) URL with a host, got {shown:?}")),
-            _ => Err(format!(
-                "expected a URL starting with http:// or https://, got {shown:?}"
-            )),
+            _ => {
+                return Err(format!(
+                    "expected a URL starting with http:// or https://, got {shown:?}"
+                ));
+            }
         }
+        // `Uri` takes what the HTTP client's own parser refuses (a port of 99999, or of `+80`): ask it.
+        reqwest::Url::parse(raw)
+            .map(|_| uri)
+            .map_err(|error| format!("expected a URL the HTTP client can use ({error}), got {shown:?}"))
     },
 };
 /// Messages a second or a minute (`100/s`, `6000/m`), read as messages a second.

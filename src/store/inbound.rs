@@ -168,7 +168,11 @@ where
                         )
                         .bind(taken.from)
                         .bind(B::stored_time(heard)),
-                        _ => sqlx::query("DELETE FROM opt_outs WHERE phone_number = $1").bind(taken.from),
+                        // Not an opt-out put on the list after this START was sent (an operator's,
+                        // committed since the check above).
+                        _ => sqlx::query("DELETE FROM opt_outs WHERE phone_number = $1 AND created_at <= $2")
+                            .bind(taken.from)
+                            .bind(B::stored_time(heard)),
                     };
                     change
                         .execute(B::conn(&mut tx))

@@ -666,10 +666,12 @@ impl StatusEventSql for PostgresStore {
 #[async_trait]
 impl InsertOptOut for PostgresStore {
     async fn insert_opt_out(&self, to: &str) -> Result<(OptOutRow<Self>, bool), StoreError> {
-        // The no-op update makes an existing entry answer too; xmax = 0 only on a row just inserted.
+        // An existing entry is put on the list again as of now (a START sent before this outranks it no
+        // more) and answers too; xmax = 0 only on a row just inserted.
         let (phone_number, created_at, new) = sqlx::query_as(
             "INSERT INTO opt_outs (phone_number) VALUES ($1)
-             ON CONFLICT (phone_number) DO UPDATE SET phone_number = EXCLUDED.phone_number
+             ON CONFLICT (phone_number)
+             DO UPDATE SET created_at = greatest(opt_outs.created_at, EXCLUDED.created_at)
              RETURNING phone_number, created_at, xmax = 0",
         )
         .bind(to)

@@ -769,19 +769,26 @@ impl StatusEventSql for SqliteStore {
 #[async_trait]
 impl InsertOptOut for SqliteStore {
     async fn insert_opt_out(&self, to: &str) -> Result<(OptOutRow<Self>, bool), StoreError> {
+        // An existing entry is put on the list again as of now, as on Postgres. Each statement writes
+        // (or takes the write lock), so the transaction never has to upgrade a read lock.
+        let now = micros(Utc::now());
         let mut tx = self.pool.begin().await.map_err(db("adding an opt-out"))?;
         let inserted =
             sqlx::query("INSERT INTO opt_outs (phone_number, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
                 .bind(to)
-                .bind(micros(Utc::now()))
+                .bind(now)
                 .execute(&mut *tx)
                 .await
                 .map_err(db("adding an opt-out"))?;
-        let entry = sqlx::query_as("SELECT phone_number, created_at FROM opt_outs WHERE phone_number = ?1")
-            .bind(to)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("adding an opt-out"))?;
+        let entry = sqlx::query_as(
+            "UPDATE opt_outs SET created_at = max(created_at, ?2) WHERE phone_number = ?1
+             RETURNING phone_number, created_at",
+        )
+        .bind(to)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("adding an opt-out"))?;
         tx.commit().await.map_err(db("adding an opt-out"))?;
         Ok((entry, inserted.rows_affected() == 1))
     }

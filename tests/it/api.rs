@@ -225,6 +225,14 @@ async fn a_field_a_message_does_not_have_is_refused_naming_it_and_nothing_is_sto
         .await;
     assert!(status.is_success(), "{batch}");
     assert_eq!(batch["items"][1]["error"]["field"], "expiresAt", "{batch}");
+    let (status, error) = app
+        .post_json(
+            "/messages/batch",
+            &json!({"send_at": "2030-01-01T00:00:00Z", "messages": [{"to": "+905551111113", "content": "later"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["field"], "send_at", "a batch's own: {error}");
     assert_eq!(app.database.count_with_status("pending").await, 1, "only the valid one");
 }
 

@@ -191,6 +191,22 @@ async fn the_retry_of_a_start_dated_ahead_of_our_clock_does_not_undo_the_stop_af
     assert_eq!(app.database.row(pending.parse().unwrap()).await.status, "suppressed");
 }
 
+/// A provider's "max date" (`9999-12-31T23:59:59Z`, a day past what a send time may be) on a STOP:
+/// refused, the STOP would be lost (a provider does not resend a 400). It is taken, as of its arrival.
+#[actix_web::test]
+async fn a_stop_dated_at_the_end_of_time_is_taken() {
+    let app = spawn().await;
+    let stop = reply_at(&app, "STOP", "9999-12-31T23:59:59Z").await;
+    assert_eq!(stop["action"], "opt_out", "{stop}");
+    assert!(opted_out(&app).await);
+    let now = chrono::Utc::now().to_rfc3339();
+    let start = reply_at(&app, "START", &now).await;
+    assert_eq!(
+        start["action"], "opt_in",
+        "the START sent after its arrival counts: {start}"
+    );
+}
+
 /// An operator's opt-out is news as of when it was made: a START the phone sent before it (a late
 /// delivery, a retry) leaves it in force; one sent after it opts the number back in.
 #[actix_web::test]

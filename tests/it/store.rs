@@ -1335,7 +1335,8 @@ async fn the_opt_out_list_adds_once_pages_in_order_and_removes(database: TestDat
     assert_eq!(first.to, "+905552222222");
     let (again, new) = list.add_opt_out(&number("+90 555 222 22 22")).await.unwrap();
     assert!(!new, "already on the list");
-    assert_eq!(again, first, "the same entry, with its first time");
+    assert_eq!(again.to, first.to, "the same entry");
+    assert!(again.created_at >= first.created_at, "on the list as of the second add");
     list.add_opt_out(&number("+441234567890")).await.unwrap();
     list.add_opt_out(&number("+905551111111")).await.unwrap();
 
@@ -1642,6 +1643,23 @@ async fn a_reply_ahead_of_the_clock_and_an_operators_opt_out_count_as_when_they_
         .unwrap();
     assert!(matches!(start, TakenReply::Kept(_)), "{start:?}");
     assert!(entry(operated).await.is_none(), "a START sent after it opts back in");
+
+    // A number the phone's STOP put on the list, put on it again by an operator: as of then.
+    let again = "+905551111115";
+    let stopped_at = Utc::now().trunc_subsecs(6) - chrono::Duration::minutes(10);
+    log.take_reply(&reply(again, "STOP", InboundAction::OptOut, stopped_at))
+        .await
+        .unwrap();
+    let (entry_again, new) = list.add_opt_out(&PhoneNumber::parse(again).unwrap()).await.unwrap();
+    assert!(!new, "it was on the list");
+    assert!(entry_again.created_at > stopped_at, "as of the operator's add");
+    let between = Utc::now().trunc_subsecs(6) - chrono::Duration::minutes(5);
+    let late = log
+        .take_reply(&reply(again, "START", InboundAction::OptIn, between))
+        .await
+        .unwrap();
+    assert!(matches!(late, TakenReply::Outdated(_)), "{late:?}");
+    assert!(entry(again).await.is_some(), "the operator's add stands");
 }
 
 /// Replies of one number taken at the same time: the keyword the phone sent last is in force, whichever

@@ -16,7 +16,7 @@ use crate::{
         callback_auth::require_callback_key,
         callback_body::json_body,
         error::{ApiError, ErrorBody},
-        time::parse_time,
+        time::parse_reported,
     },
     domain::{InboundAction, PhoneNumber},
     store::{InboundReply, StoredReply, TakenReply},
@@ -152,7 +152,7 @@ pub async fn receive(
     // keywords by when a reply could have been sent, not after it arrived).
     let at = match fields.get("at") {
         None | Some(Value::Null) => Utc::now(),
-        Some(Value::String(raw)) => parse_time("at", raw)?,
+        Some(Value::String(raw)) => parse_reported("at", raw)?,
         Some(_) => return Err(ApiError::invalid("at", "must be a string")),
     };
     let taken = state

@@ -36,7 +36,7 @@ pub struct CreateOptOutRequest {
 pub struct OptOutResponse {
     #[schema(example = "+905551111111")]
     to: String,
-    /// When it was put on the list: when an operator added it, or when the phone sent its opt-out
+    /// When it was put on the list: when an operator last added it, or when the phone sent its opt-out
     /// keyword (not after it arrived).
     created_at: DateTime<Utc>,
 }
@@ -82,7 +82,8 @@ pub struct OptOutQuery {
 /// Put a number on the suppression list.
 ///
 /// No message is sent to it from now on, those already enqueued included: each becomes `suppressed`
-/// when it comes due. Idempotent: 201 when the number is new on the list, 200 when it was there already.
+/// when it comes due. Idempotent: 201 when the number is new on the list, 200 when it was there already
+/// (on it as of now: a START the phone sent before this no longer takes it off).
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
     tag = "opt-outs",
