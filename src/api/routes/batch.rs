@@ -146,18 +146,19 @@ fn messages_of(body: &Value) -> Result<&[Value], ApiError> {
             "the request body must be a JSON object with a messages array".to_owned(),
         ));
     };
-    // A batch has its messages and nothing else: a `send_at` beside them, ignored, would send them now.
+    let messages = match fields.get("messages") {
+        None | Some(Value::Null) => return Err(ApiError::invalid("messages", "is required")),
+        Some(Value::Array(messages)) => messages,
+        Some(_) => return Err(ApiError::invalid("messages", "must be an array")),
+    };
+    // Its messages first (a lone message sent here is told it needs them), and nothing else: a
+    // `send_at` beside them, ignored, would send them now.
     if let Some(unknown) = fields.keys().find(|name| name.as_str() != "messages") {
         return Err(ApiError::invalid(
             unknown.chars().take(64).collect::<String>(),
             "is not a field of a batch, which has only messages (each message has its own send_at, expires_at...)",
         ));
     }
-    let messages = match fields.get("messages") {
-        None | Some(Value::Null) => return Err(ApiError::invalid("messages", "is required")),
-        Some(Value::Array(messages)) => messages,
-        Some(_) => return Err(ApiError::invalid("messages", "must be an array")),
-    };
     if messages.is_empty() || messages.len() > MAX_MESSAGES {
         return Err(ApiError::invalid(
             "messages",
