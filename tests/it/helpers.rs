@@ -204,6 +204,20 @@ impl TestDatabase {
         hold
     }
 
+    /// Runs plain SQL the way another system would: `postgres` or `sqlite`, whichever this database is.
+    pub async fn execute(&self, postgres: &str, sqlite: &str) -> Result<u64, sqlx::Error> {
+        match &self.pool {
+            Pool::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_owned()))
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()),
+            Pool::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_owned()))
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()),
+        }
+    }
+
     /// Enqueues the way another system would: plain SQL, defaults for everything else.
     pub async fn insert_raw(&self, phone_number: &str, content: &str) -> Uuid {
         sqlx::query_scalar("INSERT INTO messages (phone_number, content) VALUES ($1, $2) RETURNING id")

@@ -63,6 +63,7 @@ contract!(
 mod opt_outs {
     use super::{
         a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
+        a_number_put_on_the_list_by_plain_sql_is_kept_as_the_claim_compares_it,
         a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
         a_reply_acts_on_the_list_once_and_never_over_a_later_keyword,
         a_reply_ahead_of_the_clock_and_an_operators_opt_out_count_as_when_they_reached_us,
@@ -75,6 +76,7 @@ mod opt_outs {
         |database| database.clone();
         the_opt_out_list_adds_once_pages_in_order_and_removes,
         a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after,
+        a_number_put_on_the_list_by_plain_sql_is_kept_as_the_claim_compares_it,
         a_paused_campaign_is_skipped_without_blocking_others_resumes_in_place_and_cancels_at_once,
         inbound_replies_are_kept_with_their_action_and_listed_newest_first,
         a_reply_acts_on_the_list_once_and_never_over_a_later_keyword,
@@ -1355,6 +1357,54 @@ async fn the_opt_out_list_adds_once_pages_in_order_and_removes(database: TestDat
         "gone already"
     );
     assert_eq!(list.list_opt_outs(10, None).await.unwrap().len(), 2);
+}
+
+/// Another system's plain SQL puts a number on the list with spaces and dashes, twice: it is kept once,
+/// as the claim compares a message's number, so the number's message is suppressed. What is no E.164
+/// number even so is refused.
+async fn a_number_put_on_the_list_by_plain_sql_is_kept_as_the_claim_compares_it(database: TestDatabase) {
+    // The second names a number on the list already: skipped, as an upsert of it would be.
+    for spelling in ["+90 555-888 00 01", "+90-555-888-00-01"] {
+        database
+            .execute(
+                &format!("INSERT INTO opt_outs (phone_number) VALUES ('{spelling}') ON CONFLICT DO NOTHING"),
+                &format!(
+                    "INSERT INTO opt_outs (phone_number, created_at) VALUES ('{spelling}', 0) ON CONFLICT DO NOTHING"
+                ),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{spelling}: {error}"));
+    }
+    let listed: Vec<String> = database
+        .opt_outs
+        .list_opt_outs(10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.to)
+        .collect();
+    assert_eq!(listed, ["+905558880001"]);
+    for refused in ["905558880002", "+0555888000", "+90555888000x", "+1234567"] {
+        let error = database
+            .execute(
+                &format!("INSERT INTO opt_outs (phone_number) VALUES ('{refused}')"),
+                &format!("INSERT INTO opt_outs (phone_number, created_at) VALUES ('{refused}', 0)"),
+            )
+            .await
+            .expect_err(refused);
+        assert!(error.to_string().contains("E.164"), "{refused}: {error}");
+    }
+
+    let store = database.store;
+    let message = NewMessage {
+        to: number("+905558880001"),
+        content: MessageContent::parse("hi", 160).unwrap(),
+        when: Schedule::default(),
+    };
+    let id = store.insert_many(&[message]).await.unwrap()[0].id;
+    let claimed = claim_aged(store.as_ref(), 10, AGING).await;
+    assert!(ids_of(&claimed).is_empty(), "nothing handed out");
+    assert_eq!(store.get(id).await.unwrap().unwrap().status, MessageStatus::Suppressed);
 }
 
 async fn a_due_message_to_an_opted_out_number_is_suppressed_whether_enqueued_before_or_after(database: TestDatabase) {
