@@ -16,7 +16,9 @@ BEGIN
 END $$;
 
 -- Rows stored so before: each number spelled plainly once, as of its earliest spelling. Those no E.164
--- number even so are left as they are (they match no message, as before).
+-- number even so are left as they are (they match no message, as before). Locked first: a row another
+-- session commits between the copy and the delete would otherwise be deleted uncopied.
+LOCK TABLE opt_outs IN SHARE ROW EXCLUSIVE MODE;
 INSERT INTO opt_outs (phone_number, created_at)
 SELECT translate(phone_number, ' -', ''), min(created_at)
   FROM opt_outs

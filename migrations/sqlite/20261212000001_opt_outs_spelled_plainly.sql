@@ -3,7 +3,10 @@
 -- (`+90 555 888 00 01`) matched no message, and the number was sent to. An INSERT now stores it without
 -- them, as the API does (SQLite's triggers cannot change the row: the one inserted is replaced by its
 -- plain spelling); a number that is no E.164 number even so (no `+`, a leading 0, letters, 7 or 16
--- digits) is refused, naming the rule, and so is an UPDATE to any other spelling. As on Postgres.
+-- digits) is refused, naming the rule, and so is an UPDATE to any other spelling, or a NULL (which
+-- SQLite's TEXT PRIMARY KEY would take). As on Postgres, but for one thing: a second spelling of a
+-- number on the list is skipped whatever the statement's conflict clause (Postgres's key refuses a
+-- plain INSERT of it).
 
 -- Rows stored so before: each number spelled plainly once, as of its earliest spelling. Those no E.164
 -- number even so are left as they are (they match no message, as before).
@@ -23,7 +26,7 @@ DELETE FROM opt_outs
    AND length(replace(replace(phone_number, ' ', ''), '-', '')) BETWEEN 9 AND 16;
 
 CREATE TRIGGER opt_outs_are_e164 BEFORE INSERT ON opt_outs
-WHEN NOT (replace(replace(NEW.phone_number, ' ', ''), '-', '') GLOB '+[1-9]*'
+WHEN NEW.phone_number IS NULL OR NOT (replace(replace(NEW.phone_number, ' ', ''), '-', '') GLOB '+[1-9]*'
           AND substr(replace(replace(NEW.phone_number, ' ', ''), '-', ''), 2) NOT GLOB '*[^0-9]*'
           AND length(replace(replace(NEW.phone_number, ' ', ''), '-', '')) BETWEEN 9 AND 16)
 BEGIN
@@ -40,7 +43,7 @@ BEGIN
 END;
 
 CREATE TRIGGER opt_outs_updated_plainly BEFORE UPDATE OF phone_number ON opt_outs
-WHEN NOT (NEW.phone_number GLOB '+[1-9]*'
+WHEN NEW.phone_number IS NULL OR NOT (NEW.phone_number GLOB '+[1-9]*'
           AND substr(NEW.phone_number, 2) NOT GLOB '*[^0-9]*'
           AND length(NEW.phone_number) BETWEEN 9 AND 16)
 BEGIN

@@ -1394,6 +1394,14 @@ async fn a_number_put_on_the_list_by_plain_sql_is_kept_as_the_claim_compares_it(
             .expect_err(refused);
         assert!(error.to_string().contains("E.164"), "{refused}: {error}");
     }
+    // SQLite's TEXT PRIMARY KEY would take a NULL; Postgres's refuses it.
+    database
+        .execute(
+            "INSERT INTO opt_outs (phone_number) VALUES (NULL)",
+            "INSERT INTO opt_outs (phone_number, created_at) VALUES (NULL, 0)",
+        )
+        .await
+        .expect_err("a NULL number");
 
     let store = database.store;
     let message = NewMessage {
