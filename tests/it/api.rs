@@ -233,6 +233,15 @@ async fn a_field_a_message_does_not_have_is_refused_naming_it_and_nothing_is_sto
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     assert_eq!(error["field"], "send_at", "a batch's own: {error}");
+    // A lone message posted as a batch is told what a batch needs, not that `to` is no field of one.
+    let (status, error) = app
+        .post_json("/messages/batch", &json!({"to": "+905551111113", "content": "hi"}))
+        .await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("messages")),
+        "{error}"
+    );
     assert_eq!(app.database.count_with_status("pending").await, 1, "only the valid one");
 }
 

@@ -25,8 +25,9 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Messages to enqueue together.
 // Documents the body only: the handler reads it field by field, so that one bad message cannot refuse
-// the rest.
-#[derive(Debug, ToSchema)]
+// the rest. (`Deserialize` only carries `deny_unknown_fields` to the spec: no field beside `messages`.)
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"messages": [
     {"to": "+905551111111", "content": "Insider - Project"},
     {"to": "+905552222222", "content": "Kampanya başladı"}
