@@ -422,6 +422,14 @@ where
         .map_err(db("answering a ping"))
 }
 
+/// Another pool of `pool`'s settings and connect options, connecting on first use
+/// (`Database::with_pool_of_its_own`).
+fn pool_like<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> sqlx::Pool<DB> {
+    pool.options()
+        .clone()
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
 /// The database for `DATABASE_URL`, chosen by its scheme; it connects on first use.
 pub fn connect(url: &str) -> Result<Arc<dyn Database>, StoreError> {
     if url.starts_with("sqlite:") {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{
     Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, HeldEvent, MessageStore, MinuteActivity, PageCursor,
     QueuePlace, QueueStats, ReceiptOutcome, RecentSend, Replica, Rescue, StoreError, Throttle, Transition, db, list,
-    ping,
+    ping, pool_like,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
     status_events::{self, EventFeed, EventOutbox, EventWriter, StatusEventSql},
 };
@@ -154,13 +154,8 @@ impl Database for PostgresStore {
     }
 
     fn with_pool_of_its_own(&self) -> Arc<dyn Database> {
-        let pool = self
-            .pool
-            .options()
-            .clone()
-            .connect_lazy_with((*self.pool.connect_options()).clone());
         Arc::new(Self {
-            pool,
+            pool: pool_like(&self.pool),
             outbox: Arc::clone(&self.outbox),
         })
     }

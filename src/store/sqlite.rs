@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::{
     Claim, ClaimRequest, Claimed, Database, EventDelivery, Finish, HeldEvent, MessageStore, MinuteActivity, PageCursor,
     QueueStats, ReceiptOutcome, RecentSend, Replica, Rescue, StoreError, Throttle, Transition, db, list, ping,
+    pool_like,
     rows::{self, Columns, OptOutRow, event_columns, message_columns, receipt_columns},
     status_events::{self, EventFeed, EventOutbox, EventWriter, StatusEventSql},
 };
@@ -238,13 +239,8 @@ impl Database for SqliteStore {
     }
 
     fn with_pool_of_its_own(&self) -> Arc<dyn Database> {
-        let pool = self
-            .pool
-            .options()
-            .clone()
-            .connect_lazy_with((*self.pool.connect_options()).clone());
         Arc::new(Self {
-            pool,
+            pool: pool_like(&self.pool),
             outbox: Arc::clone(&self.outbox),
         })
     }
