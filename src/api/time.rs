@@ -33,8 +33,8 @@ pub fn parse_report_time(name: &'static str, raw: &str) -> Result<DateTime<Utc>,
 }
 
 /// When something was reported, field `name`, as reported: an RFC 3339 time not before the range above
-/// (a 400 naming the field), however far ahead (a "max date" such as 9999-12-31T23:59:59Z is a
-/// provider's, and refused, its report would be lost: the caller orders it by when it arrived).
+/// (a 400 naming the field), however far ahead: a provider's "max date" (9999-12-31T23:59:59Z) refused,
+/// its report would be lost. The caller orders it by when it arrived.
 pub fn parse_reported(name: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
     let at = rfc3339(name, raw)?;
     if at.timestamp() < EARLIEST {

@@ -101,7 +101,8 @@ pub struct InboundQuery {
 /// (and then `API_KEY` is not asked); by `API_KEY` like any route when it is not. An
 /// opt-out keyword puts the number on the suppression list (its pending messages become `suppressed`
 /// when they come due), an opt-in keyword takes it off, unless a keyword the phone sent later is kept (or,
-/// for an opt-in, an operator put the number on the list after it was sent); every reply is kept once (the provider's retry of one, same `from`, `content` and `at`, answers 200 with it)
+/// for an opt-in, an operator put the number on the list after it was sent); every reply is kept once
+/// (the provider's retry of one, same `from`, `content` and `at`, answers 200 with it)
 /// and listed by `GET /inbound`.
 #[utoipa::path(
     security(("api_key" = []), ("bearer" = [])),
