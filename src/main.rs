@@ -80,13 +80,13 @@ async fn main() -> ExitCode {
         },
         Command::Openapi => ApiDoc::openapi()
             .to_pretty_json()
-            .map(|json| println!("{json}"))
-            .map_err(anyhow::Error::from),
+            .map_err(anyhow::Error::from)
+            .and_then(|json| print_document(&json)),
         Command::Config(ConfigArgs { list: _ }) => {
             let listing = config::listing::by_subcommand(&Cli::command(), settings_read_by);
             serde_json::to_string_pretty(&listing)
-                .map(|json| println!("{json}"))
                 .map_err(anyhow::Error::from)
+                .and_then(|json| print_document(&json))
         }
     };
     match result {
@@ -97,6 +97,19 @@ async fn main() -> ExitCode {
             log::error!("{error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints `document` to stdout. A reader that stops early (`| head`, `| diff -q`) is no failure: `println!`
+/// would panic on the closed pipe.
+fn print_document(document: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{document}").and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::from(error).context("writing to stdout"))
+        }
+        _ => Ok(()),
     }
 }
 

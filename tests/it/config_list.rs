@@ -95,3 +95,26 @@ fn config_list_gives_defaults_kinds_and_secrets() {
         "a secret kind's default that is no secret is shown"
     );
 }
+
+/// The documents the binary prints are read through pipes: a reader that stops early (`| head`) ends the
+/// output, not the binary with a panic. `openapi`'s is larger than a pipe's buffer (`config --list`,
+/// printed the same way, is not).
+#[test]
+fn a_reader_that_stops_early_is_no_failure() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("openapi")
+        .env_clear()
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe is closed here, with most of the document unread.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
