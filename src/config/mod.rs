@@ -293,6 +293,22 @@ mod tests {
     }
 
     #[test]
+    fn a_key_a_header_cannot_carry_is_refused_without_showing_it() {
+        for (variable, key) in [
+            ("API_KEY", "clé-secrète"),
+            ("CALLBACK_AUTH_KEY", "ключ"),
+            ("API_KEY", "a\tb"),
+        ] {
+            let error = settings(&[(variable, key)]).unwrap_err();
+            assert_eq!(error.variable, variable);
+            assert!(error.problem.contains("printable ASCII"), "{error}");
+            assert!(!error.to_string().contains(key), "{error}");
+        }
+        let s = settings(&[("API_KEY", "p@ss word~!")]).unwrap();
+        assert_eq!(s.api_key.unwrap().expose(), "p@ss word~!");
+    }
+
+    #[test]
     fn a_url_that_is_refused_never_shows_its_password() {
         let cases = [
             ("WEBHOOK_URL", "ftp://user:hunter2@host/"),

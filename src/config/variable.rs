@@ -232,11 +232,22 @@ pub const WEBHOOK_SECRET: Kind<Secret> = Kind {
     },
 };
 /// A key that clients present: they send it trimmed, so it is kept trimmed, or a copy pasted with a
-/// space would lock everyone out.
+/// space would lock everyone out. It travels in a header, which carries printable ASCII only: a key
+/// with `é` would start and then refuse every request, the right key included.
 pub const KEY: Kind<Secret> = Kind {
-    name: "text (surrounding spaces dropped)",
+    name: "printable ASCII text (surrounding spaces dropped)",
     secret: true,
-    parse: |raw| Ok(Secret::new(raw.trim())),
+    parse: |raw| {
+        let key = raw.trim();
+        match key.chars().position(|c| !matches!(c, ' '..='~')) {
+            None => Ok(Secret::new(key)),
+            Some(at) => Err(format!(
+                "expected printable ASCII only (a header carries no other characters); character {} is not \
+                 (the value itself is not shown)",
+                at + 1
+            )),
+        }
+    },
 };
 
 /// `500ms`, `30s`, `2m`, `1h 30m`, `7d`: the forms humantime accepts.
