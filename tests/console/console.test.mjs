@@ -88,12 +88,12 @@ async function eventually(what, check, timeoutMs = WAIT_MS) {
  * environment is clean: the caller's WEBHOOK_URL must not leak in. AUTOSTART=false keeps the queue still until the test
  * presses Start, so the page and the API can be compared exactly.
  */
-async function startDemo(extraEnv = {}) {
+async function startDemo(extraEnv = {}, command = 'demo') {
   const workdir = mkdtempSync(join(tmpdir(), 'console-test-'));
   const port = await freePort();
   const database = join(workdir, 'data', 'demo.db');
   let log = '';
-  const child = spawn(BIN, ['demo'], {
+  const child = spawn(BIN, [command], {
     cwd: workdir,
     env: {
       PATH: process.env.PATH,
@@ -101,6 +101,7 @@ async function startDemo(extraEnv = {}) {
       RUST_LOG: 'info',
       HTTP_ADDR: `127.0.0.1:${port}`,
       AUTOSTART: 'false',
+      ...(command === 'serve' ? { DATABASE_URL: `sqlite://${database}` } : {}),
       ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -432,5 +433,57 @@ test('with API_KEY set, the page asks for the key once, then shows the queue and
   } finally {
     await context.close();
     await guarded.stop();
+  }
+});
+
+test('a provider that refuses our key: the page says the instance is paused, and Resume sends once the key works', async () => {
+  // A provider of our own: 401 until the key is right, then 202 with a messageId.
+  let accepting = false;
+  const posts = [];
+  const provider = createHttpServer((request, response) => {
+    request.resume();
+    request.on('end', () => {
+      posts.push(request.headers['x-ins-auth-key']);
+      response.writeHead(accepting ? 202 : 401, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(accepting ? { message: 'Accepted', messageId: `id-${posts.length}` } : { message: 'bad key' }));
+    });
+  });
+  await new Promise((resolve) => provider.listen(0, '127.0.0.1', resolve));
+  const refused = await startDemo({
+    WEBHOOK_URL: `http://127.0.0.1:${provider.address().port}/sms`,
+    WEBHOOK_AUTH_KEY: 'an-old-key',
+    AUTOSTART: 'true',
+    INTERVAL: '200ms',
+  }, 'serve');
+  const seen = [];
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  try {
+    const enqueued = await fetch(`${refused.base}/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ to: '+905551111111', content: 'Refused, then resumed' }),
+    });
+    assert.equal(enqueued.status, 201, await enqueued.text());
+    await eventually('the provider to refuse our key', async () => (await getJson('/scheduler', { origin: refused.base })).flow?.credentials_refused);
+    const watched = await context.newPage();
+    watch(watched, seen);
+    await watched.goto(`${refused.base}/console`);
+    await watched.waitForFunction(() => document.querySelector('#scheduler-state').textContent.includes('key refused'));
+    assert.match(await watched.locator('#flow-state').innerText(), /refused our key \(401\)/);
+    assert.equal(await watched.locator('#start-button').innerText(), 'Resume');
+    assert.equal(await watched.locator('#start-button').isEnabled(), true, 'Resume must be offered while paused');
+    assert.equal((await getJson('/stats', { origin: refused.base })).pending, 1, 'the refused message waits, not failed');
+
+    accepting = true;
+    await watched.click('#start-button');
+    await eventually('the message sent after Resume', async () => (await getJson('/messages/sent', { origin: refused.base })).items.length === 1);
+    await watched.waitForFunction(() => document.querySelector('#scheduler-state').textContent === 'Running');
+    assert.equal(await watched.locator('#start-button').isDisabled(), true);
+    assert.equal(await watched.locator('#flow-state').innerText(), 'sending');
+    assert.deepEqual(seen, []);
+  } finally {
+    await context.close();
+    await refused.stop();
+    provider.close();
   }
 });

@@ -8,6 +8,7 @@
 // /cancel. When the server wants an API key (a 401), the page asks for it once and sends it as X-API-Key.
 
 const REFRESH_MS = 3000;
+const CAMPAIGNS_REFRESH_MS = 15_000;
 const LIST_LIMIT = 8;
 const WINDOW_MINUTES = 60;
 const MINUTE_MS = 60_000;
@@ -26,6 +27,10 @@ const state = {
   /** Set once the key dialog was shown for a 401 on a refresh: asked once, not every few seconds. */
   keyAsked: false,
   capabilities: { retry: false, cancel: false },
+  /** The provider refused our key: the instance is paused although its scheduler runs; Start resumes it. */
+  credentialsRefused: false,
+  /** When the campaigns were last read: their counts go over every campaign row, so less often. */
+  campaignsReadAt: 0,
 };
 
 // ---- Masking -----------------------------------------------------------------------------------------
@@ -94,6 +99,8 @@ async function api(path, { method = 'GET' } = {}) {
   }
   const body = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, body);
+  // A 2xx that is not JSON is not this API's (a proxy's login page, say): an error, not an empty card.
+  if (body === null) throw new ApiError(response.status, { message: `the answer (HTTP ${response.status}) is not this API's JSON` });
   return body;
 }
 
@@ -168,10 +175,12 @@ function tickClock() {
 
 function renderScheduler(scheduler) {
   state.running = Boolean(scheduler.running);
+  state.credentialsRefused = Boolean(scheduler.flow?.credentials_refused);
   const pill = $('#scheduler-state');
-  pill.textContent = state.running ? 'Running' : 'Stopped';
+  const paused = state.running && state.credentialsRefused;
+  pill.textContent = paused ? 'Paused: key refused' : state.running ? 'Running' : 'Stopped';
   pill.dataset.running = String(state.running);
-  pill.className = `pill ${state.running ? 'ok' : 'warn'}`;
+  pill.className = `pill ${paused ? 'bad' : state.running ? 'ok' : 'warn'}`;
   $('#interval').textContent = formatDuration(scheduler.interval_seconds);
   $('#batch-size').textContent = count.format(scheduler.batch_size);
   $('#in-flight').textContent = count.format(scheduler.in_flight);
@@ -192,10 +201,16 @@ function renderFlow(flow) {
   const value = $('#rate');
   value.replaceChildren();
   const perSecond = (rate) => `${count.format(Math.round(rate * 10) / 10)}/s`;
-  const paused = typeof flow.throttled_for_seconds === 'number';
+  const refused = flow.credentials_refused;
+  const throttled = typeof flow.throttled_for_seconds === 'number';
   const pill = document.createElement('span');
-  pill.className = `pill ${paused ? 'bad' : 'ok'}`;
-  pill.textContent = paused ? `paused by a 429 for ${formatDuration(flow.throttled_for_seconds)}` : 'sending';
+  pill.id = 'flow-state';
+  pill.className = `pill ${refused || throttled ? 'bad' : 'ok'}`;
+  if (refused) {
+    pill.textContent = `paused: the provider refused our key (${refused.status}) since ${formatWhen(refused.since)}; fix the key, then Resume`;
+  } else {
+    pill.textContent = throttled ? `paused by a 429 for ${formatDuration(flow.throttled_for_seconds)}` : 'sending';
+  }
   value.append(pill);
   const rate = flow.rate_per_second == null ? 'no cap' : perSecond(flow.rate_per_second);
   const limit = flow.rate_limit_per_second == null ? 'RATE_LIMIT unset' : `RATE_LIMIT ${perSecond(flow.rate_limit_per_second)}`;
@@ -209,7 +224,11 @@ function renderBreaker(breaker) {
   if (row.hidden) return;
   const name = typeof breaker === 'object' ? String(breaker.state ?? 'unknown') : String(breaker);
   const details = typeof breaker === 'object'
-    ? Object.entries(breaker).filter(([key]) => key !== 'state').map(([key, value]) => `${key}: ${describe(key, value)}`)
+    ? Object.entries(breaker)
+      .filter(([key, value]) => key !== 'state' && value !== null && value !== undefined)
+      .map(([key, value]) => (typeof value === 'number' && key.endsWith('_seconds')
+        ? `${key.replace(/_in_seconds$/, ' in').replace(/_/g, ' ')} ${formatDuration(value)}`
+        : `${key.replace(/_/g, ' ')}: ${describe(key, value)}`))
     : [];
   const value = $('#breaker');
   value.replaceChildren();
@@ -250,7 +269,10 @@ function describe(key, value) {
 }
 
 function renderButtons() {
-  $('#start-button').disabled = state.busy || state.running !== false;
+  // Start while running is what resumes an instance the provider's refusal of our key paused.
+  const start = $('#start-button');
+  start.textContent = state.credentialsRefused ? 'Resume' : 'Start';
+  start.disabled = state.busy || !(state.running === false || state.credentialsRefused);
   $('#stop-button').disabled = state.busy || state.running !== true;
 }
 
@@ -557,9 +579,14 @@ async function load() {
     ['the queue', api('/stats'), renderStats],
     ['the sent list', api(`/messages/sent?limit=${LIST_LIMIT}`), renderSent],
     ['the dead letters', api(`/messages?status=failed&limit=${LIST_LIMIT}`), renderDead],
-    ['the campaigns', api('/campaigns'), renderCampaigns],
     ['the replies', api(`/inbound?limit=${LIST_LIMIT}`), renderReplies],
   ];
+  if (Date.now() - state.campaignsReadAt >= CAMPAIGNS_REFRESH_MS) {
+    sources.push(['the campaigns', api('/campaigns'), (list) => {
+      state.campaignsReadAt = Date.now();
+      renderCampaigns(list);
+    }]);
+  }
   if (state.capabilities.cancel) {
     sources.push(['the pending messages', api(`/messages?status=pending&limit=${LIST_LIMIT}`), renderPending]);
   }
@@ -569,7 +596,12 @@ async function load() {
   results.forEach((result, i) => {
     const [name, , render] = sources[i];
     if (result.status === 'fulfilled') {
-      render(result.value);
+      // One card that cannot show its answer says so; the others are still painted.
+      try {
+        render(result.value);
+      } catch (error) {
+        problems.push(`${name}: its answer could not be shown (${error.message})`);
+      }
       return;
     }
     unauthorized ||= result.reason?.status === 401;
