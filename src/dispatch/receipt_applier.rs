@@ -167,12 +167,42 @@ impl Applier {
         Ok((summary, stopped_after))
     }
 
-    /// Matches pending receipts to their messages and settles what can be settled now.
+    /// Matches pending receipts to their messages and settles what can be settled now. A receipt whose
+    /// cached message turns out not to be sent under its id (another deployment's entry in the same Redis,
+    /// or one left from an earlier message the provider gave that id) is matched again in the database.
     async fn settle(&self, receipts: Vec<StoredReceipt>, summary: &mut Summary) -> Result<(), StoreError> {
         if receipts.is_empty() {
             return Ok(());
         }
         let candidates = self.candidates(&receipts).await?;
+        let misled = self.settle_against(receipts, &candidates, summary).await?;
+        if misled.is_empty() {
+            return Ok(());
+        }
+        let provider_ids: Vec<String> = misled
+            .iter()
+            .map(|receipt| receipt.provider_message_id.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut candidates: HashMap<String, Vec<Uuid>> = HashMap::new();
+        for (provider_id, message_id) in self.store.messages_by_provider_id(&provider_ids).await? {
+            candidates.entry(provider_id).or_default().push(message_id);
+        }
+        let still_misled = self.settle_against(misled, &candidates, summary).await?;
+        // The database's own answer changed under us (a message deleted meanwhile): the next sweep.
+        summary.waiting += still_misled.len();
+        Ok(())
+    }
+
+    /// Settles `receipts` against the messages `candidates` names for their provider ids; returns those
+    /// applied to a message that is not sent under their id, left pending.
+    async fn settle_against(
+        &self,
+        receipts: Vec<StoredReceipt>,
+        candidates: &HashMap<String, Vec<Uuid>>,
+        summary: &mut Summary,
+    ) -> Result<Vec<StoredReceipt>, StoreError> {
         let now = Utc::now();
         let settlements: Vec<Settlement> = receipts
             .iter()
@@ -185,14 +215,20 @@ impl Applier {
             .collect();
         summary.waiting += receipts.len() - settlements.len();
         if settlements.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let outcomes = self.store.settle_receipts(&settlements).await?;
-        let by_seq: HashMap<i64, &StoredReceipt> = receipts.iter().map(|receipt| (receipt.seq, receipt)).collect();
+        let mut by_seq: HashMap<i64, StoredReceipt> =
+            receipts.into_iter().map(|receipt| (receipt.seq, receipt)).collect();
+        let mut misled = Vec::new();
         for (settlement, outcome) in settlements.iter().zip(outcomes) {
             let Some(outcome) = outcome else {
                 continue; // another replica settled it first
             };
+            if outcome == ReceiptOutcome::Pending {
+                misled.extend(by_seq.remove(&settlement.seq()));
+                continue;
+            }
             summary.count(outcome);
             let Some(receipt) = by_seq.get(&settlement.seq()) else {
                 continue;
@@ -217,7 +253,7 @@ impl Applier {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(misled)
     }
 
     /// The sent messages each receipt's provider id names: from the cache, else from the database.

@@ -14,7 +14,8 @@
 //! while the state is not final and the report is not older than the one in force; a final one
 //! (`delivered`, `undelivered`) applies while the state is not final. Both need the message `sent` under
 //! the receipt's provider id, and that id naming no other message: a receipt is never applied to the wrong
-//! message, whatever a stale cache said. Settling is fenced on `outcome = 'pending'`, so two replicas
+//! message, whatever a stale cache said. A receipt settled against a message not sent under its id stays
+//! pending (`ReceiptOutcome::Pending`), for the applier to match in the database. Settling is fenced on `outcome = 'pending'`, so two replicas
 //! settling one receipt apply it once.
 
 use std::collections::HashMap;

@@ -20,6 +20,7 @@ contract!(
     receipts_are_stored_pending_in_order_and_found_by_seq_provider_id_or_sweep,
     a_final_state_is_never_undone_and_duplicates_and_older_reports_change_nothing,
     an_id_that_names_several_messages_is_applied_to_none,
+    a_receipt_applied_to_a_message_not_sent_under_its_id_stays_pending,
     a_receipt_is_settled_once_and_the_lists_show_what_became_of_each,
     a_batch_for_many_messages_settles_in_one_call_with_an_event_per_final_state,
     settled_receipts_are_deleted_oldest_first_in_batches_and_pending_ones_stay,
@@ -189,6 +190,64 @@ async fn a_final_state_is_never_undone_and_duplicates_and_older_reports_change_n
         "the first delivery's time stays"
     );
     assert_eq!(message.delivery_error, None);
+}
+
+/// What a stale cache entry leads to: the message named is not sent under the receipt's id (sent under
+/// another, not sent yet, or not in this database). The receipt stays for a match the database makes.
+async fn a_receipt_applied_to_a_message_not_sent_under_its_id_stays_pending(database: &TestDatabase) {
+    let receipts = database.receipts.as_ref();
+    let (a, other) = (unique_id(), unique_id());
+    let sent = sent_under(database, &[&other]).await[0];
+    let unsent = database.insert_many(1).await[0];
+    let seqs = receipts
+        .insert_receipts(&[
+            receipt(&a, ReceiptStatus::Delivered, Utc::now(), None),
+            receipt(&a, ReceiptStatus::Delivered, Utc::now(), None),
+            receipt(&a, ReceiptStatus::Delivered, Utc::now(), None),
+        ])
+        .await
+        .unwrap();
+    let settlements = [
+        Settlement::Apply {
+            seq: seqs[0],
+            message_id: sent,
+        },
+        Settlement::Apply {
+            seq: seqs[1],
+            message_id: unsent,
+        },
+        Settlement::Apply {
+            seq: seqs[2],
+            message_id: Uuid::new_v4(),
+        },
+    ];
+    let outcomes = receipts.settle_receipts(&settlements).await.unwrap();
+    assert_eq!(outcomes, [Some(ReceiptOutcome::Pending); 3]);
+    let pending = receipts.pending_receipts(PendingReceipts::Seqs(&seqs)).await.unwrap();
+    assert_eq!(pending.len(), 3, "all three still pending: {pending:?}");
+    assert!(
+        pending
+            .iter()
+            .all(|receipt| receipt.message_id.is_none() && receipt.settled_at.is_none())
+    );
+    let message = database.store.get(sent).await.unwrap().unwrap();
+    assert_eq!(
+        message.delivery_status, None,
+        "the message sent under another id did not move"
+    );
+
+    // Once the message is sent under the id, the same receipt applies to it. (The claim takes the oldest
+    // due message first: the one not sent before, not the one `sent_under` adds.)
+    sent_under(database, &[&a]).await;
+    let outcome = settle_one(
+        receipts,
+        Settlement::Apply {
+            seq: seqs[0],
+            message_id: unsent,
+        },
+    )
+    .await;
+    assert_eq!(outcome, Some(ReceiptOutcome::Applied));
 }
 
 async fn an_id_that_names_several_messages_is_applied_to_none(database: &TestDatabase) {
@@ -539,11 +598,12 @@ async fn settling_a_batch_reads_the_batch_not_the_backlog() {
     let store = insider_messaging::startup::migrate(&database.url).await.unwrap();
     let receipts: &dyn ReceiptStore = store.as_ref();
     let at = Utc::now().trunc_subsecs(6);
-    // What the applier does while `receipts` holds a few rows: what a kept plan is made from.
+    // What the applier does while `receipts` holds a few rows: what a kept plan is made from. (A report
+    // on the way, applied then ignored as said again, so the batch's `delivered` below still applies.)
     for _ in 0..5 {
-        let provider_id = unique_id();
+        let provider_id = provider_ids[0].clone();
         let seqs = receipts
-            .insert_receipts(&[receipt(&provider_id, ReceiptStatus::Delivered, at, None)])
+            .insert_receipts(&[receipt(&provider_id, ReceiptStatus::Buffered, at, None)])
             .await
             .unwrap();
         receipts.pending_receipts(PendingReceipts::Seqs(&seqs)).await.unwrap();

@@ -228,6 +228,73 @@ async fn a_cached_provider_id_naming_a_message_the_database_no_longer_has_does_n
     wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
 }
 
+/// Puts `message_id` alone in the cache's set for `provider_id`, as another deployment sharing the Redis
+/// (or a message since deleted) leaves it.
+async fn cache_names(provider_id: &str, message_id: Uuid) {
+    let mut redis = redis_connection().await;
+    redis::cmd("SADD")
+        .arg(insider_messaging::cache::provider_key(provider_id))
+        .arg(message_id.to_string())
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn an_early_receipt_is_not_spent_on_the_message_a_stale_cache_entry_names() {
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    cache_names(&provider_id, Uuid::new_v4()).await;
+    let provider = provider_answering(&provider_id, Duration::from_millis(500)).await;
+    let app = tracked().provider(&provider).spawn().await;
+    let id = app.database.insert_many(1).await[0];
+
+    // The receipt arrives while the 202 is on its way, the cache naming only a message we never had.
+    assert_eq!(app.pipeline.tick_now().await.unwrap().claimed, 1);
+    let (status, body) = post_receipts(
+        &app,
+        &receipt(&provider_id, "delivered", Utc::now()),
+        Some(CALLBACK_KEY),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
+    let receipts = settled_receipts(&app).await;
+    assert_eq!(
+        (receipts.len(), &receipts[0]["outcome"], &receipts[0]["message_id"]),
+        (1, &json!("applied"), &json!(id))
+    );
+}
+
+#[actix_web::test]
+async fn a_receipt_for_another_deployments_message_is_listed_unmatched_not_settled_as_matched() {
+    let provider_id = format!("prov-{}", Uuid::new_v4());
+    // Another deployment sent a message under this id and cached it in the Redis both use.
+    cache_names(&provider_id, Uuid::new_v4()).await;
+    let app = tracked().var("RECEIPT_MATCH_WINDOW", "1s").spawn().await;
+
+    let (status, body) = post_receipts(
+        &app,
+        &receipt(&provider_id, "delivered", Utc::now()),
+        Some(CALLBACK_KEY),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let listed = wait_for("the receipt is listed as unmatched", || async {
+        let (_, page) = app.get("/receipts?matched=false").await;
+        page["items"].as_array().filter(|items| !items.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(
+        (&listed[0]["outcome"], &listed[0]["message_id"]),
+        (&json!("unmatched"), &Value::Null)
+    );
+    assert_eq!(app.metric("receipts_unmatched_total").await, 1.0);
+    let (_, matched) = app.get("/receipts?matched=true").await;
+    assert_eq!(matched["items"], json!([]));
+}
+
 #[actix_web::test]
 async fn a_report_dated_in_the_future_does_not_outrank_the_ones_after_it() {
     let app = tracked().spawn().await;
