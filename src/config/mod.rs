@@ -22,7 +22,7 @@ use chrono_tz::Tz;
 
 use self::variable::{
     ADDRESS, CACHE_TTL, COUNT, COUNT_U32, DATABASE, DURATION, HTTP_URL, KEY, POSITIVE_DURATION, QUIET_WINDOW, RATE,
-    REDIS, RETENTION, SECRET, SWITCH, TIME_ZONE, Vars, WEBHOOK_SECRET, settings,
+    REDIS, RETENTION, SWITCH, TIME_ZONE, Vars, WEBHOOK_SECRET, settings,
 };
 pub use self::variable::{Unset, Variable};
 use crate::{dispatch::quiet_hours::QuietHours, secret::Secret};
@@ -43,7 +43,7 @@ settings! {
         "the provider's http(s) URL (or try `insider-messaging demo`, which brings a stand-in provider)"
     );
     /// Sent as `x-ins-auth-key`; unset, no header is sent.
-    webhook_auth_key: Option<Secret> = "WEBHOOK_AUTH_KEY" as SECRET, Unset::Off;
+    webhook_auth_key: Option<Secret> = "WEBHOOK_AUTH_KEY" as KEY, Unset::Off;
     /// Time between two ticks of the scheduler.
     interval: Duration = "INTERVAL" as POSITIVE_DURATION, Unset::Default("2m");
     /// The most messages one tick claims.
@@ -304,6 +304,14 @@ mod tests {
             assert!(error.problem.contains("printable ASCII"), "{error}");
             assert!(!error.to_string().contains(key), "{error}");
         }
+        let error = settings(&[("WEBHOOK_AUTH_KEY", "provider\nkey")]).unwrap_err();
+        assert_eq!(error.variable, "WEBHOOK_AUTH_KEY");
+        let s = settings(&[("WEBHOOK_AUTH_KEY", "from-a-file\n")]).unwrap();
+        assert_eq!(
+            s.webhook_auth_key.unwrap().expose(),
+            "from-a-file",
+            "a file's last newline is no part of it"
+        );
         let s = settings(&[("API_KEY", "p@ss word~!")]).unwrap();
         assert_eq!(s.api_key.unwrap().expose(), "p@ss word~!");
     }

@@ -209,11 +209,6 @@ fn without(secret: &str, message: &str) -> String {
         message.replace(secret, "[redacted]")
     }
 }
-pub const SECRET: Kind<Secret> = Kind {
-    name: "text",
-    secret: true,
-    parse: |raw| Ok(Secret::new(raw)),
-};
 /// A Standard Webhooks signing secret: `whsec_` then base64 of the key (as Svix and the spec's
 /// libraries print it). Kept whole; the signer decodes it.
 pub const WEBHOOK_SECRET: Kind<Secret> = Kind {
@@ -231,9 +226,10 @@ pub const WEBHOOK_SECRET: Kind<Secret> = Kind {
         }
     },
 };
-/// A key that clients present: they send it trimmed, so it is kept trimmed, or a copy pasted with a
-/// space would lock everyone out. It travels in a header, which carries printable ASCII only: a key
-/// with `é` would start and then refuse every request, the right key included.
+/// A key that travels in a header: ours to the provider, or the clients' and the provider's to us. Kept
+/// trimmed (clients send it trimmed, and a key read from a file ends with a newline, which no header
+/// carries), and printable ASCII only: a key with `é` would start and then refuse every request, the
+/// right key included, and a provider key with a newline failed every POST as a provider outage.
 pub const KEY: Kind<Secret> = Kind {
     name: "printable ASCII text (surrounding spaces dropped)",
     secret: true,
