@@ -227,7 +227,18 @@ impl FetcherActor {
         if self.refused.is_some() {
             return;
         }
-        if !self.throttled(now) {
+        if let BreakerState::Open { .. } = self.breaker.state(now) {
+            // Nothing more goes to a provider that keeps failing: what waits for a slot goes back unsent,
+            // its attempt unspent, as on a 429.
+            let buffered = self.flow.take_buffer();
+            if !buffered.is_empty() {
+                log::info!(
+                    messages = buffered.len();
+                    "circuit breaker open: claims waiting for a send slot given back unsent"
+                );
+            }
+            self.give_back(buffered);
+        } else if !self.throttled(now) {
             let mut stale = Vec::new();
             let wall = Utc::now();
             while let Some(next) = self.flow.next(now) {

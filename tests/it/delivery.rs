@@ -446,6 +446,54 @@ async fn a_provider_that_keeps_failing_opens_the_breaker_and_claiming_stops() {
     app.provider.verify().await;
 }
 
+/// The breaker opens while claimed messages wait in the run-ahead buffer for a slot: they go back unsent,
+/// their attempts unspent, instead of being posted to the provider that keeps failing (one more round of
+/// failures, the size of the buffer, each time it opens). Twenty slots and twenty waiting: the first nine
+/// answers free a slot each before the tenth opens the breaker; the other eleven never go.
+#[actix_web::test]
+async fn an_opening_breaker_gives_back_what_waits_for_a_slot_unposted() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(300)))
+        .mount(&provider)
+        .await;
+    let provider = std::sync::Arc::new(provider);
+    let app = TestApp::builder()
+        .provider(&provider)
+        .var("BATCH_SIZE", "40")
+        .var("WEBHOOK_CONCURRENCY", "20")
+        .spawn()
+        .await;
+    app.database.insert_many(40).await;
+
+    let report = app.pipeline.tick_now().await.unwrap();
+    assert_eq!(
+        report.claimed, 40,
+        "twenty posted, twenty waiting for a slot: {report:?}"
+    );
+    wait_until("the breaker opens", || async {
+        let (_, scheduler) = app.get("/scheduler").await;
+        scheduler["breaker"]["state"] == "open"
+    })
+    .await;
+    wait_until("nothing left in flight or waiting", || async {
+        app.database.count_with_status("sending").await == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let posted = provider.received_requests().await.unwrap().len();
+    assert!(
+        (20..=30).contains(&posted),
+        "the first round and the few posted before the breaker opened, not all 40: {posted}"
+    );
+    let unspent: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE status = 'pending' AND attempts = 0")
+        .fetch_one(app.database.pg())
+        .await
+        .unwrap();
+    assert_eq!(unspent, 40 - posted as i64, "those never posted keep their attempts");
+}
+
 /// Eight messages the provider can never take (a redirect, or a body it never answers in time) are in
 /// their retries when a good message comes: the good one goes out on the next ticks. Counted by sends,
 /// the poison's retries opened the breaker, every probe was a poison message, and the good one waited
