@@ -2,7 +2,8 @@
 //! non-`high` ones until the oldest of them is a day old. Decided after the claim, in Rust, from one
 //! read of what the batch's numbers were sent and are being sent (`MessageStore::sends_to_since`); a
 //! deferred message goes back `pending`, its attempt not counted, due when it may go. Messages of the
-//! same batch count too, so one claim cannot send a number past the cap.
+//! same batch count too, as in flight (they may yet fail), so one claim cannot send a number past the
+//! cap, and a message behind one that then fails waits seconds, not a day.
 //!
 //! Messages being sent under another claim count as sends: the read follows the batch's committed
 //! claim, so of two claims racing for one number's last place (two replicas, or a batch claimed while
@@ -36,9 +37,9 @@ pub struct DailyCap {
 /// One number's sends that count.
 #[derive(Debug, Default)]
 struct Sends {
-    /// Send times, oldest first, those of this batch included as they are admitted.
+    /// Send times, oldest first.
     sent: Vec<DateTime<Utc>>,
-    /// Being sent under other claims.
+    /// Being sent: under other claims, and this batch's admitted so far.
     in_flight: usize,
 }
 
@@ -70,8 +71,8 @@ impl DailyCap {
         }
     }
 
-    /// Counts a message to `to` going at `now`; or, when the cap holds it, how long it must wait and why.
-    /// `high` messages always go (and count).
+    /// Counts a message to `to` going now (in flight until it is sent); or, when the cap holds it, how
+    /// long it must wait and why. `high` messages always go (and count).
     pub fn admit(&mut self, priority: Priority, to: &str, now: DateTime<Utc>) -> Option<(Duration, String)> {
         let sends = self.sends.entry(to.to_owned()).or_default();
         if priority != Priority::High && sends.sent.len() >= self.limit {
@@ -96,7 +97,7 @@ impl DailyCap {
                 ),
             ));
         }
-        sends.sent.push(now);
+        sends.in_flight += 1;
         None
     }
 }
@@ -121,6 +122,19 @@ mod tests {
             "the second of the day"
         );
         let (wait, why) = cap.admit(Priority::Low, "+905551111111", now).expect("the third waits");
+        assert!(
+            wait <= IN_FLIGHT_RECHECK * 3 / 2,
+            "behind the second, still in flight: {wait:?}"
+        );
+        assert!(why.contains("being sent"), "{why}");
+
+        // The next claim reads the second as sent: now the third waits for the oldest to age out.
+        let sends = Sends {
+            sent: vec![earlier, now],
+            in_flight: 0,
+        };
+        let mut cap = DailyCap::new(limit, HashMap::from([("+905551111111".to_owned(), sends)]));
+        let (wait, why) = cap.admit(Priority::Low, "+905551111111", now).expect("the third waits");
         assert_eq!(
             wait.as_secs() / 60,
             4 * 60,
@@ -135,6 +149,21 @@ mod tests {
             cap.admit(Priority::Normal, "+905552222222", now).is_none(),
             "another number"
         );
+    }
+
+    #[test]
+    fn a_message_behind_one_of_its_own_batch_waits_seconds_not_a_day() {
+        // Two to one number in one claim, a cap of one: the first may yet fail, and then the number
+        // was sent nothing.
+        let now = Utc::now();
+        let mut cap = DailyCap::new(NonZeroU32::new(1).unwrap(), HashMap::new());
+
+        assert!(cap.admit(Priority::Normal, "+905551111111", now).is_none());
+        let (wait, why) = cap
+            .admit(Priority::Normal, "+905551111111", now)
+            .expect("the first takes the place");
+        assert!(wait <= IN_FLIGHT_RECHECK * 3 / 2, "{wait:?}");
+        assert!(why.contains("being sent"), "{why}");
     }
 
     #[test]

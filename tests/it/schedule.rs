@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
+use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
 use crate::helpers::*;
 
@@ -391,6 +392,15 @@ async fn the_daily_cap_defers_a_numbers_messages_past_the_limit_but_never_a_high
         sent, expected,
         "the high one goes past the cap; the number's others wait"
     );
+    // Behind the high one of their own batch, in flight when they were claimed: seconds, for it might
+    // have failed. Claimed again, they find it sent, and wait for the first send to age out.
+    for deferred in &normals {
+        let (_, message) = app.get(&format!("/messages/{}", id_of(deferred))).await;
+        let due = timestamp(&message["next_attempt_at"]).expect("due again");
+        assert!((due - Utc::now()).num_seconds() <= 3, "{message}");
+        app.database.make_due(id_of(deferred)).await;
+    }
+    assert_eq!(app.tick_and_settle().await.claimed, 2);
     for deferred in &normals {
         let (_, message) = app.get(&format!("/messages/{}", id_of(deferred))).await;
         assert_eq!(
@@ -410,7 +420,43 @@ async fn the_daily_cap_defers_a_numbers_messages_past_the_limit_but_never_a_high
                 .contains("RECIPIENT_DAILY_LIMIT")
         );
     }
-    assert_eq!(app.metric("sends_total{outcome=\"daily_cap\"}").await, 2.0);
+    assert_eq!(app.metric("sends_total{outcome=\"daily_cap\"}").await, 4.0);
+}
+
+/// Two messages to one number in one claim, a cap of one, and the first fails for good: the number was
+/// sent nothing, so the second goes seconds later, not the next day.
+#[actix_web::test]
+async fn a_message_behind_one_of_its_batch_that_fails_goes_seconds_later_not_tomorrow() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::body_partial_json(json!({"content": "refused"})))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&provider)
+        .await;
+    accept_all(&provider, Duration::ZERO).await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("RECIPIENT_DAILY_LIMIT", "1")
+        .var("BATCH_SIZE", "10")
+        .spawn()
+        .await;
+    let refused = enqueue(&app, json!({"to": "+905551111111", "content": "refused"})).await;
+    let next = enqueue(&app, json!({"to": "+905551111111", "content": "next"})).await;
+
+    assert_eq!(app.tick_and_settle().await.claimed, 2);
+    let (_, failed) = app.get(&format!("/messages/{}", id_of(&refused))).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let (_, waiting) = app.get(&format!("/messages/{}", id_of(&next))).await;
+    let due = timestamp(&waiting["next_attempt_at"]).expect("due again");
+    assert!(
+        (due - Utc::now()).num_seconds() <= 3,
+        "seconds behind the one in flight, not a day: {waiting}"
+    );
+
+    app.database.make_due(id_of(&next)).await;
+    app.tick_and_settle().await;
+    let (_, sent) = app.get(&format!("/messages/{}", id_of(&next))).await;
+    assert_eq!(sent["status"], "sent", "{sent}");
 }
 
 #[actix_web::test]
