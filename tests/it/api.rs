@@ -1,5 +1,7 @@
 //! The HTTP API as a client sees it: every validation path, the sent list, health, metrics and docs.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -375,6 +377,40 @@ async fn health_and_readiness_report_their_dependencies() {
         ),
         "Redis is optional"
     );
+}
+
+/// A Redis that accepts connections and never answers (hung, or a black hole between us): readiness
+/// still answers within a probe's usual 1 s timeout, ready, the cache `down`. It waited the cache's
+/// whole second, and every replica's probe failed together over an optional dependency.
+#[actix_web::test]
+async fn readiness_answers_quickly_when_redis_hangs() {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hung.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            open.push(socket);
+        }
+    });
+    let app = TestApp::builder()
+        .var("REDIS_URL", format!("redis://127.0.0.1:{port}"))
+        .spawn()
+        .await;
+
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let (status, body) = app.get("/readyz").await;
+        let took = started.elapsed();
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::OK,
+                json!({"status": "ready", "database": "up", "pipeline": "up", "cache": "down"})
+            )
+        );
+        assert!(took < Duration::from_millis(700), "readiness took {took:?}");
+    }
+    held.abort();
 }
 
 #[actix_web::test]

@@ -1,10 +1,15 @@
 //! Liveness and readiness. Both answer `HEAD` as `GET`, without the body, for probes that use it.
 
+use std::time::Duration;
+
 use actix_web::{HttpResponse, route, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{api::AppState, dispatch::PipelineHealth, telemetry::error_chain};
+
+/// How long readiness waits for Redis's answer to a ping.
+const CACHE_PING_WITHIN: Duration = Duration::from_millis(250);
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthResponse {
@@ -56,8 +61,16 @@ pub struct ReadinessResponse {
 )]
 #[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    // The cache is optional: a hung Redis must not hold the answer past a probe's timeout (1 s is the
+    // usual one), or every replica turns not ready together over it.
+    let cache = async {
+        match tokio::time::timeout(CACHE_PING_WITHIN, state.cache.ping()).await {
+            Ok(answer) => answer.map_err(|error| error_chain(&error)),
+            Err(_) => Err(format!("Redis did not answer a ping within {CACHE_PING_WITHIN:?}")),
+        }
+    };
     let (database, cache, pipeline) =
-        futures_util::future::join3(state.store.ping(), state.cache.ping(), state.pipeline.health()).await;
+        futures_util::future::join3(state.store.ping(), cache, state.pipeline.health()).await;
     let database = match database {
         Ok(()) => "up",
         Err(error) => {
@@ -69,7 +82,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(Some(())) => "up",
         Ok(None) => "disabled",
         Err(error) => {
-            log::warn!("readiness: cache is down: {}", error_chain(&error));
+            log::warn!("readiness: cache is down: {error}");
             "down"
         }
     };
