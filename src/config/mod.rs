@@ -21,8 +21,8 @@ use awc::http::Uri;
 use chrono_tz::Tz;
 
 use self::variable::{
-    ADDRESS, CACHE_TTL, COUNT, COUNT_U32, DATABASE, DURATION, HTTP_URL, KEY, POSITIVE_DURATION, QUIET_WINDOW, RATE,
-    REDIS, RETENTION, SWITCH, TIME_ZONE, Vars, WEBHOOK_SECRET, settings,
+    ADDRESS, CACHE_TTL, COUNT, COUNT_U32, DATABASE, DURATION, HTTP_URL, KEY, PER_ROUND, PER_ROUND_U32,
+    POSITIVE_DURATION, QUIET_WINDOW, RATE, REDIS, RETENTION, SWITCH, TIME_ZONE, Vars, WEBHOOK_SECRET, settings,
 };
 pub use self::variable::{Unset, Variable};
 use crate::{dispatch::quiet_hours::QuietHours, secret::Secret};
@@ -47,9 +47,9 @@ settings! {
     /// Time between two ticks of the scheduler.
     interval: Duration = "INTERVAL" as POSITIVE_DURATION, Unset::Default("2m");
     /// The most messages one tick claims.
-    batch_size: NonZeroU32 = "BATCH_SIZE" as COUNT_U32, Unset::Default("2");
+    batch_size: NonZeroU32 = "BATCH_SIZE" as PER_ROUND_U32, Unset::Default("2");
     /// The most POSTs in flight at once on this instance.
-    webhook_concurrency: NonZeroUsize = "WEBHOOK_CONCURRENCY" as COUNT, Unset::SameAs("BATCH_SIZE");
+    webhook_concurrency: NonZeroUsize = "WEBHOOK_CONCURRENCY" as PER_ROUND, Unset::SameAs("BATCH_SIZE");
     /// A cap on the whole cluster's sends, e.g. `100/s` or `6000/m`; unset, no cap.
     rate_limit: Option<f64> = "RATE_LIMIT" as RATE, Unset::Off;
     /// A message due for longer than this counts as one priority higher, so high cannot starve low.
@@ -290,6 +290,18 @@ mod tests {
     fn a_padded_api_key_is_kept_without_its_spaces() {
         let s = settings(&[("API_KEY", " padded-key ")]).unwrap();
         assert_eq!(s.api_key.unwrap().expose(), "padded-key");
+    }
+
+    #[test]
+    fn a_round_of_more_than_a_hundred_thousand_is_refused() {
+        for variable in ["BATCH_SIZE", "WEBHOOK_CONCURRENCY"] {
+            let error = settings(&[(variable, "18446744073709551615")]).unwrap_err();
+            assert_eq!(error.variable, variable);
+            assert!(error.problem.contains("at most 100000"), "{error}");
+            assert!(settings(&[(variable, "100001")]).is_err());
+        }
+        let s = settings(&[("BATCH_SIZE", "100000"), ("WEBHOOK_CONCURRENCY", "100000")]).unwrap();
+        assert_eq!((s.batch_size.get(), s.webhook_concurrency.get()), (100_000, 100_000));
     }
 
     #[test]

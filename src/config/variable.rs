@@ -77,6 +77,35 @@ pub const COUNT: Kind<NonZeroUsize> = Kind {
     secret: false,
     parse: count,
 };
+/// The most messages one round may hold: claimed by a tick (`BATCH_SIZE`), or posted at once
+/// (`WEBHOOK_CONCURRENCY`). Far above what two cores or a provider take; a value past it is a slip of
+/// the keyboard, and the send slots' arithmetic overflowed on one near 2^64 (a panic at start-up).
+const MOST_PER_ROUND: usize = 100_000;
+/// Messages posted at once: `WEBHOOK_CONCURRENCY`.
+pub const PER_ROUND: Kind<NonZeroUsize> = Kind {
+    name: "whole number from 1 to 100000",
+    secret: false,
+    parse: per_round,
+};
+/// Messages one tick claims: `BATCH_SIZE`, a `LIMIT` of the claim.
+pub const PER_ROUND_U32: Kind<NonZeroU32> = Kind {
+    name: PER_ROUND.name,
+    secret: false,
+    parse: |raw| {
+        let value = per_round(raw)?;
+        Ok(u32::try_from(value.get())
+            .ok()
+            .and_then(NonZeroU32::new)
+            .unwrap_or(NonZeroU32::MIN))
+    },
+};
+
+fn per_round(raw: &str) -> Result<NonZeroUsize, String> {
+    let value = count(raw)?;
+    (value.get() <= MOST_PER_ROUND)
+        .then_some(value)
+        .ok_or_else(|| format!("expected at most {MOST_PER_ROUND}, got {value}"))
+}
 /// A count that must also fit the database's and the retry policy's 32 bits.
 pub const COUNT_U32: Kind<NonZeroU32> = Kind {
     name: "whole number of at least 1",
