@@ -195,6 +195,17 @@ pub fn variables_named(names: &[&str]) -> Vec<Variable> {
 /// which also takes the first `.env` of a parent directory: a service started in `/srv/app` would read
 /// `/srv/.env`, written for something else.
 pub fn load_dotenv() -> Result<(), ConfigError> {
+    if let Ok(contents) = std::fs::read_to_string(".env")
+        && let Some(name) = substituted_in(&contents)
+    {
+        return Err(ConfigError {
+            variable: ".env",
+            problem: format!(
+                "gives {name} a value with a `$`, which .env reads as a variable to put in its place (a key \
+                 `abc$def` would become `abc`): put the value in single quotes, or write `\\$`"
+            ),
+        });
+    }
     match dotenvy::from_path(".env") {
         Ok(_) => Ok(()),
         // A missing .env is the normal case in production; a malformed one is not silently skipped.
@@ -212,6 +223,37 @@ pub fn load_dotenv() -> Result<(), ConfigError> {
             problem: format!("could not be read: {error}"),
         }),
     }
+}
+
+/// The first variable of `.env`'s text whose value holds a `$` that `.env` substitutes: one outside
+/// single quotes and not escaped. dotenvy would put another variable's value in its place, most often
+/// nothing: a key or a password with a `$` cut short, silently.
+fn substituted_in(contents: &str) -> Option<&str> {
+    for line in contents.lines() {
+        let line = line.trim_start();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        let (mut single, mut double, mut escaped, mut after_space) = (false, false, false, false);
+        for c in value.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if !single => escaped = true,
+                '\'' if !double => single = !single,
+                '"' if !single => double = !double,
+                // The rest of the line is a comment.
+                '#' if !single && !double && after_space => break,
+                '$' if !single => return Some(name.trim()),
+                _ => {}
+            }
+            after_space = c.is_whitespace();
+        }
+    }
+    None
 }
 
 /// `DATABASE_URL` alone, for commands that need nothing else (`migrate`).
@@ -290,6 +332,35 @@ mod tests {
     fn a_padded_api_key_is_kept_without_its_spaces() {
         let s = settings(&[("API_KEY", " padded-key ")]).unwrap();
         assert_eq!(s.api_key.unwrap().expose(), "padded-key");
+    }
+
+    #[test]
+    fn a_dollar_that_dotenv_would_substitute_is_found_and_named() {
+        for (contents, named) in [
+            ("API_KEY=abc$def\n", Some("API_KEY")),
+            (
+                "# a comment $HOME\nWEBHOOK_AUTH_KEY=\"abc$def\"\n",
+                Some("WEBHOOK_AUTH_KEY"),
+            ),
+            ("export DATABASE_URL=postgres://u:p${x}@h/db\n", Some("DATABASE_URL")),
+            ("API_KEY='abc$def'\n", None),
+            ("API_KEY=abc\\$def\n", None),
+            ("API_KEY=abc # costs $5\n", None),
+            ("INTERVAL=2m\n\nBATCH_SIZE=2\n", None),
+        ] {
+            assert_eq!(substituted_in(contents), named, "{contents:?}");
+        }
+        // The model holds to dotenvy's reading: where it names nothing, each `$` is kept as written.
+        for (contents, value) in [
+            ("API_KEY='abc$def'\n", "abc$def"),
+            ("API_KEY=abc\\$def\n", "abc$def"),
+            ("API_KEY=abc # costs $5\n", "abc"),
+        ] {
+            let read: Vec<(String, String)> = dotenvy::from_read_iter(contents.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(read, [("API_KEY".to_owned(), value.to_owned())], "{contents:?}");
+        }
     }
 
     #[test]

@@ -202,6 +202,29 @@ fn a_malformed_env_file_is_refused_without_showing_its_values() {
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
 }
 
+/// `.env` puts another variable's value (most often nothing) in place of `$name`: `API_KEY=abc$def`
+/// was the key `abc`, the API guarded by three letters, silently. Refused, naming the variable.
+#[test]
+fn a_dollar_in_an_env_file_value_is_refused_not_substituted() {
+    let folder = std::env::temp_dir().join(format!("insider-env-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join(".env"),
+        "WEBHOOK_URL=http://127.0.0.1:9/\nAPI_KEY=s3cr3t$key\n",
+    )
+    .unwrap();
+    let output = serve_in(&folder, &[("HTTP_ADDR", "127.0.0.1:0")]);
+    std::fs::remove_dir_all(&folder).unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("API_KEY") && stderr.contains("single quotes"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+}
+
 #[test]
 fn a_database_url_parameter_sqlx_does_not_know_is_never_logged_with_its_value() {
     let output = serve_in(
