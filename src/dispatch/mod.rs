@@ -190,6 +190,15 @@ pub async fn start(
     let event_store: Arc<dyn StatusEventStore> = database.clone();
     let store: Arc<dyn MessageStore> = database.clone();
     let sending = cluster.seed_sending(settings.autostart, &owner).await?;
+    if !sending && settings.autostart {
+        // The switch is the cluster's and outlives restarts: an operator's stop is not undone by one.
+        log::warn!(
+            "sending is stopped for the whole cluster (a POST /scheduler/stop, kept across restarts; AUTOSTART \
+             does not undo it): this instance sends nothing until POST /scheduler/start"
+        );
+    } else if !sending {
+        log::info!("sending is stopped (AUTOSTART=false): POST /scheduler/start starts it on every replica");
+    }
     let receipts = settings.receipt_match_window.map(|match_window| {
         ReceiptApplierActor::new(Arc::clone(&receipt_store), cache.clone(), metrics.clone(), match_window).start()
     });

@@ -149,6 +149,45 @@ async fn sigterm_while_a_statement_waits_exits_0_once_the_statement_returns() {
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 }
 
+/// An operator stopped sending; the instance restarts with `AUTOSTART=true` (the default): it stays
+/// stopped, as the cluster's switch says, and says so, instead of a log that ends at "listening on".
+#[actix_web::test]
+async fn a_restart_into_a_cluster_stopped_by_an_operator_says_it_sends_nothing() {
+    let database = TestDatabase::create().await;
+    let provider = MockServer::start().await;
+    let mut first = serve(&database, &provider, "30s");
+    address_of(&mut first);
+    sqlx::query("UPDATE dispatcher_control SET sending = false, changed_by = 'operator' WHERE id = 1")
+        .execute(database.pg())
+        .await
+        .unwrap();
+    nix_terminate(&first);
+    first.wait().unwrap();
+
+    let mut second = serve(&database, &provider, "30s");
+    let stderr = second.stderr.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let said = loop {
+        let line = received.recv_timeout(WAIT).expect("the process logs until it listens");
+        if line.contains("sending is stopped for the whole cluster") {
+            break true;
+        }
+        if line.contains("listening on ") {
+            break false;
+        }
+    };
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(said, "a restart into a stopped cluster says so before it listens");
+}
+
 /// The harness's promise to every test: one that ends while the application's statements wait stops the
 /// application as SIGTERM would, instead of tearing its runtime down under them.
 #[actix_web::test]
