@@ -73,9 +73,10 @@ async fn main() -> ExitCode {
             Err(error) => Err(error),
         },
         Command::Migrate => match config::database_url_from_env() {
+            // Named: without DATABASE_URL it is the embedded default, not the database one meant.
             Ok(url) => startup::migrate(url.expose())
                 .await
-                .map(|_| log::info!("migrations applied")),
+                .map(|database| log::info!("migrations applied to the {}", database.describe())),
             Err(error) => return configuration_error(&error),
         },
         Command::Openapi => ApiDoc::openapi()

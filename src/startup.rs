@@ -74,7 +74,7 @@ impl Application {
         // Before the pipeline starts: its first flush already writes the events beside its changes.
         database.write_status_events(settings.status_webhook_url.is_some());
         let owner = instance_id();
-        log::info!(owner = owner.as_str(); "starting the dispatcher");
+        log::info!(owner = owner.as_str(), database = database.describe().as_str(); "starting the dispatcher");
         let pipeline = dispatch::start(
             &dispatch_settings(&settings)?,
             owner,

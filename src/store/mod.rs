@@ -455,6 +455,9 @@ pub trait Database:
     /// flush held past LEASE lets another replica send its messages again.
     fn with_pool_of_its_own(&self) -> Arc<dyn Database>;
 
+    /// Which database this is, for the log: the backend and where it is, never a password.
+    fn describe(&self) -> String;
+
     /// Closes the pool once every connection in use is given back. sqlx returns a connection from its
     /// `Drop` by spawning on the current runtime, so a connection still out when the runtime goes away
     /// panics: close before the runtime ends.

@@ -160,6 +160,16 @@ impl Database for PostgresStore {
         })
     }
 
+    fn describe(&self) -> String {
+        let options = self.pool.connect_options();
+        format!(
+            "PostgreSQL database {:?} at {}:{}",
+            options.get_database().unwrap_or(options.get_username()),
+            options.get_host(),
+            options.get_port()
+        )
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -245,6 +245,10 @@ impl Database for SqliteStore {
         })
     }
 
+    fn describe(&self) -> String {
+        format!("SQLite file {}", self.pool.connect_options().get_filename().display())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

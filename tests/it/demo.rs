@@ -202,6 +202,28 @@ fn a_malformed_env_file_is_refused_without_showing_its_values() {
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
 }
 
+/// `migrate` without `DATABASE_URL` migrates the embedded default: it says which database it migrated, so
+/// that an operator who forgot to export the Postgres URL does not take the SQLite file for it.
+#[test]
+fn migrate_names_the_database_it_migrated() {
+    let folder = std::env::temp_dir().join(format!("insider-migrate-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("migrate")
+        .env_clear()
+        .current_dir(&folder)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("migrations applied to the SQLite file data/insider-messaging.db"),
+        "{stderr}"
+    );
+}
+
 /// `.env` puts another variable's value (most often nothing) in place of `$name`: `API_KEY=abc$def`
 /// was the key `abc`, the API guarded by three letters, silently. Refused, naming the variable.
 #[test]
