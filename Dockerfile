@@ -57,8 +57,8 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["curl", "--fail", "--silent", "--show-error", "--max-time", "2", "http://127.0.0.1:8080/healthz"]
 
-# `serve` applies the database migrations at start-up (before it binds HTTP_ADDR, so a healthy container has a
-# migrated database); run `migrate` instead to apply them and exit. On SIGTERM the service stops claiming and
+# `serve` applies the database migrations at start-up (HTTP_ADDR takes connections only after them, so a
+# healthy container has a migrated database); run `migrate` instead to apply them and exit. On SIGTERM the service stops claiming and
 # waits up to SHUTDOWN_GRACE (default 20s) for sends in flight, then up to 12 s more for its last steps: give
 # `docker stop` a --time of SHUTDOWN_GRACE and 12 s or more.
 STOPSIGNAL SIGTERM

@@ -4,7 +4,12 @@
 //! Settings stop here: each part is handed what it needs, typed (`DispatchSettings`, the cache's URL and
 //! TTL, the API's limits), and none of them reads `config`.
 
-use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    sync::Arc,
+    time::Duration,
+};
 
 use actix_web::{App, HttpServer, dev::Server, http::header, middleware, web};
 use anyhow::Context as _;
@@ -50,10 +55,15 @@ impl Application {
         }
 
         // Before anything starts: a port another process holds ends the start-up here, with nothing
-        // migrated or sent (and no actor's timer outliving the runtime).
-        let listener = TcpListener::bind(settings.http_addr)
+        // migrated or sent (and no actor's timer outliving the runtime). Bound, not listened on: a
+        // connection is refused until the migrations are done and the server runs.
+        let socket = bind_without_listening(settings.http_addr)
             .with_context(|| format!("HTTP_ADDR {} could not be bound", settings.http_addr))?;
-        let address = listener.local_addr().context("reading the bound address")?;
+        let address = socket
+            .local_addr()
+            .ok()
+            .and_then(|bound| bound.as_socket())
+            .context("reading the bound address")?;
         let database = migrate(settings.database_url.expose()).await?;
         let cache = Cache::new(
             settings.redis_url.as_ref(),
@@ -132,7 +142,7 @@ impl Application {
         // Signals are ours: shutdown must drain the pipeline before the server stops.
         .disable_signals()
         .shutdown_timeout(REQUESTS_FINISH_WITHIN.as_secs())
-        .listen(listener)
+        .listen(listen(socket).with_context(|| format!("listening on HTTP_ADDR {}", settings.http_addr))?)
         .context("starting the HTTP server")?
         .run();
         log::info!("listening on http://{address} (Swagger UI at /swagger-ui/)");
@@ -256,6 +266,22 @@ pub async fn migrate(url: &str) -> anyhow::Result<Arc<dyn Database>> {
     let database = store::connect(url).context("DATABASE_URL is not a usable database URL")?;
     database.migrate().await.context("applying database migrations")?;
     Ok(database)
+}
+
+/// A TCP socket bound to `address`, as `TcpListener::bind` binds it (`SO_REUSEADDR` on Unix), not yet
+/// listening.
+fn bind_without_listening(address: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
+}
+
+/// Starts listening on a socket `bind_without_listening` bound.
+fn listen(socket: socket2::Socket) -> std::io::Result<TcpListener> {
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -412,6 +412,44 @@ async fn a_busy_http_addr_ends_the_binary_with_its_error_and_nothing_sent() {
     assert!(provider.received_requests().await.unwrap_or_default().is_empty());
 }
 
+/// While the migrations wait for the database, HTTP_ADDR is bound (a port in use would have stopped the
+/// start) but refuses connections: a TCP probe must not find a service that cannot serve yet. It listened
+/// at once, and a client's connection hung in the backlog instead.
+#[test]
+fn the_port_refuses_connections_until_the_migrations_are_done() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = free.local_addr().unwrap();
+    drop(free);
+    // A database that takes connections and never answers: the migrations wait for it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let database = format!("postgres://postgres@{}/insider", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept() {
+            open.push(socket);
+        }
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &database)
+        .env("WEBHOOK_URL", "http://127.0.0.1:9/sms")
+        .env("HTTP_ADDR", address.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    let still_migrating = child.try_wait().unwrap().is_none();
+    let connected = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(still_migrating, "the start is still waiting for the database");
+    let error = connected.expect_err("nothing listens before the migrations are done");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+}
+
 /// Redis is optional, so a `REDIS_URL` that does not answer does not stop the start; but it is said at
 /// once, naming the variable and not its password, not first at the first send.
 #[actix_web::test]
