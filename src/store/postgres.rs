@@ -146,6 +146,20 @@ type EventRow = rows::EventRow<PostgresStore>;
 #[async_trait]
 impl Database for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
+        // A first connection of its own, so that a database out of reach says why (connection refused,
+        // no such host, a password refused): the pool's acquire, timing out on retries of it, says only
+        // "pool timed out while waiting for an open connection". A database slower than that is left
+        // to the pool's own wait.
+        let options = (*self.pool.connect_options()).clone();
+        if let Ok(first) = tokio::time::timeout(
+            ACQUIRE_TIMEOUT,
+            <PgConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await
+        {
+            let first = first.map_err(db("opening a first connection"))?;
+            let _ = sqlx::Connection::close(first).await;
+        }
         // sqlx takes a Postgres advisory lock, so replicas starting together migrate once.
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)

@@ -270,6 +270,29 @@ fn a_database_url_parameter_sqlx_does_not_know_is_never_logged_with_its_value() 
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
 }
 
+/// A Postgres nobody listens for: the error says so, not only that a pool timed out five seconds later.
+#[test]
+fn a_database_out_of_reach_is_named_with_its_cause() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("migrate")
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres:s3cr3t@127.0.0.1:{port}/insider"),
+        )
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("pool timed out"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t"), "{stderr}");
+}
+
 #[test]
 fn a_demo_with_a_bad_setting_exits_2_naming_it_as_serve_does() {
     let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
