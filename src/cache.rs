@@ -24,9 +24,10 @@ use crate::secret::Secret;
 
 /// No cache call may hold up a send or a request for longer than this.
 const CACHE_TIMEOUT: Duration = Duration::from_secs(1);
-/// After a call that timed out (a Redis that hangs rather than refuses: a network dropping packets, a
-/// stopped process), calls fail at once for this long: each would wait out the timeout, and the
-/// persister's flushes (so the fetcher's claims) with it.
+/// After a call that found Redis out of reach, calls fail at once for this long, without asking: one
+/// that hangs (a network dropping packets, a stopped process) would have each wait out the timeout, the
+/// persister's flushes (so the fetcher's claims) with it; one that refuses would have each log and
+/// count its failure, a line per flush and per batch of receipts.
 const REST_AFTER_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_SIZE: usize = 8;
 
@@ -52,16 +53,33 @@ pub enum CacheError {
     },
     #[error("Redis did not answer within {CACHE_TIMEOUT:?} while {0}")]
     Timeout(&'static str),
-    #[error("Redis did not answer lately: not asked again for {REST_AFTER_TIMEOUT:?} after a timeout")]
+    #[error("Redis was out of reach lately: not asked again for {REST_AFTER_TIMEOUT:?} after that")]
     Resting,
     #[error("a cached value could not be encoded or decoded")]
     Json(#[source] serde_json::Error),
 }
 
 impl CacheError {
-    /// A call not made at all, the cache resting after a timeout: already logged when it timed out.
+    /// A call not made at all, the cache resting after Redis was out of reach: already logged then, so
+    /// logged at debug (and counted in `cache_errors_total`, as the failure it stands for).
     pub fn is_resting(&self) -> bool {
         matches!(self, Self::Resting)
+    }
+
+    /// Redis could not be reached (no answer in time, no connection, a refused one, a password refused):
+    /// the next calls would fail the same way, so the cache rests instead of asking again at once.
+    fn is_out_of_reach(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Pool(_) => true,
+            Self::Command { source, .. } => {
+                source.is_timeout()
+                    || source.is_io_error()
+                    || source.is_connection_refusal()
+                    || source.is_connection_dropped()
+                    || source.kind() == redis::ErrorKind::AuthenticationFailed
+            }
+            Self::Config(_) | Self::Resting | Self::Json(_) => false,
+        }
     }
 }
 
@@ -192,7 +210,7 @@ impl Cache {
             .collect())
     }
 
-    /// Runs one call within `CACHE_TIMEOUT`, unless the cache rests after a call that timed out.
+    /// Runs one call within `CACHE_TIMEOUT`, unless the cache rests after Redis was out of reach.
     async fn call<T>(
         &self,
         action: &'static str,
@@ -209,7 +227,8 @@ impl Cache {
         self.timed(action, fut).await
     }
 
-    /// Runs one call within `CACHE_TIMEOUT`; one that times out starts the rest, one that answers ends it.
+    /// Runs one call within `CACHE_TIMEOUT`; one that finds Redis out of reach starts the rest, one that
+    /// answers ends it.
     async fn timed<T>(
         &self,
         action: &'static str,
@@ -218,16 +237,9 @@ impl Cache {
         let result = tokio::time::timeout(CACHE_TIMEOUT, fut)
             .await
             .unwrap_or(Err(CacheError::Timeout(action)));
-        let timed_out = match &result {
-            Ok(_) => false,
-            Err(CacheError::Timeout(_) | CacheError::Pool(deadpool_redis::PoolError::Timeout(_))) => true,
-            Err(
-                CacheError::Pool(deadpool_redis::PoolError::Backend(error)) | CacheError::Command { source: error, .. },
-            ) => error.is_timeout(),
-            Err(_) => false,
-        };
+        let out_of_reach = result.as_ref().err().is_some_and(CacheError::is_out_of_reach);
         let mut rest_until = self.rest_until.lock().unwrap_or_else(PoisonError::into_inner);
-        if timed_out {
+        if out_of_reach {
             *rest_until = Some(Instant::now() + REST_AFTER_TIMEOUT);
         } else if result.is_ok() {
             *rest_until = None;

@@ -205,7 +205,7 @@ async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batc
     summary.log();
     match cache.put_sent_many(&to_cache).await {
         Ok(()) => {}
-        // The timeout that began the rest was logged: a line per flush would say it again.
+        // The failure that began the rest was logged: a line per flush would say it again.
         Err(error) if error.is_resting() => {
             metrics.cache_errors_total.inc();
             log::debug!(messages = to_cache.len(); "sent, but not cached: {error}");

@@ -277,6 +277,10 @@ impl Applier {
                     }
                 }
             }
+            Err(error) if error.is_resting() => {
+                self.metrics.cache_errors_total.inc();
+                log::debug!("receipts matched without the cache: {error}");
+            }
             Err(error) => {
                 self.metrics.cache_errors_total.inc();
                 log::warn!("could not read the cache to match receipts: {}", error_chain(&error));

@@ -19,7 +19,16 @@ use crate::helpers::*;
 const INTERVAL: Duration = Duration::from_millis(100);
 
 fn serve(database: &TestDatabase, provider: &MockServer, lease: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+    serve_command(database, provider)
+        .env("LEASE", lease)
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// `serve` on `database` and `provider`, before it is spawned: a test adds to its environment.
+fn serve_command(database: &TestDatabase, provider: &MockServer) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_insider-messaging"));
+    command
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -28,14 +37,12 @@ fn serve(database: &TestDatabase, provider: &MockServer, lease: &str) -> Child {
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("INTERVAL", format!("{}ms", INTERVAL.as_millis()))
         .env("BATCH_SIZE", "4")
-        .env("LEASE", lease)
         .env("WEBHOOK_TIMEOUT", "60s")
         // `info`, for the line that says which port it bound.
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts")
+        .stderr(Stdio::piped());
+    command
 }
 
 /// The `http://127.0.0.1:<port>` the process logs once it listens. Its log is read to the end, so the
@@ -448,6 +455,42 @@ fn the_port_refuses_connections_until_the_migrations_are_done() {
     assert!(still_migrating, "the start is still waiting for the database");
     let error = connected.expect_err("nothing listens before the migrations are done");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{error}");
+}
+
+/// A Redis that refuses connections (stopped, a wrong port) is said once, not once per flush: the cache
+/// rests after a refusal as after a timeout. It logged a warning for every flush, hundreds a second while
+/// a backlog drained.
+#[actix_web::test]
+async fn a_redis_that_refuses_is_warned_about_once_not_per_flush() {
+    let database = TestDatabase::create().await;
+    database.insert_many(12).await;
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::ZERO).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis = format!("redis://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let mut command = serve_command(&database, &provider);
+    let mut child = command
+        .env("REDIS_URL", &redis)
+        .env("BATCH_SIZE", "1")
+        .env("INTERVAL", "20ms")
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    wait_until("the twelve are sent, one a flush", || async {
+        database.count_with_status("sent").await == 12
+    })
+    .await;
+    nix_terminate(&child);
+    assert!(child.wait().unwrap().success());
+
+    let lines = log.join().unwrap();
+    let warned = lines
+        .iter()
+        .filter(|line| line.contains("WARN") && line.contains("not cached"))
+        .count();
+    assert!(warned <= 1, "{warned} warnings for 12 flushes:\n{}", lines.join("\n"));
 }
 
 /// Redis is optional, so a `REDIS_URL` that does not answer does not stop the start; but it is said at

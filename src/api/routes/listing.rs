@@ -92,10 +92,14 @@ pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>)
     let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
     let cached = state.cache.get_sent_many(&ids).await.unwrap_or_else(|error| {
         state.metrics.cache_errors_total.inc();
-        log::warn!(
-            "sent list served without the cache: {}",
-            crate::telemetry::error_chain(&error)
-        );
+        if error.is_resting() {
+            log::debug!("sent list served without the cache: {error}");
+        } else {
+            log::warn!(
+                "sent list served without the cache: {}",
+                crate::telemetry::error_chain(&error)
+            );
+        }
         vec![None; ids.len()]
     });
     let now = Utc::now();
