@@ -284,8 +284,24 @@ fn listen(socket: socket2::Socket) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM. A second one while the process drains ends it at once: an operator
+/// who presses Ctrl-C again means it, and the drain may wait minutes on a database or provider that
+/// hangs (the claims left go again after their lease, as after a crash).
 pub async fn shutdown_signal() {
+    signal_received().await;
+    actix_rt::spawn(async {
+        signal_received().await;
+        log::warn!(
+            "a second signal: exiting now, without waiting for the sends in flight (their messages go again \
+             after their lease)"
+        );
+        log::logger().flush();
+        std::process::exit(130);
+    });
+}
+
+/// The next SIGINT or SIGTERM.
+async fn signal_received() {
     let interrupt = std::pin::pin!(actix_rt::signal::ctrl_c());
     #[cfg(unix)]
     {

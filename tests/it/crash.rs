@@ -195,6 +195,37 @@ async fn a_restart_into_a_cluster_stopped_by_an_operator_says_it_sends_nothing()
     assert!(said, "a restart into a stopped cluster says so before it listens");
 }
 
+/// SIGTERM starts the drain, which waits for a provider that takes its time; a second signal (an
+/// operator's second Ctrl-C) ends the process at once. It was ignored, and the drain waited it out.
+#[actix_web::test]
+async fn a_second_signal_during_the_drain_exits_at_once() {
+    let database = TestDatabase::create().await;
+    database.insert_many(2).await;
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::from_secs(30)).await;
+    let mut service = serve_command(&database, &provider)
+        .env("SHUTDOWN_GRACE", "40s")
+        .spawn()
+        .expect("the binary starts");
+    address_of(&mut service);
+    wait_until("both are at the provider", || async {
+        provider.received_requests().await.unwrap_or_default().len() == 2
+    })
+    .await;
+
+    nix_terminate(&service);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(service.try_wait().unwrap().is_none(), "the first signal drains");
+    let second = std::time::Instant::now();
+    nix_terminate(&service);
+    let status = wait_for("the process exits", || {
+        std::future::ready(service.try_wait().ok().flatten())
+    })
+    .await;
+    assert!(second.elapsed() < Duration::from_secs(5), "{:?}", second.elapsed());
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
 /// The harness's promise to every test: one that ends while the application's statements wait stops the
 /// application as SIGTERM would, instead of tearing its runtime down under them.
 #[actix_web::test]
