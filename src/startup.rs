@@ -55,16 +55,16 @@ impl Application {
         }
 
         // Before anything starts: a port another process holds ends the start-up here, with nothing
-        // migrated or sent (and no actor's timer outliving the runtime). Bound, not listened on: a
-        // connection is refused until the migrations are done and the server runs.
+        // migrated or sent (and no actor's timer outliving the runtime). Bound, not listened on, while
+        // the migrations run: a connection is refused until they are done. Listened on right after
+        // them, before any actor starts: a bound socket does not keep another that sets SO_REUSEADDR
+        // (most servers) from listening on the port meanwhile, and only `listen` finds out.
         let socket = bind_without_listening(settings.http_addr)
             .with_context(|| format!("HTTP_ADDR {} could not be bound", settings.http_addr))?;
-        let address = socket
-            .local_addr()
-            .ok()
-            .and_then(|bound| bound.as_socket())
-            .context("reading the bound address")?;
         let database = migrate(settings.database_url.expose()).await?;
+        let listener =
+            listen(socket).with_context(|| format!("HTTP_ADDR {} could not be listened on", settings.http_addr))?;
+        let address = listener.local_addr().context("reading the bound address")?;
         let cache = Cache::new(
             settings.redis_url.as_ref(),
             settings.redis_ttl,
@@ -142,7 +142,7 @@ impl Application {
         // Signals are ours: shutdown must drain the pipeline before the server stops.
         .disable_signals()
         .shutdown_timeout(REQUESTS_FINISH_WITHIN.as_secs())
-        .listen(listen(socket).with_context(|| format!("listening on HTTP_ADDR {}", settings.http_addr))?)
+        .listen(listener)
         .context("starting the HTTP server")?
         .run();
         log::info!("listening on http://{address} (Swagger UI at /swagger-ui/)");

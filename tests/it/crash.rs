@@ -524,6 +524,37 @@ async fn a_redis_that_refuses_is_warned_about_once_not_per_flush() {
     assert!(warned <= 1, "{warned} warnings for 12 flushes:\n{}", lines.join("\n"));
 }
 
+/// Another server (which sets SO_REUSEADDR, as most do) listens on HTTP_ADDR while the migrations wait:
+/// a bound socket does not keep it off. The start must end there, before any actor runs: it went on to
+/// start sending, then failed to listen and panicked in actix's timers.
+#[actix_web::test]
+async fn a_port_taken_while_the_migrations_wait_ends_the_start_before_anything_runs() {
+    let database = TestDatabase::create().await;
+    let provider = MockServer::start().await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = free.local_addr().unwrap();
+    drop(free);
+    let lock = database
+        .hold_lock("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .await;
+    let child = serve_command(&database, &provider)
+        .env("HTTP_ADDR", address.to_string())
+        .env("AUTOSTART", "true")
+        .spawn()
+        .expect("the binary starts");
+    a_statement_waits_on_a_lock(&database).await;
+    let other = std::net::TcpListener::bind(address).expect("a bound socket does not hold the port");
+    lock.rollback().await.unwrap();
+
+    let output = child.wait_with_output().unwrap();
+    drop(other);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP_ADDR"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("sending started"), "{stderr}");
+}
+
 /// Redis is optional, so a `REDIS_URL` that does not answer does not stop the start; but it is said at
 /// once, naming the variable and not its password, not first at the first send.
 #[actix_web::test]
