@@ -179,16 +179,9 @@ impl Applier {
         if misled.is_empty() {
             return Ok(());
         }
-        let provider_ids: Vec<String> = misled
-            .iter()
-            .map(|receipt| receipt.provider_message_id.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut candidates: HashMap<String, Vec<Uuid>> = HashMap::new();
-        for (provider_id, message_id) in self.store.messages_by_provider_id(&provider_ids).await? {
-            candidates.entry(provider_id).or_default().push(message_id);
-        }
+        let mut candidates = HashMap::new();
+        self.add_from_database(&mut candidates, provider_ids_of(&misled))
+            .await?;
         let still_misled = self.settle_against(misled, &candidates, summary).await?;
         // The database's own answer changed under us (a message deleted meanwhile): the next sweep.
         summary.waiting += still_misled.len();
@@ -258,12 +251,7 @@ impl Applier {
 
     /// The sent messages each receipt's provider id names: from the cache, else from the database.
     async fn candidates(&self, receipts: &[StoredReceipt]) -> Result<HashMap<String, Vec<Uuid>>, StoreError> {
-        let provider_ids: Vec<String> = receipts
-            .iter()
-            .map(|receipt| receipt.provider_message_id.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let provider_ids = provider_ids_of(receipts);
         let mut candidates: HashMap<String, Vec<Uuid>> = HashMap::new();
         match self.cache.messages_of_provider_ids(&provider_ids).await {
             Ok(cached) => {
@@ -290,13 +278,34 @@ impl Applier {
             .into_iter()
             .filter(|provider_id| !candidates.contains_key(provider_id))
             .collect();
-        if !misses.is_empty() {
-            for (provider_id, message_id) in self.store.messages_by_provider_id(&misses).await? {
-                candidates.entry(provider_id).or_default().push(message_id);
-            }
-        }
+        self.add_from_database(&mut candidates, misses).await?;
         Ok(candidates)
     }
+
+    /// Adds the sent messages the database has for `provider_ids` to `candidates`.
+    async fn add_from_database(
+        &self,
+        candidates: &mut HashMap<String, Vec<Uuid>>,
+        provider_ids: Vec<String>,
+    ) -> Result<(), StoreError> {
+        if provider_ids.is_empty() {
+            return Ok(());
+        }
+        for (provider_id, message_id) in self.store.messages_by_provider_id(&provider_ids).await? {
+            candidates.entry(provider_id).or_default().push(message_id);
+        }
+        Ok(())
+    }
+}
+
+/// The provider ids `receipts` name, each once.
+fn provider_ids_of(receipts: &[StoredReceipt]) -> Vec<String> {
+    receipts
+        .iter()
+        .map(|receipt| receipt.provider_message_id.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// What to do with a pending receipt whose provider id names `messages`: apply it to the one, refuse it

@@ -196,14 +196,18 @@ async fn a_final_state_is_never_undone_and_duplicates_and_older_reports_change_n
 /// another, not sent yet, or not in this database). The receipt stays for a match the database makes.
 async fn a_receipt_applied_to_a_message_not_sent_under_its_id_stays_pending(database: &TestDatabase) {
     let receipts = database.receipts.as_ref();
-    let (a, other) = (unique_id(), unique_id());
-    let sent = sent_under(database, &[&other]).await[0];
+    let (a, b, other) = (unique_id(), unique_id(), unique_id());
+    // `ours` is sent under `b`: a receipt for `b` settled against another message is not ambiguous
+    // for it, but pending, for the database to match to `ours`.
+    let sent_ids = sent_under(database, &[&other, &b]).await;
+    let (sent, ours) = (sent_ids[0], sent_ids[1]);
     let unsent = database.insert_many(1).await[0];
     let seqs = receipts
         .insert_receipts(&[
             receipt(&a, ReceiptStatus::Delivered, Utc::now(), None),
             receipt(&a, ReceiptStatus::Delivered, Utc::now(), None),
             receipt(&a, ReceiptStatus::Delivered, Utc::now(), None),
+            receipt(&b, ReceiptStatus::Delivered, Utc::now(), None),
         ])
         .await
         .unwrap();
@@ -220,11 +224,15 @@ async fn a_receipt_applied_to_a_message_not_sent_under_its_id_stays_pending(data
             seq: seqs[2],
             message_id: Uuid::new_v4(),
         },
+        Settlement::Apply {
+            seq: seqs[3],
+            message_id: Uuid::new_v4(),
+        },
     ];
     let outcomes = receipts.settle_receipts(&settlements).await.unwrap();
-    assert_eq!(outcomes, [Some(ReceiptOutcome::Pending); 3]);
+    assert_eq!(outcomes, [Some(ReceiptOutcome::Pending); 4]);
     let pending = receipts.pending_receipts(PendingReceipts::Seqs(&seqs)).await.unwrap();
-    assert_eq!(pending.len(), 3, "all three still pending: {pending:?}");
+    assert_eq!(pending.len(), 4, "all four still pending: {pending:?}");
     assert!(
         pending
             .iter()
@@ -234,6 +242,19 @@ async fn a_receipt_applied_to_a_message_not_sent_under_its_id_stays_pending(data
     assert_eq!(
         message.delivery_status, None,
         "the message sent under another id did not move"
+    );
+    let outcome = settle_one(
+        receipts,
+        Settlement::Apply {
+            seq: seqs[3],
+            message_id: ours,
+        },
+    )
+    .await;
+    assert_eq!(
+        outcome,
+        Some(ReceiptOutcome::Applied),
+        "matched to the message sent under `b`"
     );
 
     // Once the message is sent under the id, the same receipt applies to it. (The claim takes the oldest
