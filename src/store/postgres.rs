@@ -143,23 +143,52 @@ type ClaimRow = rows::ClaimRow<PostgresStore>;
 type AttemptRow = rows::AttemptRow<PostgresStore>;
 type EventRow = rows::EventRow<PostgresStore>;
 
+impl PostgresStore {
+    /// A first connection of its own, so that a database out of reach says why (connection refused, no
+    /// such host, a password refused): the pool's acquire, timing out on retries of it, says only "pool
+    /// timed out while waiting for an open connection". Like the pool, it tries again for up to
+    /// `ACQUIRE_TIMEOUT` while the server refuses connections or says it is starting up (a database
+    /// started beside the service); a database slower than that is left to the pool's own wait.
+    async fn first_connection(&self) -> Result<(), StoreError> {
+        let options = (*self.pool.connect_options()).clone();
+        let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
+        loop {
+            let connect = <PgConnection as sqlx::Connection>::connect_with(&options);
+            let Ok(attempt) = tokio::time::timeout_at(deadline, connect).await else {
+                return Ok(());
+            };
+            match attempt {
+                Ok(first) => {
+                    let _ = sqlx::Connection::close(first).await;
+                    return Ok(());
+                }
+                Err(error)
+                    if starting_up(&error) && tokio::time::Instant::now() + FIRST_CONNECTION_RETRY < deadline =>
+                {
+                    tokio::time::sleep(FIRST_CONNECTION_RETRY).await;
+                }
+                Err(error) => return Err(db("opening a first connection")(error)),
+            }
+        }
+    }
+}
+
+/// How long the first connection waits before trying again a server that is starting up.
+const FIRST_CONNECTION_RETRY: Duration = Duration::from_millis(200);
+
+/// A server not up yet: nothing listens, or Postgres answers that it is starting up (57P03).
+fn starting_up(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        sqlx::Error::Database(database) => database.code().as_deref() == Some("57P03"),
+        _ => false,
+    }
+}
+
 #[async_trait]
 impl Database for PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        // A first connection of its own, so that a database out of reach says why (connection refused,
-        // no such host, a password refused): the pool's acquire, timing out on retries of it, says only
-        // "pool timed out while waiting for an open connection". A database slower than that is left
-        // to the pool's own wait.
-        let options = (*self.pool.connect_options()).clone();
-        if let Ok(first) = tokio::time::timeout(
-            ACQUIRE_TIMEOUT,
-            <PgConnection as sqlx::Connection>::connect_with(&options),
-        )
-        .await
-        {
-            let first = first.map_err(db("opening a first connection"))?;
-            let _ = sqlx::Connection::close(first).await;
-        }
+        self.first_connection().await?;
         // sqlx takes a Postgres advisory lock, so replicas starting together migrate once.
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)

@@ -555,6 +555,50 @@ async fn a_port_taken_while_the_migrations_wait_ends_the_start_before_anything_r
     assert!(!stderr.contains("sending started"), "{stderr}");
 }
 
+/// A database started beside the service (Kubernetes, systemd) refuses connections for a moment: the
+/// start waits for it, as the pool's own connections do, instead of failing at once.
+#[actix_web::test]
+async fn a_database_that_comes_up_a_second_late_is_waited_for() {
+    let database = TestDatabase::create().await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let late = free.local_addr().unwrap();
+    drop(free);
+    let (authority_start, authority_end) = {
+        let at = database.url.find('@').expect("a user in the test database URL") + 1;
+        let end = at + database.url[at..].find('/').expect("a database in the URL");
+        (at, end)
+    };
+    let upstream = database.url[authority_start..authority_end].to_owned();
+    let url = format!(
+        "{}{late}{}",
+        &database.url[..authority_start],
+        &database.url[authority_end..]
+    );
+    // Listens a second from now, then passes each connection on to the real database.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        let listener = std::net::TcpListener::bind(late).unwrap();
+        for client in listener.incoming().map_while(Result::ok) {
+            let server = std::net::TcpStream::connect(&upstream).unwrap();
+            let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut client_in, &mut server_out));
+            let (mut server_in, mut client_out) = (server, client);
+            std::thread::spawn(move || std::io::copy(&mut server_in, &mut client_out));
+        }
+    });
+
+    let output = Command::new(env!("CARGO_BIN_EXE_insider-messaging"))
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("migrations applied"), "{stderr}");
+}
+
 /// Redis is optional, so a `REDIS_URL` that does not answer does not stop the start; but it is said at
 /// once, naming the variable and not its password, not first at the first send.
 #[actix_web::test]
