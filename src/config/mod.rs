@@ -196,7 +196,10 @@ pub fn variables_named(names: &[&str]) -> Vec<Variable> {
 /// `/srv/.env`, written for something else.
 pub fn load_dotenv() -> Result<(), ConfigError> {
     if let Ok(contents) = std::fs::read_to_string(".env")
-        && let Some(name) = substituted_in(&contents)
+        // Ours only, and only where the environment does not set it (its value wins).
+        && let Some(name) = substituted_in(&contents, |name| {
+            VARIABLES.iter().any(|variable| variable.name == name) && std::env::var_os(name).is_none()
+        })
     {
         return Err(ConfigError {
             variable: ".env",
@@ -225,20 +228,35 @@ pub fn load_dotenv() -> Result<(), ConfigError> {
     }
 }
 
-/// The first variable of `.env`'s text whose value holds a `$` that `.env` substitutes: one outside
-/// single quotes and not escaped. dotenvy would put another variable's value in its place, most often
-/// nothing: a key or a password with a `$` cut short, silently.
-fn substituted_in(contents: &str) -> Option<&str> {
+/// The first variable of `.env`'s text, of those `checked` names, whose value holds a `$` that `.env`
+/// substitutes: one outside single quotes and not escaped. dotenvy would put another variable's value in
+/// its place, most often nothing: a key or a password with a `$` cut short, silently. Values are read as
+/// dotenvy reads them: a quote left open goes on over the next lines, and an unquoted `#` after a space
+/// (or first) starts a comment.
+fn substituted_in(contents: &str, checked: impl Fn(&str) -> bool) -> Option<&str> {
+    let contents = contents.strip_prefix('\u{feff}').unwrap_or(contents);
+    // The quote a value left open at the end of its line, and whose value it is.
+    let mut open: Option<(char, &str)> = None;
     for line in contents.lines() {
-        let line = line.trim_start();
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((name, value)) = line.split_once('=') else {
-            continue;
+        let (name, value) = match open {
+            Some((_, name)) => (name, line),
+            None => {
+                let line = line.trim_start();
+                let line = line.strip_prefix("export ").unwrap_or(line);
+                if line.starts_with('#') {
+                    continue;
+                }
+                let Some((name, value)) = line.split_once('=') else {
+                    continue;
+                };
+                (name.trim(), value)
+            }
         };
-        let (mut single, mut double, mut escaped, mut after_space) = (false, false, false, false);
+        let (mut single, mut double) = (
+            open.is_some_and(|(q, _)| q == '\''),
+            open.is_some_and(|(q, _)| q == '"'),
+        );
+        let (mut escaped, mut after_space, mut substituted) = (false, open.is_none(), false);
         for c in value.chars() {
             match c {
                 _ if escaped => escaped = false,
@@ -247,11 +265,19 @@ fn substituted_in(contents: &str) -> Option<&str> {
                 '"' if !single => double = !double,
                 // The rest of the line is a comment.
                 '#' if !single && !double && after_space => break,
-                '$' if !single => return Some(name.trim()),
+                '$' if !single => substituted = true,
                 _ => {}
             }
             after_space = c.is_whitespace();
         }
+        if substituted && checked(name) {
+            return Some(name);
+        }
+        open = match (single, double) {
+            (true, _) => Some(('\'', name)),
+            (_, true) => Some(('"', name)),
+            _ => None,
+        };
     }
     None
 }
@@ -347,14 +373,33 @@ mod tests {
             ("API_KEY=abc\\$def\n", None),
             ("API_KEY=abc # costs $5\n", None),
             ("INTERVAL=2m\n\nBATCH_SIZE=2\n", None),
+            // A single-quoted value over two lines, a `=` and a `$` on the second.
+            ("NOTE='line one\nx=y$z'\nAPI_KEY=k\n", None),
+            ("NOTE=\"line one\nx=y$z\"\n", Some("NOTE")),
+            ("\u{feff}# price=$5\nAPI_KEY=k\n", None),
+            ("KEY=#note $5\n", None),
+            ("API_KEY=ok\r\nWEBHOOK_AUTH_KEY=a$b\r\n", Some("WEBHOOK_AUTH_KEY")),
         ] {
-            assert_eq!(substituted_in(contents), named, "{contents:?}");
+            assert_eq!(substituted_in(contents, |_| true), named, "{contents:?}");
         }
+        let read: Vec<(String, String)> = dotenvy::from_read_iter("NOTE='line one\nx=y$z'\n".as_bytes())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            read,
+            [("NOTE".to_owned(), "line one\nx=y$z".to_owned())],
+            "one value over two lines"
+        );
+        // Only the variables asked about: another tool's, or one the environment sets, is not ours to refuse.
+        let ours = |name: &str| name == "API_KEY";
+        assert_eq!(substituted_in("OTHER_TOOL_URL=postgres://${PGUSER}@h/db\n", ours), None);
+        assert_eq!(substituted_in("API_KEY=a$b\n", ours), Some("API_KEY"));
         // The model holds to dotenvy's reading: where it names nothing, each `$` is kept as written.
         for (contents, value) in [
             ("API_KEY='abc$def'\n", "abc$def"),
             ("API_KEY=abc\\$def\n", "abc$def"),
             ("API_KEY=abc # costs $5\n", "abc"),
+            ("API_KEY=#note $5\n", ""),
         ] {
             let read: Vec<(String, String)> = dotenvy::from_read_iter(contents.as_bytes())
                 .map(Result::unwrap)
