@@ -284,35 +284,58 @@ fn listen(socket: socket2::Socket) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Resolves on SIGINT or SIGTERM. A second one while the process drains ends it at once: an operator
-/// who presses Ctrl-C again means it, and the drain may wait minutes on a database or provider that
-/// hangs (the claims left go again after their lease, as after a crash).
+/// Resolves on SIGINT or SIGTERM. A second one while the process drains ends it at once (exit 130 or
+/// 143, as the shell reports a process the signal ended): an operator who presses Ctrl-C again means
+/// it, and the drain may wait minutes on a database or provider that hangs (the claims left go again
+/// after their lease, as after a crash). The handlers are made once, here, so that a second signal that
+/// comes right after the first is not lost between them.
 pub async fn shutdown_signal() {
-    signal_received().await;
-    actix_rt::spawn(async {
-        signal_received().await;
+    let mut signals = Signals::new();
+    signals.next().await;
+    actix_rt::spawn(async move {
+        let code = signals.next().await;
         log::warn!(
             "a second signal: exiting now, without waiting for the sends in flight (their messages go again \
              after their lease)"
         );
         log::logger().flush();
-        std::process::exit(130);
+        std::process::exit(code);
     });
 }
 
-/// The next SIGINT or SIGTERM.
-async fn signal_received() {
-    let interrupt = std::pin::pin!(actix_rt::signal::ctrl_c());
+/// SIGINT and SIGTERM, each handled from its creation on.
+struct Signals {
     #[cfg(unix)]
-    {
-        use actix_rt::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            let terminate = std::pin::pin!(terminate.recv());
-            select(interrupt, terminate).await;
-            return;
+    unix: Option<(actix_rt::signal::unix::Signal, actix_rt::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use actix_rt::signal::unix::{SignalKind, signal};
+            Self {
+                unix: signal(SignalKind::interrupt())
+                    .and_then(|interrupt| Ok((interrupt, signal(SignalKind::terminate())?)))
+                    .ok(),
+            }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    let _ = interrupt.await;
+
+    /// The next signal; the exit code a process it ended would have (128 and its number).
+    async fn next(&mut self) -> i32 {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.unix {
+            return match select(std::pin::pin!(interrupt.recv()), std::pin::pin!(terminate.recv())).await {
+                Either::Left(_) => 130,
+                Either::Right(_) => 143,
+            };
+        }
+        let _ = actix_rt::signal::ctrl_c().await;
+        130
+    }
 }
 
 /// Names this process in lease columns and logs: host, pid and a random suffix for restarts.

@@ -199,6 +199,16 @@ async fn a_restart_into_a_cluster_stopped_by_an_operator_says_it_sends_nothing()
 /// operator's second Ctrl-C) ends the process at once. It was ignored, and the drain waited it out.
 #[actix_web::test]
 async fn a_second_signal_during_the_drain_exits_at_once() {
+    the_second_of_two_signals_exits_at_once(Duration::from_millis(500)).await;
+}
+
+/// The second signal right behind the first, before the drain has begun: not lost between two handlers.
+#[actix_web::test]
+async fn a_second_signal_right_behind_the_first_is_not_lost() {
+    the_second_of_two_signals_exits_at_once(Duration::ZERO).await;
+}
+
+async fn the_second_of_two_signals_exits_at_once(between: Duration) {
     let database = TestDatabase::create().await;
     database.insert_many(2).await;
     let provider = MockServer::start().await;
@@ -214,8 +224,10 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
     .await;
 
     nix_terminate(&service);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(service.try_wait().unwrap().is_none(), "the first signal drains");
+    if !between.is_zero() {
+        tokio::time::sleep(between).await;
+        assert!(service.try_wait().unwrap().is_none(), "the first signal drains");
+    }
     let second = std::time::Instant::now();
     nix_terminate(&service);
     let status = wait_for("the process exits", || {
@@ -223,7 +235,7 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
     })
     .await;
     assert!(second.elapsed() < Duration::from_secs(5), "{:?}", second.elapsed());
-    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(status.code(), Some(143), "as a process SIGTERM ended: {status:?}");
 }
 
 /// The harness's promise to every test: one that ends while the application's statements wait stops the
