@@ -76,6 +76,21 @@ async fn wait_for_delivery(app: &TestApp, id: Uuid, status: ReceiptStatus) -> in
     .await
 }
 
+/// Posts a `delivered` receipt for `provider_id`, now, and checks it is stored.
+async fn post_delivered(app: &TestApp, provider_id: &str) {
+    let (status, body) = post_receipts(app, &receipt(provider_id, "delivered", Utc::now()), Some(CALLBACK_KEY)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+/// Waits until `GET /receipts?matched=false` lists something, and returns its items.
+async fn listed_unmatched(app: &TestApp) -> Vec<Value> {
+    wait_for("a receipt is listed as unmatched", || async {
+        let (_, page) = app.get("/receipts?matched=false").await;
+        page["items"].as_array().filter(|items| !items.is_empty()).cloned()
+    })
+    .await
+}
+
 /// Waits until every stored receipt is settled, and returns them newest first.
 async fn settled_receipts(app: &TestApp) -> Vec<Value> {
     wait_for("every receipt is settled", || async {
@@ -250,13 +265,7 @@ async fn an_early_receipt_is_not_spent_on_the_message_a_stale_cache_entry_names(
 
     // The receipt arrives while the 202 is on its way, the cache naming only a message we never had.
     assert_eq!(app.pipeline.tick_now().await.unwrap().claimed, 1);
-    let (status, body) = post_receipts(
-        &app,
-        &receipt(&provider_id, "delivered", Utc::now()),
-        Some(CALLBACK_KEY),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    post_delivered(&app, &provider_id).await;
 
     wait_for_delivery(&app, id, ReceiptStatus::Delivered).await;
     let receipts = settled_receipts(&app).await;
@@ -273,19 +282,9 @@ async fn a_receipt_for_another_deployments_message_is_listed_unmatched_not_settl
     cache_names(&provider_id, Uuid::new_v4()).await;
     let app = tracked().var("RECEIPT_MATCH_WINDOW", "1s").spawn().await;
 
-    let (status, body) = post_receipts(
-        &app,
-        &receipt(&provider_id, "delivered", Utc::now()),
-        Some(CALLBACK_KEY),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    post_delivered(&app, &provider_id).await;
 
-    let listed = wait_for("the receipt is listed as unmatched", || async {
-        let (_, page) = app.get("/receipts?matched=false").await;
-        page["items"].as_array().filter(|items| !items.is_empty()).cloned()
-    })
-    .await;
+    let listed = listed_unmatched(&app).await;
     assert_eq!(
         (&listed[0]["outcome"], &listed[0]["message_id"]),
         (&json!("unmatched"), &Value::Null)
@@ -371,11 +370,7 @@ async fn a_receipt_that_matches_nothing_is_listed_unmatched_once_its_window_runs
     let (_, pending) = app.get("/receipts").await;
     assert_eq!(pending["items"][0]["provider_message_id"], json!(provider_id));
 
-    let listed = wait_for("the receipt is listed as unmatched", || async {
-        let (_, page) = app.get("/receipts?matched=false").await;
-        page["items"].as_array().filter(|items| !items.is_empty()).cloned()
-    })
-    .await;
+    let listed = listed_unmatched(&app).await;
     assert_eq!(
         (&listed[0]["outcome"], &listed[0]["status"]),
         (&json!("unmatched"), &json!("delivered"))
