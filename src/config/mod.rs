@@ -197,9 +197,11 @@ pub fn variables_named(names: &[&str]) -> Vec<Variable> {
 pub fn load_dotenv() -> Result<(), ConfigError> {
     if let Ok(contents) = std::fs::read_to_string(".env")
         // Ours only, and only where the environment does not set it (its value wins).
-        && let Some(name) = substituted_in(&contents, |name| {
-            VARIABLES.iter().any(|variable| variable.name == name) && std::env::var_os(name).is_none()
-        })
+        && let Some(name) = substituted_in(
+            &contents,
+            |name| VARIABLES.iter().any(|variable| variable.name == name) && std::env::var_os(name).is_none(),
+            |name| std::env::var_os(name).is_some(),
+        )
     {
         return Err(ConfigError {
             variable: ".env",
@@ -229,12 +231,14 @@ pub fn load_dotenv() -> Result<(), ConfigError> {
 }
 
 /// The first variable of `.env`'s text, of those `checked` names, whose value holds a `$` that `.env`
-/// substitutes: one outside single quotes and not escaped. dotenvy would put another variable's value in
-/// its place, most often nothing: a key or a password with a `$` cut short, silently. Values are read as
+/// substitutes with nothing: one outside single quotes and not escaped, naming no variable that is
+/// `defined` (in the environment) or set earlier in the file. dotenvy would take it and the name after it
+/// out of the value: a key or a password with a `$` cut short, silently. Values are read as
 /// dotenvy reads them: a quote left open goes on over the next lines, and an unquoted `#` after a space
 /// (or first) starts a comment.
-fn substituted_in(contents: &str, checked: impl Fn(&str) -> bool) -> Option<&str> {
+fn substituted_in(contents: &str, checked: impl Fn(&str) -> bool, defined: impl Fn(&str) -> bool) -> Option<&str> {
     let contents = contents.strip_prefix('\u{feff}').unwrap_or(contents);
+    let mut earlier = std::collections::HashSet::new();
     // The quote a value left open at the end of its line, and whose value it is.
     let mut open: Option<(char, &str)> = None;
     for line in contents.lines() {
@@ -257,7 +261,7 @@ fn substituted_in(contents: &str, checked: impl Fn(&str) -> bool) -> Option<&str
             open.is_some_and(|(q, _)| q == '"'),
         );
         let (mut escaped, mut after_space, mut substituted) = (false, open.is_none(), false);
-        for c in value.chars() {
+        for (at, c) in value.char_indices() {
             match c {
                 _ if escaped => escaped = false,
                 '\\' if !single => escaped = true,
@@ -265,7 +269,12 @@ fn substituted_in(contents: &str, checked: impl Fn(&str) -> bool) -> Option<&str
                 '"' if !single => double = !double,
                 // The rest of the line is a comment.
                 '#' if !single && !double && after_space => break,
-                '$' if !single => substituted = true,
+                // A variable set before (in the environment, or earlier in the file) is meant to be put
+                // there; one set nowhere, or a `$` naming none, takes away what stands in the value.
+                '$' if !single => {
+                    let referred = referred_to(&value[at + 1..]);
+                    substituted |= referred.is_empty() || !(defined(referred) || earlier.contains(referred));
+                }
                 _ => {}
             }
             after_space = c.is_whitespace();
@@ -278,8 +287,23 @@ fn substituted_in(contents: &str, checked: impl Fn(&str) -> bool) -> Option<&str
             (_, true) => Some(('"', name)),
             _ => None,
         };
+        if open.is_none() {
+            earlier.insert(name);
+        }
     }
     None
+}
+
+/// The name a `$` followed by `after` refers to, as dotenvy reads it: `{name}`, or the letters and
+/// digits that follow.
+fn referred_to(after: &str) -> &str {
+    match after.strip_prefix('{') {
+        Some(braced) => braced.split('}').next().unwrap_or_default(),
+        None => {
+            let end = after.find(|c: char| !c.is_alphanumeric()).unwrap_or(after.len());
+            &after[..end]
+        }
+    }
 }
 
 /// `DATABASE_URL` alone, for commands that need nothing else (`migrate`).
@@ -380,7 +404,7 @@ mod tests {
             ("KEY=#note $5\n", None),
             ("API_KEY=ok\r\nWEBHOOK_AUTH_KEY=a$b\r\n", Some("WEBHOOK_AUTH_KEY")),
         ] {
-            assert_eq!(substituted_in(contents, |_| true), named, "{contents:?}");
+            assert_eq!(substituted_in(contents, |_| true, |_| false), named, "{contents:?}");
         }
         let read: Vec<(String, String)> = dotenvy::from_read_iter("NOTE='line one\nx=y$z'\n".as_bytes())
             .map(Result::unwrap)
@@ -390,10 +414,32 @@ mod tests {
             [("NOTE".to_owned(), "line one\nx=y$z".to_owned())],
             "one value over two lines"
         );
+        let read: Vec<String> = dotenvy::from_read_iter("PGPASS=x\nURL=u:${PGPASS}@h\nKEY=p@ss$!\n".as_bytes())
+            .map(|pair| pair.unwrap().1)
+            .collect();
+        assert_eq!(
+            read,
+            ["x", "u:x@h", "p@ss!"],
+            "a set variable is put in; a `$` naming none is dropped"
+        );
         // Only the variables asked about: another tool's, or one the environment sets, is not ours to refuse.
-        let ours = |name: &str| name == "API_KEY";
-        assert_eq!(substituted_in("OTHER_TOOL_URL=postgres://${PGUSER}@h/db\n", ours), None);
-        assert_eq!(substituted_in("API_KEY=a$b\n", ours), Some("API_KEY"));
+        let ours = |name: &str| name == "API_KEY" || name == "DATABASE_URL";
+        let nothing = |_: &str| false;
+        assert_eq!(
+            substituted_in("OTHER_TOOL_URL=postgres://${PGUSER}@h/db\n", ours, nothing),
+            None
+        );
+        assert_eq!(substituted_in("API_KEY=a$b\n", ours, nothing), Some("API_KEY"));
+        // A variable set before is meant: from the environment, or earlier in the file.
+        let url = "DATABASE_URL=postgres://u:${PGPASS}@h/db\n";
+        assert_eq!(substituted_in(url, ours, |name| name == "PGPASS"), None);
+        assert_eq!(substituted_in(&format!("PGPASS=x\n{url}"), ours, nothing), None);
+        assert_eq!(substituted_in(url, ours, nothing), Some("DATABASE_URL"));
+        assert_eq!(
+            substituted_in("API_KEY=p@ss$!\n", ours, |_| true),
+            Some("API_KEY"),
+            "a `$` naming nothing"
+        );
         // The model holds to dotenvy's reading: where it names nothing, each `$` is kept as written.
         for (contents, value) in [
             ("API_KEY='abc$def'\n", "abc$def"),
