@@ -60,21 +60,6 @@ fn address_of(child: &mut Child) -> String {
     rx.recv_timeout(WAIT).expect("the process reports where it listens")
 }
 
-/// The lines of `child`'s stderr as it writes them, read on a thread of their own to the end (so the
-/// process never blocks on a full pipe).
-fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    received
-}
-
 /// `last_tick_at` of `GET /scheduler`, when nothing is in flight.
 async fn last_tick_with_nothing_in_flight(address: &str) -> Option<DateTime<Utc>> {
     let mut response = awc::Client::default()
@@ -187,7 +172,7 @@ async fn a_restart_into_a_cluster_stopped_by_an_operator_says_it_sends_nothing()
     first.wait().unwrap();
 
     let mut second = serve(&database, &provider, "30s");
-    let received = stderr_lines(&mut second);
+    let received = lines_of(second.stderr.take().expect("piped stderr"));
     let said = loop {
         let line = received.recv_timeout(WAIT).expect("the process logs until it listens");
         if line.contains("sending is stopped for the whole cluster") {
@@ -641,7 +626,7 @@ async fn a_redis_that_does_not_answer_is_said_at_start_up_without_its_password()
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
-    let received = stderr_lines(&mut child);
+    let received = lines_of(child.stderr.take().expect("piped stderr"));
     let mut seen = Vec::new();
     let warned = loop {
         match received.recv_timeout(Duration::from_secs(15)) {

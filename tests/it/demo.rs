@@ -1,11 +1,12 @@
 //! The README's first command: `insider-messaging demo` in an empty folder, with nothing configured.
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
+
+use crate::helpers::lines_of;
 
 /// `serve` run to its end in `folder`, with `vars` and nothing else of this environment.
 fn serve_in(folder: &std::path::Path, vars: &[(&str, &str)]) -> std::process::Output {
@@ -16,6 +17,16 @@ fn serve_in(folder: &std::path::Path, vars: &[(&str, &str)]) -> std::process::Ou
         .current_dir(folder)
         .output()
         .unwrap()
+}
+
+/// `serve` in a folder of its own holding a `.env` of `contents` (removed after).
+fn serve_beside_env_file(contents: &str, vars: &[(&str, &str)]) -> std::process::Output {
+    let folder = std::env::temp_dir().join(format!("insider-env-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join(".env"), contents).unwrap();
+    let output = serve_in(&folder, vars);
+    std::fs::remove_dir_all(&folder).unwrap();
+    output
 }
 
 fn demo_in(folder: &std::path::Path) -> std::process::Child {
@@ -50,19 +61,6 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
     }
 }
 
-fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 fn terminate(child: &mut std::process::Child) {
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -78,7 +76,7 @@ fn the_demo_sends_its_samples_in_seconds_and_a_restart_resends_nothing() {
     std::fs::create_dir_all(&folder).unwrap();
 
     let mut first = demo_in(&folder);
-    let lines = lines_of(&mut first);
+    let lines = lines_of(first.stdout.take().expect("piped stdout"));
     wait_for_line(&lines, "enqueued 6 sample messages");
     wait_for_line(&lines, "pending 0 · accepted by the provider this run 6");
     terminate(&mut first);
@@ -88,7 +86,7 @@ fn the_demo_sends_its_samples_in_seconds_and_a_restart_resends_nothing() {
     );
 
     let mut second = demo_in(&folder);
-    let lines = lines_of(&mut second);
+    let lines = lines_of(second.stdout.take().expect("piped stdout"));
     wait_for_line(&lines, "nothing new enqueued, nothing resent");
     // Nothing resent needs a quiet spell with ticks in it. The demo's first progress report comes 2 s
     // after start, by when its scheduler (a tick at start, then every second) has ticked at least twice.
@@ -122,7 +120,7 @@ async fn a_demo_next_to_a_serve_env_file_keeps_to_its_own_database() {
 
     // A blank key is no key, for the stand-in as for the dispatcher.
     let mut demo = demo_with(&folder, &[("WEBHOOK_AUTH_KEY", " ")]);
-    let lines = lines_of(&mut demo);
+    let lines = lines_of(demo.stdout.take().expect("piped stdout"));
     wait_for_line(&lines, "DATABASE_URL is serve's");
     wait_for_line(&lines, "enqueued 6 sample messages");
     wait_for_line(&lines, "pending 0 · accepted by the provider this run 6");
@@ -185,16 +183,8 @@ fn serve_reads_the_env_file_of_its_working_directory_not_a_parents() {
 
 #[test]
 fn a_malformed_env_file_is_refused_without_showing_its_values() {
-    let folder = std::env::temp_dir().join(format!("insider-env-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&folder).unwrap();
     // An unclosed quote: a parser reads on to the end of the file.
-    std::fs::write(
-        folder.join(".env"),
-        "API_KEY=\"s3cr3t-api-key\nWEBHOOK_AUTH_KEY=s3cr3t-provider-key\n",
-    )
-    .unwrap();
-    let output = serve_in(&folder, &[]);
-    std::fs::remove_dir_all(&folder).unwrap();
+    let output = serve_beside_env_file("API_KEY=\"s3cr3t-api-key\nWEBHOOK_AUTH_KEY=s3cr3t-provider-key\n", &[]);
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -228,15 +218,10 @@ fn migrate_names_the_database_it_migrated() {
 /// was the key `abc`, the API guarded by three letters, silently. Refused, naming the variable.
 #[test]
 fn a_dollar_in_an_env_file_value_is_refused_not_substituted() {
-    let folder = std::env::temp_dir().join(format!("insider-env-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(
-        folder.join(".env"),
+    let output = serve_beside_env_file(
         "WEBHOOK_URL=http://127.0.0.1:9/\nAPI_KEY=s3cr3t$key\n",
-    )
-    .unwrap();
-    let output = serve_in(&folder, &[("HTTP_ADDR", "127.0.0.1:0")]);
-    std::fs::remove_dir_all(&folder).unwrap();
+        &[("HTTP_ADDR", "127.0.0.1:0")],
+    );
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");

@@ -650,3 +650,18 @@ pub fn timestamp(field: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
 pub fn distinct(ids: &[Uuid]) -> HashSet<Uuid> {
     ids.iter().copied().collect()
 }
+
+/// The lines `output` (a child's stdout or stderr) writes, as it writes them, read on a thread of their
+/// own until the receiver is dropped.
+pub fn lines_of(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(output).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    received
+}
