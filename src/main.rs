@@ -49,9 +49,18 @@ struct ConfigArgs {
     list: bool,
 }
 
-#[actix_web::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    let system = actix_rt::System::new();
+    let code = system.block_on(run(Cli::parse()));
+    // Left to the exit, not dropped: a statement still waiting when shutdown stopped waiting for it (a
+    // lock held elsewhere) holds a pooled connection, which sqlx gives back by spawning on the runtime.
+    // Dropped here, outside the runtime, each such connection panicked, and a second panic aborted the
+    // process (exit 134). The exit closes its sockets; the server rolls their transactions back.
+    std::mem::forget(system);
+    code
+}
+
+async fn run(cli: Cli) -> ExitCode {
     // First, so that RUST_LOG in .env reaches the logger.
     let dotenv = config::load_dotenv();
     telemetry::init();

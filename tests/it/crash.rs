@@ -156,6 +156,37 @@ async fn sigterm_while_a_statement_waits_exits_0_once_the_statement_returns() {
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 }
 
+/// Statements that wait past the close grace (a lock held by someone else) do not turn the exit into an
+/// abort. Sends still at a slow provider when the drain's grace runs out are recorded by flushes that
+/// then wait on the lock, each holding a connection: the process gives up on them and exits 0 while
+/// they still wait. Their connections were dropped with the runtime, outside it, where sqlx's `Drop`
+/// panics; a second such panic is an abort (exit 134).
+#[actix_web::test]
+async fn sigterm_while_statements_outlast_the_close_grace_exits_0_without_them() {
+    let database = TestDatabase::create().await;
+    database.insert_many(20).await;
+    let provider = MockServer::start().await;
+    accept_all(&provider, Duration::from_secs(1)).await;
+    let mut service = serve_command(&database, &provider)
+        .env("SHUTDOWN_GRACE", "3s")
+        .spawn()
+        .expect("the binary starts");
+    address_of(&mut service);
+    wait_until("sends are at the provider", || async {
+        provider.received_requests().await.unwrap_or_default().len() >= 8
+    })
+    .await;
+
+    let lock = database.hold_lock("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE").await;
+    nix_terminate(&service);
+    let status = wait_for("the process exits while the lock is held", || {
+        std::future::ready(service.try_wait().ok().flatten())
+    })
+    .await;
+    lock.rollback().await.unwrap();
+    assert!(status.success(), "SIGTERM exits 0, not an abort: {status:?}");
+}
+
 /// An operator stopped sending; the instance restarts with `AUTOSTART=true` (the default): it stays
 /// stopped, as the cluster's switch says, and says so, instead of a log that ends at "listening on".
 #[actix_web::test]
