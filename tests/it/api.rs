@@ -493,6 +493,35 @@ async fn scrapes_read_the_database_s_gauges_at_most_once_a_second() {
     assert_eq!(pending(text).as_deref(), Some("3"));
 }
 
+/// A database that does not answer (down, or a table locked) must not hold the page past a scraper's
+/// timeout: every series would go missing with it, the error counters that tell of the outage among
+/// them. The page comes within about a second, the database's gauges at their last values.
+#[actix_web::test]
+async fn a_scrape_while_the_database_does_not_answer_comes_within_seconds() {
+    let app = TestApp::spawn().await;
+    app.database.insert_many(2).await;
+    let lock = app
+        .database
+        .hold_lock("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .await;
+    for scrape in 0..2 {
+        let started = std::time::Instant::now();
+        let (status, text) = app.get_text("/metrics").await;
+        let took = started.elapsed();
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            took < std::time::Duration::from_secs(3),
+            "scrape {scrape} took {took:?}"
+        );
+        assert!(text.contains("scheduler_running 0"), "{text}");
+    }
+    lock.rollback().await.unwrap();
+    wait_until("the gauges are read once the lock is gone", || async {
+        app.get_text("/metrics").await.1.contains("messages_pending 2")
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn the_spec_documents_every_route_and_each_one_is_served() {
     let app = TestApp::spawn().await;

@@ -1,9 +1,15 @@
 //! Prometheus metrics.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use actix_web::{HttpResponse, get, web};
-use tokio::sync::Mutex;
+use futures_util::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
 
 use crate::{
     api::{AppState, error::ApiError},
@@ -13,16 +19,49 @@ use crate::{
 /// The database's gauges are read at most this often, whoever scrapes: the route is open, and each read
 /// counts the pending rows on the pool the sends use.
 const GAUGES_FRESH_FOR: Duration = Duration::from_secs(1);
+/// How long a scrape waits for the database's gauges before it answers with their last values: a
+/// database down or locked must not hold the page past a scraper's timeout (Prometheus's is 10 s), or
+/// every series, the error counters that tell of the outage among them, goes missing with it.
+const GAUGES_WAIT: Duration = Duration::from_secs(1);
 
-/// When the database's gauges were last read; scrapes meanwhile wait for the read under way and share it.
+/// The read of the database's gauges last started, and when; scrapes meanwhile share it, and one still
+/// under way is not started again.
 #[derive(Default)]
-pub struct GaugeReads(Mutex<Option<Instant>>);
+pub struct GaugeReads(Mutex<Option<(Instant, Shared<BoxFuture<'static, ()>>)>>);
+
+impl GaugeReads {
+    /// The read under way, or a new one started when the last is done and older than `GAUGES_FRESH_FOR`.
+    fn current(&self, state: &web::Data<AppState>) -> Shared<BoxFuture<'static, ()>> {
+        let mut last = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((started, read)) = last.as_ref()
+            && (started.elapsed() < GAUGES_FRESH_FOR || read.peek().is_none())
+        {
+            return read.clone();
+        }
+        // A task of its own: a scrape that stops waiting leaves the statements to finish, not cut off.
+        let read = actix_rt::spawn(read_gauges(state.clone())).map(|_| ()).boxed().shared();
+        *last = Some((Instant::now(), read.clone()));
+        read
+    }
+}
+
+async fn read_gauges(state: web::Data<AppState>) {
+    let (queue, outbox) = futures_util::future::join(state.store.queue_stats(), state.events.outbox_stats()).await;
+    match queue {
+        Ok(stats) => state.metrics.set_queue(&stats),
+        Err(error) => log::warn!("metrics: queue depth not refreshed: {}", error_chain(&error)),
+    }
+    match outbox {
+        Ok(stats) => state.metrics.set_outbox(&stats),
+        Err(error) => log::warn!("metrics: status outbox depth not refreshed: {}", error_chain(&error)),
+    }
+}
 
 /// Prometheus metrics in the text exposition format.
 ///
 /// Queue depth, the age of the oldest pending message and the status events outbox's depth are read from
-/// the database, at most once a second however many scrape; when it does not answer they keep their
-/// last values.
+/// the database, at most once a second however many scrape; when it does not answer within a second they
+/// keep their last values.
 #[utoipa::path(
     tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4",
@@ -30,19 +69,9 @@ pub struct GaugeReads(Mutex<Option<Instant>>);
 )]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut last_read = state.gauge_reads.0.lock().await;
-    if last_read.is_none_or(|at| at.elapsed() >= GAUGES_FRESH_FOR) {
-        match state.store.queue_stats().await {
-            Ok(stats) => state.metrics.set_queue(&stats),
-            Err(error) => log::warn!("metrics: queue depth not refreshed: {}", error_chain(&error)),
-        }
-        match state.events.outbox_stats().await {
-            Ok(stats) => state.metrics.set_outbox(&stats),
-            Err(error) => log::warn!("metrics: status outbox depth not refreshed: {}", error_chain(&error)),
-        }
-        *last_read = Some(Instant::now());
-    }
-    drop(last_read);
+    let read = state.gauge_reads.current(&state);
+    // Past the wait, the gauges keep their last values; the read goes on and serves a later scrape.
+    let _ = actix_rt::time::timeout(GAUGES_WAIT, read).await;
     let text = state.metrics.render().map_err(|e| ApiError::Unexpected(Box::new(e)))?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text))
 }
