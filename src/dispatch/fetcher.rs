@@ -224,9 +224,21 @@ impl FetcherActor {
     /// Feeds free slots from the buffer, then starts a claim when one is due. Run after every event.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        if self.refused.is_some() {
-            return;
+        if self.refused.is_none() {
+            self.feed_and_claim(ctx, now);
         }
+        self.report_gauges(now);
+    }
+
+    /// The send slots, the buffer and the breaker as they are: set after every event, so that none stays
+    /// at what it was before a pause (the breaker's cool-down ends with no event but `pump`'s wake-up).
+    fn report_gauges(&mut self, now: Instant) {
+        self.metrics.send_slots_in_use.set(gauge(self.flow.slots_in_use()));
+        self.metrics.claim_buffer_depth.set(gauge(self.flow.buffered()));
+        self.metrics.breaker_state.set(breaker_gauge(self.breaker.state(now)));
+    }
+
+    fn feed_and_claim(&mut self, ctx: &mut Context<Self>, now: Instant) {
         if let BreakerState::Open { .. } = self.breaker.state(now) {
             // Nothing more goes to a provider that keeps failing: what waits for a slot goes back unsent,
             // its attempt unspent, as on a 429.
@@ -290,8 +302,6 @@ impl FetcherActor {
             .filter(|at| *at > now)
             .min(),
         );
-        self.metrics.send_slots_in_use.set(gauge(self.flow.slots_in_use()));
-        self.metrics.claim_buffer_depth.set(gauge(self.flow.buffered()));
     }
 
     /// Runs `pump` again at `at` (a pause or the pace's wait ends), unless a wake-up is already set then.
@@ -870,7 +880,6 @@ impl Handler<SendEnded> for FetcherActor {
         }
         let after = self.breaker.state(now);
         if before != after {
-            self.metrics.breaker_state.set(breaker_gauge(after));
             match after {
                 BreakerState::Open { .. } => log::warn!(
                     cool_down:? = super::breaker::COOL_DOWN;
@@ -906,6 +915,7 @@ impl Handler<PauseClaims> for FetcherActor {
             log::info!(messages = buffered.len(); "sending stopped: claims waiting for a slot given back unsent");
         }
         self.give_back(buffered);
+        self.report_gauges(Instant::now());
     }
 }
 

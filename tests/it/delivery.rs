@@ -446,6 +446,36 @@ async fn a_provider_that_keeps_failing_opens_the_breaker_and_claiming_stops() {
     app.provider.verify().await;
 }
 
+/// The breaker's cool-down ends while nothing is due: `breaker_state` says half-open (ready to probe), not
+/// open forever, to a scraper that never reads `GET /scheduler`. It was set only when a send ended.
+#[actix_web::test]
+async fn the_breaker_gauge_leaves_open_when_the_cool_down_ends_on_an_idle_queue() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&provider)
+        .await;
+    let app = TestApp::builder()
+        .provider(&std::sync::Arc::new(provider))
+        .var("BATCH_SIZE", "10")
+        // Their retries are due long after the cool-down: no probe ends the half-open state.
+        .var("BACKOFF_MIN", "10m")
+        .var("BACKOFF_MAX", "20m")
+        .spawn()
+        .await;
+    app.database.insert_many(10).await;
+    app.tick_and_settle().await;
+    assert_eq!(app.metric("breaker_state").await, 1.0, "ten failures in ten open it");
+
+    // The cool-down is 30 s.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(
+        app.metric("breaker_state").await,
+        2.0,
+        "half-open once the cool-down is over"
+    );
+}
+
 /// The breaker opens while claimed messages wait in the run-ahead buffer for a slot: they go back unsent,
 /// their attempts unspent, instead of being posted to the provider that keeps failing (one more round of
 /// failures, the size of the buffer, each time it opens). Twenty slots and twenty waiting: the first nine

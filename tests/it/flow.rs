@@ -370,6 +370,40 @@ async fn a_claim_under_way_when_the_provider_refuses_our_key_is_given_back() {
     );
 }
 
+/// Once the provider refuses our key, the send slots and the run-ahead buffer empty (each answer given
+/// back, the buffer given back), and their gauges say so: they stayed at what they were before the pause,
+/// which reads as a slow provider.
+#[actix_web::test]
+async fn the_slot_and_buffer_gauges_empty_once_the_provider_refuses_our_key() {
+    let provider = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_delay(Duration::from_millis(500)))
+        .mount(&provider)
+        .await;
+    let database = TestDatabase::create().await;
+    database.insert_many(12).await;
+    let app = TestApp::builder()
+        .database(&database)
+        .provider(&Arc::new(provider))
+        .var("BATCH_SIZE", "12")
+        .var("WEBHOOK_CONCURRENCY", "5")
+        .spawn()
+        .await;
+    app.pipeline.tick_now().await.expect("tick");
+    wait_until("the provider refused our key", || async {
+        app.metric("provider_credentials_refused").await == 1.0
+    })
+    .await;
+    wait_until("every claim is pending again", || async {
+        database.count_with_status("pending").await == 12
+    })
+    .await;
+    wait_until("the gauges show no slot in use and nothing buffered", || async {
+        app.metric("send_slots_in_use").await == 0.0 && app.metric("claim_buffer_depth").await == 0.0
+    })
+    .await;
+}
+
 /// `messages` enqueued and sending on `provider` with two slots, a tick's batch of all of them: two are
 /// posted and two more wait in the run-ahead buffer.
 async fn two_posted_and_two_waiting(provider: MockServer, messages: usize) -> (TestDatabase, Vec<Uuid>, TestApp) {
