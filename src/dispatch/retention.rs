@@ -2,8 +2,9 @@
 //! status events delivered before it and delivery receipts settled before it, when the service starts and
 //! then every `PRUNE_EVERY`. Each statement deletes at most `PRUNE_BATCH` rows, so none holds its locks
 //! for long, and a round stops after `MAX_BATCHES` of them, so a backlog (retention just switched on over
-//! a big table) drains over a few rounds instead of one long one. Every replica prunes; the store skips
-//! rows another one is deleting.
+//! a big table) drains over a few rounds instead of one long one. Every replica prunes: the store skips
+//! messages another one is deleting, and a batch of events or receipts another one is deleting waits for
+//! it and finds them gone.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -12,7 +13,7 @@ use chrono::Utc;
 
 use crate::{
     metrics::Metrics,
-    store::{MessageStore, ReceiptStore, StatusEventStore, StoreError},
+    store::{MessageStore, PruneBatch, ReceiptStore, StatusEventStore, StoreError},
     telemetry::error_chain,
 };
 
@@ -62,58 +63,99 @@ impl RetentionActor {
             async move {
                 let before = Utc::now() - retention;
                 // Delivered events are only history once acknowledged; pending and failed ones stay.
-                match in_batches(|| events.delete_delivered_events_before(before, PRUNE_BATCH)).await {
-                    Ok(0) => {}
-                    Ok(deleted) => {
-                        log::info!(deleted = deleted; "deleted status events delivered before SENT_RETENTION")
-                    }
-                    Err(error) => log::warn!("could not delete old status events: {}", error_chain(&error)),
-                }
+                let events = walking(|after| events.delete_delivered_events_before(before, after, PRUNE_BATCH)).await;
+                events.report("status events delivered before SENT_RETENTION");
                 // Settled receipts, unmatched ones included, are only history too; pending ones stay.
-                match in_batches(|| receipts.delete_settled_receipts_before(before, PRUNE_BATCH)).await {
-                    Ok(0) => {}
-                    Ok(deleted) => {
-                        log::info!(deleted = deleted; "deleted delivery receipts settled before SENT_RETENTION")
-                    }
-                    Err(error) => log::warn!("could not delete old delivery receipts: {}", error_chain(&error)),
-                }
+                let receipts =
+                    walking(|after| receipts.delete_settled_receipts_before(before, after, PRUNE_BATCH)).await;
+                receipts.report("delivery receipts settled before SENT_RETENTION");
                 in_batches(|| store.delete_sent_before(before, PRUNE_BATCH)).await
             }
             .into_actor(self)
-            .map(|result, act, _| {
+            .map(|messages, act, _| {
                 act.pruning = false;
-                match result {
-                    Ok(0) => {}
-                    Ok(deleted) => {
-                        act.metrics.messages_pruned_total.inc_by(deleted);
-                        log::info!(
-                            deleted = deleted, retention:? = act.retention;
-                            "deleted sent messages older than SENT_RETENTION"
-                        );
-                    }
-                    Err(error) => log::warn!("could not delete old sent messages: {}", error_chain(&error)),
-                }
+                // Counted whatever stopped the round: the batches before an error are gone too.
+                act.metrics.messages_pruned_total.inc_by(messages.deleted);
+                messages.report("sent messages older than SENT_RETENTION");
             }),
         );
     }
 }
 
-/// One round of one kind of row: batches until one comes back short, `MAX_BATCHES` at most, stopping at the
-/// first error. Returns how many went.
-async fn in_batches<F, Fut>(mut delete_batch: F) -> Result<u64, StoreError>
+/// What one round deleted of one kind of row, and the error that ended it early, if one did.
+struct Pruned {
+    deleted: u64,
+    error: Option<StoreError>,
+}
+
+impl Pruned {
+    fn report(&self, what: &str) {
+        if self.deleted > 0 {
+            log::info!(deleted = self.deleted; "deleted {what}");
+        }
+        if let Some(error) = &self.error {
+            log::warn!("could not delete all {what}: {}", error_chain(error));
+        }
+    }
+}
+
+/// One round of sent messages, oldest first: batches until one comes back short, `MAX_BATCHES` at most,
+/// stopping at the first error.
+async fn in_batches<F, Fut>(mut delete_batch: F) -> Pruned
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<u64, StoreError>>,
 {
-    let mut deleted = 0;
+    let mut pruned = Pruned {
+        deleted: 0,
+        error: None,
+    };
     for _ in 0..MAX_BATCHES {
-        let batch = delete_batch().await?;
-        deleted += batch;
-        if batch < u64::from(PRUNE_BATCH) {
-            break;
+        match delete_batch().await {
+            Ok(batch) => {
+                pruned.deleted += batch;
+                if batch < u64::from(PRUNE_BATCH) {
+                    break;
+                }
+            }
+            Err(error) => {
+                pruned.error = Some(error);
+                break;
+            }
         }
     }
-    Ok(deleted)
+    pruned
+}
+
+/// One round of a table pruned in `seq` order (`PruneBatch`): from its head, batch after batch, until
+/// one finds nothing old enough (the rows that follow are younger still) or the table ends,
+/// `MAX_BATCHES` at most, stopping at the first error.
+async fn walking<F, Fut>(mut delete_batch: F) -> Pruned
+where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = Result<PruneBatch, StoreError>>,
+{
+    let mut pruned = Pruned {
+        deleted: 0,
+        error: None,
+    };
+    let mut after = 0;
+    for _ in 0..MAX_BATCHES {
+        match delete_batch(after).await {
+            Ok(batch) => {
+                pruned.deleted += batch.deleted;
+                match batch.next_after {
+                    Some(next) if batch.deleted > 0 => after = next,
+                    _ => break,
+                }
+            }
+            Err(error) => {
+                pruned.error = Some(error);
+                break;
+            }
+        }
+    }
+    pruned
 }
 
 impl Actor for RetentionActor {

@@ -86,6 +86,28 @@ use uuid::Uuid;
 
 use crate::domain::{Attempt, Message, MessageStatus, NewMessage, Priority, ProviderMessageId};
 
+/// One batch of a prune that walks its table in `seq` order (status events, receipts): it looks at up to
+/// `limit` rows past `after` and deletes those old enough. Walking on past what it kept, a row that ages
+/// late (an event delivered after days of retries, or replayed) no longer ends each round at the head
+/// of the table, where the oldest by `seq` are the first to age out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneBatch {
+    pub deleted: u64,
+    /// Where the next batch starts: the last `seq` looked at, when the batch looked at all it could (more
+    /// may follow); `None` at the table's end.
+    pub next_after: Option<i64>,
+}
+
+impl PruneBatch {
+    /// A batch that looked at `looked_at` rows of `limit`, up to `last`, and deleted `deleted`.
+    pub(crate) fn of(deleted: u64, looked_at: i64, limit: u32, last: Option<i64>) -> Self {
+        Self {
+            deleted,
+            next_after: last.filter(|_| looked_at >= i64::from(limit)),
+        }
+    }
+}
+
 /// One claim on one message: the proof a sender must show to move the message on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {

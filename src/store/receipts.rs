@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    StoreError,
+    PruneBatch, StoreError,
     backend::Clocked,
     db,
     rows::{self, Columns, ReceiptRow, receipt_columns},
@@ -167,9 +167,14 @@ pub trait ReceiptStore: Send + Sync + 'static {
     /// Messages whose final delivery state was reported since `since`.
     async fn delivery_counts_since(&self, since: DateTime<Utc>) -> Result<DeliveryCounts, StoreError>;
 
-    /// Deletes up to `limit` receipts settled before `before` (oldest first); pending ones stay. Returns
-    /// how many went.
-    async fn delete_settled_receipts_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+    /// Looks at up to `limit` settled receipts past `seq` `after` and deletes those settled before
+    /// `before`; pending ones stay. One batch of a prune's walk through the table.
+    async fn delete_settled_receipts_before(
+        &self,
+        before: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<PruneBatch, StoreError>;
 }
 
 /// The stored outcomes a filter shows.
@@ -214,8 +219,10 @@ pub(super) trait ReceiptSql: EventWriter {
     /// Settles pending receipt `$1` as outcome `$2` without applying it (and `Backend::clock`): the
     /// outcome, no row when another settler was first or is settling it now.
     const SETTLE_UNAPPLIED: &'static str;
-    /// Deletes those of the `$2` oldest settled receipts (by `seq`) settled before `$1`: a batch reads `$2`
-    /// at most, not every receipt kept when fewer are that old (see `DELETE_DELIVERED_EVENTS`).
+    /// The count and the last `seq` of the (up to) `$2` settled receipts past `seq` `$1`, in `seq` order:
+    /// a prune's batch.
+    const SETTLED_RECEIPTS_PAST: &'static str;
+    /// Deletes the settled receipts with `seq` in (`$2`, `$3`] settled before `$1`.
     const DELETE_SETTLED_RECEIPTS: &'static str;
 
     /// Stores receipts as `pending` in the order given: their `seq`s.
@@ -255,6 +262,7 @@ where
     for<'r> ReceiptRow<B>: sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
     for<'r> (String, B::Id): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
     for<'r> (i64, i64): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
+    for<'r> (i64, Option<i64>): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
     for<'r> (String,): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
     for<'q> &'q str: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
 {
@@ -378,13 +386,28 @@ where
         Ok(rows::delivery_counts(counts))
     }
 
-    async fn delete_settled_receipts_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_settled_receipts_before(
+        &self,
+        before: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<PruneBatch, StoreError> {
+        let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(B::SETTLED_RECEIPTS_PAST)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_one(self.exec())
+            .await
+            .map_err(db("reading settled receipts to prune"))?;
+        let Some(last) = last else {
+            return Ok(PruneBatch::of(0, 0, limit, None));
+        };
         let done = sqlx::query(B::DELETE_SETTLED_RECEIPTS)
             .bind(B::stored_time(before))
-            .bind(i64::from(limit))
+            .bind(after)
+            .bind(last)
             .execute(self.exec())
             .await
             .map_err(db("deleting old settled receipts"))?;
-        Ok(B::rows_affected(&done))
+        Ok(PruneBatch::of(B::rows_affected(&done), looked_at, limit, Some(last)))
     }
 }

@@ -37,7 +37,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    Finish, NextState, StoreError,
+    Finish, NextState, PruneBatch, StoreError,
     backend::{Backend, Clocked},
     db,
     receipts::Delivery,
@@ -149,8 +149,14 @@ pub trait StatusEventStore: Send + Sync + 'static {
     /// lease (it ran out; another instance took the event) is left as it is. Returns how many went back.
     async fn put_back_events(&self, held: &[HeldEvent], why: &str) -> Result<u64, StoreError>;
 
-    /// Deletes up to `limit` events delivered before `before` (oldest first). Returns how many went.
-    async fn delete_delivered_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+    /// Looks at up to `limit` delivered events past `seq` `after` and deletes those delivered before
+    /// `before`: one batch of a prune's walk through the table.
+    async fn delete_delivered_events_before(
+        &self,
+        before: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<PruneBatch, StoreError>;
 
     /// The outbox's depth: pending events, the age of the oldest, and failed events.
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
@@ -296,13 +302,10 @@ pub(super) trait StatusEventSql: Backend {
     /// no lease, where still pending under an unexpired lease with attempts `$2` (the same list's
     /// `HeldEvent::attempt`s) (and `Backend::clock`).
     const PUT_BACK_EVENTS: &'static str;
-    /// Deletes those of the `$2` oldest delivered events (by `seq`, the order of `status_events_status_idx`)
-    /// delivered before `$1`: a batch reads `$2` entries at most. Asked as "the oldest `$2` delivered
-    /// before `$1`", it read every delivered event kept whenever fewer than `$2` were that old (each
-    /// minute's round, once the backlog is gone), and by `delivered_at`, which no index holds, sorted
-    /// them too. Events are delivered about in the order they are written, so the oldest by `seq` are
-    /// the first to age out; one delivered late, after days of retries, holds the head of the table
-    /// until it ages out too.
+    /// The count and the last `seq` of the (up to) `$2` delivered events past `seq` `$1`, in `seq` order
+    /// (that of `status_events_status_idx`): a prune's batch.
+    const DELIVERED_EVENTS_PAST: &'static str;
+    /// Deletes the delivered events with `seq` in (`$2`, `$3`] delivered before `$1`.
     const DELETE_DELIVERED_EVENTS: &'static str;
     /// Pending events, the age of the oldest in seconds, and failed events (`Backend::clock`).
     const OUTBOX_STATS: &'static str;
@@ -321,6 +324,7 @@ where
     for<'q> i64: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
     for<'r> EventRow<B>: sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
     for<'r> (i64, Option<f64>, i64): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
+    for<'r> (i64, Option<i64>): sqlx::FromRow<'r, <B::DB as sqlx::Database>::Row>,
 {
     async fn claim_due_events(&self, limit: u32, lease: Duration) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query_as(B::CLAIM_DUE_EVENTS)
@@ -410,14 +414,29 @@ where
         Ok(B::rows_affected(&done))
     }
 
-    async fn delete_delivered_events_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_delivered_events_before(
+        &self,
+        before: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<PruneBatch, StoreError> {
+        let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(B::DELIVERED_EVENTS_PAST)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_one(self.exec())
+            .await
+            .map_err(db("reading delivered status events to prune"))?;
+        let Some(last) = last else {
+            return Ok(PruneBatch::of(0, 0, limit, None));
+        };
         let done = sqlx::query(B::DELETE_DELIVERED_EVENTS)
             .bind(B::stored_time(before))
-            .bind(i64::from(limit))
+            .bind(after)
+            .bind(last)
             .execute(self.exec())
             .await
             .map_err(db("deleting old delivered status events"))?;
-        Ok(B::rows_affected(&done))
+        Ok(PruneBatch::of(B::rows_affected(&done), looked_at, limit, Some(last)))
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

@@ -513,13 +513,21 @@ async fn settled_receipts_are_deleted_oldest_first_in_batches_and_pending_ones_s
 
     let long_ago = Utc::now() - Span::hours(1);
     assert_eq!(
-        receipts.delete_settled_receipts_before(long_ago, 10).await.unwrap(),
+        receipts
+            .delete_settled_receipts_before(long_ago, 0, 10)
+            .await
+            .unwrap()
+            .deleted,
         0,
         "settled just now: younger than the cut"
     );
     let later = Utc::now() + Span::minutes(1);
     assert_eq!(
-        receipts.delete_settled_receipts_before(later, 1).await.unwrap(),
+        receipts
+            .delete_settled_receipts_before(later, 0, 1)
+            .await
+            .unwrap()
+            .deleted,
         1,
         "one batch of one"
     );
@@ -529,8 +537,22 @@ async fn settled_receipts_are_deleted_oldest_first_in_batches_and_pending_ones_s
         vec![seqs[2], seqs[1]],
         "the oldest settled went first"
     );
-    assert_eq!(receipts.delete_settled_receipts_before(later, 10).await.unwrap(), 1);
-    assert_eq!(receipts.delete_settled_receipts_before(later, 10).await.unwrap(), 0);
+    assert_eq!(
+        receipts
+            .delete_settled_receipts_before(later, 0, 10)
+            .await
+            .unwrap()
+            .deleted,
+        1
+    );
+    assert_eq!(
+        receipts
+            .delete_settled_receipts_before(later, 0, 10)
+            .await
+            .unwrap()
+            .deleted,
+        0
+    );
     assert_eq!(
         left(receipts.list_receipts(ReceiptFilter::All, 10, None).await.unwrap()),
         vec![seqs[2]],

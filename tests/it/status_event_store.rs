@@ -219,7 +219,14 @@ async fn a_message_s_events_are_claimed_one_at_a_time_in_order_and_settled(datab
 
     // Retention takes delivered events only.
     let later = Utc::now() + chrono::Duration::seconds(1);
-    assert_eq!(events.delete_delivered_events_before(later, 10).await.unwrap(), 1);
+    assert_eq!(
+        events
+            .delete_delivered_events_before(later, 0, 10)
+            .await
+            .unwrap()
+            .deleted,
+        1
+    );
     let left = events.list_events(None, 10, None).await.unwrap();
     assert_eq!(
         (left.len(), left[0].status),
@@ -619,7 +626,11 @@ async fn a_retention_batch_of_delivered_events_reads_the_batch_not_every_deliver
     let (read_before, _, _) = counted(&database).await;
 
     let day_ago = Utc::now() - chrono::Duration::days(1);
-    let deleted = store.delete_delivered_events_before(day_ago, 10).await.unwrap();
+    let deleted = store
+        .delete_delivered_events_before(day_ago, 0, 10)
+        .await
+        .unwrap()
+        .deleted;
     assert_eq!(deleted, 5, "the five delivered two days ago");
     drop(store);
     crate::helpers::wait_until("the delete is counted", || async { counted(&database).await.2 >= 5 }).await;
