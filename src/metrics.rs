@@ -77,6 +77,9 @@ pub struct Metrics {
     pub status_outbox_depth: IntGauge,
     /// `status_outbox_oldest_age_seconds`: age of the oldest of them, read at scrape time.
     pub status_outbox_oldest_age_seconds: Gauge,
+    /// `status_outbox_failed`: status events given up on, read at scrape time: those whose own POSTs
+    /// failed (`status_events_total{outcome="failed"}`) and those failed behind one, never POSTed.
+    pub status_outbox_failed: IntGauge,
     /// `http_requests_total{route,method,status}`: answered requests, by route template.
     http_requests_total: IntCounterVec,
     /// `http_request_duration_seconds{route}`: time from a request's head to its answer.
@@ -181,6 +184,11 @@ impl Metrics {
                 "status_outbox_oldest_age_seconds",
                 "Age of the oldest status event waiting to be delivered, in seconds",
             )?,
+            status_outbox_failed: IntGauge::new(
+                "status_outbox_failed",
+                "Status events given up on (failed, kept until replayed), including those failed behind one \
+                 of their message's, never POSTed",
+            )?,
             http_requests_total: IntCounterVec::new(
                 Opts::new(
                     "http_requests_total",
@@ -200,7 +208,7 @@ impl Metrics {
             )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 28] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 29] = [
             Box::new(metrics.scheduler_running.clone()),
             Box::new(metrics.sends_total.clone()),
             Box::new(metrics.retries_total.clone()),
@@ -227,6 +235,7 @@ impl Metrics {
             Box::new(metrics.status_events_total.clone()),
             Box::new(metrics.status_outbox_depth.clone()),
             Box::new(metrics.status_outbox_oldest_age_seconds.clone()),
+            Box::new(metrics.status_outbox_failed.clone()),
             Box::new(metrics.http_requests_total.clone()),
             Box::new(metrics.http_request_duration_seconds.clone()),
         ];
@@ -297,6 +306,8 @@ impl Metrics {
             .set(i64::try_from(stats.pending).unwrap_or(i64::MAX));
         self.status_outbox_oldest_age_seconds
             .set(stats.oldest_pending_age.map_or(0.0, |age| age.as_secs_f64()));
+        self.status_outbox_failed
+            .set(i64::try_from(stats.failed).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every series.

@@ -15,7 +15,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers};
 
-use crate::helpers::{TestApp, TestAppBuilder, WEBHOOK_PATH, wait_for};
+use crate::helpers::{TestApp, TestAppBuilder, WEBHOOK_PATH, wait_for, wait_until};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CALLBACK_KEY: &str = "provider-callback-key";
@@ -205,6 +205,10 @@ async fn a_dead_letter_is_an_event_that_fails_past_its_age_and_an_operator_repla
         failed[0]
     );
     assert!(events(&app, "?status=pending").await.is_empty());
+    wait_until("the failed gauge counts it", || async {
+        app.metric("status_outbox_failed").await == 1.0
+    })
+    .await;
 
     // The receiver is mended; the operator replays the event under its id.
     receiver.reset().await;
@@ -226,6 +230,10 @@ async fn a_dead_letter_is_an_event_that_fails_past_its_age_and_an_operator_repla
     let requests = receiver.received_requests().await.unwrap();
     assert_eq!(header(&requests[0], "webhook-id"), event_id);
     assert_signed(&requests[0]);
+    wait_until("the failed gauge lets it go once replayed", || async {
+        app.metric("status_outbox_failed").await == 0.0
+    })
+    .await;
 
     let (status, body) = app
         .post_json(&format!("/events/{}/retry", uuid::Uuid::new_v4()), &json!({}))
