@@ -40,7 +40,8 @@ pub struct Metrics {
     pub cache_errors_total: IntCounter,
     /// `leases_rescued_total`: claims whose lease expired and went back to `pending`.
     pub leases_rescued_total: IntCounter,
-    /// `tick_errors_total`: ticks that could not claim, usually because the database was unreachable.
+    /// `tick_errors_total`: claims and rescues of expired leases that failed, usually because the database
+    /// was unreachable.
     pub tick_errors_total: IntCounter,
     /// `breaker_state`: the provider circuit breaker, 0 closed, 1 open, 2 half-open.
     pub breaker_state: IntGauge,
@@ -119,7 +120,10 @@ impl Metrics {
                 "leases_rescued_total",
                 "Claims whose lease expired and went back to pending",
             )?,
-            tick_errors_total: IntCounter::new("tick_errors_total", "Ticks that failed to claim messages")?,
+            tick_errors_total: IntCounter::new(
+                "tick_errors_total",
+                "Claims of due messages and rescues of expired leases that failed",
+            )?,
             breaker_state: IntGauge::new(
                 "breaker_state",
                 "The provider circuit breaker: 0 closed, 1 open, 2 half-open",
