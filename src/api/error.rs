@@ -175,6 +175,18 @@ impl From<PayloadError> for ApiError {
 
 impl From<QueryPayloadError> for ApiError {
     fn from(error: QueryPayloadError) -> Self {
+        // A parameter the route does not take is named as `field`, as a bad value of one is: serde names
+        // it in its message (`unknown field `match`, expected one of …`).
+        if let QueryPayloadError::Deserialize(cause) = &error {
+            let cause = cause.to_string();
+            if let Some(name) = cause
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name.to_owned())
+            {
+                return Self::invalid(name, format!("not a parameter of this route: {cause}"));
+            }
+        }
         Self::MalformedBody(format!("the query string could not be read: {error}"))
     }
 }

@@ -356,6 +356,31 @@ async fn sent_list_parameters_out_of_range_get_a_400_naming_them() {
     }
 }
 
+/// A misspelt parameter is refused, named, not ignored: `?match=false` listed every receipt, the matched
+/// ones it was meant to leave out among them.
+#[actix_web::test]
+async fn a_list_refuses_a_parameter_it_does_not_take_and_names_it() {
+    let app = TestApp::spawn().await;
+    for (path, field) in [
+        ("/messages/sent?limt=5", "limt"),
+        ("/messages?status=failed&cursr=", "cursr"),
+        ("/receipts?match=false", "match"),
+        ("/events?state=failed", "state"),
+        ("/opt-outs?page=2", "page"),
+        ("/inbound?limit=5&from=%2B905551111111", "from"),
+    ] {
+        let (status, error) = app.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {error}");
+        assert_eq!(
+            (&error["error"], &error["field"]),
+            (&json!("invalid_field"), &json!(field)),
+            "{path}: {error}"
+        );
+    }
+    let (status, _) = app.get("/events?status=failed&limit=5").await;
+    assert_eq!(status, StatusCode::OK, "the parameters it takes still go");
+}
+
 #[actix_web::test]
 async fn health_and_readiness_report_their_dependencies() {
     let app = TestApp::spawn().await;

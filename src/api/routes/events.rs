@@ -24,6 +24,7 @@ const LIMIT_MAX: u32 = 1_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// `pending`, `delivered` or `failed`; omitted: every event.
     #[param(value_type = Option<EventStatus>, example = "failed")]

@@ -27,6 +27,9 @@ const CURSOR_MAX_MICROS: i64 = 999_999_999_999_999_999;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// Every list refuses a parameter it does not know: a misspelt filter (`?match=false`), ignored,
+// lists what it was meant to leave out.
+#[serde(deny_unknown_fields)]
 pub struct SentQuery {
     /// Items per page, 1 to 100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
@@ -125,6 +128,7 @@ pub async fn list_sent(state: web::Data<AppState>, query: web::Query<SentQuery>)
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `pending`, `sending`, `sent`, `failed` (the dead letters), `cancelled`, `expired` or `suppressed`.
     #[param(required = true, value_type = MessageStatus, example = "failed")]

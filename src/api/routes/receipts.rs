@@ -184,6 +184,7 @@ pub async fn receive(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ReceiptsQuery {
     /// `false`: receipts applied to no message (`unmatched`, `ambiguous`); `true`: those that found
     /// theirs (`applied`, `ignored`); omitted: every receipt, pending ones too.
