@@ -24,6 +24,9 @@ const STATUS_NAMES: &str = "pending, sending, sent, failed, cancelled, expired, 
 /// The largest position the spec's cursor pattern allows (18 digits: AD 33658), which every backend
 /// stores: Postgres's timestamps reach AD 294276, SQLite keeps i64 microseconds.
 const CURSOR_MAX_MICROS: i64 = 999_999_999_999_999_999;
+/// The earliest position any backend stores (0001-01-01, the floor of `messages_times_in_range`): a row
+/// inserted by hand with a time before 1970 ends a page like any other.
+const CURSOR_MIN_MICROS: i64 = -62_135_596_800_000_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -35,7 +38,7 @@ pub struct SentQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
     limit: Option<String>,
     /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
-    #[param(pattern = r"^$|^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    #[param(pattern = r"^$|^-?[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     cursor: Option<String>,
 }
 
@@ -137,7 +140,7 @@ pub struct ListQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
     limit: Option<String>,
     /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
-    #[param(pattern = r"^$|^[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    #[param(pattern = r"^$|^-?[0-9]{1,18}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     cursor: Option<String>,
 }
 
@@ -225,7 +228,7 @@ fn parse_cursor(raw: &str) -> Result<PageCursor, ApiError> {
     let sent_at = micros
         .parse::<i64>()
         .ok()
-        .filter(|micros| (0..=CURSOR_MAX_MICROS).contains(micros))
+        .filter(|micros| (CURSOR_MIN_MICROS..=CURSOR_MAX_MICROS).contains(micros))
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(invalid)?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
@@ -235,6 +238,18 @@ fn parse_cursor(raw: &str) -> Result<PageCursor, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_of_a_time_before_1970_round_trips() {
+        for micros in [-1, -18_489_600_000_000, CURSOR_MIN_MICROS] {
+            let cursor = PageCursor {
+                at: DateTime::from_timestamp_micros(micros).unwrap(),
+                id: Uuid::new_v4(),
+            };
+            assert_eq!(parse_cursor(&format_cursor(cursor)).unwrap(), cursor, "{micros}");
+        }
+        assert!(parse_cursor(&format!("{}_{}", CURSOR_MIN_MICROS - 1, Uuid::new_v4())).is_err());
+    }
 
     #[test]
     fn a_cursor_round_trips() {
