@@ -381,6 +381,55 @@ async fn a_list_refuses_a_parameter_it_does_not_take_and_names_it() {
     assert_eq!(status, StatusCode::OK, "the parameters it takes still go");
 }
 
+/// Postgres, on its planner: a page of the pending list reads about the page, not every pending row. With
+/// a backlog queued, each page (the console's pending card asks every few seconds) read and sorted all
+/// of them.
+#[actix_web::test]
+async fn a_page_of_the_pending_list_reads_the_page_not_the_whole_backlog() {
+    const PENDING: i64 = 20_000;
+    let database = TestDatabase::create().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO messages (phone_number, content)
+         SELECT '+90555' || lpad(i::text, 7, '0'), 'queued' FROM generate_series(1, {PENDING}) i;
+         ANALYZE messages;"
+    )))
+    .execute(database.pg())
+    .await
+    .unwrap();
+    // Rows and index entries of `messages` read so far.
+    let read = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT t.seq_tup_read + coalesce(sum(i.idx_tup_read), 0)::bigint
+               FROM pg_stat_user_tables t LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid
+              WHERE t.relname = 'messages' GROUP BY t.seq_tup_read",
+        )
+        .fetch_one(database.pg())
+        .await
+        .unwrap()
+    };
+    let app = TestApp::builder().database(&database).spawn().await;
+    // The application's own reads at start-up, counted once its connections are closed.
+    let before = read().await;
+
+    let (status, first) = app.get("/messages?status=pending&limit=20").await;
+    assert_eq!(status, StatusCode::OK);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let (status, next) = app
+        .get(&format!("/messages?status=pending&limit=20&cursor={cursor}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(next["items"].as_array().unwrap().len(), 20);
+    drop(app);
+    // A backend reports what it read by the time it exits.
+    wait_until("the pages' reads are counted", || async { read().await > before }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pages = read().await - before;
+    assert!(
+        pages <= 1_000,
+        "two pages of 20 read {pages} rows and index entries of {PENDING}"
+    );
+}
+
 #[actix_web::test]
 async fn health_and_readiness_report_their_dependencies() {
     let app = TestApp::spawn().await;
