@@ -114,6 +114,55 @@ async fn a_number_whose_normal_form_the_database_refuses_fails_unsent() {
     assert!(posted_keys(&app).await.is_empty());
 }
 
+/// Postgres: rows stored before numbers were spelled plainly, which the migration left as they were, are
+/// listed once each, page after page, and the walk ends. A cursor of their digits named another place
+/// (`905551110003` came back as `+905551110003`, before itself) or was refused.
+#[actix_web::test]
+async fn the_opt_out_list_pages_through_numbers_stored_before_they_were_spelled_plainly() {
+    let app = TestApp::spawn().await;
+    for to in ["+905551110001", "+905551110002"] {
+        let (status, body) = app.post_json("/opt-outs", &json!({"to": to})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    sqlx::raw_sql(
+        "ALTER TABLE opt_outs DISABLE TRIGGER opt_outs_spelled_plainly;
+         INSERT INTO opt_outs (phone_number) VALUES ('905551110003'), ('905551110004'), ('+90 555 ABC 12');
+         ALTER TABLE opt_outs ENABLE TRIGGER opt_outs_spelled_plainly;",
+    )
+    .execute(app.database.pg())
+    .await
+    .unwrap();
+
+    let mut listed = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..10 {
+        let (status, page) = app.get(&format!("/opt-outs?limit=1&cursor={cursor}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        listed.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["to"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    let mut expected = vec![
+        "+905551110001",
+        "+905551110002",
+        "905551110003",
+        "905551110004",
+        "+90 555 ABC 12",
+    ];
+    expected.sort_unstable();
+    let mut got = listed.clone();
+    got.sort_unstable();
+    assert_eq!(got, expected, "each once, and the walk ends: {listed:?}");
+}
+
 #[actix_web::test]
 async fn the_opt_out_list_pages_by_cursor_and_bad_input_gets_a_400_naming_the_field() {
     let app = TestApp::spawn().await;

@@ -3,6 +3,7 @@
 //! never sent: the claim moves it to `suppressed`, whenever it was enqueued.
 
 use actix_web::{HttpResponse, delete, get, post, web};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -54,8 +55,9 @@ impl From<OptOut> for OptOutResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OptOutPage {
     items: Vec<OptOutResponse>,
-    /// Pass as `cursor` for the next page (the last number's digits); null on the last page.
-    #[schema(example = "905551111111")]
+    /// Pass as `cursor` for the next page (opaque: the last number as stored, base64url); null on the last
+    /// page.
+    #[schema(example = "KzkwNTU1MTExMTExMQ")]
     next_cursor: Option<String>,
 }
 
@@ -76,7 +78,7 @@ pub struct OptOutQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
     limit: Option<String>,
     /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
-    #[param(pattern = r"^[0-9]{0,15}$")]
+    #[param(pattern = r"^[A-Za-z0-9_-]{0,200}$")]
     cursor: Option<String>,
 }
 
@@ -141,18 +143,23 @@ pub async fn create(state: web::Data<AppState>, body: web::Json<UniqueKeys>) -> 
 #[get("/opt-outs")]
 pub async fn list(state: web::Data<AppState>, query: web::Query<OptOutQuery>) -> Result<HttpResponse, ApiError> {
     let limit = page::limit(query.limit.as_deref(), LIMIT_DEFAULT, LIMIT_MAX)?;
-    let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(digits) if digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(format!("+{digits}")),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "cursor",
-                "must be the next_cursor of a previous page",
-            ));
-        }
-    };
+    let after = query
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|cursor| {
+            Some(cursor)
+                .filter(|cursor| cursor.len() <= 200)
+                .and_then(|cursor| URL_SAFE_NO_PAD.decode(cursor).ok())
+                .and_then(|number| String::from_utf8(number).ok())
+                .ok_or_else(|| ApiError::invalid("cursor", "must be the next_cursor of a previous page"))
+        })
+        .transpose()?;
     let entries = state.opt_outs.list_opt_outs(limit + 1, after.as_deref()).await?;
-    let (entries, next_cursor) = page::cut(entries, limit, |entry| entry.to.trim_start_matches('+').to_owned());
+    // The number exactly as stored, which the next page starts after: a row stored before numbers were
+    // spelled plainly (`905551110003`, `+90 555 ABC 12`) ended a page with a cursor that named another
+    // place, or none, and the walk repeated it forever or stopped.
+    let (entries, next_cursor) = page::cut(entries, limit, |entry| URL_SAFE_NO_PAD.encode(&entry.to));
     Ok(HttpResponse::Ok().json(OptOutPage {
         items: entries.into_iter().map(OptOutResponse::from).collect(),
         next_cursor,
