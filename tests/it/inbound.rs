@@ -293,6 +293,25 @@ async fn a_reply_with_a_nul_is_kept_without_its_control_characters() {
     assert_eq!(list["items"][0]["content"], "STOP\nthanks");
 }
 
+/// Half an emoji alone (`\ud83d`, the other half in the next SMS part), as a provider escaping every
+/// UTF-16 unit sends it: the reply is kept with U+FFFD there. Refused with a 400, the provider retried
+/// it forever.
+#[actix_web::test]
+async fn a_reply_with_half_an_emoji_is_kept_with_a_replacement_character() {
+    let app = spawn().await;
+    let body = format!(r#"{{"from":"{NUMBER}","content":"see you \ud83d","at":"2026-12-02T10:05:00Z"}}"#);
+    let (status, stored) = app
+        .request(
+            "POST",
+            "/inbound",
+            &[("x-ins-auth-key", CALLBACK_KEY)],
+            Some((Some("application/json"), body.as_bytes())),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    assert_eq!(stored["content"], "see you \u{FFFD}");
+}
+
 #[actix_web::test]
 async fn the_key_is_asked_before_the_body_is_read() {
     let app = spawn().await;
