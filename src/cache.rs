@@ -121,6 +121,11 @@ impl Cache {
         })
     }
 
+    /// How long an entry is kept (`REDIS_TTL`).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn is_enabled(&self) -> bool {
         self.pool.is_some()
     }

@@ -15,11 +15,13 @@
 //! the fetcher sees the answers pile up unrecorded and stops claiming. A flush the database refuses for
 //! what one entry holds is written again entry by entry, so that entry holds up only itself. The cache
 //! comes after the database, which stays the source of truth: a crash between the two leaves only missing
-//! cache entries.
+//! cache entries. Those a Redis out of reach kept from their flush are written once it answers again,
+//! read back from the sent list (`repair_cache`).
 
 use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 
 use super::{
     messages::{Answered, EndedUnsent, MessagesSent, Recorded},
@@ -29,7 +31,7 @@ use crate::{
     cache::{Cache, SentRecord},
     domain::MessageStatus,
     metrics::Metrics,
-    store::{Finish, MessageStore, NextState},
+    store::{Finish, MessageStore, NextState, PageCursor},
     telemetry::error_chain,
 };
 
@@ -41,6 +43,10 @@ const FLUSH_DELAY: Duration = Duration::from_millis(2);
 const MAX_FLUSHES: usize = 2;
 const WRITE_RETRY_MIN: Duration = Duration::from_millis(100);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// While sent messages wait for their cache entries, how often the persister tries to write them.
+const REPAIR_EVERY: Duration = Duration::from_secs(5);
+/// Sent messages read back at a time to write their cache entries.
+const REPAIR_PAGE: u32 = 1_000;
 
 pub struct PersisterActor {
     store: Arc<dyn MessageStore>,
@@ -55,6 +61,10 @@ pub struct PersisterActor {
     due: bool,
     timer: Option<SpawnHandle>,
     flushes: usize,
+    /// The send time of the oldest sent message whose cache entry a failed write left out, until
+    /// `repair_cache` has written it.
+    uncached_since: Option<DateTime<Utc>>,
+    repairing: bool,
 }
 
 /// One claim's end, to be written: the transition and history entry, and the verdict it came from
@@ -82,7 +92,41 @@ impl PersisterActor {
             due: false,
             timer: None,
             flushes: 0,
+            uncached_since: None,
+            repairing: false,
         }
+    }
+
+    /// Writes the cache entries a failed write left out, when some wait and no repair runs.
+    fn repair(&mut self, ctx: &mut Context<Self>) {
+        if self.repairing {
+            return;
+        }
+        let Some(since) = self.uncached_since.take() else {
+            return;
+        };
+        self.repairing = true;
+        let store = Arc::clone(&self.store);
+        let cache = self.cache.clone();
+        ctx.spawn(
+            async move { repair_cache(store.as_ref(), &cache, since).await }
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    act.repairing = false;
+                    match result {
+                        Ok(0) => {}
+                        Ok(written) => log::info!(
+                            messages = written;
+                            "cache entries written for messages sent while Redis was out of reach"
+                        ),
+                        Err(error) => {
+                            // Tried again in `REPAIR_EVERY`; Redis still out of reach was logged by the flushes.
+                            act.uncached_since = Some(act.uncached_since.map_or(since, |at| at.min(since)));
+                            log::debug!("cache entries not written yet: {error}");
+                        }
+                    }
+                }),
+        );
     }
 
     fn wait_for_flush(&mut self, entries: impl IntoIterator<Item = Entry>, ctx: &mut Context<Self>) {
@@ -144,7 +188,16 @@ impl PersisterActor {
     /// good.
     fn settle(&mut self, flushed: Flushed, ctx: &mut Context<Self>) {
         match flushed {
-            Flushed::Recorded { recorded, .. } => self.fetcher.do_send(recorded),
+            Flushed::Recorded {
+                recorded,
+                uncached_since,
+                ..
+            } => {
+                if let Some(since) = uncached_since {
+                    self.uncached_since = Some(self.uncached_since.map_or(since, |at| at.min(since)));
+                }
+                self.fetcher.do_send(recorded);
+            }
             Flushed::Refused(batch) => {
                 for entry in batch {
                     ctx.spawn(
@@ -163,6 +216,8 @@ enum Flushed {
         recorded: Recorded,
         /// The provider ids of the messages this flush recorded sent.
         sent_provider_ids: Vec<String>,
+        /// The earliest send time of those whose cache entries could not be written.
+        uncached_since: Option<DateTime<Utc>>,
     },
     /// The database refused the flush for what one of its entries holds: each is to be written alone.
     Refused(Vec<Entry>),
@@ -203,22 +258,69 @@ async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batc
         }
     }
     summary.log();
-    match cache.put_sent_many(&to_cache).await {
+    let cached = cache.put_sent_many(&to_cache).await;
+    match &cached {
         Ok(()) => {}
         // The failure that began the rest was logged: a line per flush would say it again.
         Err(error) if error.is_resting() => {
             metrics.cache_errors_total.inc();
-            log::debug!(messages = to_cache.len(); "sent, but not cached: {error}");
+            log::debug!(messages = to_cache.len(); "sent, but not cached yet: {error}");
         }
         Err(error) => {
             metrics.cache_errors_total.inc();
-            log::warn!(messages = to_cache.len(); "sent, but not cached: {}", error_chain(&error));
+            log::warn!(
+                messages = to_cache.len();
+                "sent, but not cached yet (written once Redis answers): {}", error_chain(error)
+            );
         }
     }
+    let uncached_since = cached
+        .is_err()
+        .then(|| to_cache.iter().map(|(_, record)| record.sent_at).min())
+        .flatten();
     let sent_provider_ids = to_cache.into_iter().map(|(_, record)| record.message_id).collect();
     Flushed::Recorded {
         recorded,
         sent_provider_ids,
+        uncached_since,
+    }
+}
+
+/// Writes the cache entries of the messages sent since `since` (newest first, a page at a time), back to
+/// `REDIS_TTL` ago at most: older ones would have expired by now. Returns how many it wrote; the first
+/// failure ends it, to be tried again.
+async fn repair_cache(store: &dyn MessageStore, cache: &Cache, since: DateTime<Utc>) -> anyhow::Result<usize> {
+    let expired_before = chrono::Duration::from_std(cache.ttl())
+        .ok()
+        .and_then(|ttl| Utc::now().checked_sub_signed(ttl));
+    let floor = expired_before.map_or(since, |expired| since.max(expired));
+    let mut written = 0;
+    let mut cursor = None;
+    loop {
+        let page = store.list_by_status(MessageStatus::Sent, REPAIR_PAGE, cursor).await?;
+        let entries: Vec<(uuid::Uuid, SentRecord)> = page
+            .iter()
+            .filter_map(|message| {
+                let sent_at = message.sent_at.filter(|at| *at >= floor)?;
+                let provider_id = message.provider_message_id.clone()?;
+                Some((
+                    message.id,
+                    SentRecord {
+                        message_id: provider_id,
+                        sent_at,
+                    },
+                ))
+            })
+            .collect();
+        cache.put_sent_many(&entries).await?;
+        written += entries.len();
+        let last = page.last().and_then(|message| Some((message.sent_at?, message.id)));
+        match last {
+            Some((at, id)) if page.len() == REPAIR_PAGE as usize && at >= floor => {
+                cursor = Some(PageCursor { at, id });
+            }
+            _ => return Ok(written),
+        }
     }
 }
 
@@ -475,6 +577,10 @@ impl Summary {
 
 impl Actor for PersisterActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(REPAIR_EVERY, |act, ctx| act.repair(ctx));
+    }
 }
 
 impl Handler<Answered> for PersisterActor {

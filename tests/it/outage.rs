@@ -400,3 +400,86 @@ async fn an_api_read_the_database_cancels_answers_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"], "database_unavailable", "{body}");
 }
+
+/// A TCP proxy to the test Redis that can be cut: cut, it ends every connection it relays and every new
+/// one at once, as a Redis restarting or a network gone would.
+struct RedisProxy {
+    url: String,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl RedisProxy {
+    async fn start() -> Self {
+        let real = redis_url();
+        let rest = real.strip_prefix("redis://").expect("a redis:// URL");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, address) = match authority.rsplit_once('@') {
+            Some((credentials, address)) => (format!("{credentials}@"), address.to_owned()),
+            None => (String::new(), authority.to_owned()),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{credentials}{}/{path}", listener.local_addr().unwrap());
+        let (up, watching) = tokio::sync::watch::channel(true);
+        actix_rt::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut down = watching.clone();
+                if !*down.borrow() {
+                    continue;
+                }
+                let Ok(mut server) = TcpStream::connect(&address).await else {
+                    continue;
+                };
+                actix_rt::spawn(async move {
+                    let relay = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let cut = down.wait_for(|up| !*up);
+                    let _ = select(std::pin::pin!(relay), std::pin::pin!(cut)).await;
+                });
+            }
+        });
+        Self { url, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        let _ = self.up.send(up);
+    }
+}
+
+/// Messages sent while Redis was out of reach are recorded sent, and their cache entries, which their
+/// flush could not write, are written once Redis answers again. They were left out for good.
+#[actix_web::test]
+async fn messages_sent_while_redis_was_out_of_reach_are_cached_once_it_answers() {
+    let redis = RedisProxy::start().await;
+    let app = TestApp::builder()
+        .var("REDIS_URL", &redis.url)
+        .var("BATCH_SIZE", "10")
+        .spawn()
+        .await;
+    let before = app.database.insert_many(1).await[0];
+    app.tick_and_settle().await;
+    assert!(cached(before).await.is_some(), "cached while Redis answers");
+
+    redis.set_up(false);
+    let ids = app.database.insert_many(3).await;
+    app.tick_and_settle().await;
+    assert_eq!(app.database.count_with_status("sent").await, 4);
+    for id in &ids {
+        assert!(cached(*id).await.is_none(), "not cached while Redis is out of reach");
+    }
+    assert!(app.metric("cache_errors_total").await >= 1.0);
+
+    redis.set_up(true);
+    wait_until("the missing entries are written", || async {
+        for id in &ids {
+            if cached(*id).await.is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for id in ids {
+        let entry = cached(id).await.unwrap();
+        let row = app.database.row(id).await;
+        assert_eq!(entry["messageId"], row.provider_message_id.unwrap().as_str(), "{entry}");
+    }
+}
