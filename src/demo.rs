@@ -84,12 +84,17 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
             "REDIS_URL" | "STATUS_WEBHOOK_URL" | "STATUS_WEBHOOK_SECRET" => return None,
             _ => {}
         }
-        std::env::var(name).ok().or_else(|| {
-            DEMO_DEFAULTS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        // Empty counts as unset, as it does for `serve`: the demo's own default, not serve's (an empty
+        // `HTTP_ADDR=` in `.env` opened the demo's keyless API on 0.0.0.0).
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+            .or_else(|| {
+                DEMO_DEFAULTS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
     })
     .context("demo settings")?;
     let content_max_chars = settings.content_max_chars.get();

@@ -98,6 +98,21 @@ fn the_demo_sends_its_samples_in_seconds_and_a_restart_resends_nothing() {
     std::fs::remove_dir_all(&folder).unwrap();
 }
 
+/// An empty setting counts as unset, and the demo's own default takes its place, not `serve`'s: with an
+/// empty `INTERVAL` the demo ticked every 2 minutes, with an empty `HTTP_ADDR` it listened on 0.0.0.0.
+#[test]
+fn an_empty_setting_takes_the_demo_s_default() {
+    let folder = std::env::temp_dir().join(format!("insider-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut demo = demo_with(&folder, &[("INTERVAL", ""), ("BATCH_SIZE", " ")]);
+    let lines = lines_of(demo.stdout.take().expect("piped stdout"));
+    wait_for_line(&lines, "enqueued 6 sample messages");
+    // Two a second: all six within the 20 s, where serve's pace sends two, then two more in 2 minutes.
+    wait_for_line(&lines, "pending 0 · accepted by the provider this run 6");
+    terminate(&mut demo);
+    std::fs::remove_dir_all(&folder).unwrap();
+}
+
 /// A `.env` written for `serve` names the real queue and cache: the demo keeps to its own, so it neither
 /// sends the real messages to its stand-in nor seeds the real queue with samples. (And a blank
 /// `WEBHOOK_AUTH_KEY` leaves both sides keyless: the stand-in used to ask for an empty key the
