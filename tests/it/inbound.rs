@@ -54,6 +54,19 @@ async fn reply_at(app: &TestApp, content: &str, at: &str) -> Value {
     stored
 }
 
+/// A reply whose content is `escaped` as it stands in the JSON, escapes and all, as a provider that
+/// escapes what serde would not writes it.
+async fn reply_escaped(app: &TestApp, escaped: &str) -> (StatusCode, Value) {
+    let body = format!(r#"{{"from":"{NUMBER}","content":"{escaped}","at":"2026-12-02T10:05:00Z"}}"#);
+    app.request(
+        "POST",
+        "/inbound",
+        &[("x-ins-auth-key", CALLBACK_KEY)],
+        Some((Some("application/json"), body.as_bytes())),
+    )
+    .await
+}
+
 async fn opted_out(app: &TestApp) -> bool {
     let (status, page) = call(app, "GET", "/opt-outs", &[("x-api-key", API_KEY)], None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -299,15 +312,7 @@ async fn a_reply_with_a_nul_is_kept_without_its_control_characters() {
 #[actix_web::test]
 async fn a_reply_with_half_an_emoji_is_kept_with_a_replacement_character() {
     let app = spawn().await;
-    let body = format!(r#"{{"from":"{NUMBER}","content":"see you \ud83d","at":"2026-12-02T10:05:00Z"}}"#);
-    let (status, stored) = app
-        .request(
-            "POST",
-            "/inbound",
-            &[("x-ins-auth-key", CALLBACK_KEY)],
-            Some((Some("application/json"), body.as_bytes())),
-        )
-        .await;
+    let (status, stored) = reply_escaped(&app, r"see you \ud83d").await;
     assert_eq!(status, StatusCode::CREATED, "{stored}");
     assert_eq!(stored["content"], "see you \u{FFFD}");
 }
@@ -410,16 +415,7 @@ async fn a_stop_and_a_start_arriving_together_leave_the_one_the_phone_sent_last_
 async fn the_longest_reply_is_taken_with_every_character_escaped() {
     let app = spawn().await;
     // As a provider whose JSON escapes all but ASCII sends 1,600 emoji: `\ud83d\ude00` each.
-    let escaped = "\\ud83d\\ude00".repeat(1600);
-    let body = format!("{{\"from\":\"{NUMBER}\",\"content\":\"{escaped}\",\"at\":\"2026-12-02T10:05:00Z\"}}");
-    let (status, stored) = app
-        .request(
-            "POST",
-            "/inbound",
-            &[("x-ins-auth-key", CALLBACK_KEY)],
-            Some((Some("application/json"), body.as_bytes())),
-        )
-        .await;
+    let (status, stored) = reply_escaped(&app, &"\\ud83d\\ude00".repeat(1600)).await;
     assert_eq!(status, StatusCode::CREATED, "{stored}");
     assert_eq!(stored["content"].as_str().unwrap().chars().count(), 1600);
 }

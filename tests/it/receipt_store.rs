@@ -511,48 +511,25 @@ async fn settled_receipts_are_deleted_oldest_first_in_batches_and_pending_ones_s
         );
     }
 
+    let prune = |before, limit| async move {
+        receipts
+            .delete_settled_receipts_before(before, 0, limit)
+            .await
+            .unwrap()
+            .deleted
+    };
     let long_ago = Utc::now() - Span::hours(1);
-    assert_eq!(
-        receipts
-            .delete_settled_receipts_before(long_ago, 0, 10)
-            .await
-            .unwrap()
-            .deleted,
-        0,
-        "settled just now: younger than the cut"
-    );
+    assert_eq!(prune(long_ago, 10).await, 0, "settled just now: younger than the cut");
     let later = Utc::now() + Span::minutes(1);
-    assert_eq!(
-        receipts
-            .delete_settled_receipts_before(later, 0, 1)
-            .await
-            .unwrap()
-            .deleted,
-        1,
-        "one batch of one"
-    );
+    assert_eq!(prune(later, 1).await, 1, "one batch of one");
     let left = |list: Vec<insider_messaging::store::StoredReceipt>| list.iter().map(|r| r.seq).collect::<Vec<_>>();
     assert_eq!(
         left(receipts.list_receipts(ReceiptFilter::All, 10, None).await.unwrap()),
         vec![seqs[2], seqs[1]],
         "the oldest settled went first"
     );
-    assert_eq!(
-        receipts
-            .delete_settled_receipts_before(later, 0, 10)
-            .await
-            .unwrap()
-            .deleted,
-        1
-    );
-    assert_eq!(
-        receipts
-            .delete_settled_receipts_before(later, 0, 10)
-            .await
-            .unwrap()
-            .deleted,
-        0
-    );
+    assert_eq!(prune(later, 10).await, 1);
+    assert_eq!(prune(later, 10).await, 0);
     assert_eq!(
         left(receipts.list_receipts(ReceiptFilter::All, 10, None).await.unwrap()),
         vec![seqs[2]],
