@@ -18,11 +18,7 @@ async fn sent_messages_older_than_the_retention_are_deleted_and_nothing_else() {
         .unwrap();
     }
 
-    let app = TestApp::builder()
-        .database(&database)
-        .var("SENT_RETENTION", "1h")
-        .spawn()
-        .await;
+    let app = pruning_an_hour_back(&database).await;
 
     wait_until("the old sent messages are gone", || async {
         database.count_with_status("sent").await == 1
@@ -56,11 +52,7 @@ async fn sent_messages_pruned_before_an_error_are_counted() {
     .await
     .unwrap();
 
-    let app = TestApp::builder()
-        .database(&database)
-        .var("SENT_RETENTION", "1h")
-        .spawn()
-        .await;
+    let app = pruning_an_hour_back(&database).await;
 
     wait_until("the first batch is gone", || async {
         database.count_with_status("sent").await == 1
@@ -88,11 +80,7 @@ async fn receipts_settled_before_the_retention_are_deleted_and_pending_ones_stay
     .unwrap();
     assert_eq!(seqs.len(), 4);
 
-    let _app = TestApp::builder()
-        .database(&database)
-        .var("SENT_RETENTION", "1h")
-        .spawn()
-        .await;
+    let _app = pruning_an_hour_back(&database).await;
 
     let left = || async {
         sqlx::query_scalar::<_, String>("SELECT provider_message_id FROM receipts ORDER BY seq")
@@ -148,11 +136,7 @@ async fn only_the_young_head_is_left(insert: &'static str, table: &str, column: 
     let database = TestDatabase::create().await;
     sqlx::query(insert).execute(database.pg()).await.unwrap();
 
-    let _app = TestApp::builder()
-        .database(&database)
-        .var("SENT_RETENTION", "1h")
-        .spawn()
-        .await;
+    let _app = pruning_an_hour_back(&database).await;
 
     let left = format!("SELECT count(*), count(*) FILTER (WHERE {column} > now() - interval '1 hour') FROM {table}");
     wait_until("every old row is gone and the young one stays", || async {
@@ -163,4 +147,14 @@ async fn only_the_young_head_is_left(insert: &'static str, table: &str, column: 
             == (1, 1)
     })
     .await;
+}
+
+/// The service on `database`, keeping an hour of history (`SENT_RETENTION=1h`): its first prune round
+/// runs as it starts.
+async fn pruning_an_hour_back(database: &TestDatabase) -> TestApp {
+    TestApp::builder()
+        .database(database)
+        .var("SENT_RETENTION", "1h")
+        .spawn()
+        .await
 }
