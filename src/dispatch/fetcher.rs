@@ -59,6 +59,10 @@ const UP_BEFORE_RESCUING_OTHERS: Duration = Duration::from_secs(8);
 /// second, each an error line.
 const CLAIM_RETRY_MIN: Duration = Duration::from_secs(1);
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The longest wait after a claim that failed because the database was out of reach: a claim tried every
+/// few seconds costs it nothing, and sending resumes within them once it is back. A refused connection
+/// fails in a millisecond, so the doubling reached 16 s in a 20 s outage, and sending waited it out.
+const CLAIM_RETRY_MAX_OUT_OF_REACH: Duration = Duration::from_secs(4);
 /// A 429 without `Retry-After` pauses this instance at least this long (the cluster decides the rest).
 const THROTTLE_FLOOR: Duration = Duration::from_secs(1);
 /// Claims resume after the last row claimed (`Frontier`), and this often one starts from the oldest due
@@ -397,9 +401,14 @@ impl FetcherActor {
             }
             Err(error) => {
                 self.flow.claim_failed();
+                let longest = if error.is_unreachable() {
+                    CLAIM_RETRY_MAX_OUT_OF_REACH
+                } else {
+                    CLAIM_RETRY_MAX
+                };
                 let wait = CLAIM_RETRY_MIN
                     .saturating_mul(1 << self.claim_failures.min(5))
-                    .min(CLAIM_RETRY_MAX);
+                    .min(longest);
                 self.claim_failures = self.claim_failures.saturating_add(1);
                 self.claim_retry_at = Some(Instant::now() + wait);
                 self.metrics.tick_errors_total.inc();

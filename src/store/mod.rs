@@ -384,7 +384,9 @@ impl StoreError {
 
     /// The database could not be reached, the pool had no connection to give, or Postgres ended or
     /// refused the connection (a restart: 57P01 to 57P03, an idle session's timeout 57P05, and the
-    /// connection failures of class 08 but 08P01, a protocol violation, which is a bug of ours): what an
+    /// connection failures of class 08 but 08P01, a protocol violation, which is a bug of ours), or
+    /// refused a new one: the database not accepting connections (55000, `ALLOW_CONNECTIONS false`), the
+    /// login refused (28000, 28P01), the database gone (3D000), too many connections (53300). What an
     /// outage looks like, unlike SQLite's file being busy with another writer, or a statement that failed.
     pub fn is_unreachable(&self) -> bool {
         match self {
@@ -399,7 +401,20 @@ impl StoreError {
                 error.code().is_some_and(|code| {
                     matches!(
                         code.as_ref(),
-                        "08000" | "08001" | "08003" | "08004" | "08006" | "57P01" | "57P02" | "57P03" | "57P05"
+                        "08000"
+                            | "08001"
+                            | "08003"
+                            | "08004"
+                            | "08006"
+                            | "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "57P05"
+                            | "55000"
+                            | "28000"
+                            | "28P01"
+                            | "3D000"
+                            | "53300"
                     )
                 })
             }

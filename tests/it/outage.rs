@@ -483,3 +483,72 @@ async fn messages_sent_while_redis_was_out_of_reach_are_cached_once_it_answers()
         assert_eq!(entry["messageId"], row.provider_message_id.unwrap().as_str(), "{entry}");
     }
 }
+
+/// Postgres refusing new connections (`ALLOW_CONNECTIONS false`, as in a maintenance window; a login
+/// refused is the same) is an outage like a lost connection: the API answers 503
+/// `database_unavailable`, the provider's receipts too, not 500 `internal_error` (which a provider may
+/// take for final). And sending resumes within seconds of its end: each refusal failed in a millisecond,
+/// the claim's backoff doubled to 16 s in a 20 s outage, and sending waited it out.
+#[actix_web::test]
+async fn a_database_refusing_new_connections_is_an_outage_and_sending_resumes_seconds_after() {
+    let app = TestApp::builder()
+        .var("AUTOSTART", "true")
+        .var("INTERVAL", "100ms")
+        .var("CALLBACK_AUTH_KEY", "provider-callback-key")
+        .spawn()
+        .await;
+    let database = app.database.clone();
+    let name = database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let admin = sqlx::PgPool::connect(&admin_database_url()).await.unwrap();
+    let allow = |allowed: bool| {
+        let (admin, name) = (admin.clone(), name.clone());
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {allowed}"
+            )))
+            .execute(&admin)
+            .await
+            .unwrap();
+        }
+    };
+    allow(false).await;
+    kill_connections(&database).await;
+
+    let (status, body) = app.get("/stats").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!("database_unavailable")
+        ),
+        "{body}"
+    );
+    let (status, body) = app
+        .request(
+            "POST",
+            "/receipts",
+            &[("x-ins-auth-key", "provider-callback-key")],
+            Some((
+                Some("application/json"),
+                br#"{"messageId":"p-1","status":"delivered","at":"2026-12-02T10:00:03Z"}"#,
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // Long enough for the claim's waits to add up past 16 s (1, 2, 4, 8, then 16 or 4).
+    tokio::time::sleep(std::time::Duration::from_secs(17)).await;
+
+    allow(true).await;
+    let back = std::time::Instant::now();
+    let ids = database.insert_many(2).await;
+    wait_until("sending resumes", || async {
+        database.count_with_status("sent").await == ids.len() as i64
+    })
+    .await;
+    assert!(
+        back.elapsed() < std::time::Duration::from_secs(7),
+        "sent {:?} after the database took connections again",
+        back.elapsed()
+    );
+    admin.close().await;
+}
