@@ -2,8 +2,9 @@
 //! `/healthz` and `/metrics`.
 //!
 //! The suppression list's routes carry phone numbers where a log line would show them: in the path
-//! (`DELETE /opt-outs/{to}`) and in the query (`GET /opt-outs?cursor=`, the last number's digits). On
-//! those, every digit but the last two is masked, as `PhoneNumber` masks a number in every other line;
+//! (`DELETE /opt-outs/{to}`) and in the query (`GET /opt-outs?cursor=`, the last number listed, encoded).
+//! On those, every digit but the last two is masked, as `PhoneNumber` masks a number in every other line,
+//! and a `cursor` whole (`***`: its letters spell the number);
 //! the route is told by its path as the router reads it, percent escapes decoded (`/%6Fpt-outs` is
 //! `/opt-outs`). On every route, a query name, value or bare item with as many digits as a phone number
 //! has (8) is masked so too (a client may send one in a parameter the route does not take), and so is
@@ -36,7 +37,7 @@ fn request_line(request: &ServiceRequest) -> String {
     };
     let route = percent_decoded(request.path());
     let target = if route.starts_with(NUMBERED_PATH) {
-        mask_digits(&target)
+        mask_digits(&cursor_masked(&target))
     } else {
         let (path, query) = target
             .split_once('?')
@@ -51,6 +52,21 @@ fn request_line(request: &ServiceRequest) -> String {
         }
     };
     format!("{} {target} {:?}", request.method(), request.version())
+}
+
+/// `target` with the value of each `cursor` parameter replaced by `***`.
+fn cursor_masked(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_owned();
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("cursor", _)) => "cursor=***",
+            _ => pair,
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 /// `query` with each name, value or item without a value of `PHONE_DIGITS` digits or more masked by
@@ -214,7 +230,12 @@ mod tests {
         );
         assert_eq!(
             line(Method::GET, "/opt-outs?limit=50&cursor=905551111111"),
-            "GET /opt-outs?limit=**&cursor=**********11 HTTP/1.1"
+            "GET /opt-outs?limit=50&cursor=*** HTTP/1.1"
+        );
+        // The cursor spells the last number listed (base64url of `+905551111111`).
+        assert_eq!(
+            line(Method::GET, "/opt-outs?cursor=KzkwNTU1MTExMTExMQ&limit=1"),
+            "GET /opt-outs?cursor=***&limit=1 HTTP/1.1"
         );
         assert_eq!(line(Method::GET, "/opt-outs"), "GET /opt-outs HTTP/1.1");
     }

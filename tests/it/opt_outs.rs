@@ -199,7 +199,12 @@ async fn the_opt_out_list_pages_by_cursor_and_bad_input_gets_a_400_naming_the_fi
             "{body}"
         );
     }
-    for (path, field) in [("/opt-outs?limit=0", "limit"), ("/opt-outs?cursor=%2B90", "cursor")] {
+    for (path, field) in [
+        ("/opt-outs?limit=0", "limit"),
+        ("/opt-outs?cursor=%2B90", "cursor"),
+        // Base64url of a NUL, which Postgres cannot compare.
+        ("/opt-outs?cursor=AA", "cursor"),
+    ] {
         let (status, answer) = app.get(path).await;
         assert_eq!(
             (status, answer["field"].as_str()),

@@ -152,6 +152,8 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<OptOutQuery>) ->
                 .filter(|cursor| cursor.len() <= 200)
                 .and_then(|cursor| URL_SAFE_NO_PAD.decode(cursor).ok())
                 .and_then(|number| String::from_utf8(number).ok())
+                // No stored number holds one, and Postgres refuses a NUL outright (a 500).
+                .filter(|number| !number.chars().any(char::is_control))
                 .ok_or_else(|| ApiError::invalid("cursor", "must be the next_cursor of a previous page"))
         })
         .transpose()?;
