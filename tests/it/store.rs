@@ -1927,3 +1927,34 @@ async fn a_statement_ended_by_a_restart_is_the_database_unreachable() {
     let error = claiming.await.unwrap().expect_err("the claim was ended");
     assert!(error.is_unreachable(), "{error:?}");
 }
+
+/// Postgres: the migration that indexes the pending list builds on every row of `messages`, waiting for
+/// the writes under way. It runs without the 10 s statement timeout of the service's connections: with
+/// it, a write holding the table past 10 s (or a big table's build) failed the migration, and every
+/// replica's start with it.
+#[tokio::test]
+async fn the_pending_index_migration_waits_for_the_table_past_the_statement_timeout() {
+    let database = crate::helpers::TestDatabase::create().await;
+    sqlx::raw_sql(
+        "DROP INDEX messages_pending_created_idx;
+         DELETE FROM _sqlx_migrations WHERE version = 20261213000001;",
+    )
+    .execute(database.pg())
+    .await
+    .unwrap();
+    let writer = database.hold_lock("LOCK TABLE messages IN ROW EXCLUSIVE MODE").await;
+    let migrating = tokio::spawn({
+        let url = database.url.clone();
+        async move { insider_messaging::startup::migrate(&url).await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    writer.rollback().await.unwrap();
+    let migrated = migrating.await.unwrap();
+    assert!(migrated.is_ok(), "{migrated:?}");
+    let indexed: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = 'messages_pending_created_idx')")
+            .fetch_one(database.pg())
+            .await
+            .unwrap();
+    assert!(indexed);
+}
