@@ -1,7 +1,10 @@
 //! Prometheus metrics.
 
 use std::{
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -24,23 +27,44 @@ const GAUGES_FRESH_FOR: Duration = Duration::from_secs(1);
 /// every series, the error counters that tell of the outage among them, goes missing with it.
 const GAUGES_WAIT: Duration = Duration::from_secs(1);
 
-/// The read of the database's gauges last started, and when; scrapes meanwhile share it, and one still
-/// under way is not started again.
+/// The read of the database's gauges last started; scrapes meanwhile share it, and one still under way
+/// is not started again.
 #[derive(Default)]
-pub struct GaugeReads(Mutex<Option<(Instant, Shared<BoxFuture<'static, ()>>)>>);
+pub struct GaugeReads(Mutex<Option<GaugeRead>>);
+
+struct GaugeRead {
+    started: Instant,
+    /// Set by the read's task as it ends: a `Shared` future says it is done only once polled after.
+    done: Arc<AtomicBool>,
+    read: Shared<BoxFuture<'static, ()>>,
+}
 
 impl GaugeReads {
     /// The read under way, or a new one started when the last is done and older than `GAUGES_FRESH_FOR`.
     fn current(&self, state: &web::Data<AppState>) -> Shared<BoxFuture<'static, ()>> {
         let mut last = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((started, read)) = last.as_ref()
-            && (started.elapsed() < GAUGES_FRESH_FOR || read.peek().is_none())
+        if let Some(last) = last.as_ref()
+            && (last.started.elapsed() < GAUGES_FRESH_FOR || !last.done.load(Ordering::Acquire))
         {
-            return read.clone();
+            return last.read.clone();
         }
+        let done = Arc::new(AtomicBool::new(false));
         // A task of its own: a scrape that stops waiting leaves the statements to finish, not cut off.
-        let read = actix_rt::spawn(read_gauges(state.clone())).map(|_| ()).boxed().shared();
-        *last = Some((Instant::now(), read.clone()));
+        let read = actix_rt::spawn({
+            let (state, done) = (state.clone(), Arc::clone(&done));
+            async move {
+                read_gauges(state).await;
+                done.store(true, Ordering::Release);
+            }
+        })
+        .map(|_| ())
+        .boxed()
+        .shared();
+        *last = Some(GaugeRead {
+            started: Instant::now(),
+            done,
+            read: read.clone(),
+        });
         read
     }
 }
