@@ -61,10 +61,27 @@ pub struct PersisterActor {
     due: bool,
     timer: Option<SpawnHandle>,
     flushes: usize,
-    /// The send time of the oldest sent message whose cache entry a failed write left out, until
-    /// `repair_cache` has written it.
-    uncached_since: Option<DateTime<Utc>>,
+    /// The cache entries a failed write left out, until `repair_cache` has written them.
+    uncached: Option<Uncached>,
     repairing: bool,
+}
+
+/// Sent messages whose cache entries are missing: those sent since `since`, newest first, from `resume`
+/// on when a repair that stopped midway wrote those before it.
+#[derive(Debug, Clone, Copy)]
+struct Uncached {
+    since: DateTime<Utc>,
+    resume: Option<PageCursor>,
+}
+
+impl Uncached {
+    /// Also those sent since `since`: a walk from the newest again, as they may be newer than `resume`.
+    fn and_since(this: Option<Self>, since: DateTime<Utc>) -> Self {
+        Self {
+            since: this.map_or(since, |uncached| uncached.since.min(since)),
+            resume: None,
+        }
+    }
 }
 
 /// One claim's end, to be written: the transition and history entry, and the verdict it came from
@@ -92,38 +109,54 @@ impl PersisterActor {
             due: false,
             timer: None,
             flushes: 0,
-            uncached_since: None,
+            uncached: None,
             repairing: false,
         }
     }
 
-    /// Writes the cache entries a failed write left out, when some wait and no repair runs.
+    /// Writes the cache entries a failed write left out, when some wait, no repair runs, and Redis
+    /// answers.
     fn repair(&mut self, ctx: &mut Context<Self>) {
         if self.repairing {
             return;
         }
-        let Some(since) = self.uncached_since.take() else {
+        let Some(uncached) = self.uncached.take() else {
             return;
         };
         self.repairing = true;
         let store = Arc::clone(&self.store);
         let cache = self.cache.clone();
         ctx.spawn(
-            async move { repair_cache(store.as_ref(), &cache, since).await }
+            async move { repair_cache(store.as_ref(), &cache, uncached).await }
                 .into_actor(self)
                 .map(move |result, act, _| {
                     act.repairing = false;
-                    match result {
-                        Ok(0) => {}
-                        Ok(written) => log::info!(
-                            messages = written;
-                            "cache entries written for messages sent while Redis was out of reach"
-                        ),
-                        Err(error) => {
-                            // Tried again in `REPAIR_EVERY`; Redis still out of reach was logged by the flushes.
-                            act.uncached_since = Some(act.uncached_since.map_or(since, |at| at.min(since)));
-                            log::debug!("cache entries not written yet: {error}");
+                    let stopped = match result {
+                        Ok(0) => return,
+                        Ok(written) => {
+                            log::info!(
+                                messages = written;
+                                "cache entries written for messages sent while Redis was out of reach"
+                            );
+                            return;
                         }
+                        Err(stopped) => stopped,
+                    };
+                    // Tried again in `REPAIR_EVERY`, from where it stopped unless more went uncached since.
+                    act.uncached = Some(match act.uncached {
+                        Some(_) => Uncached::and_since(act.uncached, uncached.since),
+                        None => Uncached {
+                            since: uncached.since,
+                            resume: stopped.resume,
+                        },
+                    });
+                    match stopped.cause {
+                        // Redis out of reach again: the flushes and the cache's rest say so.
+                        RepairCause::Cache(error) => log::debug!("cache entries not written yet: {error}"),
+                        RepairCause::Database(error) => log::warn!(
+                            "could not read sent messages back to write their cache entries: {}",
+                            error_chain(&error)
+                        ),
                     }
                 }),
         );
@@ -194,7 +227,7 @@ impl PersisterActor {
                 ..
             } => {
                 if let Some(since) = uncached_since {
-                    self.uncached_since = Some(self.uncached_since.map_or(since, |at| at.min(since)));
+                    self.uncached = Some(Uncached::and_since(self.uncached, since));
                 }
                 self.fetcher.do_send(recorded);
             }
@@ -286,18 +319,39 @@ async fn record(store: &dyn MessageStore, cache: &Cache, metrics: &Metrics, batc
     }
 }
 
-/// Writes the cache entries of the messages sent since `since` (newest first, a page at a time), back to
-/// `REDIS_TTL` ago at most: older ones would have expired by now. Returns how many it wrote; the first
-/// failure ends it, to be tried again.
-async fn repair_cache(store: &dyn MessageStore, cache: &Cache, since: DateTime<Utc>) -> anyhow::Result<usize> {
+/// Where a repair of the cache stopped, and why.
+struct RepairStopped {
+    /// The page to go on from: those before it are written.
+    resume: Option<PageCursor>,
+    cause: RepairCause,
+}
+
+enum RepairCause {
+    Cache(crate::cache::CacheError),
+    Database(crate::store::StoreError),
+}
+
+/// Writes the cache entries of the messages sent since `uncached.since` (newest first, a page at a time,
+/// from `uncached.resume`), back to `REDIS_TTL` ago at most: older ones would have expired by now. Redis
+/// is asked first, so that a repair while it is still out of reach reads nothing. Returns how many it
+/// wrote.
+async fn repair_cache(store: &dyn MessageStore, cache: &Cache, uncached: Uncached) -> Result<usize, RepairStopped> {
+    let stopped = |resume, cause| RepairStopped { resume, cause };
+    let mut cursor = uncached.resume;
+    cache
+        .ping()
+        .await
+        .map_err(|error| stopped(cursor, RepairCause::Cache(error)))?;
     let expired_before = chrono::Duration::from_std(cache.ttl())
         .ok()
         .and_then(|ttl| Utc::now().checked_sub_signed(ttl));
-    let floor = expired_before.map_or(since, |expired| since.max(expired));
+    let floor = expired_before.map_or(uncached.since, |expired| uncached.since.max(expired));
     let mut written = 0;
-    let mut cursor = None;
     loop {
-        let page = store.list_by_status(MessageStatus::Sent, REPAIR_PAGE, cursor).await?;
+        let page = store
+            .list_by_status(MessageStatus::Sent, REPAIR_PAGE, cursor)
+            .await
+            .map_err(|error| stopped(cursor, RepairCause::Database(error)))?;
         let entries: Vec<(uuid::Uuid, SentRecord)> = page
             .iter()
             .filter_map(|message| {
@@ -312,7 +366,10 @@ async fn repair_cache(store: &dyn MessageStore, cache: &Cache, since: DateTime<U
                 ))
             })
             .collect();
-        cache.put_sent_many(&entries).await?;
+        cache
+            .put_sent_many(&entries)
+            .await
+            .map_err(|error| stopped(cursor, RepairCause::Cache(error)))?;
         written += entries.len();
         let last = page.last().and_then(|message| Some((message.sent_at?, message.id)));
         match last {

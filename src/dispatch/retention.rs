@@ -83,6 +83,7 @@ impl RetentionActor {
 }
 
 /// What one round deleted of one kind of row, and the error that ended it early, if one did.
+#[derive(Default)]
 struct Pruned {
     deleted: u64,
     error: Option<StoreError>,
@@ -106,10 +107,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<u64, StoreError>>,
 {
-    let mut pruned = Pruned {
-        deleted: 0,
-        error: None,
-    };
+    let mut pruned = Pruned::default();
     for _ in 0..MAX_BATCHES {
         match delete_batch().await {
             Ok(batch) => {
@@ -135,10 +133,7 @@ where
     F: FnMut(i64) -> Fut,
     Fut: Future<Output = Result<PruneBatch, StoreError>>,
 {
-    let mut pruned = Pruned {
-        deleted: 0,
-        error: None,
-    };
+    let mut pruned = Pruned::default();
     let mut after = 0;
     for _ in 0..MAX_BATCHES {
         match delete_batch(after).await {

@@ -545,11 +545,6 @@ impl ReceiptSql for PostgresStore {
         UPDATE receipts SET outcome = $2, settled_at = now()
          WHERE seq = (SELECT seq FROM receipts WHERE seq = $1 AND outcome = 'pending' FOR UPDATE SKIP LOCKED)
         RETURNING outcome";
-    const SETTLED_RECEIPTS_PAST: &'static str = "
-        SELECT count(*), max(seq) FROM (SELECT seq FROM receipts WHERE outcome <> 'pending' AND seq > $1
-                                         ORDER BY seq LIMIT $2) AS batch";
-    const DELETE_SETTLED_RECEIPTS: &'static str = "
-        DELETE FROM receipts WHERE outcome <> 'pending' AND seq > $2 AND seq <= $3 AND settled_at < $1";
 
     async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError> {
         let provider_ids: Vec<&str> = receipts.iter().map(|r| r.provider_message_id.as_ref()).collect();
@@ -676,11 +671,6 @@ impl StatusEventSql for PostgresStore {
                last_error = $3
           FROM unnest($1::bigint[], $2::bigint[]) AS h(seq, attempt)
          WHERE e.seq = h.seq AND e.attempts = h.attempt AND e.status = 'pending' AND e.lease_expires_at > now()";
-    const DELIVERED_EVENTS_PAST: &'static str = "
-        SELECT count(*), max(seq) FROM (SELECT seq FROM status_events WHERE status = 'delivered' AND seq > $1
-                                         ORDER BY seq LIMIT $2) AS batch";
-    const DELETE_DELIVERED_EVENTS: &'static str = "
-        DELETE FROM status_events WHERE status = 'delivered' AND seq > $2 AND seq <= $3 AND delivered_at < $1";
     const OUTBOX_STATS: &'static str = "
         SELECT count(*) FILTER (WHERE status = 'pending'),
                EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8,

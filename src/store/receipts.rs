@@ -219,11 +219,6 @@ pub(super) trait ReceiptSql: EventWriter {
     /// Settles pending receipt `$1` as outcome `$2` without applying it (and `Backend::clock`): the
     /// outcome, no row when another settler was first or is settling it now.
     const SETTLE_UNAPPLIED: &'static str;
-    /// The count and the last `seq` of the (up to) `$2` settled receipts past `seq` `$1`, in `seq` order:
-    /// a prune's batch.
-    const SETTLED_RECEIPTS_PAST: &'static str;
-    /// Deletes the settled receipts with `seq` in (`$2`, `$3`] settled before `$1`.
-    const DELETE_SETTLED_RECEIPTS: &'static str;
 
     /// Stores receipts as `pending` in the order given: their `seq`s.
     async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError>;
@@ -252,6 +247,15 @@ pub(super) struct AppliedReceipt {
 const DELIVERY_COUNTS: &str = include_str!("receipts/delivery_counts.sql");
 /// Message `$1`: its `DeliveryRow`.
 pub(super) const DELIVERY_OF: &str = include_str!("receipts/delivery_of.sql");
+
+/// The count and the last `seq` of the (up to) `$2` settled receipts past `seq` `$1`, in `seq` order: a
+/// prune's batch. Both backends run it as it is.
+const SETTLED_RECEIPTS_PAST: &str = "
+    SELECT count(*), max(seq) FROM (SELECT seq FROM receipts WHERE outcome <> 'pending' AND seq > $1
+                                     ORDER BY seq LIMIT $2) AS batch";
+/// Deletes the settled receipts with `seq` in (`$2`, `$3`] settled before `$1`.
+const DELETE_SETTLED_RECEIPTS: &str = "
+    DELETE FROM receipts WHERE outcome <> 'pending' AND seq > $2 AND seq <= $3 AND settled_at < $1";
 
 #[async_trait]
 impl<B> ReceiptStore for B
@@ -392,7 +396,7 @@ where
         after: i64,
         limit: u32,
     ) -> Result<PruneBatch, StoreError> {
-        let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(B::SETTLED_RECEIPTS_PAST)
+        let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(SETTLED_RECEIPTS_PAST)
             .bind(after)
             .bind(i64::from(limit))
             .fetch_one(self.exec())
@@ -401,7 +405,7 @@ where
         let Some(last) = last else {
             return Ok(PruneBatch::of(0, 0, limit, None));
         };
-        let done = sqlx::query(B::DELETE_SETTLED_RECEIPTS)
+        let done = sqlx::query(DELETE_SETTLED_RECEIPTS)
             .bind(B::stored_time(before))
             .bind(after)
             .bind(last)

@@ -611,11 +611,6 @@ impl ReceiptSql for SqliteStore {
 
     const SETTLE_UNAPPLIED: &'static str =
         "UPDATE receipts SET outcome = ?2, settled_at = ?3 WHERE seq = ?1 AND outcome = 'pending' RETURNING outcome";
-    const SETTLED_RECEIPTS_PAST: &'static str = "
-        SELECT count(*), max(seq) FROM (SELECT seq FROM receipts WHERE outcome <> 'pending' AND seq > ?1
-                                         ORDER BY seq LIMIT ?2) AS batch";
-    const DELETE_SETTLED_RECEIPTS: &'static str = "
-        DELETE FROM receipts WHERE outcome <> 'pending' AND seq > ?2 AND seq <= ?3 AND settled_at < ?1";
 
     async fn store_receipts(&self, receipts: &[Receipt]) -> Result<Vec<i64>, StoreError> {
         // Row by row in one transaction: SQLite has no unnest, and its statements cost microseconds.
@@ -720,11 +715,6 @@ impl StatusEventSql for SqliteStore {
            SET attempts = max(attempts - 1, 0), lease_expires_at = NULL, next_attempt_at = ?4, last_error = ?3
          WHERE (seq, attempts) IN (SELECT s.value, a.value FROM json_each(?1) AS s JOIN json_each(?2) AS a USING (key))
            AND status = 'pending' AND lease_expires_at > ?4";
-    const DELIVERED_EVENTS_PAST: &'static str = "
-        SELECT count(*), max(seq) FROM (SELECT seq FROM status_events WHERE status = 'delivered' AND seq > ?1
-                                         ORDER BY seq LIMIT ?2) AS batch";
-    const DELETE_DELIVERED_EVENTS: &'static str = "
-        DELETE FROM status_events WHERE status = 'delivered' AND seq > ?2 AND seq <= ?3 AND delivered_at < ?1";
     const OUTBOX_STATS: &'static str = "
         SELECT count(*) FILTER (WHERE status = 'pending'),
                (?1 - min(created_at) FILTER (WHERE status = 'pending')) / 1e6,

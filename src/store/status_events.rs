@@ -302,11 +302,6 @@ pub(super) trait StatusEventSql: Backend {
     /// no lease, where still pending under an unexpired lease with attempts `$2` (the same list's
     /// `HeldEvent::attempt`s) (and `Backend::clock`).
     const PUT_BACK_EVENTS: &'static str;
-    /// The count and the last `seq` of the (up to) `$2` delivered events past `seq` `$1`, in `seq` order
-    /// (that of `status_events_status_idx`): a prune's batch.
-    const DELIVERED_EVENTS_PAST: &'static str;
-    /// Deletes the delivered events with `seq` in (`$2`, `$3`] delivered before `$1`.
-    const DELETE_DELIVERED_EVENTS: &'static str;
     /// Pending events, the age of the oldest in seconds, and failed events (`Backend::clock`).
     const OUTBOX_STATS: &'static str;
 
@@ -314,6 +309,15 @@ pub(super) trait StatusEventSql: Backend {
     /// statement on Postgres.
     async fn record_deliveries(&self, deliveries: &[(HeldEvent, EventDelivery)]) -> Result<(), StoreError>;
 }
+
+/// The count and the last `seq` of the (up to) `$2` delivered events past `seq` `$1`, in `seq` order
+/// (that of `status_events_status_idx`): a prune's batch. Both backends run it as it is.
+const DELIVERED_EVENTS_PAST: &str = "
+    SELECT count(*), max(seq) FROM (SELECT seq FROM status_events WHERE status = 'delivered' AND seq > $1
+                                     ORDER BY seq LIMIT $2) AS batch";
+/// Deletes the delivered events with `seq` in (`$2`, `$3`] delivered before `$1`.
+const DELETE_DELIVERED_EVENTS: &str = "
+    DELETE FROM status_events WHERE status = 'delivered' AND seq > $2 AND seq <= $3 AND delivered_at < $1";
 
 #[async_trait]
 impl<B> StatusEventStore for B
@@ -420,7 +424,7 @@ where
         after: i64,
         limit: u32,
     ) -> Result<PruneBatch, StoreError> {
-        let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(B::DELIVERED_EVENTS_PAST)
+        let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(DELIVERED_EVENTS_PAST)
             .bind(after)
             .bind(i64::from(limit))
             .fetch_one(self.exec())
@@ -429,7 +433,7 @@ where
         let Some(last) = last else {
             return Ok(PruneBatch::of(0, 0, limit, None));
         };
-        let done = sqlx::query(B::DELETE_DELIVERED_EVENTS)
+        let done = sqlx::query(DELETE_DELIVERED_EVENTS)
             .bind(B::stored_time(before))
             .bind(after)
             .bind(last)
