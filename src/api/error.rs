@@ -175,16 +175,24 @@ impl From<PayloadError> for ApiError {
 
 impl From<QueryPayloadError> for ApiError {
     fn from(error: QueryPayloadError) -> Self {
-        // A parameter the route does not take is named as `field`, as a bad value of one is: serde names
-        // it in its message (`unknown field `match`, expected one of …`).
+        // A parameter the route does not take, or one given twice, is named as `field`, as a bad value of
+        // one is: serde names it in its message (`unknown field `match`, expected one of …`, `duplicate
+        // field `limit``), which a name holding a backtick cannot end early.
         if let QueryPayloadError::Deserialize(cause) = &error {
             let cause = cause.to_string();
-            if let Some(name) = cause
+            let unknown = cause
                 .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split_once('`'))
-                .map(|(name, _)| name.to_owned())
-            {
-                return Self::invalid(name, format!("not a parameter of this route: {cause}"));
+                .and_then(|rest| {
+                    rest.split_once("`, expected ")
+                        .or_else(|| rest.split_once("`, there are no fields"))
+                })
+                .map(|(name, _)| (name, "not a parameter of this route"));
+            let twice = cause
+                .strip_prefix("duplicate field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+                .map(|name| (name, "given twice"));
+            if let Some((name, problem)) = unknown.or(twice) {
+                return Self::invalid(name.to_owned(), format!("{problem}: {cause}"));
             }
         }
         Self::MalformedBody(format!("the query string could not be read: {error}"))

@@ -368,6 +368,8 @@ async fn a_list_refuses_a_parameter_it_does_not_take_and_names_it() {
         ("/events?state=failed", "state"),
         ("/opt-outs?page=2", "page"),
         ("/inbound?limit=5&from=%2B905551111111", "from"),
+        ("/messages/sent?a%60b=1", "a`b"),
+        ("/events?limit=5&limit=6", "limit"),
     ] {
         let (status, error) = app.get(path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {error}");
