@@ -228,7 +228,9 @@ fn parse_cursor(raw: &str) -> Result<PageCursor, ApiError> {
     let sent_at = micros
         .parse::<i64>()
         .ok()
-        .filter(|micros| (CURSOR_MIN_MICROS..=CURSOR_MAX_MICROS).contains(micros))
+        .filter(|micros| *micros <= CURSOR_MAX_MICROS)
+        // Before any time a backend stores: the same place as its earliest, the end of any list.
+        .map(|micros| micros.max(CURSOR_MIN_MICROS))
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(invalid)?;
     let id = Uuid::parse_str(id).map_err(|_| invalid())?;
@@ -248,7 +250,8 @@ mod tests {
             };
             assert_eq!(parse_cursor(&format_cursor(cursor)).unwrap(), cursor, "{micros}");
         }
-        assert!(parse_cursor(&format!("{}_{}", CURSOR_MIN_MICROS - 1, Uuid::new_v4())).is_err());
+        let earlier = parse_cursor(&format!("-999999999999999999_{}", Uuid::new_v4())).unwrap();
+        assert_eq!(earlier.at.timestamp_micros(), CURSOR_MIN_MICROS, "the earliest stored");
     }
 
     #[test]
@@ -267,7 +270,7 @@ mod tests {
             "abc",
             "12_notauuid",
             "x_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
-            "-300000000000000000_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
+            "-99999999999999999999_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
             "1000000000000000000_0b8f3c1e-5d2a-4d6f-9a51-3f0c2f7f1c11",
         ] {
             assert!(

@@ -3,7 +3,10 @@
 //! never sent: the claim moves it to `suppressed`, whenever it was enqueued.
 
 use actix_web::{HttpResponse, delete, get, post, web};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use base64::{
+    Engine, alphabet,
+    engine::{GeneralPurpose, GeneralPurposeConfig},
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -51,6 +54,16 @@ impl From<OptOut> for OptOutResponse {
     }
 }
 
+/// The list's cursor: the last number listed, base64url without padding, read back whatever its last
+/// character's unused bits hold.
+const CURSOR: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+);
+
 /// One page of the list, in ascending order of the numbers.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OptOutPage {
@@ -78,7 +91,7 @@ pub struct OptOutQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, example = 20)]
     limit: Option<String>,
     /// `next_cursor` of the previous page; omit it (or leave it empty) for the first page.
-    #[param(pattern = r"^[A-Za-z0-9_-]{0,200}$")]
+    #[param(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$")]
     cursor: Option<String>,
 }
 
@@ -148,20 +161,25 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<OptOutQuery>) ->
         .as_deref()
         .filter(|c| !c.is_empty())
         .map(|cursor| {
-            Some(cursor)
-                .filter(|cursor| cursor.len() <= 200)
-                .and_then(|cursor| URL_SAFE_NO_PAD.decode(cursor).ok())
-                .and_then(|number| String::from_utf8(number).ok())
-                // No stored number holds one, and Postgres refuses a NUL outright (a 500).
-                .filter(|number| !number.chars().any(char::is_control))
-                .ok_or_else(|| ApiError::invalid("cursor", "must be the next_cursor of a previous page"))
+            // Any cursor the spec's pattern allows is a place in the list, as a page of digits once was:
+            // what is no stored number (bytes that are no UTF-8, a control character, which Postgres
+            // refuses outright when it is a NUL) is read as the nearest text.
+            CURSOR
+                .decode(cursor)
+                .map(|bytes| {
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .collect::<String>()
+                })
+                .map_err(|_| ApiError::invalid("cursor", "must be the next_cursor of a previous page"))
         })
         .transpose()?;
     let entries = state.opt_outs.list_opt_outs(limit + 1, after.as_deref()).await?;
     // The number exactly as stored, which the next page starts after: a row stored before numbers were
     // spelled plainly (`905551110003`, `+90 555 ABC 12`) ended a page with a cursor that named another
     // place, or none, and the walk repeated it forever or stopped.
-    let (entries, next_cursor) = page::cut(entries, limit, |entry| URL_SAFE_NO_PAD.encode(&entry.to));
+    let (entries, next_cursor) = page::cut(entries, limit, |entry| CURSOR.encode(&entry.to));
     Ok(HttpResponse::Ok().json(OptOutPage {
         items: entries.into_iter().map(OptOutResponse::from).collect(),
         next_cursor,
