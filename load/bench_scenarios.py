@@ -487,6 +487,11 @@ def wait_for_outbox(stack: Stack, n: int, started: float, last_commit: float) ->
         raise StackError(f"{n} messages, {delivered:.0f} delivered after their receipts")
     if by_type.get("message.sent") != n or by_type.get("message.delivered") != n or receiver["distinct"] != 2 * n:
         raise StackError(f"{n} messages, and the status receiver got {receiver['distinct']} events: {by_type}")
+    # Each message once of each kind: the totals would pass one told twice beside one told nothing.
+    if receiver["pairs"] != 2 * n or receiver["pairs_repeated"]:
+        raise StackError(
+            f"{n} messages, and the status receiver got {receiver['pairs']} of their 2 kinds of event,"
+            f" {receiver['pairs_repeated']} of them under two ids")
     return {**figures, "outbox_empty_after_s": emptied - last_commit}
 
 

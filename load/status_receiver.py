@@ -2,7 +2,10 @@
 """A fast receiver for the service's status webhooks (`STATUS_WEBHOOK_URL`), for `make bench`.
 
 Answers every POST 204 at once and counts what it got; `GET /stats` reports it as JSON:
-`received` (POSTs), `distinct` (distinct `webhook-id`s) and `by_type` (distinct events by their `type`).
+`received` (POSTs), `distinct` (distinct `webhook-id`s), `by_type` (distinct events by their `type`),
+`pairs` (distinct message and type pairs: one `message.sent` of each message is one pair) and
+`pairs_repeated` (pairs that came under more than one `webhook-id`: a message told the same thing twice
+as two events, which the totals alone would let pass beside a message told nothing).
 It does not verify signatures (tests/it/status_events.rs does): it stands in for a receiver that keeps
 up, so that the bench measures the service's outbox and not the receiver. asyncio on keep-alive
 connections, the standard library only; run by load/stack.py as its own process:
@@ -24,6 +27,7 @@ class Receiver:
         self.received = 0
         self.ids: set[bytes] = set()
         self.by_type: dict[str, int] = {}
+        self.pairs: dict[tuple[str, str], int] = {}
 
     def record(self, webhook_id: bytes | None, body: bytes) -> None:
         self.received += 1
@@ -31,13 +35,22 @@ class Receiver:
             return  # a repeat (same `webhook-id`) is the same event
         self.ids.add(webhook_id)
         try:
-            kind = str(json.loads(body).get("type"))
+            event = json.loads(body)
+            kind = str(event.get("type"))
+            message = str(event.get("data", {}).get("id"))
         except (ValueError, AttributeError):
-            kind = "unreadable"
+            kind, message = "unreadable", ""
         self.by_type[kind] = self.by_type.get(kind, 0) + 1
+        self.pairs[(message, kind)] = self.pairs.get((message, kind), 0) + 1
 
     def stats(self) -> bytes:
-        body = json.dumps({"received": self.received, "distinct": len(self.ids), "by_type": self.by_type}).encode()
+        body = json.dumps({
+            "received": self.received,
+            "distinct": len(self.ids),
+            "by_type": self.by_type,
+            "pairs": len(self.pairs),
+            "pairs_repeated": sum(1 for count in self.pairs.values() if count > 1),
+        }).encode()
         return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
                 + str(len(body)).encode() + b"\r\n\r\n" + body)
 
