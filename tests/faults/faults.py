@@ -313,6 +313,7 @@ def run_cell(name: str, seconds: float, args: argparse.Namespace, binary: Path, 
             final_drain_s=drained_in,
             keys_posted_twice=stats["keys_posted_more_than_once"],
             accepted_twice=stats["duplicates"],
+            accepted_keys=stats["accepted"] - stats["duplicates"],
             claim_mean_ms={
                 "before": mean_ms(stats_before, stats_fault),
                 "during": mean_ms(stats_fault, stats_after),
@@ -505,6 +506,13 @@ def main() -> int:
     problems = [f"{r['cell']} could not run" for r in results if "error" in r]
     measured = [r for r in results if "error" not in r]
     problems += [f"{r['cell']} lost {r['lost']} and left {r['not_sent']}" for r in measured if r["lost"] or r["not_sent"]]
+    # The rows say sent; the stand-in says what it took. A row sent without a 202 behind it is a loss the
+    # rows alone would not show.
+    problems += [f"{r['cell']}: {r['sent']} messages recorded sent, {r['accepted_keys']} accepted by the provider"
+                 for r in measured if r["sent"] > r["accepted_keys"]]
+    # Only a process killed mid-send may post a message again (same key, which the provider drops).
+    problems += [f"{r['cell']}: {r['accepted_twice']} messages accepted twice"
+                 for r in measured if r["accepted_twice"] and r["cell"] != "sigkill"]
     if args.ci:
         problems += [f"{r['cell']} was not back to 90% within {args.recovery_seconds:g} s"
                      for r in measured if r["back_to_90_s"] is None]

@@ -158,6 +158,7 @@ def losses(database: Database, enqueued: list[str]) -> dict[str, object]:
         "enqueued": len(enqueued),
         "rows": rows,
         "lost": len(missing),
+        "sent": len(sent),
         "not_sent": {status: int(n) for status, n in by_status.items() if status != "sent"},
         # Stored although the POST failed on the client's side (a timeout or reset after the commit).
         "stored_unacknowledged": rows - len(set(enqueued)),
