@@ -132,7 +132,9 @@ class Process:
 
 
 def postgres_cpu_seconds() -> float:
-    """CPU so far of every process of the local Postgres cluster (backends, WAL writer, autovacuum...)."""
+    """CPU so far of every process of the local Postgres cluster (backends, WAL writer, autovacuum...),
+    those that have ended included: the postmaster reaps its backends, and their CPU is then its children's.
+    Other sessions' backends count too: measure on an otherwise idle cluster."""
     return cpu_seconds_of("postgres")
 
 
@@ -148,7 +150,9 @@ def cpu_seconds_of(command: str) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # a backend that ended meanwhile
-        total += int(fields[11]) + int(fields[12])
+        # utime and stime, then cutime and cstime: the children it has waited for (a backend that ended
+        # during the window took its CPU with it when only the live processes were summed).
+        total += sum(int(field) for field in fields[11:15])
     return total / CLOCK_TICKS
 
 
