@@ -359,7 +359,7 @@ def run_ours(scenario: Scenario, binary: Path, scale: float) -> dict[str, Any]:
         postgres_before = postgres_cpu_seconds()
         provider_before = stack.provider.cpu_seconds()
         receiver_before = stack.receiver.cpu_seconds() if stack.receiver is not None else 0.0
-        others_before = redis_cpu_seconds() + sum(os.times()[:2])
+        others_before = redis_cpu_seconds() + sum(os.times()[:4])
         client = Http(stack.url)
         started = time.time()
         status, _ = client.request("POST", "/scheduler/start")
@@ -377,8 +377,8 @@ def run_ours(scenario: Scenario, binary: Path, scale: float) -> dict[str, Any]:
         result["drain_postgres_cpu_s"] = postgres_cpu_seconds() - postgres_before
         result["drain_provider_cpu_s"] = stack.provider.cpu_seconds() - provider_before
         drain_receiver_cpu = stack.receiver.cpu_seconds() - receiver_before if stack.receiver is not None else 0.0
-        # Redis and this script too.
-        others = redis_cpu_seconds() + sum(os.times()[:2]) - others_before
+        # Redis and this script too, with the psql it ran and waited for.
+        others = redis_cpu_seconds() + sum(os.times()[:4]) - others_before
         result["cores_busy"] = (drain_cpu + result["drain_postgres_cpu_s"] + result["drain_provider_cpu_s"]
                                 + drain_receiver_cpu + others) / (time.time() - started)
         if scenario.status_webhooks:
