@@ -11,7 +11,9 @@ use sqlx::{
     query::{Query, QueryAs},
 };
 
-use super::{rows::Columns, status_events::EventOutbox};
+use chrono::{DateTime, Utc};
+
+use super::{PruneBatch, StoreError, db, rows::Columns, status_events::EventOutbox};
 
 /// One database the store runs on: Postgres or SQLite. Its types bind as parameters of its statements.
 pub(super) trait Backend: Columns + Send + Sync + 'static
@@ -90,4 +92,37 @@ impl<DB: Database, O> Clocked<DB> for QueryAs<'_, DB, O, <DB as Database>::Argum
     {
         self.bind(time)
     }
+}
+
+/// One batch of a prune that walks its table in `seq` order (`PruneBatch`): `window` counts and ends the
+/// `$2` rows past `$1` it looks at, `delete` deletes those of them older than `$1` (`$2`, `$3` the batch's
+/// bounds); `what` names the rows in errors.
+pub(super) async fn prune_batch<B: Backend>(
+    store: &B,
+    (window, delete, what): (&'static str, &'static str, &'static str),
+    before: DateTime<Utc>,
+    after: i64,
+    limit: u32,
+) -> Result<PruneBatch, StoreError>
+where
+    for<'q> i64: sqlx::Encode<'q, B::DB> + sqlx::Type<B::DB>,
+    for<'r> (i64, Option<i64>): sqlx::FromRow<'r, <B::DB as Database>::Row>,
+{
+    let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(window)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_one(store.exec())
+        .await
+        .map_err(db(what))?;
+    let Some(last) = last else {
+        return Ok(PruneBatch::of(0, 0, limit, None));
+    };
+    let done = sqlx::query(delete)
+        .bind(B::stored_time(before))
+        .bind(after)
+        .bind(last)
+        .execute(store.exec())
+        .await
+        .map_err(db(what))?;
+    Ok(PruneBatch::of(B::rows_affected(&done), looked_at, limit, Some(last)))
 }

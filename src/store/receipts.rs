@@ -396,22 +396,11 @@ where
         after: i64,
         limit: u32,
     ) -> Result<PruneBatch, StoreError> {
-        let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(SETTLED_RECEIPTS_PAST)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_one(self.exec())
-            .await
-            .map_err(db("reading settled receipts to prune"))?;
-        let Some(last) = last else {
-            return Ok(PruneBatch::of(0, 0, limit, None));
-        };
-        let done = sqlx::query(DELETE_SETTLED_RECEIPTS)
-            .bind(B::stored_time(before))
-            .bind(after)
-            .bind(last)
-            .execute(self.exec())
-            .await
-            .map_err(db("deleting old settled receipts"))?;
-        Ok(PruneBatch::of(B::rows_affected(&done), looked_at, limit, Some(last)))
+        let statements = (
+            SETTLED_RECEIPTS_PAST,
+            DELETE_SETTLED_RECEIPTS,
+            "pruning old settled receipts",
+        );
+        super::backend::prune_batch(self, statements, before, after, limit).await
     }
 }

@@ -424,23 +424,12 @@ where
         after: i64,
         limit: u32,
     ) -> Result<PruneBatch, StoreError> {
-        let (looked_at, last): (i64, Option<i64>) = sqlx::query_as(DELIVERED_EVENTS_PAST)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_one(self.exec())
-            .await
-            .map_err(db("reading delivered status events to prune"))?;
-        let Some(last) = last else {
-            return Ok(PruneBatch::of(0, 0, limit, None));
-        };
-        let done = sqlx::query(DELETE_DELIVERED_EVENTS)
-            .bind(B::stored_time(before))
-            .bind(after)
-            .bind(last)
-            .execute(self.exec())
-            .await
-            .map_err(db("deleting old delivered status events"))?;
-        Ok(PruneBatch::of(B::rows_affected(&done), looked_at, limit, Some(last)))
+        let statements = (
+            DELIVERED_EVENTS_PAST,
+            DELETE_DELIVERED_EVENTS,
+            "pruning old delivered status events",
+        );
+        super::backend::prune_batch(self, statements, before, after, limit).await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
