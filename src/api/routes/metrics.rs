@@ -43,8 +43,10 @@ impl GaugeReads {
     /// The read under way, or a new one started when the last is done and older than `GAUGES_FRESH_FOR`.
     fn current(&self, state: &web::Data<AppState>) -> Shared<BoxFuture<'static, ()>> {
         let mut last = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Done when its task says so, or when its task is gone (its worker stopped) and a scrape saw it end.
         if let Some(last) = last.as_ref()
-            && (last.started.elapsed() < GAUGES_FRESH_FOR || !last.done.load(Ordering::Acquire))
+            && (last.started.elapsed() < GAUGES_FRESH_FOR
+                || !(last.done.load(Ordering::Acquire) || last.read.peek().is_some()))
         {
             return last.read.clone();
         }
