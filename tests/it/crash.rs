@@ -163,19 +163,7 @@ async fn sigterm_while_a_statement_waits_exits_0_once_the_statement_returns() {
 /// panics; a second such panic is an abort (exit 134).
 #[actix_web::test]
 async fn sigterm_while_statements_outlast_the_close_grace_exits_0_without_them() {
-    let database = TestDatabase::create().await;
-    database.insert_many(20).await;
-    let provider = MockServer::start().await;
-    accept_all(&provider, Duration::from_secs(1)).await;
-    let mut service = serve_command(&database, &provider)
-        .env("SHUTDOWN_GRACE", "3s")
-        .spawn()
-        .expect("the binary starts");
-    address_of(&mut service);
-    wait_until("sends are at the provider", || async {
-        provider.received_requests().await.unwrap_or_default().len() >= 8
-    })
-    .await;
+    let (database, _provider, mut service) = sending_slowly(20, Duration::from_secs(1), "3s", 8).await;
 
     let lock = database.hold_lock("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE").await;
     nix_terminate(&service);
@@ -232,19 +220,7 @@ async fn a_second_signal_right_behind_the_first_is_not_lost() {
 }
 
 async fn the_second_of_two_signals_exits_at_once(between: Duration) {
-    let database = TestDatabase::create().await;
-    database.insert_many(2).await;
-    let provider = MockServer::start().await;
-    accept_all(&provider, Duration::from_secs(30)).await;
-    let mut service = serve_command(&database, &provider)
-        .env("SHUTDOWN_GRACE", "40s")
-        .spawn()
-        .expect("the binary starts");
-    address_of(&mut service);
-    wait_until("both are at the provider", || async {
-        provider.received_requests().await.unwrap_or_default().len() == 2
-    })
-    .await;
+    let (_database, _provider, mut service) = sending_slowly(2, Duration::from_secs(30), "40s", 2).await;
 
     nix_terminate(&service);
     if !between.is_zero() {
@@ -318,6 +294,30 @@ async fn a_statement_waits_on_a_lock(database: &TestDatabase) {
             > 0
     })
     .await;
+}
+
+/// `serve` with `SHUTDOWN_GRACE=grace` over `messages` enqueued, at a provider that answers each after
+/// `delay`, once `posted` of them are at the provider.
+async fn sending_slowly(
+    messages: usize,
+    delay: Duration,
+    grace: &str,
+    posted: usize,
+) -> (TestDatabase, MockServer, Child) {
+    let database = TestDatabase::create().await;
+    database.insert_many(messages).await;
+    let provider = MockServer::start().await;
+    accept_all(&provider, delay).await;
+    let mut service = serve_command(&database, &provider)
+        .env("SHUTDOWN_GRACE", grace)
+        .spawn()
+        .expect("the binary starts");
+    address_of(&mut service);
+    wait_until("sends are at the provider", || async {
+        provider.received_requests().await.unwrap_or_default().len() >= posted
+    })
+    .await;
+    (database, provider, service)
 }
 
 /// SIGTERM, as an orchestrator stops a container.
